@@ -1,0 +1,101 @@
+"""Backends and compile modes.
+
+lasres graphs are float32, as Lasagne's were with ``floatX=float32``: importing
+lasres sets PyTensor's ``floatX`` to float32 unless the user chose a floatX in
+``PYTENSOR_FLAGS``. It also registers the compile modes below and makes the C
+backend (``"LASRES_C"``) PyTensor's default mode unless ``PYTENSOR_FLAGS``
+names a mode, so that a ported ``theano.function(...)`` call compiles the
+way lasres intends.
+
+Backends
+--------
+``c``      PyTensor's C virtual machine (the CPU default): each lasres op runs
+           its NumPy/BLAS ``perform``; elementwise code is fused and compiled
+           to C.
+``jax``    PyTensor's JAX linker: the whole function becomes one XLA program
+           (GPU when jax has CUDA, else CPU).
+``numba``  PyTensor's numba linker (lasres ops fall back to object mode).
+``py``     pure Python VM, for debugging.
+"""
+import os
+
+import pytensor
+from pytensor.compile.mode import Mode, register_mode, predefined_modes
+
+__all__ = ["floatX", "get_mode", "BACKENDS", "default_backend", "describe_device"]
+
+_flags = os.environ.get("PYTENSOR_FLAGS", "") + "," + os.environ.get("THEANO_FLAGS", "")
+_user_flags = {kv.split("=", 1)[0].strip() for kv in _flags.split(",") if "=" in kv}
+
+if "floatX" not in _user_flags:
+    pytensor.config.floatX = "float32"
+
+floatX = pytensor.config.floatX
+
+#: Rewrites that cost much compile time on deep residual graphs and buy
+#: nothing for them (no scan, no random variables, no blockwise ops).
+_EXCLUDED_REWRITES = ("scan_eqopt1", "scan_eqopt2", "scan_make_inplace")
+
+BACKENDS = ("c", "jax", "numba", "py")
+
+
+def _c_mode():
+    return Mode(linker="cvm", optimizer="fast_run").excluding(*_EXCLUDED_REWRITES)
+
+
+def get_mode(backend=None):
+    """Return the PyTensor compile mode for a backend name.
+
+    Parameters
+    ----------
+    backend : str or None
+        One of :data:`BACKENDS`; ``None`` means :func:`default_backend`.
+
+    Returns
+    -------
+    pytensor.compile.mode.Mode
+    """
+    from .errors import LasresError
+
+    backend = (backend or default_backend()).lower()
+    if backend == "c":
+        return predefined_modes["LASRES_C"]
+    if backend == "jax":
+        try:
+            import jax  # noqa: F401
+        except ImportError:
+            raise LasresError("backend 'jax' needs jax: pip install 'lasres[jax]'") from None
+        import lasres.ops  # noqa: F401  (registers the JAX implementations)
+        return predefined_modes["LASRES_JAX"]
+    if backend == "numba":
+        return predefined_modes["NUMBA"]
+    if backend == "py":
+        return Mode(linker="py", optimizer="fast_run")
+    raise LasresError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def default_backend():
+    """The backend used when none is asked for: ``$LASRES_BACKEND`` or ``c``."""
+    return os.environ.get("LASRES_BACKEND", "c")
+
+
+def describe_device(backend=None):
+    """A short human-readable description of where a backend computes."""
+    backend = (backend or default_backend()).lower()
+    if backend == "jax":
+        try:
+            import jax
+            devs = jax.devices()
+            return f"{len(devs)} x {devs[0].device_kind} ({devs[0].platform})"
+        except Exception as exc:  # pragma: no cover - depends on the machine
+            return f"jax unavailable ({exc})"
+    import platform
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+if "LASRES_C" not in predefined_modes:
+    register_mode("LASRES_C", _c_mode())
+    register_mode("LASRES_JAX", predefined_modes["JAX"].excluding(*_EXCLUDED_REWRITES))
+
+if "mode" not in _user_flags:
+    pytensor.config.mode = predefined_modes["LASRES_C"]

@@ -1,0 +1,117 @@
+"""Batch normalisation (Lasagne's ``lasagne.layers.normalization``)."""
+from .. import init, nonlinearities
+from ..ops.bn import batch_norm_infer, batch_norm_train
+from .base import Layer
+
+__all__ = ["BatchNormLayer", "batch_norm"]
+
+
+class BatchNormLayer(Layer):
+    """Batch normalisation (Ioffe & Szegedy 2015), as Lasagne did it.
+
+    ``y = (x - mean) * (gamma * inv_std) + beta`` with the statistics taken
+    over ``axes``. In training mode (``deterministic=False``) the batch's mean
+    and ``inv_std = 1/sqrt(var + epsilon)`` (biased variance) are used, and the
+    stored ``mean`` and ``inv_std`` get default updates
+    ``stat ← (1 - alpha)·stat + alpha·batch_stat`` that any function compiled
+    from such an output applies. With ``deterministic=True`` the stored
+    statistics are used and nothing is updated. ``batch_norm_use_averages``
+    and ``batch_norm_update_averages`` override either choice.
+
+    Parameters
+    ----------
+    incoming : a :class:`Layer` instance or a tuple
+    axes : 'auto', int or tuple of int
+        Axes to normalise over; 'auto' is all but the second.
+    epsilon : float
+        Added to the variance (default 1e-4).
+    alpha : float
+        Weight of the batch statistic in the running averages (default 0.1).
+    beta, gamma : initializer, array, shared variable or None
+        Shift (trainable) and scale (trainable, regularizable).
+    mean, inv_std : initializer, array or shared variable
+        The stored statistics (tag ``batch_norm_stat``, neither trainable nor
+        regularizable).
+    """
+
+    def __init__(self, incoming, axes="auto", epsilon=1e-4, alpha=0.1, beta=init.Constant(0),
+                 gamma=init.Constant(1), mean=init.Constant(0), inv_std=init.Constant(1),
+                 **kwargs):
+        super().__init__(incoming, **kwargs)
+        if axes == "auto":
+            axes = (0,) + tuple(range(2, len(self.input_shape)))
+        elif isinstance(axes, int):
+            axes = (axes,)
+        self.axes = tuple(axes)
+        self.epsilon = epsilon
+        self.alpha = alpha
+        shape = [size for axis, size in enumerate(self.input_shape) if axis not in self.axes]
+        if any(size is None for size in shape):
+            raise ValueError("BatchNormLayer needs specified input sizes for all axes not "
+                             "normalized over.")
+        self.beta = None if beta is None else self.add_param(
+            beta, shape, "beta", trainable=True, regularizable=False)
+        self.gamma = None if gamma is None else self.add_param(
+            gamma, shape, "gamma", trainable=True, regularizable=True)
+        self.mean = self.add_param(mean, shape, "mean", trainable=False, regularizable=False,
+                                   batch_norm_stat=True)
+        self.inv_std = self.add_param(inv_std, shape, "inv_std", trainable=False,
+                                      regularizable=False, batch_norm_stat=True)
+
+    def _gamma_beta(self, dtype):
+        import pytensor.tensor as pt
+        shape = self.mean.type.shape
+        gamma = self.gamma if self.gamma is not None else pt.ones(shape, dtype=dtype)
+        beta = self.beta if self.beta is not None else pt.zeros(shape, dtype=dtype)
+        return gamma, beta
+
+    def get_output_for(self, input, deterministic=False, batch_norm_use_averages=None,
+                       batch_norm_update_averages=None, **kwargs):
+        use_averages = deterministic if batch_norm_use_averages is None else batch_norm_use_averages
+        update_averages = (not deterministic if batch_norm_update_averages is None
+                           else batch_norm_update_averages)
+        gamma, beta = self._gamma_beta(input.dtype)
+        if use_averages and not update_averages:
+            return batch_norm_infer(input, gamma, beta, self.mean, self.inv_std, axes=self.axes)
+
+        normalized, batch_mean, batch_inv_std = batch_norm_train(
+            input, gamma, beta, axes=self.axes, epsilon=self.epsilon)
+        if use_averages:
+            normalized = batch_norm_infer(input, gamma, beta, self.mean, self.inv_std,
+                                          axes=self.axes)
+        if update_averages:
+            # Lasagne's trick: memory-aliased clones of the stored statistics
+            # carry the default updates and enter the graph through a term
+            # that the rewriter removes again.
+            running_mean = self.mean.clone()
+            running_inv_std = self.inv_std.clone()
+            running_mean.default_update = ((1 - self.alpha) * running_mean
+                                           + self.alpha * batch_mean)
+            running_inv_std.default_update = ((1 - self.alpha) * running_inv_std
+                                              + self.alpha * batch_inv_std)
+            normalized = normalized + 0 * (running_mean.sum() + running_inv_std.sum())
+        return normalized
+
+
+def batch_norm(layer, **kwargs):
+    """Put batch normalisation after ``layer``'s linear part.
+
+    Removes the layer's nonlinearity and bias ``b`` (batch norm's ``beta``
+    takes the bias's role), stacks a :class:`BatchNormLayer` on it and, if
+    the layer had a nonlinearity, a :class:`NonlinearityLayer` applying it.
+    Returns the topmost new layer. Keyword arguments go to the
+    BatchNormLayer; its name defaults to the layer's name + '_bn'.
+    """
+    nonlinearity = getattr(layer, "nonlinearity", None)
+    if nonlinearity is not None:
+        layer.nonlinearity = nonlinearities.identity
+    if hasattr(layer, "b") and layer.b is not None:
+        del layer.params[layer.b]
+        layer.b = None
+    bn_name = kwargs.pop("name", None) or (getattr(layer, "name", None) and layer.name + "_bn")
+    layer = BatchNormLayer(layer, name=bn_name, **kwargs)
+    if nonlinearity is not None:
+        from .special import NonlinearityLayer
+        nonlin_name = bn_name and bn_name + "_nonlin"
+        layer = NonlinearityLayer(layer, nonlinearity, name=nonlin_name)
+    return layer

@@ -1,0 +1,113 @@
+"""The registry mapping architecture names to builders.
+
+A builder is a plain function ``builder(depth, width, input_var, num_classes,
+input_shape, **options) -> output layer``. :func:`register` adds one with
+what the scripts need to describe it: the total-depth formula and a check of
+its depth/width arguments.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ..errors import ArchitectureError
+
+__all__ = ["ModelSpec", "register", "get_spec", "available", "build"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build and describe one architecture family.
+
+    Attributes
+    ----------
+    name : str
+        The type name used by the scripts.
+    builder : callable
+        ``builder(depth, width, input_var, num_classes, input_shape, **options)``.
+    title : str
+        One line for banners and the README.
+    total_depth : callable
+        ``(depth, width) -> int``: the number of weighted layers.
+    depth_formula : str
+        The formula, for messages (e.g. ``'6n+2'``).
+    default_depth, default_width : int
+    check : callable or None
+        ``(depth, width) -> None``, raising ArchitectureError when impossible.
+    options : tuple of str
+        Names of the extra keyword options the builder accepts.
+    """
+
+    name: str
+    builder: Callable
+    title: str
+    total_depth: Callable
+    depth_formula: str
+    default_depth: int = 18
+    default_width: int = 1
+    check: Optional[Callable] = None
+    options: tuple = field(default_factory=tuple)
+
+    def validate(self, depth, width):
+        if not isinstance(depth, int) or depth < 1:
+            raise ArchitectureError(f"{self.name}: depth must be a positive integer "
+                                    f"(the per-stage block multiplier n), got {depth!r}")
+        if not isinstance(width, int) or width < 1:
+            raise ArchitectureError(f"{self.name}: width must be a positive integer, got {width!r}")
+        if self.check is not None:
+            self.check(depth, width)
+
+
+_REGISTRY = {}
+
+
+def register(spec):
+    """Add a :class:`ModelSpec` to the registry (its name must be new)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"architecture {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def available():
+    """The registered type names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_spec(type):
+    """The :class:`ModelSpec` of a type name; a one-line error for unknown names."""
+    try:
+        return _REGISTRY[type]
+    except KeyError:
+        raise ArchitectureError(f"unknown model type {type!r}: choose one of "
+                                f"{', '.join(available())}") from None
+
+
+def build(type, depth=None, width=None, input_var=None, num_classes=10,
+          input_shape=(None, 3, 32, 32), **options):
+    """Build a registered architecture and return its output layer.
+
+    Parameters
+    ----------
+    type : str
+        Architecture name (see :func:`available`).
+    depth : int
+        The per-stage block multiplier n, as in the original scripts
+        (``normal 18`` is ResNet-110, ``bottleneck 18`` ResNet-164).
+    width : int
+        Widening factor k (wide nets); 1 elsewhere.
+    input_var : PyTensor variable or None
+    num_classes : int
+    input_shape : tuple
+        ``(None, channels, height, width)``; e.g. ``(None, 1, 28, 28)`` for MNIST.
+    **options
+        Architecture-specific options (see the spec's ``options``).
+    """
+    spec = get_spec(type)
+    depth = spec.default_depth if depth is None else depth
+    width = spec.default_width if width is None else width
+    spec.validate(depth, width)
+    unknown = set(options) - set(spec.options)
+    if unknown:
+        raise ArchitectureError(f"{type}: unknown option(s) {', '.join(sorted(unknown))}"
+                                + (f"; it takes {', '.join(spec.options)}" if spec.options else ""))
+    return spec.builder(depth, width, input_var=input_var, num_classes=num_classes,
+                        input_shape=tuple(input_shape), **options)

@@ -1,0 +1,262 @@
+"""Batch normalisation as ops of their own.
+
+Written with stock elementwise and reduction ops, a batch-norm layer and its
+gradient add some twenty nodes to a graph; deep residual nets have hundreds
+of them and PyTensor's rewriting time grows much faster than the graph. These
+ops keep each layer at one node forward and one node backward.
+
+Numerics follow Lasagne's ``BatchNormLayer`` exactly: over the ``axes``,
+
+    mean    = x.mean(axes)
+    inv_std = 1 / sqrt(x.var(axes) + epsilon)        (biased variance)
+    y       = (x - mean) * (gamma * inv_std) + beta
+
+The statistics are accumulated in float64 and the result cast back to the
+input's dtype.
+"""
+import numpy as np
+import pytensor.tensor as pt
+from pytensor.gradient import DisconnectedType
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
+
+__all__ = ["BatchNormTrain", "BatchNormTrainGrad", "BatchNormInfer",
+           "batch_norm_train", "batch_norm_infer"]
+
+
+def _param_pattern(ndim, axes):
+    """Dimshuffle pattern broadcasting a parameter (axes removed) back to x."""
+    pattern, k = [], 0
+    for d in range(ndim):
+        if d in axes:
+            pattern.append("x")
+        else:
+            pattern.append(k)
+            k += 1
+    return pattern
+
+
+def _bcast(p, ndim, axes):
+    """NumPy: reshape a parameter of the non-normalised axes to broadcast against x."""
+    shape = [1] * ndim
+    kept = [d for d in range(ndim) if d not in axes]
+    for d, s in zip(kept, p.shape):
+        shape[d] = s
+    return p.reshape(shape)
+
+
+def _moments(x, axes):
+    mean = x.mean(axis=axes, dtype=np.float64, keepdims=True)
+    centred = x - mean.astype(x.dtype)
+    var = np.square(centred, dtype=np.float64).mean(axis=axes, keepdims=True)
+    return mean, centred, var
+
+
+class BatchNormTrain(Op):
+    """Training-mode batch normalisation with the batch's own statistics.
+
+    Inputs ``x, gamma, beta``; outputs ``y, mean, inv_std`` (the statistics
+    have the shape of ``gamma``: ``x``'s shape with ``axes`` removed).
+    """
+
+    __props__ = ("axes", "epsilon")
+
+    def __init__(self, axes=(0, 2, 3), epsilon=1e-4):
+        self.axes = tuple(int(a) for a in axes)
+        self.epsilon = float(epsilon)
+
+    def make_node(self, x, gamma, beta):
+        x = pt.as_tensor_variable(x)
+        gamma = pt.as_tensor_variable(gamma).astype(x.dtype)
+        beta = pt.as_tensor_variable(beta).astype(x.dtype)
+        pdim = x.ndim - len(self.axes)
+        if gamma.ndim != pdim or beta.ndim != pdim:
+            raise TypeError(f"gamma and beta must have {pdim} dimensions for a {x.ndim}-d "
+                            f"input normalised over axes {self.axes}")
+        stat = pt.tensor(dtype=x.dtype, shape=(None,) * pdim)
+        return Apply(self, [x, gamma, beta], [x.type(), stat, stat.type()])
+
+    def perform(self, node, inputs, output_storage):
+        x, gamma, beta = inputs
+        mean, centred, var = _moments(x, self.axes)
+        inv_std = 1.0 / np.sqrt(var + self.epsilon)
+        scale = (_bcast(gamma, x.ndim, self.axes) * inv_std.astype(x.dtype))
+        y = centred * scale
+        y += _bcast(beta, x.ndim, self.axes)
+        output_storage[0][0] = y.astype(x.dtype, copy=False)
+        output_storage[1][0] = np.squeeze(mean, axis=self.axes).astype(x.dtype)
+        output_storage[2][0] = np.squeeze(inv_std, axis=self.axes).astype(x.dtype)
+
+    def infer_shape(self, fgraph, node, shapes):
+        xs, gs, _ = shapes
+        return [xs, gs, gs]
+
+    def grad(self, inputs, output_grads):
+        x, gamma, beta = inputs
+        gy, gmean, ginv = output_grads
+        y, mean, inv_std = self(x, gamma, beta)
+        if isinstance(gy.type, DisconnectedType):
+            gy = pt.zeros_like(x)
+        gx, ggamma, gbeta = BatchNormTrainGrad(self.axes)(x, gy, gamma, mean, inv_std)
+        pattern = _param_pattern(x.ndim, self.axes)
+        n = pt.prod([x.shape[a] for a in self.axes]).astype(x.dtype)
+        if not isinstance(gmean.type, DisconnectedType):
+            gx = gx + gmean.dimshuffle(pattern) / n
+        if not isinstance(ginv.type, DisconnectedType):
+            # d inv_std / d x = -inv_std**3 * (x - mean) / n
+            gx = gx - (ginv * inv_std ** 3).dimshuffle(pattern) * (x - mean.dimshuffle(pattern)) / n
+        return [gx, ggamma, gbeta]
+
+    def connection_pattern(self, node):
+        return [[True, True, True], [True, False, False], [True, False, False]]
+
+
+class BatchNormTrainGrad(Op):
+    """Gradient of :class:`BatchNormTrain` w.r.t. ``x, gamma, beta`` given the
+    gradient ``gy`` of its normalised output.
+
+    With ``xhat = (x - mean) * inv_std`` and ``n`` the number of values per
+    statistic: ``gbeta = Σ gy``, ``ggamma = Σ gy·xhat``,
+    ``gx = gamma·inv_std·(gy - gbeta/n - xhat·ggamma/n)``.
+    """
+
+    __props__ = ("axes",)
+
+    def __init__(self, axes=(0, 2, 3)):
+        self.axes = tuple(int(a) for a in axes)
+
+    def make_node(self, x, gy, gamma, mean, inv_std):
+        x = pt.as_tensor_variable(x)
+        args = [pt.as_tensor_variable(v).astype(x.dtype) for v in (gy, gamma, mean, inv_std)]
+        return Apply(self, [x] + args, [x.type(), args[1].type(), args[1].type()])
+
+    def perform(self, node, inputs, output_storage):
+        x, gy, gamma, mean, inv_std = inputs
+        nd, axes = x.ndim, self.axes
+        n = np.prod([x.shape[a] for a in axes])
+        inv_b = _bcast(inv_std, nd, axes)
+        xhat = (x - _bcast(mean, nd, axes)) * inv_b
+        gbeta = gy.sum(axis=axes, dtype=np.float64)
+        ggamma = (gy * xhat).sum(axis=axes, dtype=np.float64)
+        gx = gy - _bcast((gbeta / n).astype(x.dtype), nd, axes)
+        gx -= xhat * _bcast((ggamma / n).astype(x.dtype), nd, axes)
+        gx *= _bcast(gamma, nd, axes) * inv_b
+        output_storage[0][0] = gx.astype(x.dtype, copy=False)
+        output_storage[1][0] = ggamma.astype(x.dtype)
+        output_storage[2][0] = gbeta.astype(x.dtype)
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [shapes[0], shapes[2], shapes[2]]
+
+
+class BatchNormInfer(Op):
+    """Inference-mode batch normalisation with stored statistics:
+    ``y = (x - mean) * (gamma * inv_std) + beta``."""
+
+    __props__ = ("axes",)
+
+    def __init__(self, axes=(0, 2, 3)):
+        self.axes = tuple(int(a) for a in axes)
+
+    def make_node(self, x, gamma, beta, mean, inv_std):
+        x = pt.as_tensor_variable(x)
+        args = [pt.as_tensor_variable(v).astype(x.dtype) for v in (gamma, beta, mean, inv_std)]
+        return Apply(self, [x] + args, [x.type()])
+
+    def perform(self, node, inputs, output_storage):
+        x, gamma, beta, mean, inv_std = inputs
+        nd, axes = x.ndim, self.axes
+        y = x - _bcast(mean, nd, axes)
+        y *= _bcast(gamma * inv_std, nd, axes)
+        y += _bcast(beta, nd, axes)
+        output_storage[0][0] = y
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [shapes[0]]
+
+    def grad(self, inputs, output_grads):
+        x, gamma, beta, mean, inv_std = inputs
+        (gy,) = output_grads
+        pattern = _param_pattern(x.ndim, self.axes)
+        b = lambda v: v.dimshuffle(pattern)  # noqa: E731
+        centred = x - b(mean)
+        gbeta = gy.sum(axis=self.axes)
+        gxc = (gy * centred).sum(axis=self.axes)
+        return [gy * b(gamma * inv_std),
+                gxc * inv_std,
+                gbeta,
+                -gbeta * gamma * inv_std,
+                gxc * gamma]
+
+
+def batch_norm_train(x, gamma, beta, axes=(0, 2, 3), epsilon=1e-4):
+    """Normalise ``x`` with its own statistics; returns ``(y, mean, inv_std)``."""
+    return BatchNormTrain(axes, epsilon)(x, gamma, beta)
+
+
+def batch_norm_infer(x, gamma, beta, mean, inv_std, axes=(0, 2, 3)):
+    """Normalise ``x`` with given statistics."""
+    return BatchNormInfer(axes)(x, gamma, beta, mean, inv_std)
+
+
+# --- JAX implementations --------------------------------------------------
+try:
+    from pytensor.link.jax.dispatch import jax_funcify
+except ImportError:  # jax not installed
+    jax_funcify = None
+
+if jax_funcify is not None:
+
+    def _jax_bcast(p, ndim, axes):
+        shape = [1] * ndim
+        kept = [d for d in range(ndim) if d not in axes]
+        for d, s in zip(kept, p.shape):
+            shape[d] = s
+        return p.reshape(shape)
+
+    @jax_funcify.register(BatchNormTrain)
+    def _jax_bn_train(op, node=None, **kwargs):
+        import jax.numpy as jnp
+        axes, eps = op.axes, op.epsilon
+
+        def bn_train(x, gamma, beta):
+            mean = jnp.mean(x, axis=axes, keepdims=True)
+            centred = x - mean
+            var = jnp.mean(jnp.square(centred), axis=axes, keepdims=True)
+            inv_std = 1.0 / jnp.sqrt(var + eps)
+            y = centred * (_jax_bcast(gamma, x.ndim, axes) * inv_std) + _jax_bcast(beta, x.ndim, axes)
+            return (y.astype(x.dtype), jnp.squeeze(mean, axes).astype(x.dtype),
+                    jnp.squeeze(inv_std, axes).astype(x.dtype))
+
+        return bn_train
+
+    @jax_funcify.register(BatchNormTrainGrad)
+    def _jax_bn_train_grad(op, node=None, **kwargs):
+        import jax.numpy as jnp
+        axes = op.axes
+
+        def bn_train_grad(x, gy, gamma, mean, inv_std):
+            nd = x.ndim
+            n = 1
+            for a in axes:
+                n *= x.shape[a]
+            inv_b = _jax_bcast(inv_std, nd, axes)
+            xhat = (x - _jax_bcast(mean, nd, axes)) * inv_b
+            gbeta = jnp.sum(gy, axis=axes)
+            ggamma = jnp.sum(gy * xhat, axis=axes)
+            gx = (gy - _jax_bcast(gbeta / n, nd, axes) - xhat * _jax_bcast(ggamma / n, nd, axes)) \
+                * (_jax_bcast(gamma, nd, axes) * inv_b)
+            return gx.astype(x.dtype), ggamma.astype(x.dtype), gbeta.astype(x.dtype)
+
+        return bn_train_grad
+
+    @jax_funcify.register(BatchNormInfer)
+    def _jax_bn_infer(op, node=None, **kwargs):
+        axes = op.axes
+
+        def bn_infer(x, gamma, beta, mean, inv_std):
+            nd = x.ndim
+            return ((x - _jax_bcast(mean, nd, axes)) * _jax_bcast(gamma * inv_std, nd, axes)
+                    + _jax_bcast(beta, nd, axes)).astype(x.dtype)
+
+        return bn_infer
