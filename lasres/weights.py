@@ -1,0 +1,764 @@
+"""Reading and writing parameter values: legacy ``.pklz`` files and HDF5 checkpoints.
+
+Three on-disk formats are handled:
+
+``.pklz`` (legacy)
+    ``gzip`` of a pickled ``list`` of NumPy arrays, in
+    ``lasagne.layers.get_all_param_values`` order. The seed's ``train_nn.py``
+    wrote them under Python 2 with ``pickle.dump(params, gzip.open(path, 'wb'))``
+    (protocol 0); they need ``encoding='latin1'`` to be read by Python 3.
+    :func:`load_pklz` reads them (and modern pickles, gzipped or not, and
+    ``.npz`` archives) with a *restricted* unpickler that only admits what a
+    list of arrays is made of; :func:`save_pklz` writes files that the
+    legacy Python 2 / NumPy 1 loader, Python 3 ``pickle.load`` and
+    :func:`load_pklz` all read.
+HDF5 checkpoint
+    :func:`save_checkpoint` / :func:`load_checkpoint`: the parameter values
+    plus architecture, parameter names, pixel mean, epoch, optimizer state,
+    training history and free-form extra metadata, written atomically.
+Anything
+    :func:`load_weights` looks at a file's first bytes (not its extension)
+    and dispatches to the right reader.
+
+Every problem with a file (missing, truncated, corrupt, foreign, unsafe) is
+raised as :class:`lasres.errors.WeightFileError` with a one-line message.
+"""
+from __future__ import annotations
+
+import _compat_pickle
+import gzip
+import io
+import json
+import os
+import pickle
+import re
+import struct
+import tempfile
+import time
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .errors import WeightFileError
+
+__all__ = [
+    "load_pklz", "save_pklz", "load_weights", "save_checkpoint",
+    "load_checkpoint", "Checkpoint", "CHECKPOINT_FORMAT",
+    "CHECKPOINT_FORMAT_VERSION", "detect_format", "restricted_load",
+    "ForbiddenPickleError",
+]
+
+#: Value of the ``lasres_format`` root attribute of a lasres HDF5 checkpoint.
+CHECKPOINT_FORMAT = "lasres-checkpoint"
+#: Version written by :func:`save_checkpoint`; :func:`load_checkpoint` reads
+#: this version and older ones.
+CHECKPOINT_FORMAT_VERSION = 1
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+# --------------------------------------------------------------------------
+# restricted unpickling
+# --------------------------------------------------------------------------
+def _numpy_core():
+    """Return the module holding ``_reconstruct`` / ``scalar`` for this NumPy."""
+    try:  # NumPy >= 2
+        from numpy._core import multiarray, numeric
+    except ImportError:  # pragma: no cover - NumPy 1.x
+        from numpy.core import multiarray, numeric
+    return multiarray, numeric
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    multiarray, numeric = _numpy_core()
+    allowed: dict[tuple[str, str], Any] = {}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
+        allowed[(mod, "scalar")] = multiarray.scalar
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        if hasattr(numeric, "_frombuffer"):
+            allowed[(mod, "_frombuffer")] = numeric._frombuffer
+    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "dtype")] = np.dtype
+    # Protocol-2 pickles written by Python 3 encode ``bytes`` through
+    # ``_codecs.encode(text, 'latin1')``; protocol-0/2 Python 2 pickles may
+    # spell the builtins module ``__builtin__``.
+    import _codecs
+    allowed[("_codecs", "encode")] = _codecs.encode
+    for mod in ("builtins", "__builtin__"):
+        for name, obj in (("list", list), ("tuple", tuple), ("dict", dict),
+                          ("set", set), ("frozenset", frozenset),
+                          ("bytearray", bytearray), ("bytes", bytes),
+                          ("int", int), ("float", float), ("complex", complex),
+                          ("bool", bool), ("str", str)):
+            allowed[(mod, name)] = obj
+    return allowed
+
+
+_ALLOWED = _allowed_globals()
+
+
+class ForbiddenPickleError(pickle.UnpicklingError):
+    """A pickle asked for a global outside the allow-list (never executed)."""
+
+    def __init__(self, module: str, name: str):
+        super().__init__(f"{module}.{name}")
+        self.module = module
+        self.name = name
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler admitting only NumPy array reconstruction and builtin containers.
+
+    ``find_class`` is the only way a pickle can reach a callable; refusing
+    every global outside the allow-list means a malicious file can build
+    nothing but arrays, dtypes and plain containers. Persistent ids are
+    refused as well.
+    """
+
+    def find_class(self, module, name):  # noqa: D401 - pickle API
+        # Python-2 names (``__builtin__``, ``copy_reg``, ``commands``...) are
+        # mapped to their Python 3 spelling first, as pickle's own
+        # ``find_class`` does, so that messages name the real target.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise ForbiddenPickleError(module, name) from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("persistent ids are not supported")
+
+
+def restricted_load(fileobj, *, encoding: str = "latin1", errors: str = "strict"):
+    """Unpickle ``fileobj`` admitting only arrays, dtypes and builtin containers.
+
+    Parameters
+    ----------
+    fileobj : binary file object
+        Opened for reading, positioned at the start of the pickle.
+    encoding, errors : str
+        How Python-2 ``str`` objects are decoded (see :class:`pickle.Unpickler`).
+        ``'latin1'`` reads legacy NumPy pickles; ``'bytes'`` returns Python 2
+        ``str`` as ``bytes`` (e.g. the keys of the CIFAR pickles).
+
+    Returns
+    -------
+    object
+        The unpickled object.
+
+    Raises
+    ------
+    ForbiddenPickleError
+        If the pickle references any other global (``os.system``,
+        ``builtins.eval``, ...); nothing referenced is ever called.
+    pickle.UnpicklingError, EOFError, ValueError, ...
+        Whatever a corrupt stream raises; callers wrap these.
+    """
+    return _RestrictedUnpickler(fileobj, encoding=encoding, errors=errors).load()
+
+
+def _forbidden_message(path, exc: ForbiddenPickleError) -> str:
+    return (f"{path}: refusing to load: the pickle tries to load the forbidden object "
+            f"{exc.module}.{exc.name} (only NumPy arrays and builtin containers are "
+            f"allowed); nothing was executed")
+
+
+# --------------------------------------------------------------------------
+# format detection
+# --------------------------------------------------------------------------
+def _read_head(path, n=8) -> bytes:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise WeightFileError(f"{path}: weight file not found")
+    if os.path.isdir(path):
+        raise WeightFileError(f"{path}: expected a weight file, found a directory")
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as exc:
+        raise WeightFileError(f"{path}: cannot read weight file ({exc.strerror or exc})") from None
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    if not head:
+        return False
+    if head[0] == 0x80 and len(head) > 1 and 0 <= head[1] <= 5:  # PROTO opcode
+        return True
+    # protocol 0/1 pickles of a list start with MARK+LIST, EMPTY_LIST or
+    # MARK+DICT / EMPTY_DICT / a GLOBAL
+    return head[:1] in (b"(", b"]", b"}", b"c", b"l")
+
+
+def detect_format(path) -> str:
+    """Return ``'pklz'``, ``'pickle'``, ``'npz'`` or ``'hdf5'`` from a file's content.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to inspect. The extension is ignored.
+
+    Raises
+    ------
+    WeightFileError
+        If the file is missing or in none of these formats.
+    """
+    head = _read_head(path, 8)
+    if head.startswith(_GZIP_MAGIC):
+        return "pklz"
+    if head.startswith(_HDF5_MAGIC):
+        return "hdf5"
+    if head.startswith(_ZIP_MAGIC):
+        return "npz"
+    if _looks_like_pickle(head):
+        return "pickle"
+    try:  # HDF5 with a user block: signature at 512, 1024, ...
+        import h5py
+        if h5py.is_hdf5(os.fspath(path)):
+            return "hdf5"
+    except Exception:  # pragma: no cover - h5py missing or odd file
+        pass
+    raise WeightFileError(
+        f"{os.fspath(path)}: unknown weight file format (expected gzip'd pickle .pklz, "
+        f"pickle, .npz or lasres HDF5 checkpoint)")
+
+
+# --------------------------------------------------------------------------
+# list-of-arrays validation
+# --------------------------------------------------------------------------
+def _as_array_list(obj, path) -> list[np.ndarray]:
+    if isinstance(obj, np.ndarray) and obj.dtype != object:
+        raise WeightFileError(
+            f"{path}: expected a list of arrays, found a single array of shape {obj.shape}")
+    if not isinstance(obj, (list, tuple)):
+        raise WeightFileError(f"{path}: expected a list of arrays, found {type(obj).__name__}")
+    if len(obj) == 0:
+        raise WeightFileError(f"{path}: expected a list of arrays, found an empty list")
+    out = []
+    for i, v in enumerate(obj):
+        if isinstance(v, np.generic):
+            v = np.asarray(v)
+        if not isinstance(v, np.ndarray):
+            raise WeightFileError(
+                f"{path}: expected a list of arrays, item {i} is {type(v).__name__}")
+        if v.dtype.hasobject:
+            raise WeightFileError(f"{path}: expected numeric arrays, item {i} has dtype object")
+        out.append(v)
+    return out
+
+
+# --------------------------------------------------------------------------
+# .pklz / pickle / .npz
+# --------------------------------------------------------------------------
+def _first_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0]}" if msg else type(exc).__name__
+
+
+def _load_pickle_bytes_or_stream(fileobj, path, compressed: bool):
+    try:
+        return restricted_load(fileobj, encoding="latin1")
+    except ForbiddenPickleError as exc:
+        raise WeightFileError(_forbidden_message(path, exc)) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        what = "truncated or corrupt gzip stream" if compressed else "truncated pickle"
+        raise WeightFileError(f"{path}: {what} ({_first_line(exc)})") from None
+    except Exception as exc:  # UnpicklingError, ValueError, TypeError, struct.error...
+        raise WeightFileError(f"{path}: not a readable pickle of a list of arrays "
+                              f"({_first_line(exc)})") from None
+
+
+def _load_npz(path) -> list[np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.files)
+            if not names:
+                raise WeightFileError(f"{path}: expected arrays arr_0, arr_1, ... in the .npz, "
+                                      f"found none")
+            if all(re.fullmatch(r"arr_\d+", n) for n in names):
+                names.sort(key=lambda n: int(n[4:]))
+            return [z[n] for n in names]
+    except WeightFileError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise WeightFileError(f"{path}: .npz holds object arrays, refused "
+                                  f"(only numeric arrays are allowed)") from None
+        raise WeightFileError(f"{path}: corrupt .npz archive ({exc})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, zlib.error) as exc:
+        raise WeightFileError(f"{path}: corrupt .npz archive ({type(exc).__name__})") from None
+
+
+def load_pklz(path) -> list[np.ndarray]:
+    """Load a list of parameter arrays from a legacy ``.pklz`` (or pickle / ``.npz``) file.
+
+    Reads the Python-2 protocol-0 files the seed's ``train_nn.py`` saved
+    (decoding their strings as latin-1), modern pickles of any protocol,
+    gzipped or not, and ``.npz`` archives (``arr_0``, ``arr_1``, ... in
+    numeric order). Pickles are read with a restricted unpickler that only
+    builds NumPy arrays and builtin containers.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file. Its format is recognised from its content.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        The parameter values in the file's order.
+
+    Raises
+    ------
+    WeightFileError
+        If the file is missing, not gzip/pickle/npz, truncated or corrupt,
+        does not hold a non-empty list of numeric arrays, or references a
+        forbidden global (e.g. ``os.system``; it is never executed).
+    """
+    path = os.fspath(path)
+    fmt = detect_format(path)
+    if fmt == "hdf5":
+        raise WeightFileError(f"{path}: is an HDF5 checkpoint, expected a .pklz "
+                              f"(use load_checkpoint or load_weights)")
+    if fmt == "npz":
+        return _as_array_list(_load_npz(path), path)
+    try:
+        if fmt == "pklz":
+            with gzip.open(path, "rb") as f:
+                obj = _load_pickle_bytes_or_stream(f, path, compressed=True)
+        else:
+            with open(path, "rb") as f:
+                obj = _load_pickle_bytes_or_stream(f, path, compressed=False)
+    except OSError as exc:
+        raise WeightFileError(f"{path}: cannot read weight file ({exc})") from None
+    return _as_array_list(obj, path)
+
+
+# --- a portable protocol-2 writer ---------------------------------------------
+def _p2_int(i: int) -> bytes:
+    if 0 <= i < 256:
+        return b"K" + bytes([i])
+    if 0 <= i < 65536:
+        return b"M" + struct.pack("<H", i)
+    if -2**31 <= i < 2**31:
+        return b"J" + struct.pack("<i", i)
+    enc = pickle.encode_long(i)
+    return b"\x8a" + bytes([len(enc)]) + enc
+
+
+def _p2_ascii(s: str) -> bytes:
+    b = s.encode("ascii")
+    if len(b) < 256:
+        return b"U" + bytes([len(b)]) + b
+    return b"T" + struct.pack("<i", len(b)) + b
+
+
+def _p2_tuple(items: Sequence[bytes]) -> bytes:
+    n = len(items)
+    if n == 0:
+        return b")"
+    if n <= 3:
+        return b"".join(items) + (b"\x85", b"\x86", b"\x87")[n - 1]
+    return b"(" + b"".join(items) + b"t"
+
+
+def _p2_array(a: np.ndarray, out: io.BufferedIOBase) -> None:
+    """Write one array the way NumPy 1.x under Python 2 pickled it (protocol 2).
+
+    Globals are spelled ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``
+    and ``numpy.dtype`` (importable by NumPy 1.x and 2.x alike); the raw data
+    goes through ``_codecs.encode(text, 'latin1')``, which yields ``str`` under
+    Python 2 and ``bytes`` under Python 3 whatever ``encoding=`` is used.
+    """
+    dt = a.dtype
+    if dt.hasobject or dt.names is not None or dt.subdtype is not None:
+        raise ValueError(f"cannot save arrays of dtype {dt} (expected a plain numeric dtype)")
+    code = dt.str  # e.g. '<f4', '|u1'
+    if not a.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
+        a = a.copy(order="C")
+    out.write(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n")
+    out.write(_p2_tuple([_p2_int(0)]) + _p2_ascii("b") + b"\x87R")
+    state_head = b"(" + _p2_int(1) + _p2_tuple([_p2_int(int(d)) for d in a.shape])
+    dtype = (b"cnumpy\ndtype\n" + _p2_ascii(code[1:]) + _p2_int(0) + _p2_int(1) + b"\x87R"
+             + _p2_tuple([_p2_int(3), _p2_ascii(code[0]), b"N", b"N", b"N",
+                          _p2_int(-1), _p2_int(-1), _p2_int(0)]) + b"b")
+    out.write(state_head + dtype + b"\x89")
+    text = a.tobytes().decode("latin1").encode("utf-8")
+    if len(text) >= 2**31:
+        raise ValueError(f"array of {a.nbytes} bytes is too large for protocol 2 "
+                         f"(use protocol=4)")
+    out.write(b"c_codecs\nencode\n")
+    out.write(b"X" + struct.pack("<I", len(text)))
+    out.write(text)
+    out.write(b"X\x06\x00\x00\x00latin1\x86R")  # unicode, so encoding='bytes' works too
+    out.write(b"tb")  # close the state tuple, BUILD
+
+
+def _portable_dumps(values: Sequence[np.ndarray], out) -> None:
+    out.write(b"\x80\x02](")
+    for a in values:
+        _p2_array(a, out)
+    out.write(b"e.")
+
+
+def _fsync_dir(dirname: str) -> None:
+    try:
+        fd = os.open(dirname, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_target(path) -> tuple[str, str]:
+    path = os.path.abspath(os.fspath(path))
+    d = os.path.dirname(path)
+    if not os.path.isdir(d):
+        raise WeightFileError(f"{path}: cannot save, directory {d} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    os.close(fd)
+    return path, tmp
+
+
+def _check_values(values: Iterable, what="values") -> list[np.ndarray]:
+    if isinstance(values, np.ndarray):
+        raise TypeError(f"{what}: expected a list of arrays, got a single array")
+    vals = [np.asarray(v) for v in values]
+    for i, v in enumerate(vals):
+        if v.dtype.hasobject:
+            raise TypeError(f"{what}: item {i} has dtype object, expected a numeric array")
+    return vals
+
+
+def save_pklz(path, values, protocol: int = 2) -> None:
+    """Save a list of arrays as a gzip'd pickle (the legacy ``.pklz`` format).
+
+    With ``protocol=2`` (default) the pickle is written in the portable form
+    that NumPy 1.x under Python 2 produced (globals ``numpy.core.multiarray
+    ._reconstruct``, ``numpy.ndarray``, ``numpy.dtype``, ``_codecs.encode``):
+    the legacy ``pickle.load(gzip.open(path))`` of the seed's
+    ``test_model.py``, plain Python 3 ``pickle.load`` with any ``encoding``
+    and :func:`load_pklz` all read it. Protocols 3 to 5 use Python's own
+    pickler (NumPy 2 then writes ``numpy._core`` names that NumPy 1.x cannot
+    import).
+
+    The file is written atomically: to a temporary file in the same
+    directory, flushed and fsynced, then renamed over ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file.
+    values : sequence of array_like
+        Parameter values, e.g. from ``get_all_param_values``.
+    protocol : int
+        Pickle protocol, 2 to 5.
+    """
+    if protocol not in (2, 3, 4, 5):
+        raise ValueError(f"protocol must be 2, 3, 4 or 5, got {protocol!r}")
+    vals = _check_values(values)
+    path, tmp = _atomic_target(path)
+    try:
+        with open(tmp, "wb") as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+                if protocol == 2:
+                    _portable_dumps(vals, gz)
+                else:
+                    pickle.dump(list(vals), gz, protocol=protocol)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(os.path.dirname(path))
+
+
+# --------------------------------------------------------------------------
+# HDF5 checkpoints
+# --------------------------------------------------------------------------
+@dataclass
+class Checkpoint:
+    """Content of a lasres HDF5 checkpoint.
+
+    Attributes
+    ----------
+    param_values : list of numpy.ndarray
+        Parameter values in ``get_all_params`` order.
+    arch : dict or None
+        Architecture description, e.g. ``{'type': 'wide', 'depth': 2, 'width': 4}``.
+    param_names : list of str or None
+        One name per parameter value.
+    pixel_mean : numpy.ndarray or None
+        The per-pixel mean subtracted from the inputs, shape ``(3, 32, 32)``.
+    epoch : int or None
+        Epoch the parameters come from.
+    optimizer_state : list of numpy.ndarray or None
+        E.g. the Nesterov momentum velocities.
+    optimizer_state_names : list of str or None
+        One name per optimizer state array.
+    history : dict of str to list of float or None
+        Per-epoch curves (training loss, validation error, ...).
+    extra : dict or None
+        Free-form JSON metadata.
+    format_version : int
+        Format version found in the file.
+    created : str or None
+        Time of writing (ISO 8601, UTC).
+    """
+
+    param_values: list
+    arch: dict | None = None
+    param_names: list | None = None
+    pixel_mean: np.ndarray | None = None
+    epoch: int | None = None
+    optimizer_state: list | None = None
+    optimizer_state_names: list | None = None
+    history: dict | None = None
+    extra: dict | None = None
+    format_version: int = CHECKPOINT_FORMAT_VERSION
+    created: str | None = field(default=None, compare=False)
+
+
+def _json_attr(obj, what) -> str:
+    try:
+        return json.dumps(obj, sort_keys=True, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+def _names_list(names, n, what) -> list[str] | None:
+    if names is None:
+        return None
+    names = [str(x) for x in names]
+    if len(names) != n:
+        raise ValueError(f"{what}: expected {n} names (one per array), got {len(names)}")
+    return names
+
+
+def _write_arrays(group, values: list[np.ndarray], names) -> None:
+    group.attrs["count"] = len(values)
+    if names is not None:
+        group.attrs["names_json"] = json.dumps(names)
+    for i, v in enumerate(values):
+        group.create_dataset(f"{i:05d}", data=v)
+
+
+def _read_arrays(group, path, what) -> tuple[list[np.ndarray], list[str] | None]:
+    n = int(group.attrs.get("count", -1))
+    keys = sorted(group.keys())
+    if n < 0 or keys != [f"{i:05d}" for i in range(n)]:
+        raise WeightFileError(f"{path}: corrupt checkpoint: group '{what}' should hold "
+                              f"datasets 00000..{max(n, 1) - 1:05d}, found {len(keys)}")
+    values = [np.asarray(group[k][()]) for k in keys]
+    names = None
+    if "names_json" in group.attrs:
+        names = json.loads(_attr_str(group.attrs["names_json"]))
+    return values, names
+
+
+def _attr_str(v) -> str:
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, np.ndarray) and v.shape == ():
+        v = v[()]
+        return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+    return str(v)
+
+
+def save_checkpoint(path, param_values, *, arch=None, param_names=None, pixel_mean=None,
+                    epoch=None, optimizer_state=None, optimizer_state_names=None,
+                    history=None, extra=None) -> None:
+    """Write an HDF5 checkpoint atomically.
+
+    Layout: root attributes ``lasres_format='lasres-checkpoint'``,
+    ``lasres_format_version``, ``created`` and JSON attributes ``arch_json``,
+    ``extra_json``, attribute ``epoch``; groups ``params`` and ``optimizer``
+    holding datasets ``00000``, ``00001``, ... (attribute ``count``, names as
+    ``names_json``); dataset ``pixel_mean``; group ``history`` with one
+    float64 dataset per curve.
+
+    The file is first written to a temporary file in the destination
+    directory, fsynced and renamed over ``path``, so an interrupted save
+    leaves the previous checkpoint intact and no temporary file behind.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination, conventionally ``*.h5``.
+    param_values : sequence of array_like
+        Parameter values in ``get_all_params`` order.
+    arch : dict, optional
+        JSON-serialisable description of the architecture (type, depth, width, ...).
+    param_names : sequence of str, optional
+        One name per parameter.
+    pixel_mean : array_like, optional
+        Per-pixel mean used in preprocessing.
+    epoch : int, optional
+        Epoch of these parameters.
+    optimizer_state : sequence of array_like, optional
+        Optimizer arrays (e.g. momentum velocities).
+    optimizer_state_names : sequence of str, optional
+        One name per optimizer array.
+    history : dict of str to sequence of float, optional
+        Per-epoch curves.
+    extra : dict, optional
+        Any further JSON-serialisable metadata.
+    """
+    import h5py
+
+    vals = _check_values(param_values, "param_values")
+    pnames = _names_list(param_names, len(vals), "param_names")
+    ostate = None if optimizer_state is None else _check_values(optimizer_state,
+                                                                "optimizer_state")
+    onames = (None if optimizer_state_names is None
+              else _names_list(optimizer_state_names, len(ostate or []), "optimizer_state_names"))
+    arch_json = None if arch is None else _json_attr(arch, "arch")
+    extra_json = None if extra is None else _json_attr(extra, "extra")
+    hist = None
+    if history is not None:
+        hist = {str(k): np.asarray(list(v), dtype=np.float64) for k, v in dict(history).items()}
+        for k, v in hist.items():
+            if v.ndim != 1:
+                raise ValueError(f"history[{k!r}]: expected a list of floats")
+    pm = None if pixel_mean is None else np.asarray(pixel_mean)
+
+    path, tmp = _atomic_target(path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["lasres_format"] = CHECKPOINT_FORMAT
+            f.attrs["lasres_format_version"] = CHECKPOINT_FORMAT_VERSION
+            f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            if arch_json is not None:
+                f.attrs["arch_json"] = arch_json
+            if extra_json is not None:
+                f.attrs["extra_json"] = extra_json
+            if epoch is not None:
+                f.attrs["epoch"] = int(epoch)
+            _write_arrays(f.create_group("params"), vals, pnames)
+            if ostate is not None:
+                _write_arrays(f.create_group("optimizer"), ostate, onames)
+            if pm is not None:
+                f.create_dataset("pixel_mean", data=pm)
+            if hist is not None:
+                g = f.create_group("history")
+                g.attrs["keys_json"] = json.dumps(list(hist))
+                for i, (k, v) in enumerate(hist.items()):
+                    d = g.create_dataset(f"{i:05d}", data=v)
+                    d.attrs["name"] = k
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(os.path.dirname(path))
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The HDF5 file.
+
+    Returns
+    -------
+    Checkpoint
+
+    Raises
+    ------
+    WeightFileError
+        If the file is missing, not HDF5, an HDF5 file without the lasres
+        format attribute (foreign), of a newer format version, or corrupt.
+    """
+    import h5py
+
+    path = os.fspath(path)
+    head = _read_head(path, 8)
+    if not head.startswith(_HDF5_MAGIC) and not h5py.is_hdf5(path):
+        raise WeightFileError(f"{path}: not an HDF5 file (expected a lasres checkpoint)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise WeightFileError(f"{path}: cannot open HDF5 checkpoint ({_first_line(exc)})"
+                              ) from None
+    try:
+        with f:
+            fmt = f.attrs.get("lasres_format")
+            if fmt is None or _attr_str(fmt) != CHECKPOINT_FORMAT:
+                raise WeightFileError(f"{path}: HDF5 file is not a lasres checkpoint (expected "
+                                      f"root attribute lasres_format='{CHECKPOINT_FORMAT}')")
+            version = int(f.attrs.get("lasres_format_version", -1))
+            if not 1 <= version <= CHECKPOINT_FORMAT_VERSION:
+                raise WeightFileError(f"{path}: checkpoint format version {version} is not "
+                                      f"supported (expected 1..{CHECKPOINT_FORMAT_VERSION})")
+            if "params" not in f:
+                raise WeightFileError(f"{path}: corrupt checkpoint: no 'params' group")
+            values, pnames = _read_arrays(f["params"], path, "params")
+            ostate = onames = None
+            if "optimizer" in f:
+                ostate, onames = _read_arrays(f["optimizer"], path, "optimizer")
+            pm = np.asarray(f["pixel_mean"][()]) if "pixel_mean" in f else None
+            hist = None
+            if "history" in f:
+                g = f["history"]
+                hist = {}
+                for k in sorted(g.keys()):
+                    hist[_attr_str(g[k].attrs["name"])] = [float(x) for x in g[k][()]]
+            arch = json.loads(_attr_str(f.attrs["arch_json"])) if "arch_json" in f.attrs else None
+            extra = (json.loads(_attr_str(f.attrs["extra_json"]))
+                     if "extra_json" in f.attrs else None)
+            epoch = int(f.attrs["epoch"]) if "epoch" in f.attrs else None
+            created = _attr_str(f.attrs["created"]) if "created" in f.attrs else None
+    except WeightFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise WeightFileError(f"{path}: corrupt checkpoint ({_first_line(exc)})") from None
+    return Checkpoint(param_values=values, arch=arch, param_names=pnames, pixel_mean=pm,
+                      epoch=epoch, optimizer_state=ostate, optimizer_state_names=onames,
+                      history=hist, extra=extra, format_version=version, created=created)
+
+
+def load_weights(path, with_checkpoint: bool = False):
+    """Load parameter values from any supported file, recognised by content.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A legacy ``.pklz``, a plain pickle, an ``.npz`` or a lasres HDF5
+        checkpoint; the extension does not matter.
+    with_checkpoint : bool
+        If true, return ``(values, checkpoint)`` where ``checkpoint`` is the
+        :class:`Checkpoint` for HDF5 files and ``None`` otherwise.
+
+    Returns
+    -------
+    list of numpy.ndarray, or (list of numpy.ndarray, Checkpoint or None)
+
+    Raises
+    ------
+    WeightFileError
+        As :func:`load_pklz` / :func:`load_checkpoint`.
+    """
+    fmt = detect_format(path)
+    if fmt == "hdf5":
+        ckpt = load_checkpoint(path)
+        return (ckpt.param_values, ckpt) if with_checkpoint else ckpt.param_values
+    values = load_pklz(path)
+    return (values, None) if with_checkpoint else values

@@ -1,0 +1,351 @@
+"""Tests of lasres.weights: legacy .pklz files, the restricted unpickler, checkpoints."""
+import gzip
+import io
+import os
+import pickle
+import pickletools
+
+import numpy as np
+import pytest
+
+from _datasets import legacy_fixtures_dir
+from lasres.errors import LasresError, WeightFileError
+from lasres.weights import (CHECKPOINT_FORMAT_VERSION, Checkpoint, detect_format,
+                            load_checkpoint, load_pklz, load_weights, save_checkpoint,
+                            save_pklz)
+
+FIXTURES = legacy_fixtures_dir()
+PKLZ = sorted(FIXTURES.glob("*.pklz"))
+
+
+def _npz_list(path):
+    with np.load(path) as z:
+        return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+
+def _same(a_list, b_list):
+    assert len(a_list) == len(b_list)
+    for a, b in zip(a_list, b_list):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+def _values(rng=None):
+    rng = np.random.RandomState(0) if rng is None else rng
+    return [rng.randn(16, 3, 3, 3).astype(np.float32), rng.randn(16).astype(np.float32),
+            np.arange(10, dtype=np.int64), np.array(2.5, dtype=np.float32),
+            np.zeros((0, 4), dtype=np.float32), rng.randn(64, 10)]
+
+
+# --- legacy files ------------------------------------------------------------
+def test_fixtures_present():
+    assert len(PKLZ) >= 3, f"expected the legacy .pklz fixtures in {FIXTURES}"
+
+
+@pytest.mark.parametrize("path", PKLZ, ids=lambda p: p.stem)
+def test_load_legacy_pklz_matches_npz(path):
+    raw = gzip.open(path).read()
+    assert raw[:1] == b"(", "fixture should be a protocol-0 pickle"
+    values = load_pklz(path)
+    _same(values, _npz_list(path.with_suffix(".npz")))
+    assert load_weights(path) is not None
+    _same(load_weights(path), values)
+    assert detect_format(path) == "pklz"
+
+
+def test_legacy_fixture_needs_latin1():
+    # documents why the loader decodes with latin1
+    with pytest.raises(UnicodeDecodeError):
+        pickle.load(gzip.open(PKLZ[0]))
+
+
+def test_npz_and_plain_pickle_accepted(tmp_path):
+    vals = _values()
+    np.savez(tmp_path / "w.npz", *vals)
+    _same(load_pklz(tmp_path / "w.npz"), vals)
+    vals12 = [np.full(2, i) for i in range(12)]  # arr_10 sorts after arr_9
+    np.savez(tmp_path / "w12.npz", *vals12)
+    _same(load_weights(tmp_path / "w12.npz"), vals12)
+    for proto in (0, 2, 4, 5):
+        p = tmp_path / f"w{proto}.pkl"
+        p.write_bytes(pickle.dumps(vals, protocol=proto))
+        assert detect_format(p) == "pickle"
+        _same(load_pklz(p), vals)
+    # gzip'd modern pickle under a misleading extension
+    p = tmp_path / "weights.h5"
+    p.write_bytes(gzip.compress(pickle.dumps(vals, protocol=4)))
+    _same(load_weights(p), vals)
+
+
+# --- saving -------------------------------------------------------------------
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_save_pklz_roundtrip(tmp_path, protocol):
+    vals = _values()
+    p = tmp_path / "w.pklz"
+    save_pklz(p, vals, protocol=protocol)
+    _same(load_pklz(p), vals)
+    # plain Python-3 pickle reads it with any encoding (as a user script would)
+    for enc in ("ASCII", "latin1", "bytes"):
+        _same(pickle.load(gzip.open(p), encoding=enc), vals)
+    assert [f for f in os.listdir(tmp_path)] == ["w.pklz"]
+
+
+def test_save_pklz_protocol2_is_legacy_compatible(tmp_path):
+    """Protocol 2 output only names globals a Python 2 / NumPy 1 loader can import."""
+    p = tmp_path / "w.pklz"
+    save_pklz(p, _values())
+    raw = gzip.open(p).read()
+    globals_ = {arg for op, arg, _ in pickletools.genops(raw) if op.name == "GLOBAL"}
+    assert globals_ == {"numpy.core.multiarray _reconstruct", "numpy ndarray",
+                        "numpy dtype", "_codecs encode"}
+    assert pickletools.genops(raw).__next__()[1] == 2
+    # a legacy fixture re-saved reads back identically
+    legacy = load_pklz(PKLZ[0])
+    save_pklz(p, legacy)
+    _same(load_pklz(p), legacy)
+
+
+def test_save_pklz_rejects_bad_input(tmp_path):
+    with pytest.raises(TypeError):
+        save_pklz(tmp_path / "x.pklz", np.zeros(3))
+    with pytest.raises(ValueError):
+        save_pklz(tmp_path / "x.pklz", [np.zeros(3)], protocol=1)
+    with pytest.raises(WeightFileError):
+        save_pklz(tmp_path / "missing_dir" / "x.pklz", [np.zeros(3)])
+    assert not (tmp_path / "x.pklz").exists()
+
+
+# --- refusing unsafe and broken files ------------------------------------------
+class _Evil:
+    def __init__(self, cmd):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return (os.system, (self.cmd,))
+
+
+class _EvalEvil:
+    def __reduce__(self):
+        return (eval, ("__import__('os').system('true')",))
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_malicious_pickle_refused_and_not_executed(tmp_path, compress):
+    marker = tmp_path / "pwned_x"
+    payload = pickle.dumps([np.zeros(2), _Evil(f"touch {marker}")], protocol=2)
+    p = tmp_path / "evil.pklz"
+    p.write_bytes(gzip.compress(payload) if compress else payload)
+    with pytest.raises(WeightFileError, match=r"forbidden object (posix|os|nt)\.system") as ei:
+        load_pklz(p)
+    assert "nothing was executed" in str(ei.value)
+    assert "\n" not in str(ei.value)
+    with pytest.raises(WeightFileError, match="forbidden"):
+        load_weights(p)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_eval_and_subprocess_refused(tmp_path, protocol):
+    import subprocess
+    p = tmp_path / "evil.pklz"
+    p.write_bytes(gzip.compress(pickle.dumps([_EvalEvil()], protocol=protocol)))
+    with pytest.raises(WeightFileError, match=r"forbidden object builtins\.eval"):
+        load_pklz(p)
+
+    class Sub:
+        def __reduce__(self):
+            return (subprocess.call, (["true"],))
+    p.write_bytes(gzip.compress(pickle.dumps(Sub(), protocol=protocol)))
+    with pytest.raises(WeightFileError, match="forbidden object subprocess.call"):
+        load_pklz(p)
+
+
+def test_truncated_gzip(tmp_path):
+    raw = (FIXTURES / "normal_n1_k1.pklz").read_bytes()
+    p = tmp_path / "trunc.pklz"
+    p.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(WeightFileError, match="truncated") as ei:
+        load_pklz(p)
+    assert str(p) in str(ei.value)
+
+
+def test_truncated_pickle_inside_complete_gzip(tmp_path):
+    raw = gzip.open(FIXTURES / "normal_n1_k1.pklz").read()
+    p = tmp_path / "trunc2.pklz"
+    p.write_bytes(gzip.compress(raw[: len(raw) // 3]))
+    with pytest.raises(WeightFileError):
+        load_pklz(p)
+
+
+def test_random_bytes(tmp_path):
+    p = tmp_path / "random.pklz"
+    p.write_bytes(np.random.RandomState(1).bytes(4096).replace(b"\x1f\x8b", b"xx"))
+    with pytest.raises(WeightFileError):
+        load_weights(p)
+    with pytest.raises(WeightFileError):
+        load_pklz(p)
+
+
+def test_corrupt_gzip_body(tmp_path):
+    raw = bytearray((FIXTURES / "normal_n1_k1.pklz").read_bytes())
+    raw[100:200] = b"\x00" * 100
+    p = tmp_path / "corrupt.pklz"
+    p.write_bytes(bytes(raw))
+    with pytest.raises(WeightFileError):
+        load_pklz(p)
+
+
+@pytest.mark.parametrize("obj, msg", [
+    ({"W": np.zeros(3)}, "found dict"),
+    ([], "empty list"),
+    ([np.zeros(3), "not an array"], "item 1 is str"),
+    (np.zeros(3), "single array"),
+])
+def test_not_a_list_of_arrays(tmp_path, obj, msg):
+    p = tmp_path / "x.pklz"
+    p.write_bytes(gzip.compress(pickle.dumps(obj, protocol=2)))
+    with pytest.raises(WeightFileError, match=msg):
+        load_pklz(p)
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(WeightFileError, match="not found"):
+        load_weights(tmp_path / "nope.pklz")
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(WeightFileError, match="unknown weight file format"):
+        load_weights(tmp_path / "empty")
+    with pytest.raises(WeightFileError, match="directory"):
+        load_pklz(tmp_path)
+
+
+def test_errors_are_lasres_errors():
+    assert issubclass(WeightFileError, LasresError)
+
+
+# --- HDF5 checkpoints ---------------------------------------------------------
+def _full_checkpoint_kwargs():
+    vals = _values()
+    return dict(
+        param_values=vals,
+        arch={"type": "wide", "depth": 2, "width": 4},
+        param_names=[f"p{i}" for i in range(len(vals))],
+        pixel_mean=np.random.RandomState(3).rand(3, 32, 32).astype(np.float32),
+        epoch=17,
+        optimizer_state=[np.ones_like(v) for v in vals],
+        optimizer_state_names=[f"v{i}" for i in range(len(vals))],
+        history={"train_loss": [2.3, 1.9, 1.5], "valid_error": [0.8, 0.6, 0.5]},
+        extra={"lr": 0.1, "note": "ünïcode", "schedule": {"0": 0.01, "10": 0.1}},
+    )
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    kw = _full_checkpoint_kwargs()
+    p = tmp_path / "ckpt.h5"
+    save_checkpoint(p, kw.pop("param_values"), **kw)
+    ck = load_checkpoint(p)
+    assert isinstance(ck, Checkpoint)
+    _same(ck.param_values, _values())
+    _same(ck.optimizer_state, [np.ones_like(v) for v in _values()])
+    assert ck.arch == kw["arch"] and ck.param_names == kw["param_names"]
+    assert ck.epoch == 17 and ck.extra == kw["extra"]
+    assert ck.history == kw["history"]
+    assert ck.optimizer_state_names == kw["optimizer_state_names"]
+    np.testing.assert_array_equal(ck.pixel_mean, kw["pixel_mean"])
+    assert ck.format_version == CHECKPOINT_FORMAT_VERSION and ck.created
+    values, ck2 = load_weights(p, with_checkpoint=True)
+    _same(values, ck.param_values)
+    assert ck2.arch == kw["arch"]
+    assert detect_format(p) == "hdf5"
+    assert os.listdir(tmp_path) == ["ckpt.h5"]
+
+
+def test_checkpoint_minimal_and_legacy_values(tmp_path):
+    legacy = load_pklz(FIXTURES / "wide_n1_k2.pklz")
+    p = tmp_path / "min.h5"
+    save_checkpoint(p, legacy)
+    ck = load_checkpoint(p)
+    _same(ck.param_values, legacy)
+    assert ck.arch is None and ck.param_names is None and ck.pixel_mean is None
+    assert ck.epoch is None and ck.optimizer_state is None and ck.history is None
+    _, none = load_weights(FIXTURES / "wide_n1_k2.pklz", with_checkpoint=True)
+    assert none is None
+
+
+def test_checkpoint_name_count_mismatch(tmp_path):
+    with pytest.raises(ValueError, match="expected 2 names"):
+        save_checkpoint(tmp_path / "c.h5", [np.zeros(1), np.zeros(2)], param_names=["a"])
+    assert not list(tmp_path.iterdir())
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    import h5py
+    p = tmp_path / "ckpt.h5"
+    old = [np.full((3, 3), 7.0, dtype=np.float32)]
+    save_checkpoint(p, old, epoch=1)
+
+    real = h5py.Group.create_dataset
+    calls = {"n": 0}
+
+    def failing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full (simulated)")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", failing)
+    with pytest.raises(OSError, match="simulated"):
+        save_checkpoint(p, _values(), epoch=2)
+    monkeypatch.undo()
+    assert calls["n"] == 3
+    ck = load_checkpoint(p)
+    assert ck.epoch == 1
+    _same(ck.param_values, old)
+    assert os.listdir(tmp_path) == ["ckpt.h5"], "temporary file left behind"
+
+
+def test_interrupted_pklz_save_keeps_previous(tmp_path, monkeypatch):
+    import lasres.weights as W
+    p = tmp_path / "w.pklz"
+    save_pklz(p, [np.ones(3)])
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(W, "_p2_array", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_pklz(p, [np.zeros(3)])
+    monkeypatch.undo()
+    _same(load_pklz(p), [np.ones(3)])
+    assert os.listdir(tmp_path) == ["w.pklz"]
+
+
+def test_foreign_hdf5_refused(tmp_path):
+    import h5py
+    p = tmp_path / "foreign.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("model_weights", data=np.zeros(3))
+    with pytest.raises(WeightFileError, match="not a lasres checkpoint"):
+        load_checkpoint(p)
+    with pytest.raises(WeightFileError, match="not a lasres checkpoint"):
+        load_weights(p)
+    with pytest.raises(WeightFileError, match="HDF5"):
+        load_pklz(p)
+
+
+def test_future_version_and_corrupt_hdf5(tmp_path):
+    import h5py
+    p = tmp_path / "c.h5"
+    save_checkpoint(p, [np.zeros(2)])
+    with h5py.File(p, "a") as f:
+        f.attrs["lasres_format_version"] = CHECKPOINT_FORMAT_VERSION + 1
+    with pytest.raises(WeightFileError, match="version"):
+        load_checkpoint(p)
+    save_checkpoint(p, [np.zeros(2)])
+    raw = p.read_bytes()
+    p.write_bytes(raw[:200])
+    with pytest.raises(WeightFileError):
+        load_weights(p)
+    q = tmp_path / "not.h5"
+    q.write_bytes(gzip.compress(b"hello"))
+    with pytest.raises(WeightFileError, match="not an HDF5"):
+        load_checkpoint(q)
