@@ -91,18 +91,21 @@ class BatchNormTrain(Op):
         xs, gs, _ = shapes
         return [xs, gs, gs]
 
-    def grad(self, inputs, output_grads):
+    def pullback(self, inputs, outputs, cotangents):
         x, gamma, beta = inputs
-        gy, gmean, ginv = output_grads
-        y, mean, inv_std = self(x, gamma, beta)
-        if isinstance(gy.type, DisconnectedType):
-            gy = pt.zeros_like(x)
-        gx, ggamma, gbeta = BatchNormTrainGrad(self.axes)(x, gy, gamma, mean, inv_std)
+        _, mean, inv_std = outputs
+        gy, gmean, ginv = cotangents
+        disconnected = [isinstance(g.type, DisconnectedType) for g in cotangents]
+        if disconnected[0]:
+            gx = pt.zeros_like(x)
+            ggamma = gbeta = DisconnectedType()()
+        else:
+            gx, ggamma, gbeta = BatchNormTrainGrad(self.axes)(x, gy, gamma, mean, inv_std)
         pattern = _param_pattern(x.ndim, self.axes)
         n = pt.prod([x.shape[a] for a in self.axes]).astype(x.dtype)
-        if not isinstance(gmean.type, DisconnectedType):
+        if not disconnected[1]:
             gx = gx + gmean.dimshuffle(pattern) / n
-        if not isinstance(ginv.type, DisconnectedType):
+        if not disconnected[2]:
             # d inv_std / d x = -inv_std**3 * (x - mean) / n
             gx = gx - (ginv * inv_std ** 3).dimshuffle(pattern) * (x - mean.dimshuffle(pattern)) / n
         return [gx, ggamma, gbeta]
@@ -174,9 +177,9 @@ class BatchNormInfer(Op):
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0]]
 
-    def grad(self, inputs, output_grads):
+    def pullback(self, inputs, outputs, cotangents):
         x, gamma, beta, mean, inv_std = inputs
-        (gy,) = output_grads
+        (gy,) = cotangents
         pattern = _param_pattern(x.ndim, self.axes)
         b = lambda v: v.dimshuffle(pattern)  # noqa: E731
         centred = x - b(mean)
