@@ -1,0 +1,576 @@
+"""CIFAR-10 / CIFAR-100 readers and the legacy preprocessing pipeline.
+
+The readers accept the official distribution layouts:
+
+* ``cifar-10-batches-py/`` -- ``data_batch_1`` .. ``data_batch_5``,
+  ``test_batch``, ``batches.meta``: pickled dicts (Python 2 pickles whose keys
+  arrive as ``bytes`` when read with ``encoding='bytes'``; pickles with
+  ``str`` keys are accepted too);
+* ``cifar-10-batches-bin/`` -- ``data_batch_1.bin`` .. ``data_batch_5.bin``,
+  ``test_batch.bin``: 3073-byte records (label byte, then 1024 red, 1024
+  green, 1024 blue bytes), ``batches.meta.txt`` with the class names;
+* ``cifar-100-python/`` -- ``train``, ``test``, ``meta`` (keys
+  ``fine_labels`` / ``coarse_labels``).
+
+Pickles are read with the restricted unpickler of :mod:`lasres.weights`,
+which builds nothing but NumPy arrays and builtin containers.
+
+The legacy pipeline of the seed's ``utils.py`` (``load_pickle_data_cv`` and
+``load_pickle_data_test``) is reproduced by :func:`legacy_split`,
+:func:`compute_pixel_mean` and :func:`preprocess`, bundled as
+:func:`prepare_cifar10`:
+
+1. the five training batches are concatenated (50,000 images), shuffled and
+   split 90/10 into training and validation parts
+   (``sklearn.utils.shuffle`` then ``train_test_split(test_size=0.1)``: the
+   validation part has ``ceil(0.1 * n)`` images);
+2. images are reshaped to ``(N, 3, 32, 32)`` and cast to ``float32``
+   **without** scaling: pixel values stay in ``[0, 255]`` (an early revision
+   of the seed divided by 255 and subtracted no mean; the published weights
+   come from the revision with the per-pixel mean);
+3. the per-pixel mean of the training part (shape ``(3, 32, 32)``) is
+   subtracted from training and validation images and saved as
+   ``data/pixel_mean.npy``; ``test_model.py`` reads that file back and
+   subtracts it from the 10,000 test images.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from collections import namedtuple
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError
+from ..weights import ForbiddenPickleError, restricted_load
+
+__all__ = [
+    "CIFAR10_CLASSES", "DatasetSplits", "load_cifar10", "load_cifar100",
+    "find_cifar10", "legacy_split", "compute_pixel_mean", "preprocess",
+    "save_pixel_mean", "load_pixel_mean", "prepare_cifar10", "PreparedCifar10",
+]
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+PY_DIR = "cifar-10-batches-py"
+BIN_DIR = "cifar-10-batches-bin"
+CIFAR100_DIR = "cifar-100-python"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+RECORD_BYTES = 3073
+IMAGE_SHAPE = (3, 32, 32)
+IMAGE_BYTES = 3072
+
+
+class DatasetSplits(namedtuple("DatasetSplits", "X_train y_train X_test y_test")):
+    """``(X_train, y_train, X_test, y_test)``, with the class names as ``label_names``.
+
+    Unpacks as a 4-tuple; ``label_names`` (tuple of str) and ``source`` (the
+    directory read) are extra attributes.
+    """
+
+    def __new__(cls, X_train, y_train, X_test, y_test, label_names=(), source=None):
+        self = super().__new__(cls, X_train, y_train, X_test, y_test)
+        self.label_names = tuple(label_names)
+        self.source = source
+        return self
+
+    def __getnewargs__(self):
+        return tuple(self) + (self.label_names, self.source)
+
+
+# --------------------------------------------------------------------------
+# low-level readers
+# --------------------------------------------------------------------------
+def _str(v):
+    return v.decode("latin1") if isinstance(v, (bytes, bytearray)) else v
+
+
+def _read_pickle(path, what):
+    """Unpickle a CIFAR file safely; keys are returned as ``str``."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: missing {what}")
+    try:
+        with open(path, "rb") as f:
+            obj = restricted_load(f, encoding="bytes")
+    except ForbiddenPickleError as exc:
+        raise DataError(f"{path}: refusing to load {what}: it references the forbidden object "
+                        f"{exc.module}.{exc.name} (nothing was executed)") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable {what} (expected a pickled dict; "
+                        f"{type(exc).__name__})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected {what} to be a pickled dict, found "
+                        f"{type(obj).__name__}")
+    return {_str(k): v for k, v in obj.items()}
+
+
+def _images_from(d, path, what):
+    data = d.get("data")
+    if data is None:
+        raise DataError(f"{path}: {what} has no 'data' entry (keys: {sorted(d)})")
+    data = np.asarray(data)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
+        raise DataError(f"{path}: expected {what} 'data' as uint8 of shape (N, {IMAGE_BYTES}), "
+                        f"found {data.dtype} {data.shape}")
+    return data.reshape((-1,) + IMAGE_SHAPE)
+
+
+def _labels_from(d, key, n, n_classes, path, what):
+    if key not in d:
+        raise DataError(f"{path}: {what} has no '{key}' entry (keys: {sorted(d)})")
+    try:
+        y = np.asarray(d[key], dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: {what} '{key}' is not a list of integers") from None
+    if y.shape[0] != n:
+        raise DataError(f"{path}: {what} has {n} images but {y.shape[0]} '{key}'")
+    if n and (y.min() < 0 or y.max() >= n_classes):
+        raise DataError(f"{path}: {what} '{key}' outside 0..{n_classes - 1}")
+    return y.astype(np.int32)
+
+
+def _read_py_batch(path):
+    d = _read_pickle(path, "CIFAR-10 python batch")
+    X = _images_from(d, path, "CIFAR-10 batch")
+    y = _labels_from(d, "labels", X.shape[0], 10, path, "CIFAR-10 batch")
+    return X, y
+
+
+def _read_bin_batch(path):
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: missing CIFAR-10 binary batch")
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read CIFAR-10 binary batch ({exc})") from None
+    if raw.size == 0 or raw.size % RECORD_BYTES:
+        raise DataError(f"{path}: size {raw.size} bytes is not a positive multiple of the "
+                        f"{RECORD_BYTES}-byte CIFAR-10 record")
+    rec = raw.reshape(-1, RECORD_BYTES)
+    y = rec[:, 0].astype(np.int32)
+    if y.max() >= 10:
+        raise DataError(f"{path}: label byte {int(y.max())} outside 0..9 "
+                        f"(expected {RECORD_BYTES}-byte CIFAR-10 records)")
+    return rec[:, 1:].reshape((-1,) + IMAGE_SHAPE), y
+
+
+def _py_label_names(folder):
+    meta = os.path.join(folder, "batches.meta")
+    if not os.path.exists(meta):
+        return CIFAR10_CLASSES
+    d = _read_pickle(meta, "CIFAR-10 batches.meta")
+    names = d.get("label_names")
+    if not isinstance(names, (list, tuple)) or len(names) != 10:
+        raise DataError(f"{meta}: expected 'label_names' with 10 class names")
+    return tuple(_str(n) for n in names)
+
+
+def _bin_label_names(folder):
+    meta = os.path.join(folder, "batches.meta.txt")
+    if not os.path.exists(meta):
+        return CIFAR10_CLASSES
+    with open(meta, encoding="latin1") as f:
+        names = [ln.strip() for ln in f if ln.strip()]
+    if len(names) != 10:
+        raise DataError(f"{meta}: expected 10 class names, found {len(names)}")
+    return tuple(names)
+
+
+def find_cifar10(data_dir="data", layout="auto"):
+    """Locate a CIFAR-10 folder and its layout.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        Directory holding ``cifar-10-batches-py/`` or ``cifar-10-batches-bin/``,
+        or one of those folders itself.
+    layout : {'auto', 'py', 'bin'}
+        ``'auto'`` prefers the python layout when both are present.
+
+    Returns
+    -------
+    (str, str)
+        The folder and its layout (``'py'`` or ``'bin'``).
+
+    Raises
+    ------
+    DataError
+        If no such folder exists.
+    """
+    aliases = {"auto": "auto", "py": "py", "python": "py", "pickle": "py",
+               "bin": "bin", "binary": "bin"}
+    if layout not in aliases:
+        raise DataError(f"unknown CIFAR-10 layout {layout!r} (expected 'auto', 'py' or 'bin')")
+    layout = aliases[layout]
+    data_dir = os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise DataError(f"{data_dir}: CIFAR-10 data directory not found (expected a folder "
+                        f"holding {PY_DIR}/ or {BIN_DIR}/)")
+    # data_dir itself may be one of the layout folders
+    own = []
+    if os.path.exists(os.path.join(data_dir, TEST_BATCH)) or \
+            os.path.basename(os.path.normpath(data_dir)) == PY_DIR:
+        own.append((data_dir, "py"))
+    if os.path.exists(os.path.join(data_dir, TEST_BATCH + ".bin")) or \
+            os.path.basename(os.path.normpath(data_dir)) == BIN_DIR:
+        own.append((data_dir, "bin"))
+    candidates = own + [(os.path.join(data_dir, PY_DIR), "py"),
+                        (os.path.join(data_dir, BIN_DIR), "bin")]
+    for folder, lay in candidates:
+        if layout in ("auto", lay) and os.path.isdir(folder):
+            return folder, lay
+    want = {"auto": f"{PY_DIR}/ or {BIN_DIR}/", "py": f"{PY_DIR}/", "bin": f"{BIN_DIR}/"}[layout]
+    raise DataError(f"{data_dir}: no CIFAR-10 found (expected {want} in it; "
+                    f"lasres.data.download_cifar10 fetches the python layout)")
+
+
+def load_cifar10(data_dir="data", layout="auto"):
+    """Load CIFAR-10 from either official layout.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        Directory holding ``cifar-10-batches-py/`` or ``cifar-10-batches-bin/``
+        (the seed used ``data/``), or one of those folders itself.
+    layout : {'auto', 'py', 'bin'}
+        Which layout to read; ``'auto'`` prefers the python one.
+
+    Returns
+    -------
+    DatasetSplits
+        ``X_train`` uint8 ``(N_train, 3, 32, 32)`` (50,000 for the full set),
+        ``y_train`` int32, ``X_test`` uint8 ``(N_test, 3, 32, 32)``,
+        ``y_test`` int32, in file order (batches 1 to 5 concatenated), plus
+        ``label_names`` from ``batches.meta`` / ``batches.meta.txt`` (the
+        standard names when absent). Subsets hold whatever the files hold.
+
+    Raises
+    ------
+    DataError
+        Missing folder or batch, wrong record size, a file that is not a
+        CIFAR pickle (or tries to load anything but arrays and containers).
+    """
+    folder, lay = find_cifar10(data_dir, layout)
+    if lay == "py":
+        reader, suffix, names = _read_py_batch, "", _py_label_names(folder)
+    else:
+        reader, suffix, names = _read_bin_batch, ".bin", _bin_label_names(folder)
+    missing = [b + suffix for b in TRAIN_BATCHES + (TEST_BATCH,)
+               if not os.path.isfile(os.path.join(folder, b + suffix))]
+    if missing:
+        raise DataError(f"{os.path.join(folder, missing[0])}: missing CIFAR-10 batch (expected "
+                        f"data_batch_1{suffix}..data_batch_5{suffix} and test_batch{suffix} "
+                        f"in {folder})")
+    parts = [reader(os.path.join(folder, b + suffix)) for b in TRAIN_BATCHES]
+    X_train = np.concatenate([p[0] for p in parts])
+    y_train = np.concatenate([p[1] for p in parts])
+    X_test, y_test = reader(os.path.join(folder, TEST_BATCH + suffix))
+    return DatasetSplits(np.ascontiguousarray(X_train), y_train,
+                         np.ascontiguousarray(X_test), y_test, names, folder)
+
+
+def load_cifar100(data_dir="data", label_mode="fine"):
+    """Load CIFAR-100 from the python layout ``cifar-100-python/``.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        Directory holding ``cifar-100-python/`` (files ``train``, ``test``
+        and optionally ``meta``), or that folder itself.
+    label_mode : {'fine', 'coarse'}
+        ``fine_labels`` (100 classes) or ``coarse_labels`` (20 superclasses).
+
+    Returns
+    -------
+    DatasetSplits
+        uint8 images ``(N, 3, 32, 32)`` and int32 labels, with
+        ``label_names`` from ``meta`` (``fine_label_names`` /
+        ``coarse_label_names``) when present.
+
+    Raises
+    ------
+    DataError
+        Missing folder or file, malformed pickle, labels out of range.
+    """
+    if label_mode not in ("fine", "coarse"):
+        raise DataError(f"unknown CIFAR-100 label_mode {label_mode!r} "
+                        f"(expected 'fine' or 'coarse')")
+    data_dir = os.fspath(data_dir)
+    folder = data_dir
+    if not os.path.isfile(os.path.join(folder, "train")):
+        folder = os.path.join(data_dir, CIFAR100_DIR)
+    if not os.path.isdir(folder):
+        raise DataError(f"{data_dir}: no CIFAR-100 found (expected {CIFAR100_DIR}/ "
+                        f"with files train and test)")
+    n_classes = 100 if label_mode == "fine" else 20
+    key = f"{label_mode}_labels"
+    out = []
+    for split in ("train", "test"):
+        path = os.path.join(folder, split)
+        d = _read_pickle(path, f"CIFAR-100 '{split}' file")
+        X = _images_from(d, path, f"CIFAR-100 '{split}' file")
+        y = _labels_from(d, key, X.shape[0], n_classes, path, f"CIFAR-100 '{split}' file")
+        out += [np.ascontiguousarray(X), y]
+    names = ()
+    meta = os.path.join(folder, "meta")
+    if os.path.exists(meta):
+        m = _read_pickle(meta, "CIFAR-100 meta file")
+        raw = m.get(f"{label_mode}_label_names")
+        if isinstance(raw, (list, tuple)):
+            names = tuple(_str(n) for n in raw)
+    return DatasetSplits(*out, names, folder)
+
+
+# --------------------------------------------------------------------------
+# the legacy pipeline
+# --------------------------------------------------------------------------
+def _rng(seed):
+    if isinstance(seed, (np.random.RandomState, np.random.Generator)):
+        return seed
+    return np.random.RandomState(seed)
+
+
+def legacy_split(X, y, valid_fraction=0.1, seed=None):
+    """Shuffle and split into training and validation parts, as the seed did.
+
+    The seed called ``sklearn.utils.shuffle`` and then
+    ``train_test_split(test_size=0.1)`` (another shuffle) without a seed;
+    that is one uniformly random permutation, of which the first
+    ``ceil(valid_fraction * n)`` images form the validation part (sklearn's
+    rounding) and the rest the training part. Here the permutation comes
+    from ``seed`` so the split is reproducible.
+
+    Parameters
+    ----------
+    X, y : numpy.ndarray
+        Images and labels, same length.
+    valid_fraction : float
+        Fraction held out, in ``[0, 1)``; the seed used 0.1 (45,000 / 5,000).
+    seed : int, numpy.random.RandomState, numpy.random.Generator or None
+        Source of the permutation (``None``: unseeded, like the seed).
+
+    Returns
+    -------
+    (X_train, y_train, X_valid, y_valid)
+        Note the order differs from sklearn's ``(X_train, X_test, y_train, y_test)``.
+    """
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.shape[0] != y.shape[0]:
+        raise DataError(f"legacy_split: {X.shape[0]} images but {y.shape[0]} labels")
+    if not 0.0 <= valid_fraction < 1.0:
+        raise DataError(f"legacy_split: valid_fraction must be in [0, 1), got {valid_fraction}")
+    n = X.shape[0]
+    n_valid = int(math.ceil(valid_fraction * n))
+    perm = _rng(seed).permutation(n)
+    valid, train = perm[:n_valid], perm[n_valid:]
+    return X[train], y[train], X[valid], y[valid]
+
+
+def _as_images(X, what="images"):
+    X = np.asarray(X)
+    if X.ndim == 2 and X.shape[1] == IMAGE_BYTES:
+        X = X.reshape((-1,) + IMAGE_SHAPE)
+    if X.ndim != 4:
+        raise DataError(f"{what}: expected shape (N, C, H, W) or (N, 3072), found {X.shape}")
+    return X
+
+
+def compute_pixel_mean(X_train, chunk=4096):
+    """Per-pixel mean over the training images (the seed's ``np.mean(X_train, axis=0)``).
+
+    Parameters
+    ----------
+    X_train : numpy.ndarray
+        Unscaled images ``(N, 3, 32, 32)`` (or ``(N, 3072)``), any numeric dtype.
+    chunk : int
+        Images summed at a time (accumulated in float64).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 of shape ``X_train.shape[1:]``, e.g. ``(3, 32, 32)``, in
+        pixel units (``0..255``).
+    """
+    X = _as_images(X_train, "compute_pixel_mean")
+    if X.shape[0] == 0:
+        raise DataError("compute_pixel_mean: no training images")
+    total = np.zeros(X.shape[1:], dtype=np.float64)
+    for i in range(0, X.shape[0], chunk):
+        total += X[i:i + chunk].sum(axis=0, dtype=np.float64)
+    return (total / X.shape[0]).astype(np.float32)
+
+
+def preprocess(X, pixel_mean):
+    """Cast to float32 NCHW and subtract the per-pixel mean, as the seed did.
+
+    No scaling: the seed kept pixel values in ``0..255`` (``astype('float32')``
+    then ``-= pixel_mean``).
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        uint8 images ``(N, 3, 32, 32)`` or rows ``(N, 3072)``.
+    pixel_mean : numpy.ndarray
+        ``(3, 32, 32)`` mean from :func:`compute_pixel_mean` / :func:`load_pixel_mean`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(N, 3, 32, 32)``.
+    """
+    X = _as_images(X, "preprocess")
+    mean = np.asarray(pixel_mean, dtype=np.float32)
+    if mean.shape != X.shape[1:]:
+        raise DataError(f"preprocess: pixel mean of shape {mean.shape} does not fit images of "
+                        f"shape {X.shape[1:]} (expected equal shapes)")
+    out = X.astype(np.float32)  # always a new array
+    out -= mean
+    return out
+
+
+def save_pixel_mean(path, pixel_mean):
+    """Save the pixel mean as ``.npy`` (atomically), like the seed's ``pixel_mean.npy``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; written exactly there (no ``.npy`` appended).
+    pixel_mean : array_like
+        The mean, shape ``(3, 32, 32)``; stored as float32.
+    """
+    path = os.path.abspath(os.fspath(path))
+    d = os.path.dirname(path)
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.asarray(pixel_mean, dtype=np.float32), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_pixel_mean(path):
+    """Read a pixel mean saved by :func:`save_pixel_mean` or the seed's ``train_nn.py``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npy`` file.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(C, H, W)``.
+
+    Raises
+    ------
+    DataError
+        Missing file, not an ``.npy`` of a 3-d numeric array.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: pixel mean file not found (expected an .npy of shape (3, 32, 32))")
+    try:
+        m = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable .npy pixel mean ({type(exc).__name__})") from None
+    if not isinstance(m, np.ndarray) or m.ndim != 3 or not np.issubdtype(m.dtype, np.number):
+        raise DataError(f"{path}: expected a numeric pixel mean of shape (3, 32, 32), found "
+                        f"{getattr(m, 'dtype', type(m))} {getattr(m, 'shape', '')}")
+    return m.astype(np.float32)
+
+
+@dataclass
+class PreparedCifar10:
+    """CIFAR-10 after the legacy pipeline (see :func:`prepare_cifar10`).
+
+    Attributes
+    ----------
+    X_train, X_valid, X_test : numpy.ndarray
+        float32 ``(N, 3, 32, 32)``, mean subtracted, unscaled.
+    y_train, y_valid, y_test : numpy.ndarray
+        int32 labels.
+    pixel_mean : numpy.ndarray
+        float32 ``(3, 32, 32)``.
+    label_names : tuple of str
+    pixel_mean_computed : bool
+        True if the mean was computed from ``X_train`` here, False if read from a file.
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_valid: np.ndarray
+    y_valid: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    pixel_mean: np.ndarray
+    label_names: tuple = CIFAR10_CLASSES
+    pixel_mean_computed: bool = True
+
+
+def prepare_cifar10(data_dir="data", pixel_mean_path=None, limit=None, seed=0,
+                    valid_fraction=0.1, layout="auto"):
+    """Load CIFAR-10 and run the seed's preprocessing.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        As for :func:`load_cifar10`.
+    pixel_mean_path : str or os.PathLike, optional
+        If the file exists, the mean is read from it (as ``test_model.py``
+        did). Otherwise it is computed from the training part (after the
+        split), a warning is issued, and -- when a path was given -- it is
+        saved there (as ``train_nn.py`` saved ``data/pixel_mean.npy``).
+    limit : int or (int, int), optional
+        Use only the first ``limit`` training images (before the split) and
+        the first ``limit`` test images; a pair limits them separately. For
+        quick runs.
+    seed : int, RandomState, Generator or None
+        Seed of the train/validation permutation.
+    valid_fraction : float
+        Fraction of the training images held out for validation (0.1).
+    layout : {'auto', 'py', 'bin'}
+        As for :func:`load_cifar10`.
+
+    Returns
+    -------
+    PreparedCifar10
+    """
+    data = load_cifar10(data_dir, layout)
+    X, y, Xt, yt = data
+    if limit is not None:
+        lt, ls = (limit, limit) if np.isscalar(limit) else tuple(limit)
+        if lt is not None:
+            X, y = X[:int(lt)], y[:int(lt)]
+        if ls is not None:
+            Xt, yt = Xt[:int(ls)], yt[:int(ls)]
+    X_tr, y_tr, X_va, y_va = legacy_split(X, y, valid_fraction, seed)
+    computed = True
+    if pixel_mean_path is not None and os.path.exists(pixel_mean_path):
+        mean = load_pixel_mean(pixel_mean_path)
+        computed = False
+    else:
+        mean = compute_pixel_mean(X_tr)
+        if pixel_mean_path is None:
+            warnings.warn(f"no pixel mean file given: computed the per-pixel mean from the "
+                          f"{X_tr.shape[0]} training images (weights trained with another "
+                          f"mean will see shifted inputs)", stacklevel=2)
+        else:
+            save_pixel_mean(pixel_mean_path, mean)
+            warnings.warn(f"pixel mean file {os.fspath(pixel_mean_path)} not found: computed "
+                          f"it from the {X_tr.shape[0]} training images and saved it there",
+                          stacklevel=2)
+    return PreparedCifar10(preprocess(X_tr, mean), y_tr, preprocess(X_va, mean), y_va,
+                           preprocess(Xt, mean), yt, mean, data.label_names, computed)

@@ -1,0 +1,143 @@
+"""MNIST reader for the four IDX files of the official distribution.
+
+Files (gzip'd or not; ``train-images.idx3-ubyte`` spellings accepted too)::
+
+    train-images-idx3-ubyte.gz   magic 0x00000803, 60000 x 28 x 28 uint8
+    train-labels-idx1-ubyte.gz   magic 0x00000801, 60000 uint8
+    t10k-images-idx3-ubyte.gz    magic 0x00000803, 10000 x 28 x 28 uint8
+    t10k-labels-idx1-ubyte.gz    magic 0x00000801, 10000 uint8
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+
+import numpy as np
+
+from ..errors import DataError
+from .cifar import DatasetSplits
+
+__all__ = ["load_mnist", "read_idx", "MNIST_FILES"]
+
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path, expect_ndim=None):
+    """Read one IDX file (optionally gzip'd), validating its header.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file; gzip is recognised from its first bytes.
+    expect_ndim : int, optional
+        Required number of dimensions (3 for images, 1 for labels).
+
+    Returns
+    -------
+    numpy.ndarray
+        The array in native byte order.
+
+    Raises
+    ------
+    DataError
+        Missing file, corrupt gzip, bad magic number, or size mismatch.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing MNIST file") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read MNIST file (corrupt gzip: {type(exc).__name__})"
+                        ) from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise DataError(f"{path}: bad IDX magic number {raw[:4].hex() or 'empty'} "
+                        f"(expected 0000080N)")
+    ndim = raw[3]
+    if expect_ndim is not None and ndim != expect_ndim:
+        magic = 0x800 + expect_ndim
+        raise DataError(f"{path}: IDX file has {ndim} dimensions, expected {expect_ndim} "
+                        f"(magic 0x{magic:08x})")
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    body = raw[4 + 4 * ndim:]
+    want = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(body) != want:
+        raise DataError(f"{path}: IDX body has {len(body)} bytes, expected {want} for "
+                        f"shape {dims}")
+    return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _find(folder, stem):
+    alt = stem.replace("-idx", ".idx")
+    for name in (stem + ".gz", stem, alt + ".gz", alt):
+        p = os.path.join(folder, name)
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def load_mnist(data_dir="data"):
+    """Load MNIST from its four IDX files.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        Folder holding the files, or a folder with an ``mnist/`` (or
+        ``MNIST/raw/``) subfolder holding them.
+
+    Returns
+    -------
+    DatasetSplits
+        ``X_train`` uint8 ``(N, 1, 28, 28)``, ``y_train`` int32,
+        ``X_test``, ``y_test``; ``label_names`` are ``'0'`` .. ``'9'``.
+
+    Raises
+    ------
+    DataError
+        Missing folder or file, bad magic number, inconsistent counts.
+    """
+    data_dir = os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise DataError(f"{data_dir}: MNIST data directory not found")
+    folder = None
+    for cand in (data_dir, os.path.join(data_dir, "mnist"), os.path.join(data_dir, "MNIST", "raw")):
+        if _find(cand, MNIST_FILES["train_images"]):
+            folder = cand
+            break
+    if folder is None:
+        raise DataError(f"{data_dir}: no MNIST found (expected {MNIST_FILES['train_images']}.gz "
+                        f"and the three other IDX files in it or in mnist/)")
+    out = []
+    for split in ("train", "test"):
+        paths = {}
+        for kind in ("images", "labels"):
+            stem = MNIST_FILES[f"{split}_{kind}"]
+            p = _find(folder, stem)
+            if p is None:
+                raise DataError(f"{os.path.join(folder, stem)}.gz: missing MNIST file")
+            paths[kind] = p
+        X = read_idx(paths["images"], expect_ndim=3)
+        y = read_idx(paths["labels"], expect_ndim=1)
+        if X.dtype != np.uint8 or y.dtype != np.uint8:
+            raise DataError(f"{paths['images']}: expected unsigned-byte IDX files (type 0x08)")
+        if X.shape[0] != y.shape[0]:
+            raise DataError(f"{paths['labels']}: {y.shape[0]} labels for {X.shape[0]} images")
+        if y.size and y.max() > 9:
+            raise DataError(f"{paths['labels']}: label {int(y.max())} outside 0..9")
+        out += [np.ascontiguousarray(X[:, None]), y.astype(np.int32)]
+    return DatasetSplits(*out, tuple(str(i) for i in range(10)), folder)
