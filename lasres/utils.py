@@ -3,7 +3,8 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
-from pytensor.graph.basic import Variable, ancestors
+from pytensor.graph.basic import Variable
+from pytensor.graph.traversal import graph_inputs
 
 __all__ = ["floatX", "shared_empty", "as_theano_expression", "collect_shared_vars",
            "one_hot", "unique", "as_tuple", "compute_norms", "create_param"]
@@ -37,7 +38,13 @@ def collect_shared_vars(expressions):
     """Return the shared variables that ``expressions`` depend on, in order."""
     if isinstance(expressions, Variable):
         expressions = [expressions]
-    return unique(v for v in ancestors(expressions) if isinstance(v, SharedVariable))
+    found = []
+    for expr in expressions:
+        if isinstance(expr, SharedVariable):
+            found.append(expr)
+        else:
+            found.extend(v for v in graph_inputs([expr]) if isinstance(v, SharedVariable))
+    return unique(found)
 
 
 def one_hot(x, m=None):

@@ -1,0 +1,69 @@
+"""Training-curve plots (matplotlib, an optional dependency)."""
+import os
+import warnings
+
+__all__ = ["plot_history", "plot_comparison"]
+
+
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        return plt
+    except ImportError:
+        warnings.warn("matplotlib is not installed: no plot written "
+                      "(pip install 'lasres[plot]')")
+        return None
+
+
+def _save(fig, path):
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".tmp")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    os.replace(tmp, path)
+
+
+def plot_history(history, path, title=None):
+    """Training loss and validation error per epoch, as the Lasagne seed's
+    figures showed them, written atomically to ``path`` (PNG)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax1 = plt.subplots(figsize=(7, 4.2))
+    ax1.plot(history.epoch, history.train_loss, color="tab:blue", label="training loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss", color="tab:blue")
+    ax2 = ax1.twinx()
+    val_err = [100.0 * (1.0 - a) for a in history.val_acc]
+    ax2.plot(history.epoch, val_err, color="tab:red", label="validation error")
+    ax2.set_ylabel("validation error (%)", color="tab:red")
+    if title:
+        ax1.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_comparison(histories, path, title=None, metric="val_error"):
+    """One figure of several runs' curves: ``histories`` maps a label to a
+    :class:`lasres.training.History`. Left: training loss; right: validation
+    error (%)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, h in histories.items():
+        ax1.plot(h.epoch, h.train_loss, label=label)
+        ax2.plot(h.epoch, [100.0 * (1.0 - a) for a in h.val_acc], label=label)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("validation error (%)")
+    ax2.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path

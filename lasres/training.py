@@ -1,0 +1,305 @@
+"""Training: the legacy recipe as a library API.
+
+:class:`Trainer` compiles a network's training step (mean cross-entropy +
+L2 penalty, Nesterov momentum, batch-norm running averages through their
+default updates — exactly the Lasagne seed's ``train_nn.py``) and one
+inference function shared by validation and testing. :func:`fit` runs
+epochs with a progress bar, a learning-rate schedule, checkpoints (best and
+last, atomic, resumable), NaN detection, Ctrl-C handling, and writes the
+history as CSV/JSON and the training curves as PNG.
+"""
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+
+from . import objectives, regularization, updates as lupdates
+from .config import get_mode
+from .errors import LasresError
+from .layers import InputLayer, get_all_layers, get_all_params, get_output, count_params
+
+__all__ = ["LEGACY_SCHEDULE", "parse_schedule", "learning_rate_at", "Trainer", "TrainingDiverged",
+           "History", "fit", "predict_in_batches"]
+
+#: The Lasagne seed's schedule: (first epoch, learning rate).
+LEGACY_SCHEDULE = ((0, 0.01), (10, 0.1), (80, 0.01), (120, 0.001))
+
+
+class TrainingDiverged(LasresError):
+    """The training loss became NaN or infinite."""
+
+
+def parse_schedule(text):
+    """Parse ``'0:0.01,10:0.1,80:0.01,120:0.001'`` (or ``'legacy'``) into a
+    sorted tuple of ``(first_epoch, learning_rate)``; a single number means a
+    constant rate."""
+    if text is None or text == "legacy":
+        return LEGACY_SCHEDULE
+    try:
+        if ":" not in text:
+            return ((0, float(text)),)
+        pairs = []
+        for item in text.split(","):
+            epoch, lr = item.split(":")
+            pairs.append((int(epoch), float(lr)))
+    except ValueError:
+        raise LasresError(f"bad learning-rate schedule {text!r}: expected 'legacy', a number, "
+                          "or EPOCH:RATE pairs such as '0:0.01,10:0.1,80:0.01,120:0.001'") from None
+    pairs.sort()
+    if pairs[0][0] != 0:
+        raise LasresError(f"bad learning-rate schedule {text!r}: it must start at epoch 0")
+    return tuple(pairs)
+
+
+def learning_rate_at(schedule, epoch):
+    """The learning rate of ``epoch`` (0-based) under ``schedule``."""
+    lr = schedule[0][1]
+    for first, rate in schedule:
+        if epoch >= first:
+            lr = rate
+    return lr
+
+
+def _input_var(network):
+    inputs = [l for l in get_all_layers(network) if isinstance(l, InputLayer)]
+    if len(inputs) != 1:
+        raise ValueError(f"the network must have one InputLayer, found {len(inputs)}")
+    return inputs[0].input_var
+
+
+class Trainer(object):
+    """Compiled functions for training and evaluating ``network``.
+
+    Parameters
+    ----------
+    network : Layer
+        Output layer (softmax probabilities).
+    l2 : float
+        Weight of the L2 penalty over all regularizable params (the legacy
+        1e-4; BN gammas included, as in Lasagne).
+    momentum : float
+        Nesterov momentum.
+    backend : str or None
+        ``'c'`` (default), ``'jax'``, ... (see :mod:`lasres.config`).
+
+    Attributes
+    ----------
+    train_fn : callable
+        ``train_fn(X, y) -> (loss, accuracy)``, one Nesterov step.
+    predict_fn : callable
+        ``predict_fn(X) -> probabilities`` with the stored BN statistics.
+    learning_rate : shared variable
+    velocities : list of shared variables
+        The optimizer state, in parameter order.
+    compile_seconds : dict
+    """
+
+    def __init__(self, network, l2=1e-4, momentum=0.9, learning_rate=0.01, backend=None):
+        self.network = network
+        self.backend = backend
+        mode = get_mode(backend)
+        x = _input_var(network)
+        y = pt.ivector("targets")
+        self.learning_rate = pytensor.shared(np.float32(learning_rate), name="learning_rate")
+        prediction = get_output(network)
+        loss = objectives.categorical_crossentropy(prediction, y).mean()
+        if l2:
+            loss = loss + l2 * regularization.regularize_layer_params(
+                get_all_layers(network), regularization.l2)
+        accuracy = objectives.categorical_accuracy(prediction, y).mean(dtype=pytensor.config.floatX)
+        self.params = get_all_params(network, trainable=True)
+        upd = lupdates.nesterov_momentum(loss, self.params, self.learning_rate, momentum)
+        param_set = set(self.params)
+        self.velocities = [v for v in upd if v not in param_set]
+        self.compile_seconds = {}
+        t0 = time.perf_counter()
+        self.train_fn = pytensor.function([x, y], [loss, accuracy], updates=upd, mode=mode)
+        self.compile_seconds["train"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.predict_fn = pytensor.function([x], get_output(network, deterministic=True), mode=mode)
+        self.compile_seconds["predict"] = time.perf_counter() - t0
+
+    @property
+    def num_params(self):
+        return count_params(self.network)
+
+    def optimizer_state(self):
+        return [v.get_value() for v in self.velocities]
+
+    def set_optimizer_state(self, values):
+        if len(values) != len(self.velocities):
+            raise LasresError(f"the checkpoint holds {len(values)} optimizer arrays, the "
+                              f"network needs {len(self.velocities)}")
+        for v, val in zip(self.velocities, values):
+            v.set_value(np.asarray(val, dtype=v.dtype))
+
+
+def predict_in_batches(predict_fn, X, batch_size=500, progress=False, desc="predict"):
+    """Probabilities for all of ``X``, computed ``batch_size`` images at a time."""
+    from tqdm import tqdm
+    out = []
+    starts = range(0, len(X), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress):
+        out.append(np.asarray(predict_fn(X[start:start + batch_size])))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _loss_acc(probs, y):
+    p = probs[np.arange(len(y)), y]
+    loss = float(-np.mean(np.log(np.maximum(p, 1e-30))))
+    acc = float(np.mean(probs.argmax(axis=1) == y))
+    return loss, acc
+
+
+@dataclass
+class History:
+    """Per-epoch records of a run."""
+
+    epoch: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    train_acc: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_acc: list = field(default_factory=list)
+    learning_rate: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+
+    FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "learning_rate",
+              "seconds")
+
+    def append(self, **row):
+        for k in self.FIELDS:
+            getattr(self, k).append(row[k])
+
+    def as_dict(self):
+        return {k: list(getattr(self, k)) for k in self.FIELDS}
+
+    @classmethod
+    def from_dict(cls, d):
+        h = cls()
+        for k in cls.FIELDS:
+            getattr(h, k).extend(float(v) if k != "epoch" else int(v) for v in (d or {}).get(k, []))
+        return h
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def write(self, out_dir):
+        """Write ``history.csv`` and ``history.json`` atomically."""
+        rows = list(zip(*(getattr(self, k) for k in self.FIELDS)))
+        tmp = os.path.join(out_dir, ".history.csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(self.FIELDS)
+            w.writerows(rows)
+        os.replace(tmp, os.path.join(out_dir, "history.csv"))
+        tmp = os.path.join(out_dir, ".history.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.as_dict(), f, indent=1)
+        os.replace(tmp, os.path.join(out_dir, "history.json"))
+
+
+def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDULE,
+        augment="batch", seed=0, arch=None, history=None, start_epoch=0, progress=True,
+        log=print, plot=True):
+    """Train for ``epochs`` epochs on ``data`` (a :class:`lasres.data.PreparedCifar10`
+    or any object with ``X_train, y_train, X_valid, y_valid, pixel_mean``).
+
+    Each epoch uses its own generator seeded from ``seed`` and the epoch, so a
+    run resumed at an epoch boundary repeats the same batches. The best
+    validation epoch is saved to ``out_dir/best.h5`` and every epoch to
+    ``out_dir/last.h5`` (with the optimizer state and history, for
+    ``--resume``); a Ctrl-C saves ``last.h5`` and re-raises KeyboardInterrupt;
+    a NaN loss raises :class:`TrainingDiverged` after saving nothing new.
+
+    Returns
+    -------
+    History
+    """
+    from tqdm import tqdm
+
+    from .data import iterate_minibatches
+    from .plotting import plot_history
+    from .weights import save_checkpoint
+
+    os.makedirs(out_dir, exist_ok=True)
+    history = history or History()
+    params = get_all_params(trainer.network)
+    names = [p.name or f"param{i}" for i, p in enumerate(params)]
+    best_acc = max(history.val_acc) if len(history) else -1.0
+
+    def save(path, epoch, completed):
+        save_checkpoint(path, [p.get_value() for p in params], arch=arch, param_names=names,
+                        pixel_mean=getattr(data, "pixel_mean", None), epoch=epoch,
+                        optimizer_state=trainer.optimizer_state(), history=history.as_dict(),
+                        extra={"completed": completed, "seed": seed, "batch_size": batch_size,
+                               "schedule": [list(s) for s in schedule], "augment": augment})
+
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, epochs):
+            lr = learning_rate_at(schedule, epoch)
+            trainer.learning_rate.set_value(np.float32(lr))
+            rng = np.random.RandomState((seed * 100003 + epoch) % (2 ** 32))
+            n_batches = len(data.X_train) // batch_size
+            t0 = time.time()
+            tot_loss = tot_acc = 0.0
+            batches = iterate_minibatches(data.X_train, data.y_train, batch_size, shuffle=True,
+                                          augment=bool(augment), mode=augment or "batch", rng=rng,
+                                          drop_last=True)
+            bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{epochs}",
+                       unit="batch", leave=False, disable=not progress)
+            done = 0
+            for Xb, yb in bar:
+                loss, acc = trainer.train_fn(Xb, yb)
+                loss = float(loss)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"the training loss became {loss} at epoch {epoch + 1}, batch {done + 1} "
+                        f"(learning rate {lr:g}); stopped. Lower the learning rate or check the "
+                        f"data; the last good checkpoint is {os.path.join(out_dir, 'last.h5')}")
+                tot_loss += loss
+                tot_acc += float(acc)
+                done += 1
+                if done % 10 == 0:
+                    bar.set_postfix(loss=f"{tot_loss / done:.4f}")
+            bar.close()
+            train_loss, train_acc = tot_loss / max(done, 1), tot_acc / max(done, 1)
+            if len(getattr(data, "X_valid", ())):
+                probs = predict_in_batches(trainer.predict_fn, data.X_valid)
+                val_loss, val_acc = _loss_acc(probs, data.y_valid)
+            else:
+                val_loss, val_acc = float("nan"), float("nan")
+            seconds = time.time() - t0
+            history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc,
+                           val_loss=val_loss, val_acc=val_acc, learning_rate=lr, seconds=seconds)
+            improved = val_acc > best_acc or (math.isnan(val_acc) and epoch == epochs - 1)
+            if improved and not math.isnan(val_acc):
+                best_acc = val_acc
+            log(f"epoch {epoch + 1:3d}/{epochs}  train loss {train_loss:.4f}  train acc "
+                f"{train_acc:6.2%}  val loss {val_loss:.4f}  val acc {val_acc:6.2%}  "
+                f"lr {lr:g}  {seconds:.1f}s" + ("  *best*" if improved else ""))
+            save(os.path.join(out_dir, "last.h5"), epoch + 1, True)
+            if improved or not os.path.exists(os.path.join(out_dir, "best.h5")):
+                save(os.path.join(out_dir, "best.h5"), epoch + 1, True)
+            history.write(out_dir)
+            if plot:
+                plot_history(history, os.path.join(out_dir, "curves.png"), title=_title(arch))
+    except KeyboardInterrupt:
+        save(os.path.join(out_dir, "last.h5"), epoch, False)
+        history.write(out_dir)
+        log(f"interrupted in epoch {epoch + 1}: state saved to {os.path.join(out_dir, 'last.h5')} "
+            f"(resume with --resume)")
+        raise
+    return history
+
+
+def _title(arch):
+    if not arch:
+        return None
+    return f"{arch.get('type')} depth {arch.get('depth')} width {arch.get('width')}"
