@@ -74,6 +74,22 @@ def _numpy_core():
     return multiarray, numeric
 
 
+def _latin1_encode(obj, encoding="utf-8", errors="strict"):
+    """``_codecs.encode`` restricted to what pickles of bytes need (latin-1 text)."""
+    name = encoding.lower().replace("_", "-") if isinstance(encoding, str) else None
+    if name not in ("latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1") \
+            or not isinstance(obj, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with codec {encoding!r} is not allowed")
+    return obj.encode("latin1", errors)
+
+
+def _empty_bytes(*args):
+    """``bytes()`` as Python 3 pickles an empty ``bytes`` below protocol 3; nothing else."""
+    if args:
+        raise pickle.UnpicklingError("builtins.bytes with arguments is not allowed")
+    return b""
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     multiarray, numeric = _numpy_core()
     allowed: dict[tuple[str, str], Any] = {}
@@ -86,17 +102,17 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     allowed[("numpy", "ndarray")] = np.ndarray
     allowed[("numpy", "dtype")] = np.dtype
     # Protocol-2 pickles written by Python 3 encode ``bytes`` through
-    # ``_codecs.encode(text, 'latin1')``; protocol-0/2 Python 2 pickles may
-    # spell the builtins module ``__builtin__``.
-    import _codecs
-    allowed[("_codecs", "encode")] = _codecs.encode
-    for mod in ("builtins", "__builtin__"):
-        for name, obj in (("list", list), ("tuple", tuple), ("dict", dict),
-                          ("set", set), ("frozenset", frozenset),
-                          ("bytearray", bytearray), ("bytes", bytes),
-                          ("int", int), ("float", float), ("complex", complex),
-                          ("bool", bool), ("str", str)):
-            allowed[(mod, name)] = obj
+    # ``_codecs.encode(text, 'latin1')``; only that codec is let through.
+    allowed[("_codecs", "encode")] = _latin1_encode
+    # Plain containers and scalars. ``bytes`` only as ``bytes()`` (how an
+    # empty array's data is pickled below protocol 3) and no ``bytearray``:
+    # ``bytes(10**12)`` would be a memory bomb. Python-2 names such as
+    # ``__builtin__`` are mapped to ``builtins`` before this table is consulted.
+    allowed[("builtins", "bytes")] = _empty_bytes
+    for name, obj in (("list", list), ("tuple", tuple), ("dict", dict), ("set", set),
+                      ("frozenset", frozenset), ("int", int), ("float", float),
+                      ("complex", complex), ("bool", bool), ("str", str)):
+        allowed[("builtins", name)] = obj
     return allowed
 
 
@@ -195,7 +211,7 @@ def _looks_like_pickle(head: bytes) -> bool:
         return True
     # protocol 0/1 pickles of a list start with MARK+LIST, EMPTY_LIST or
     # MARK+DICT / EMPTY_DICT / a GLOBAL
-    return head[:1] in (b"(", b"]", b"}", b"c", b"l")
+    return head[:1] in (b"(", b"]", b"}", b"c")
 
 
 def detect_format(path) -> str:

@@ -160,6 +160,19 @@ def test_eval_and_subprocess_refused(tmp_path, protocol):
         load_pklz(p)
 
 
+def test_only_latin1_codec_and_no_bytes_constructor(tmp_path):
+    p = tmp_path / "x.pkl"
+    # [_codecs.encode(u'abc', 'rot13')]
+    p.write_bytes(b"\x80\x02]c_codecs\nencode\nX\x03\x00\x00\x00abcX\x05\x00\x00\x00rot13"
+                  b"\x86Ra.")
+    with pytest.raises(WeightFileError, match="rot13"):
+        load_pklz(p)
+    # [bytes(10**12)] would allocate a terabyte
+    p.write_bytes(b"\x80\x02]c__builtin__\nbytes\n\x8a\x05\x00\x10\xa5\xd4\xe8\x85Ra.")
+    with pytest.raises(WeightFileError, match="builtins.bytes with arguments"):
+        load_pklz(p)
+
+
 def test_truncated_gzip(tmp_path):
     raw = (FIXTURES / "normal_n1_k1.pklz").read_bytes()
     p = tmp_path / "trunc.pklz"
