@@ -246,12 +246,12 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
             lr = learning_rate_at(schedule, epoch)
             trainer.learning_rate.set_value(np.float32(lr))
             rng = np.random.RandomState((seed * 100003 + epoch) % (2 ** 32))
-            n_batches = len(data.X_train) // batch_size
+            n_batches = -(-len(data.X_train) // batch_size)
             t0 = time.time()
             tot_loss = tot_acc = 0.0
             batches = iterate_minibatches(data.X_train, data.y_train, batch_size, shuffle=True,
                                           augment=bool(augment), mode=augment or "batch", rng=rng,
-                                          drop_last=True)
+                                          drop_last=False)
             bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{epochs}",
                        unit="batch", leave=False, disable=not progress)
             done = 0

@@ -1,4 +1,6 @@
 """Batch normalisation (Lasagne's ``lasagne.layers.normalization``)."""
+import warnings
+
 from .. import init, nonlinearities
 from ..ops.bn import batch_norm_infer, batch_norm_train
 from .base import Layer
@@ -85,10 +87,12 @@ class BatchNormLayer(Layer):
             # that the rewriter removes again.
             running_mean = self.mean.clone()
             running_inv_std = self.inv_std.clone()
-            running_mean.default_update = ((1 - self.alpha) * running_mean
-                                           + self.alpha * batch_mean)
-            running_inv_std.default_update = ((1 - self.alpha) * running_inv_std
-                                              + self.alpha * batch_inv_std)
+            with warnings.catch_warnings():  # PyTensor 3 marks default_update deprecated
+                warnings.simplefilter("ignore", DeprecationWarning)
+                running_mean.default_update = ((1 - self.alpha) * running_mean
+                                               + self.alpha * batch_mean)
+                running_inv_std.default_update = ((1 - self.alpha) * running_inv_std
+                                                  + self.alpha * batch_inv_std)
             normalized = normalized + 0 * (running_mean.sum() + running_inv_std.sum())
         return normalized
 

@@ -1,0 +1,360 @@
+"""Command-line front ends: ``scripts/train_nn.py`` and ``scripts/test_model.py``
+are thin wrappers over :func:`train_main` and :func:`test_main`.
+
+Both keep the Lasagne seed's positional interface ``[type] [depth] [width]``
+(defaults ``normal 18 1``; depth is the per-stage block multiplier n). Every
+user mistake ends with a one-line ``error: ...`` and exit status 2, never a
+traceback.
+"""
+import argparse
+import contextlib
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from .errors import LasresError
+
+__all__ = ["train_main", "test_main", "LEGACY_WEIGHTS", "banner", "depth_hint",
+           "find_weights", "load_network_weights", "main_wrapper"]
+
+#: The Lasagne seed's published weight files and the arguments they belong to.
+LEGACY_WEIGHTS = {
+    ("normal", 18, 1): "resnet110_fullpreactivation_638.pklz",
+    ("bottleneck", 18, 1): "resnet164_fullpreactivation.pklz",
+    ("wide", 2, 4): "wide_resnet_n2_k4.pklz",
+}
+REPO_WEIGHTS = "weights"
+
+
+def _positional(parser):
+    from .models import available
+    parser.add_argument("type", nargs="?", default="normal",
+                        help=f"architecture: {', '.join(available())} (default normal)")
+    parser.add_argument("depth", nargs="?", type=int, default=None,
+                        help="per-stage block multiplier n (default: the type's, 18 for normal)")
+    parser.add_argument("width", nargs="?", type=int, default=None,
+                        help="widening factor k (wide nets; default 1, 4 for wide)")
+    parser.add_argument("--data", default="data", help="folder holding cifar-10-batches-py/ or "
+                        "cifar-10-batches-bin/ (default data/)")
+    parser.add_argument("--backend", default=None, help="c (CPU, default), jax, numba, py")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use only the first N training and N test images (smoke runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="architecture option (e.g. dropout=0.3, preact=1); repeatable")
+
+
+def _parse_options(items):
+    opts = {}
+    for item in items:
+        if "=" not in item:
+            raise LasresError(f"--option expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        for conv in (int, float):
+            try:
+                v = conv(v)
+                break
+            except ValueError:
+                continue
+        else:
+            v = {"true": True, "false": False, "yes": True, "no": False}.get(v.lower(), v)
+        opts[k.strip().replace("-", "_")] = v
+    return opts
+
+
+def depth_hint(type, depth, width):
+    """A note when ``depth`` looks like a total depth rather than n, or None."""
+    if type == "normal" and depth >= 20 and (depth - 2) % 6 == 0:
+        return (f"note: depth is the per-stage block multiplier n (6n+2 layers); "
+                f"ResNet-{depth} is 'normal {(depth - 2) // 6}', while 'normal {depth}' has "
+                f"{6 * depth + 2} layers")
+    if type == "bottleneck" and depth >= 29 and (depth - 2) % 9 == 0:
+        return (f"note: depth is the per-stage block multiplier n (9n+2 layers); "
+                f"ResNet-{depth} is 'bottleneck {(depth - 2) // 9}', while 'bottleneck {depth}' "
+                f"has {9 * depth + 2} layers")
+    if type in ("wide", "ror-wrn") and depth >= 10 and (depth - 4) % 6 == 0:
+        n = (depth - 4) // 6
+        k = width or 4
+        if type == "wide":
+            return (f"note: depth is the per-stage block multiplier n; WRN-{depth}-{k} has "
+                    f"{n} blocks per stage. This seed's wide type has n, n+2, n+2 blocks per "
+                    f"stage, so 'wide {n} {k}' builds {n}, {n + 2}, {n + 2} blocks (the seed's "
+                    f"original is 'wide 2 4'); 'wide {depth} {k}' would have "
+                    f"{6 * depth + 10} layers")
+        return (f"note: depth is the per-stage block multiplier N; RoR-3-WRN-{depth}-{k} is "
+                f"'ror-wrn {n} {k}'")
+    if type in ("resnet", "plain") and depth >= 20 and (depth - 2) % 6 == 0:
+        return (f"note: depth is the per-stage block multiplier n (6n+2 layers); "
+                f"{type}-{depth} is '{type} {(depth - 2) // 6}'")
+    return None
+
+
+def banner(spec, depth, width, network, backend, options=None, log=print):
+    """Print what is being built: architecture, layers, parameters, backend, device."""
+    from .config import default_backend, describe_device
+    from .layers import count_params, get_all_layers
+    backend = backend or default_backend()
+    total = spec.total_depth(depth, width)
+    layers = get_all_layers(network)
+    opt = "" if not options else "  options " + ", ".join(f"{k}={v}" for k, v in options.items())
+    log(f"lasres | {spec.title}")
+    log(f"       | type {spec.name}, depth n={depth}, width k={width}: {total} weighted layers "
+        f"({spec.depth_formula}){opt}")
+    log(f"       | {len(layers)} lasres layers, {count_params(network):,} parameters "
+        f"({count_params(network, trainable=True):,} trainable)")
+    log(f"       | backend {backend}, device {describe_device(backend)}")
+
+
+def _build(args, input_shape=(None, 3, 32, 32), num_classes=10):
+    from .models import build, get_spec
+    spec = get_spec(args.type)
+    depth = spec.default_depth if args.depth is None else args.depth
+    width = spec.default_width if args.width is None else args.width
+    options = _parse_options(args.option)
+    spec.validate(depth, width)
+    hint = depth_hint(args.type, depth, width)
+    if hint:
+        print(hint)
+    network = build(args.type, depth, width, num_classes=num_classes, input_shape=input_shape,
+                    **options)
+    return spec, depth, width, options, network
+
+
+def find_weights(type, depth, width, weights=None, search=(REPO_WEIGHTS,), runs="runs"):
+    """Where test_model reads weights: ``weights`` if given; else the seed's
+    file name for these arguments in ``weights/``; else the best checkpoint
+    of a train_nn run with the same arguments (``runs/TYPE_nN_kK/best.h5``)."""
+    if weights:
+        if not os.path.exists(weights):
+            raise LasresError(f"weight file {weights} does not exist")
+        return weights
+    tried = []
+    legacy = LEGACY_WEIGHTS.get((type, depth, width))
+    if legacy:
+        for folder in search:
+            tried.append(os.path.join(folder, legacy))
+    tried.append(os.path.join(runs, f"{type}_n{depth}_k{width}", "best.h5"))
+    for folder in search:
+        tried.append(os.path.join(folder, f"{type}_n{depth}_k{width}.h5"))
+        tried.append(os.path.join(folder, f"{type}_n{depth}_k{width}.pklz"))
+    for path in tried:
+        if os.path.exists(path):
+            return path
+    raise LasresError(f"no weights found for {type} {depth} {width}: looked for "
+                      f"{', '.join(tried)} (give --weights PATH)")
+
+
+def load_network_weights(network, path, arch=None):
+    """Load a weight file (legacy .pklz, pickle, .npz or lasres HDF5) into
+    ``network``; returns the :class:`lasres.weights.Checkpoint` or None."""
+    from .layers import set_all_param_values
+    from .weights import load_weights
+    values, ckpt = load_weights(path, with_checkpoint=True)
+    if ckpt is not None and ckpt.arch and arch:
+        theirs = {k: ckpt.arch.get(k) for k in ("type", "depth", "width")}
+        ours = {k: arch.get(k) for k in ("type", "depth", "width")}
+        if theirs != ours:
+            raise LasresError(f"{path} holds weights of {theirs['type']} {theirs['depth']} "
+                              f"{theirs['width']}, not {ours['type']} {ours['depth']} "
+                              f"{ours['width']}")
+    try:
+        set_all_param_values(network, values)
+    except LasresError as exc:
+        raise LasresError(f"{path} does not fit this network: {exc}") from None
+    return ckpt
+
+
+@contextlib.contextmanager
+def _quiet_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def main_wrapper(fn, argv=None):
+    """Run ``fn(argv)``; turn user errors into one line and exit status 2."""
+    try:
+        with _quiet_warnings():
+            return fn(argv)
+    except LasresError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# --- train_nn --------------------------------------------------------------
+def train_parser():
+    p = argparse.ArgumentParser(
+        prog="train_nn.py", description="Train a residual network on CIFAR-10 with the legacy "
+        "recipe (batch 64, Nesterov momentum 0.9, L2 1e-4, lr 0.01/0.1/0.01/0.001 at epochs "
+        "0/10/80/120, per-batch crop+flip augmentation).")
+    _positional(p)
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--lr-schedule", default="legacy",
+                   help="'legacy', a constant rate, or EPOCH:RATE,... e.g. 0:0.1,30:0.01")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--l2", type=float, default=1e-4)
+    p.add_argument("--augment", choices=("batch", "image", "none"), default="batch",
+                   help="crop+flip per batch (legacy), per image, or none")
+    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--weights", default=None, help="initialise from a weight file")
+    p.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="resume from OUT/last.h5 (or the given checkpoint)")
+    p.add_argument("--out", default=None, help="run folder (default runs/TYPE_nN_kK)")
+    p.add_argument("--download", action="store_true",
+                   help="download CIFAR-10 into --data when it is missing")
+    p.add_argument("--no-plot", action="store_true")
+    return p
+
+
+def train_main(argv=None):
+    """``train_nn.py [type] [depth] [width] [options]``; returns an exit status."""
+    from .training import History, Trainer, fit, parse_schedule, predict_in_batches
+    from .evaluation import evaluate_probabilities
+    from .weights import load_checkpoint
+
+    args = train_parser().parse_args(argv)
+    batch_size = args.batch_size or 64
+    if batch_size < 1 or args.epochs < 1:
+        raise LasresError("--batch-size and --epochs must be positive")
+    schedule = parse_schedule(args.lr_schedule)
+    t_start = time.time()
+    spec, depth, width, options, network = _build(args)
+    arch = {"type": spec.name, "depth": depth, "width": width, **options}
+    out = args.out or os.path.join("runs", f"{spec.name}_n{depth}_k{width}")
+    banner(spec, depth, width, network, args.backend, options)
+
+    if args.download:
+        from .data import download_cifar10, find_cifar10
+        try:
+            find_cifar10(args.data)
+        except LasresError:
+            download_cifar10(args.data)
+    os.makedirs(out, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        from .data import prepare_cifar10
+        data = prepare_cifar10(args.data, pixel_mean_path=os.path.join(out, "pixel_mean.npy"),
+                               limit=args.limit, seed=args.seed,
+                               valid_fraction=args.valid_fraction)
+    print(f"data   | {len(data.X_train)} training, {len(data.X_valid)} validation, "
+          f"{len(data.X_test)} test images from {args.data}")
+
+    history, start_epoch = None, 0
+    if args.weights:
+        load_network_weights(network, args.weights, arch)
+        print(f"init   | weights from {args.weights}")
+    trainer = Trainer(network, l2=args.l2, momentum=args.momentum,
+                      learning_rate=schedule[0][1], backend=args.backend)
+    if args.resume:
+        path = os.path.join(out, "last.h5") if args.resume == "auto" else args.resume
+        if not os.path.exists(path):
+            raise LasresError(f"nothing to resume: {path} does not exist")
+        ckpt = load_network_weights(network, path, arch)
+        if ckpt is None:
+            raise LasresError(f"{path} is not a lasres checkpoint (resume needs one, with the "
+                              "optimizer state)")
+        if ckpt.optimizer_state:
+            trainer.set_optimizer_state(ckpt.optimizer_state)
+        history = History.from_dict(ckpt.history)
+        start_epoch = int(ckpt.epoch or 0)
+        print(f"resume | from {path}, epoch {start_epoch}")
+    compile_s = sum(trainer.compile_seconds.values())
+    print(f"ready  | compiled in {compile_s:.1f}s; {time.time() - t_start:.1f}s from start to "
+          f"the first training step; writing to {out}/")
+
+    try:
+        history = fit(trainer, data, epochs=args.epochs, out_dir=out, batch_size=batch_size,
+                      schedule=schedule, augment=None if args.augment == "none" else args.augment,
+                      seed=args.seed, arch=arch, history=history, start_epoch=start_epoch,
+                      plot=not args.no_plot)
+    except KeyboardInterrupt:
+        return 130
+    best = os.path.join(out, "best.h5")
+    if os.path.exists(best) and len(data.X_test):
+        load_network_weights(network, best, arch)
+        ev = evaluate_probabilities(predict_in_batches(trainer.predict_fn, data.X_test), data.y_test)
+        print(f"done   | best checkpoint {best}: test accuracy {ev.accuracy:.2%} "
+              f"(error {ev.error:.2%}) on {ev.count} images")
+    return 0
+
+
+# --- test_model --------------------------------------------------------------
+def test_parser():
+    p = argparse.ArgumentParser(
+        prog="test_model.py", description="Evaluate a residual network on the CIFAR-10 test "
+        "images: accuracy, per-class accuracy, confusion matrix.")
+    _positional(p)
+    p.add_argument("--weights", default=None,
+                   help="weight file (.pklz, .npz or lasres .h5); default: the seed's file in "
+                        "weights/ or runs/TYPE_nN_kK/best.h5")
+    p.add_argument("--pixel-mean", default=None, help="pixel_mean.npy to subtract")
+    return p
+
+
+def _pixel_mean_for(args, weights_path, ckpt):
+    from .data import load_pixel_mean
+    if args.pixel_mean:
+        return load_pixel_mean(args.pixel_mean), args.pixel_mean
+    if ckpt is not None and ckpt.pixel_mean is not None:
+        return np.asarray(ckpt.pixel_mean, np.float32), weights_path
+    for cand in (os.path.join(os.path.dirname(os.path.abspath(weights_path)), "pixel_mean.npy"),
+                 os.path.join(args.data, "pixel_mean.npy")):
+        if os.path.exists(cand):
+            return load_pixel_mean(cand), cand
+    return None, None
+
+
+def test_main(argv=None):
+    """``test_model.py [type] [depth] [width] [options]``; returns an exit status."""
+    from .data import CIFAR10_CLASSES, compute_pixel_mean, legacy_split, load_cifar10, preprocess
+    from .evaluation import evaluate_probabilities, format_report
+    from .config import get_mode
+    from .layers import get_output
+    from .training import _input_var, predict_in_batches
+    import pytensor
+
+    args = test_parser().parse_args(argv)
+    t_start = time.time()
+    spec, depth, width, options, network = _build(args)
+    arch = {"type": spec.name, "depth": depth, "width": width, **options}
+    path = find_weights(spec.name, depth, width, args.weights)
+    banner(spec, depth, width, network, args.backend, options)
+    ckpt = load_network_weights(network, path, arch)
+    print(f"weights| {path}")
+    raw = load_cifar10(args.data)
+    mean, mean_from = _pixel_mean_for(args, path, ckpt)
+    if mean is None:
+        X_tr, _, _, _ = legacy_split(raw.X_train, raw.y_train, 0.1, args.seed)
+        mean = compute_pixel_mean(X_tr)
+        print("warning: no pixel mean found next to the weights or in the data folder: computed "
+              "it from the training batches (give --pixel-mean for the exact one)",
+              file=sys.stderr)
+    else:
+        print(f"mean   | pixel mean from {mean_from}")
+    X_test, y_test = raw.X_test, raw.y_test
+    if args.limit:
+        X_test, y_test = X_test[:args.limit], y_test[:args.limit]
+    X_test = preprocess(X_test, mean)
+    t0 = time.perf_counter()
+    predict_fn = pytensor.function([_input_var(network)], get_output(network, deterministic=True),
+                                   mode=get_mode(args.backend))
+    compile_s = time.perf_counter() - t0
+    batch = args.batch_size or 500
+    first = predict_fn(X_test[:batch])
+    print(f"ready  | compiled in {compile_s:.1f}s; first prediction {time.time() - t_start:.1f}s "
+          f"after the start")
+    t0 = time.perf_counter()
+    rest = predict_in_batches(predict_fn, X_test[batch:], batch, progress=True, desc="test")
+    probs = np.concatenate([first, rest]) if len(rest) else first
+    seconds = time.perf_counter() - t0
+    ev = evaluate_probabilities(probs, y_test, num_classes=probs.shape[1])
+    print(format_report(ev, raw.label_names or CIFAR10_CLASSES))
+    print(f"({len(X_test)} images in {seconds:.1f}s after the first batch)")
+    return 0

@@ -1,0 +1,55 @@
+"""Evaluation of a classifier's predictions: accuracy, loss, per-class
+accuracy and the confusion matrix, with a plain-text report."""
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Evaluation", "evaluate_probabilities", "format_report"]
+
+
+@dataclass
+class Evaluation:
+    """Scores of predictions against labels."""
+
+    accuracy: float
+    loss: float
+    per_class_accuracy: np.ndarray
+    confusion: np.ndarray  # rows: true class, columns: predicted class
+    count: int
+
+    @property
+    def error(self):
+        return 1.0 - self.accuracy
+
+
+def evaluate_probabilities(probs, y, num_classes=None):
+    """Score class probabilities ``probs`` (N, C) against integer labels ``y``."""
+    probs = np.asarray(probs)
+    y = np.asarray(y).astype(np.int64)
+    num_classes = num_classes or probs.shape[1]
+    pred = probs.argmax(axis=1)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    support = confusion.sum(axis=1)
+    per_class = np.divide(np.diag(confusion), support, out=np.full(num_classes, np.nan),
+                          where=support > 0)
+    p = probs[np.arange(len(y)), y]
+    loss = float(-np.mean(np.log(np.maximum(p, 1e-30)))) if len(y) else float("nan")
+    accuracy = float(np.mean(pred == y)) if len(y) else float("nan")
+    return Evaluation(accuracy, loss, per_class, confusion, len(y))
+
+
+def format_report(ev, label_names=None):
+    """Multi-line text: accuracy/error, per-class accuracy, confusion matrix."""
+    n = ev.confusion.shape[0]
+    names = list(label_names or [str(i) for i in range(n)])
+    w = max(6, max(len(s) for s in names))
+    lines = [f"test accuracy {ev.accuracy:.2%}   test error {ev.error:.2%}   "
+             f"loss {ev.loss:.4f}   ({ev.count} images)", "", "per-class accuracy:"]
+    for name, acc, row in zip(names, ev.per_class_accuracy, ev.confusion):
+        lines.append(f"  {name:>{w}}  {acc:7.2%}  ({int(row.sum())} images)")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted):",
+              " " * (w + 2) + "".join(f"{s[:6]:>7}" for s in names)]
+    for name, row in zip(names, ev.confusion):
+        lines.append(f"  {name:>{w}}" + "".join(f"{int(v):7d}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""Train a residual network on CIFAR-10: ``train_nn.py [type] [depth] [width]``.
+
+A thin wrapper over :func:`lasres.cli.train_main`; ``--help`` lists the options.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from lasres.cli import main_wrapper, train_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main_wrapper(train_main))
