@@ -18,6 +18,7 @@ Backends
 ``py``     pure Python VM, for debugging.
 """
 import os
+import warnings
 
 import pytensor
 from pytensor.compile.mode import Mode, register_mode, predefined_modes
@@ -31,6 +32,10 @@ if "floatX" not in _user_flags:
     pytensor.config.floatX = "float32"
 
 floatX = pytensor.config.floatX
+
+# lasres's convolutions run on NumPy's BLAS; PyTensor's own C BLAS link only
+# matters for its dense products, so its warning would mislead.
+warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
 
 #: Rewrites that cost much compile time on deep residual graphs and buy
 #: nothing for them (no scan, no random variables, no blockwise ops).
