@@ -1,0 +1,384 @@
+"""Convolution ops: forward and gradients against direct-loop float64
+references, numerical gradient checks (first and second order), shape
+inference, float32 handling and the JAX implementation."""
+import numpy as np
+import pytest
+import pytensor
+import pytensor.tensor as pt
+from pytensor.compile.mode import Mode
+from pytensor.gradient import verify_grad
+
+from lasres.ops import conv as conv_module
+from lasres.ops.conv import Conv2d, Conv2dGradInputs, Conv2dGradWeights, conv2d
+
+C_MODE = Mode(linker="cvm", optimizer="fast_run")
+
+
+# ---------------------------------------------------------------------------
+# independent reference: loops over output positions, float64
+# ---------------------------------------------------------------------------
+
+def _ref_pad(pad, kh, kw):
+    if pad == "valid":
+        return 0, 0
+    if pad == "same":
+        return kh // 2, kw // 2
+    if pad == "full":
+        return kh - 1, kw - 1
+    if isinstance(pad, int):
+        return pad, pad
+    return tuple(pad)
+
+
+def _ref_geometry(x_shape, w_shape, stride, pad):
+    kh, kw = w_shape[2:]
+    ph, pw = _ref_pad(pad, kh, kw)
+    oh = (x_shape[2] + 2 * ph - kh) // stride[0] + 1
+    ow = (x_shape[3] + 2 * pw - kw) // stride[1] + 1
+    return ph, pw, oh, ow
+
+
+def ref_conv(x, w, b, stride, pad, flip):
+    """out[n, f, i, j] = sum_{c,u,v} xpad[n, c, i*sh+u, j*sw+v] * k[f, c, u, v]."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    kh, kw = w.shape[2:]
+    ph, pw, oh, ow = _ref_geometry(x.shape, w.shape, stride, pad)
+    k = w[:, :, ::-1, ::-1] if flip else w
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    out = np.zeros((x.shape[0], w.shape[0], oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            patch = xp[:, :, i * stride[0]:i * stride[0] + kh, j * stride[1]:j * stride[1] + kw]
+            out[:, :, i, j] = np.tensordot(patch, k, axes=([1, 2, 3], [1, 2, 3]))
+    if b is not None:
+        out += np.asarray(b, np.float64)[None, :, None, None]
+    return out
+
+
+def ref_conv_grads(x, w, gz, stride, pad, flip):
+    """Gradients of sum(conv(x, w) * gz) w.r.t. x and w, by scattering."""
+    x, w, gz = (np.asarray(a, np.float64) for a in (x, w, gz))
+    kh, kw = w.shape[2:]
+    ph, pw, oh, ow = _ref_geometry(x.shape, w.shape, stride, pad)
+    k = w[:, :, ::-1, ::-1] if flip else w
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    gxp, gk = np.zeros_like(xp), np.zeros_like(k)
+    for i in range(oh):
+        for j in range(ow):
+            rs = slice(i * stride[0], i * stride[0] + kh)
+            cs = slice(j * stride[1], j * stride[1] + kw)
+            gxp[:, :, rs, cs] += np.tensordot(gz[:, :, i, j], k, axes=(1, 0))
+            gk += np.tensordot(gz[:, :, i, j], xp[:, :, rs, cs], axes=(0, 0))
+    gx = gxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]
+    gw = gk[:, :, ::-1, ::-1] if flip else gk
+    return gx, gw
+
+
+# (x shape, w shape, stride, pad, filter_flip, with bias)
+CASES = [
+    ((2, 3, 7, 6), (4, 3, 3, 3), (1, 1), "same", True, True),
+    ((2, 2, 8, 9), (3, 2, 3, 3), (2, 2), 1, False, False),
+    ((1, 3, 9, 7), (2, 3, 3, 3), (3, 3), "valid", True, False),
+    ((2, 4, 5, 5), (3, 4, 1, 1), (1, 1), "valid", True, True),
+    ((2, 4, 7, 8), (3, 4, 1, 1), (2, 2), (0, 0), False, True),
+    ((1, 2, 5, 6), (2, 2, 1, 1), (1, 2), 1, True, False),
+    ((2, 2, 6, 6), (3, 2, 2, 2), (1, 1), "same", False, True),
+    ((1, 2, 8, 7), (2, 2, 4, 3), (3, 2), "full", True, True),
+    ((2, 3, 9, 8), (2, 3, 3, 5), (2, 1), (2, 0), False, False),
+    ((1, 2, 12, 11), (3, 2, 5, 5), (3, 3), 0, True, False),
+    ((1, 1, 7, 6), (2, 1, 2, 4), (3, 2), (1, 3), False, True),
+    ((2, 2, 4, 5), (2, 2, 4, 5), (1, 1), "valid", True, True),
+    ((1, 2, 4, 4), (2, 2, 2, 2), (2, 2), (2, 2), True, False),
+]
+
+
+def _case_id(case):
+    xs, ws, stride, pad, flip, bias = case
+    return f"k{ws[2]}x{ws[3]}-s{stride[0]}{stride[1]}-p{pad}-flip{int(flip)}-b{int(bias)}"
+
+
+def _case_values(case, rng, dtype="float64"):
+    xs, ws, stride, pad, flip, bias = case
+    x = rng.normal(size=xs).astype(dtype)
+    w = rng.normal(size=ws).astype(dtype)
+    b = rng.normal(size=ws[0]).astype(dtype) if bias else None
+    return x, w, b
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_forward_and_gradients_match_reference(case):
+    rng = np.random.default_rng(0)
+    xs, ws, stride, pad, flip, bias = case
+    x, w, b = _case_values(case, rng)
+    xt, wt, bt = pt.dtensor4("x"), pt.dtensor4("w"), pt.dvector("b")
+    y = conv2d(xt, wt, bt if bias else None, stride=stride, pad=pad, filter_flip=flip)
+    r = pt.dtensor4("r")
+    wrt = [xt, wt] + ([bt] if bias else [])
+    grads = pytensor.grad((y * r).sum(), wrt)
+    f = pytensor.function([xt, wt, r] + ([bt] if bias else []), [y] + grads, mode=C_MODE)
+
+    expected = ref_conv(x, w, b, stride, pad, flip)
+    rv = rng.normal(size=expected.shape)
+    out = f(x, w, rv, *([b] if bias else []))
+    assert out[0].shape == expected.shape
+    np.testing.assert_allclose(out[0], expected, rtol=1e-10, atol=1e-10)
+    gx, gw = ref_conv_grads(x, w, rv, stride, pad, flip)
+    np.testing.assert_allclose(out[1], gx, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(out[2], gw, rtol=1e-10, atol=1e-10)
+    if bias:
+        np.testing.assert_allclose(out[3], rv.sum(axis=(0, 2, 3)), rtol=1e-10)
+
+
+def test_matches_scipy_convolve_and_correlate():
+    scipy_signal = pytest.importorskip("scipy.signal")
+    rng = np.random.default_rng(1)
+    x, w = rng.normal(size=(2, 3, 6, 7)), rng.normal(size=(2, 3, 3, 2))
+    for flip, fn in ((True, scipy_signal.convolve2d), (False, scipy_signal.correlate2d)):
+        for pad, smode in (("valid", "valid"), ("full", "full")):
+            got = conv_module.conv2d_forward_numpy(
+                x, w, None, (1, 1), conv_module._normalize_pad(pad), flip)
+            want = np.array([[sum(fn(x[n, c], w[f, c], mode=smode) for c in range(3))
+                              for f in range(2)] for n in range(2)])
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_numpy_kernels_random_configurations(monkeypatch):
+    """Many random geometries (and batch chunkings) straight on the kernels."""
+    rng = np.random.default_rng(2)
+    checked = 0
+    for trial in range(120):
+        kh, kw = rng.integers(1, 5, size=2)
+        stride = tuple(int(s) for s in rng.integers(1, 4, size=2))
+        pad = [(0, 0), "same", "full", tuple(int(p) for p in rng.integers(0, 4, size=2))][trial % 4]
+        h, wd = rng.integers(1, 11, size=2)
+        n, c, f = rng.integers(1, 5, size=3)
+        ph, pw = _ref_pad(pad, kh, kw)
+        if h + 2 * ph < kh or wd + 2 * pw < kw:
+            continue
+        monkeypatch.setattr(conv_module, "CHUNK_BYTES", int(rng.choice([1, 2000, 1 << 21])))
+        flip = bool(trial % 3)
+        x, w = rng.normal(size=(n, c, h, wd)), rng.normal(size=(f, c, kh, kw))
+        kw_args = dict(stride=stride, pad=conv_module._normalize_pad(pad), filter_flip=flip)
+        y = conv_module.conv2d_forward_numpy(x, w, None, **kw_args)
+        np.testing.assert_allclose(y, ref_conv(x, w, None, stride, pad, flip), atol=1e-10)
+        gz = rng.normal(size=y.shape)
+        gx_ref, gw_ref = ref_conv_grads(x, w, gz, stride, pad, flip)
+        np.testing.assert_allclose(
+            conv_module.conv2d_grad_inputs_numpy(gz, w, (h, wd), **kw_args), gx_ref, atol=1e-10)
+        np.testing.assert_allclose(
+            conv_module.conv2d_grad_weights_numpy(x, gz, (kh, kw), **kw_args), gw_ref, atol=1e-10)
+        checked += 1
+    assert checked > 80
+
+
+VG_CASES = [
+    ((1, 1), "valid", True, True),
+    ((1, 1), "same", False, False),
+    ((1, 1), "full", True, False),
+    ((2, 2), 1, True, True),
+    ((2, 3), (1, 0), False, True),
+    ((3, 3), "same", True, False),
+    ((3, 2), "full", False, True),
+    ((2, 2), (2, 1), False, False),
+]
+
+
+@pytest.mark.parametrize("stride,pad,flip,bias", VG_CASES)
+def test_verify_grad_conv2d(stride, pad, flip, bias):
+    rng = np.random.default_rng(3)
+    x, w, b = rng.normal(size=(2, 2, 7, 6)), rng.normal(size=(3, 2, 3, 2)), rng.normal(size=3)
+    if bias:
+        verify_grad(lambda x, w, b: conv2d(x, w, b, stride=stride, pad=pad, filter_flip=flip),
+                    [x, w, b], rng=rng, mode=C_MODE)
+    else:
+        verify_grad(lambda x, w: conv2d(x, w, stride=stride, pad=pad, filter_flip=flip),
+                    [x, w], rng=rng, mode=C_MODE)
+
+
+@pytest.mark.parametrize("stride,pad,flip", [((1, 1), "same", True), ((2, 2), 0, False),
+                                             ((2, 3), "full", True)])
+def test_verify_grad_of_gradient_ops(stride, pad, flip):
+    """The grad ops are differentiable too (second derivatives)."""
+    rng = np.random.default_rng(4)
+    in_hw, k_hw = (8, 7), (3, 2)
+    x, w = rng.normal(size=(2, 2) + in_hw), rng.normal(size=(3, 2) + k_hw)
+    y = conv_module.conv2d_forward_numpy(x, w, None, stride, conv_module._normalize_pad(pad), flip)
+    gz = rng.normal(size=y.shape)
+    props = dict(stride=stride, pad=pad, filter_flip=flip)
+    verify_grad(lambda g, w: Conv2dGradInputs(**props)(g, w, in_hw), [gz, w], rng=rng,
+                mode=C_MODE)
+    verify_grad(lambda x, g: Conv2dGradWeights(**props)(x, g, k_hw), [x, gz], rng=rng,
+                mode=C_MODE)
+
+
+def test_second_derivative_matches_finite_differences():
+    """d/dw of ||d conv / dx||^2 through all three ops, unknown static shapes."""
+    rng = np.random.default_rng(5)
+    xt, wt = pt.dtensor4("x"), pt.dtensor4("w")
+    y = conv2d(xt, wt, stride=2, pad=1)
+    gx = pytensor.grad((y ** 2).sum(), xt)
+    cost = (gx ** 2).sum()
+    f = pytensor.function([xt, wt], [cost, pytensor.grad(cost, wt)], mode=C_MODE)
+    x, w = rng.normal(size=(1, 2, 6, 5)), rng.normal(size=(2, 2, 3, 3))
+    _, g = f(x, w)
+    d = rng.normal(size=w.shape)
+    eps = 1e-5
+    num = (f(x, w + eps * d)[0] - f(x, w - eps * d)[0]) / (2 * eps)
+    np.testing.assert_allclose((g * d).sum(), num, rtol=1e-6)
+
+
+def _contains_op(fn, op_types):
+    return any(isinstance(node.op, op_types) for node in fn.maker.fgraph.apply_nodes)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[7], CASES[10]], ids=_case_id)
+def test_infer_shape(case):
+    rng = np.random.default_rng(6)
+    xs, ws, stride, pad, flip, bias = case
+    x, w, _ = _case_values(case, rng)
+    xt, wt = pt.dtensor4("x"), pt.dtensor4("w")
+    y = conv2d(xt, wt, stride=stride, pad=pad, filter_flip=flip)
+    gz = pt.dtensor4("gz")
+    props = dict(stride=stride, pad=pad, filter_flip=flip)
+    outs = [y,
+            Conv2dGradInputs(**props)(gz, wt, xt),             # shape donor
+            Conv2dGradInputs(**props)(gz, wt, xs[2:]),         # constant shape
+            Conv2dGradInputs(**props)(gz, wt, xt.shape[2:]),   # symbolic shape
+            Conv2dGradWeights(**props)(xt, gz, wt),
+            Conv2dGradWeights(**props)(xt, gz, ws[2:])]
+    f_shape = pytensor.function([xt, wt, gz], [o.shape for o in outs], mode=C_MODE,
+                                on_unused_input="ignore")
+    assert not _contains_op(f_shape, (Conv2d, Conv2dGradInputs, Conv2dGradWeights))
+    f = pytensor.function([xt, wt, gz], outs, mode=C_MODE)
+    gzv = rng.normal(size=ref_conv(x, w, None, stride, pad, flip).shape)
+    for shape, value in zip(f_shape(x, w, gzv), f(x, w, gzv)):
+        assert tuple(shape) == value.shape
+
+
+def test_static_shapes_and_shape_arguments():
+    xt = pt.tensor("x", dtype="float32", shape=(None, 3, 32, 32))
+    wt = pt.tensor("w", dtype="float32", shape=(16, 3, 3, 3))
+    y = conv2d(xt, wt, stride=2, pad="same")
+    assert y.type.shape == (None, 16, 16, 16)
+    assert y.owner.op.pad == (1, 1)                       # resolved statically
+    gx, gw = pytensor.grad(y.sum(), [xt, wt])
+    gx_node = [v for v in pytensor.graph.traversal.ancestors([gx])
+               if v.owner is not None and isinstance(v.owner.op, Conv2dGradInputs)][0].owner
+    assert isinstance(gx_node.inputs[2], pt.TensorConstant)      # static (h, w) known
+    assert gx.type.shape == (None, 3, 32, 32) and gw.type.shape == (16, 3, 3, 3)
+    # unknown filter shape: the pad stays symbolic and is resolved at run time
+    y2 = conv2d(xt, pt.ftensor4("w2"), pad="full")
+    assert y2.owner.op.pad == "full"
+
+
+def test_float32_stays_float32():
+    xt, wt, bt = pt.ftensor4("x"), pt.ftensor4("w"), pt.fvector("b")
+    y = conv2d(xt, wt, bt, stride=2, pad=1)
+    assert y.dtype == "float32"
+    grads = pytensor.grad((y ** 2).sum(), [xt, wt, bt])
+    f = pytensor.function([xt, wt, bt], [y] + grads, mode=C_MODE)
+    wide = [v for v in f.maker.fgraph.variables
+            if getattr(v.type, "dtype", None) == "float64" and v.type.ndim > 0]
+    assert not wide, wide
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3, 4, 9, 9)).astype("float32")
+    w = rng.normal(size=(5, 4, 3, 3)).astype("float32")
+    b = rng.normal(size=5).astype("float32")
+    out = f(x, w, b)
+    assert all(o.dtype == np.float32 for o in out)
+    np.testing.assert_allclose(out[0], ref_conv(x, w, b, (2, 2), 1, True), rtol=1e-4, atol=1e-4)
+
+
+def test_filters_cast_to_input_dtype():
+    y = conv2d(pt.ftensor4("x"), pt.dtensor4("w"), pt.dvector("b"))
+    assert y.dtype == "float32"
+    assert all(i.dtype == "float32" for i in y.owner.inputs)
+
+
+def test_errors():
+    with pytest.raises(ValueError):
+        conv2d(pt.tensor("x", shape=(None, 3, 8, 8)), pt.tensor("w", shape=(4, 2, 3, 3)))
+    with pytest.raises(ValueError):
+        conv2d(pt.tensor("x", shape=(None, 3, 2, 8)), pt.tensor("w", shape=(4, 3, 3, 3)))
+    with pytest.raises(ValueError):
+        conv2d(pt.dtensor4(), pt.dtensor4(), pad="half-ish")
+    with pytest.raises(ValueError):
+        conv2d(pt.dtensor4(), pt.dtensor4(), stride=0)
+    with pytest.raises(ValueError):
+        conv2d(pt.dtensor4(), pt.dtensor4(), pad=-1)
+    with pytest.raises(TypeError):
+        conv2d(pt.dmatrix(), pt.dtensor4())
+    with pytest.raises(TypeError):
+        conv2d(pt.itensor4(), pt.dtensor4())
+    f = pytensor.function(*(lambda x, w: ([x, w], conv2d(x, w)))(pt.dtensor4(), pt.dtensor4()),
+                          mode=C_MODE)
+    with pytest.raises(ValueError, match="channels"):
+        f(np.zeros((1, 2, 5, 5)), np.zeros((1, 3, 3, 3)))
+    with pytest.raises(ValueError, match="empty"):
+        f(np.zeros((1, 2, 2, 5)), np.zeros((1, 2, 3, 3)))
+    gi = Conv2dGradInputs(stride=2)
+    with pytest.raises(ValueError):
+        gi(pt.tensor("g", shape=(1, 2, 4, 4)), pt.tensor("w", shape=(2, 3, 3, 3)), (3, 3))
+
+
+def test_pushforward():
+    rng = np.random.default_rng(8)
+    xt, wt, bt = pt.dtensor4("x"), pt.dtensor4("w"), pt.dvector("b")
+    dx, dw, db = xt.type("dx"), wt.type("dw"), bt.type("db")
+    y = conv2d(xt, wt, bt, stride=2, pad="same")
+    jvp = pytensor.gradient.pushforward(y, [xt, wt, bt], [dx, dw, db])
+    f = pytensor.function([xt, wt, bt, dx, dw, db], jvp, mode=C_MODE)
+    x, w, b = rng.normal(size=(2, 2, 5, 6)), rng.normal(size=(3, 2, 3, 3)), rng.normal(size=3)
+    d = [rng.normal(size=a.shape) for a in (x, w, b)]
+    eps = 1e-6
+    num = (ref_conv(x + eps * d[0], w + eps * d[1], b + eps * d[2], (2, 2), "same", True)
+           - ref_conv(x - eps * d[0], w - eps * d[1], b - eps * d[2], (2, 2), "same", True)
+           ) / (2 * eps)
+    np.testing.assert_allclose(f(x, w, b, *d), num, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# JAX
+# ---------------------------------------------------------------------------
+
+JAX_CASES = [CASES[0], CASES[1], CASES[4], CASES[7], CASES[9], CASES[10], CASES[12]]
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic-shapes", "static-shapes"])
+@pytest.mark.parametrize("case", JAX_CASES, ids=_case_id)
+def test_jax_matches_c_backend(case, static):
+    pytest.importorskip("jax")
+    rng = np.random.default_rng(9)
+    xs, ws, stride, pad, flip, bias = case
+    x, w, b = _case_values(case, rng, "float32")
+    xt = pt.tensor("x", dtype="float32", shape=xs if static else (None,) * 4)
+    wt = pt.tensor("w", dtype="float32", shape=ws if static else (None,) * 4)
+    bt = pt.fvector("b")
+    y = conv2d(xt, wt, bt if bias else None, stride=stride, pad=pad, filter_flip=flip)
+    r = pt.ftensor4("r")
+    wrt = [xt, wt] + ([bt] if bias else [])
+    outs = [y] + pytensor.grad((y * r).sum(), wrt)
+    ins = [xt, wt, r] + ([bt] if bias else [])
+    rv = rng.normal(size=ref_conv(x, w, None, stride, pad, flip).shape).astype("float32")
+    args = [x, w, rv] + ([b] if bias else [])
+    expected = pytensor.function(ins, outs, mode=C_MODE)(*args)
+    got = pytensor.function(ins, outs, mode="JAX")(*args)
+    for e, g in zip(expected, got):
+        assert g.shape == e.shape and g.dtype == np.float32
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_jax_second_order_and_grad_ops():
+    pytest.importorskip("jax")
+    rng = np.random.default_rng(10)
+    xt, wt = pt.ftensor4("x"), pt.ftensor4("w")
+    y = conv2d(xt, wt, stride=(2, 1), pad="full", filter_flip=False)
+    gx = pytensor.grad((y ** 2).sum(), xt)
+    cost = (gx ** 2).sum()
+    outs = [cost] + pytensor.grad(cost, [xt, wt])
+    x = rng.normal(size=(2, 3, 7, 6)).astype("float32")
+    w = rng.normal(size=(4, 3, 3, 2)).astype("float32")
+    expected = pytensor.function([xt, wt], outs, mode=C_MODE)(x, w)
+    got = pytensor.function([xt, wt], outs, mode="JAX")(x, w)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=2e-4, atol=1e-3)
