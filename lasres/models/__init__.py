@@ -6,5 +6,6 @@ type name for the scripts.
 """
 from .registry import ModelSpec, available, build, get_spec, register
 from . import preact  # noqa: F401  (registers normal, bottleneck, wide)
+from . import resnet, ror, rir, cnn  # noqa: F401
 
 __all__ = ["ModelSpec", "available", "build", "get_spec", "register"]

@@ -1,0 +1,251 @@
+"""Train several architectures side by side and plot their curves together.
+
+``scripts/compare.py`` is a thin wrapper over :func:`compare_main`::
+
+    compare.py resnet:3 plain:3 rir:8:1 cnn:8:1 --epochs 20 --limit 5000 \\
+        --data data --out runs/compare --lr-schedule 0:0.1,10:0.01
+
+Every model is given the same budget: the same data (one split, one pixel
+mean), the same epochs, learning-rate schedule, batch size, augmentation and
+seed. Each run is trained with :class:`lasres.training.Trainer` and
+:func:`lasres.training.fit` in its own folder ``OUT/TYPE_nDEPTH_kWIDTH``
+(checkpoints and history); at the end a table is printed and
+``OUT/compare.png`` (training loss and validation error of all runs) and
+``OUT/compare.json`` (every run's arguments, size and history) are written.
+
+A model is ``TYPE[:DEPTH[:WIDTH]]`` with the type's defaults for what is
+left out, optionally followed by ``:KEY=VALUE`` architecture options
+(``resnet:3:1:preact=1``, ``ror-wrn:2:2:dropout=0.3``).
+"""
+import argparse
+import json
+import math
+import os
+import time
+import warnings
+
+from .errors import LasresError
+
+__all__ = ["ModelRequest", "parse_model", "compare_parser", "compare_main", "run_comparison"]
+
+
+class ModelRequest(object):
+    """One ``TYPE[:DEPTH[:WIDTH]][:KEY=VALUE...]`` request, resolved against
+    the registry (defaults filled in, arguments and options validated)."""
+
+    def __init__(self, type, depth, width, options):
+        self.type, self.depth, self.width, self.options = type, depth, width, dict(options)
+
+    def build(self, image_shape=(3, 32, 32), num_classes=10):
+        """Build the network (raises LasresError for impossible arguments)."""
+        from .models import build
+        return build(self.type, self.depth, self.width, num_classes=num_classes,
+                     input_shape=(None,) + tuple(image_shape), **self.options)
+
+    @property
+    def label(self):
+        opts = "".join(f":{k}={v}" for k, v in self.options.items())
+        return f"{self.type}:{self.depth}:{self.width}{opts}"
+
+    @property
+    def folder(self):
+        opts = "".join(f"_{k}{v}" for k, v in self.options.items())
+        return f"{self.type}_n{self.depth}_k{self.width}{opts}"
+
+    def __repr__(self):
+        return f"ModelRequest({self.label!r})"
+
+
+def parse_model(text):
+    """Parse ``TYPE[:DEPTH[:WIDTH]][:KEY=VALUE...]`` into a :class:`ModelRequest`.
+
+    Raises
+    ------
+    LasresError
+        Unknown type, non-integer or impossible depth/width, unknown option.
+    """
+    from .cli import _parse_options
+    from .models import get_spec
+    parts = [p.strip() for p in str(text).split(":")]
+    if not parts or not parts[0]:
+        raise LasresError(f"bad model {text!r}: expected TYPE[:DEPTH[:WIDTH]], e.g. resnet:3")
+    spec = get_spec(parts[0])
+    numbers, options = [], []
+    for p in parts[1:]:
+        if "=" in p:
+            options.append(p)
+        elif options:
+            raise LasresError(f"bad model {text!r}: options (KEY=VALUE) come after DEPTH and WIDTH")
+        else:
+            numbers.append(p)
+    if len(numbers) > 2:
+        raise LasresError(f"bad model {text!r}: expected TYPE[:DEPTH[:WIDTH]]")
+    try:
+        values = [int(n) for n in numbers]
+    except ValueError:
+        raise LasresError(f"bad model {text!r}: DEPTH and WIDTH must be integers") from None
+    depth = values[0] if len(values) > 0 else spec.default_depth
+    width = values[1] if len(values) > 1 else spec.default_width
+    spec.validate(depth, width)
+    opts = _parse_options(options)
+    unknown = set(opts) - set(spec.options)
+    if unknown:
+        raise LasresError(f"bad model {text!r}: {spec.name} has no option "
+                          f"{', '.join(sorted(unknown))}"
+                          + (f" (it takes {', '.join(spec.options)})" if spec.options else ""))
+    return ModelRequest(spec.name, depth, width, opts)
+
+
+def compare_parser():
+    p = argparse.ArgumentParser(
+        prog="compare.py", description="Train several architectures for the same budget on "
+        "CIFAR-10 and plot their training loss and validation error together.")
+    p.add_argument("models", nargs="+", metavar="TYPE[:DEPTH[:WIDTH]]",
+                   help="models to compare, e.g. resnet:3 plain:3 rir:8:1 cnn:8:1")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N training and N test images")
+    p.add_argument("--data", default="data", help="folder holding cifar-10-batches-py/ or "
+                   "cifar-10-batches-bin/ (default data/)")
+    p.add_argument("--out", default=os.path.join("runs", "compare"),
+                   help="output folder (default runs/compare)")
+    p.add_argument("--lr-schedule", default="legacy",
+                   help="'legacy', a constant rate, or EPOCH:RATE,... e.g. 0:0.1,30:0.01")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--l2", type=float, default=1e-4)
+    p.add_argument("--augment", choices=("batch", "image", "none"), default="batch")
+    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default=None, help="c (CPU, default), jax, numba, py")
+    p.add_argument("--title", default=None, help="title of the plot")
+    return p
+
+
+def _fmt_pct(x):
+    return "   n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:6.2%}"
+
+
+def format_table(results):
+    """The final comparison table, one line per run."""
+    head = (f"{'model':<24} {'layers':>6} {'params':>11} {'best val':>9} {'last val':>9} "
+            f"{'test':>7} {'train loss':>10} {'time':>8}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{r['label']:<24} {r['layers']:>6} {r['params']:>11,} "
+                     f"{_fmt_pct(r['best_val_acc']):>9} {_fmt_pct(r['last_val_acc']):>9} "
+                     f"{_fmt_pct(r['test_acc']):>7} {r['last_train_loss']:>10.4f} "
+                     f"{r['seconds']:>7.1f}s")
+    return "\n".join(lines)
+
+
+def run_comparison(requests, data, *, epochs, out_dir, batch_size=64, schedule=None,
+                   augment="batch", seed=0, l2=1e-4, momentum=0.9, backend=None, log=print,
+                   progress=True):
+    """Train each :class:`ModelRequest` on ``data`` with the same settings.
+
+    Returns
+    -------
+    (list of dict, dict of label -> History)
+        One result record per run (label, arguments, layers, params, best and
+        last validation accuracy, test accuracy of the last epoch's weights,
+        last training loss, seconds, history) and the histories for plotting.
+    """
+    from .cli import banner
+    from .layers import count_params
+    from .models import get_spec
+    from .training import LEGACY_SCHEDULE, Trainer, fit, predict_in_batches, _loss_acc
+
+    schedule = schedule or LEGACY_SCHEDULE
+    results, histories = [], {}
+    for i, req in enumerate(requests, start=1):
+        label = req.label if req.label not in histories else f"{req.label}#{i}"
+        spec = get_spec(req.type)
+        log(f"\n=== [{i}/{len(requests)}] {label} ===")
+        network = getattr(req, "network", None) or req.build(tuple(data.X_train.shape[1:]))
+        req.network = None  # the request does not keep the trained net alive
+        banner(spec, req.depth, req.width, network, backend, req.options, log=log)
+        t0 = time.time()
+        trainer = Trainer(network, l2=l2, momentum=momentum, learning_rate=schedule[0][1],
+                          backend=backend)
+        arch = {"type": req.type, "depth": req.depth, "width": req.width, **req.options}
+        run_dir = os.path.join(out_dir, req.folder if label == req.label else f"{req.folder}_{i}")
+        history = fit(trainer, data, epochs=epochs, out_dir=run_dir, batch_size=batch_size,
+                      schedule=schedule, augment=augment, seed=seed, arch=arch, plot=False,
+                      progress=progress, log=log)
+        test_acc = None
+        if len(getattr(data, "X_test", ())):
+            _, test_acc = _loss_acc(predict_in_batches(trainer.predict_fn, data.X_test),
+                                    data.y_test)
+        seconds = time.time() - t0
+        val = [a for a in history.val_acc if not math.isnan(a)]
+        results.append({
+            "label": label, "type": req.type, "depth": req.depth, "width": req.width,
+            "options": dict(req.options), "layers": spec.total_depth(req.depth, req.width),
+            "params": count_params(network), "trainable_params": count_params(network,
+                                                                               trainable=True),
+            "best_val_acc": max(val) if val else None,
+            "last_val_acc": history.val_acc[-1] if len(history) else None,
+            "last_train_loss": history.train_loss[-1] if len(history) else float("nan"),
+            "test_acc": test_acc, "seconds": seconds,
+            "compile_seconds": sum(trainer.compile_seconds.values()),
+            "run_dir": run_dir, "history": history.as_dict()})
+        histories[label] = history
+    return results, histories
+
+
+def _json_safe(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def compare_main(argv=None):
+    """``compare.py TYPE[:DEPTH[:WIDTH]] ... [options]``; returns an exit status."""
+    from .plotting import plot_comparison
+    from .training import parse_schedule
+
+    args = compare_parser().parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1:
+        raise LasresError("--epochs and --batch-size must be positive")
+    requests = [parse_model(m) for m in args.models]
+    for req in requests:  # every network is built (checked) before any training
+        req.network = req.build()
+    schedule = parse_schedule(args.lr_schedule)
+    os.makedirs(args.out, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        from .data import prepare_cifar10
+        data = prepare_cifar10(args.data, pixel_mean_path=os.path.join(args.out, "pixel_mean.npy"),
+                               limit=args.limit, seed=args.seed,
+                               valid_fraction=args.valid_fraction)
+    print(f"data   | {len(data.X_train)} training, {len(data.X_valid)} validation, "
+          f"{len(data.X_test)} test images from {args.data}; {args.epochs} epochs each, "
+          f"schedule {','.join(f'{e}:{lr:g}' for e, lr in schedule)}")
+    results, histories = run_comparison(
+        requests, data, epochs=args.epochs, out_dir=args.out, batch_size=args.batch_size,
+        schedule=schedule, augment=None if args.augment == "none" else args.augment,
+        seed=args.seed, l2=args.l2, momentum=args.momentum, backend=args.backend)
+    print()
+    print(format_table(results))
+    title = args.title or (f"CIFAR-10, {len(data.X_train)} training images, "
+                           f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}")
+    png = os.path.join(args.out, "compare.png")
+    written = plot_comparison(histories, png, title=title)
+    record = {"title": title, "epochs": args.epochs, "limit": args.limit,
+              "batch_size": args.batch_size, "schedule": [list(s) for s in schedule],
+              "augment": args.augment, "seed": args.seed, "l2": args.l2,
+              "momentum": args.momentum, "backend": args.backend or "default",
+              "train_images": len(data.X_train), "valid_images": len(data.X_valid),
+              "test_images": len(data.X_test), "runs": results}
+    path = os.path.join(args.out, "compare.json")
+    tmp = os.path.join(args.out, ".compare.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(_json_safe(record), f, indent=1)
+    os.replace(tmp, path)
+    print(f"wrote  | {path}" + (f" and {png}" if written else " (no plot: matplotlib missing)"))
+    return 0

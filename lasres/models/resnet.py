@@ -1,0 +1,210 @@
+"""The original CIFAR ResNets (He et al. 2015) and their plain twins, as the
+TensorFlow seed (tf-resnet-cifar10) builds them.
+
+``resnet n`` has 6n+2 weighted layers (n = 3, 5, 7, 9, 18 give ResNet-20,
+-32, -44, -56, -110), laid out as in Section 4.2 of "Deep Residual Learning
+for Image Recognition":
+
+=========  ==========  =====================================
+output     filters     layers
+=========  ==========  =====================================
+32 x 32    16          3x3 conv (the stem)
+32 x 32    16          n units of two 3x3 convs
+16 x 16    32          n units, the first strides by 2
+8 x 8      64          n units, the first strides by 2
+1 x 1      classes     global average pool, softmax layer
+=========  ==========  =====================================
+
+(28 x 28 MNIST inputs run at 28, 14, 7 pixels.)
+
+A *post-activation* unit (the paper's, the default) computes
+``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))``. Every shortcut is an
+identity; across a stage change it is the paper's **option A**: a 2x2,
+stride-2 average pool followed by zero-padding of the channels (half of the
+new channels before, half after, as the seed's ``tf.pad``), so the shortcuts
+have no parameters.
+
+Option ``preact`` builds the seed's own variant, the pre-activation unit of
+He et al. 2016 (``conv(relu(bn(conv(relu(bn(x)))))) + shortcut(x)``): a bare
+stem convolution, a unit's shortcut taken from its input (the first unit of
+the first stage takes it from its own BN-ReLU output, as the seed does), and
+a final BN-ReLU before the pooling.
+
+``plain n`` is the same network with every shortcut removed (the seed's
+``--shortcut_connections=False``); its post-activation unit is then just
+conv-BN-ReLU-conv-BN-ReLU, He et al.'s plain baseline.
+
+Choices where the seed and paper leave room: convolutions that feed a batch
+normalisation have no bias (the seed's ``biases_initializer=None``/BN
+``normalizer_fn``), and the softmax layer has one; weights use
+``HeNormal(gain='relu')`` (He et al.'s initialisation; the seed used Glorot),
+the softmax layer ``HeNormal()``, as the Lasagne seed does. Layers carry
+names (``stage2_unit1_conv2``, ``stage2_unit1_sum``, ...) so a unit's parts
+can be found again.
+"""
+from ..errors import ArchitectureError
+from ..init import HeNormal
+from ..layers import (BatchNormLayer, DenseLayer, ElemwiseSumLayer, GlobalPoolLayer,
+                      InputLayer, NonlinearityLayer, PadLayer, Pool2DLayer, batch_norm)
+from ..layers.dnn import Conv2DDNNLayer as ConvLayer
+from ..nonlinearities import rectify, softmax
+from .registry import ModelSpec, register
+
+__all__ = ["ResNet_CIFAR", "identity_shortcut", "post_activation_unit",
+           "pre_activation_unit", "resnet_depth"]
+
+he_norm = HeNormal(gain="relu")
+STAGE_FILTERS = (16, 32, 64)
+
+
+def identity_shortcut(l, num_filters, stride=1, name=None):
+    """The parameter-free shortcut of option A.
+
+    Identity when nothing changes; otherwise a ``stride`` x ``stride``
+    average pool (when ``stride > 1``) and zero-padding of the channels up to
+    ``num_filters`` (half before, half after).
+
+    Parameters
+    ----------
+    l : Layer
+    num_filters : int
+        Channels the shortcut must have.
+    stride : int
+        Spatial subsampling factor of the residual branch.
+    name : str or None
+        Prefix for the new layers' names.
+    """
+    if stride > 1:
+        # odd sizes: keep the partial window, like the 'same' strided conv it mirrors
+        odd = any(s is not None and s % stride for s in l.output_shape[2:])
+        l = Pool2DLayer(l, pool_size=stride, stride=stride, ignore_border=not odd,
+                        mode="average_exc_pad" if odd else "average_inc_pad",
+                        name=name and name + "_pool")
+    extra = num_filters - l.output_shape[1]
+    if extra < 0:
+        raise ArchitectureError(f"an identity shortcut cannot shrink {l.output_shape[1]} "
+                                f"channels to {num_filters}")
+    if extra:
+        l = PadLayer(l, width=[(extra // 2, extra - extra // 2), 0, 0], batch_ndim=1,
+                     name=name and name + "_pad")
+    return l
+
+
+def _conv_bn_relu(l, num_filters, stride=1, name=None):
+    return batch_norm(ConvLayer(l, num_filters=num_filters, filter_size=(3, 3), stride=stride,
+                                pad="same", W=he_norm, nonlinearity=rectify, name=name))
+
+
+def _conv_bn(l, num_filters, stride=1, name=None):
+    conv = ConvLayer(l, num_filters=num_filters, filter_size=(3, 3), stride=stride, pad="same",
+                     W=he_norm, b=None, nonlinearity=None, name=name)
+    return BatchNormLayer(conv, name=name and name + "_bn")
+
+
+def post_activation_unit(l, num_filters, stride=1, shortcut=True, name=None):
+    """He et al. 2015's unit: conv-BN-ReLU, conv-BN, add the shortcut, ReLU.
+
+    Without ``shortcut`` (the plain net) the addition is left out.
+    """
+    residual = _conv_bn_relu(l, num_filters, stride, name=name and name + "_conv1")
+    residual = _conv_bn(residual, num_filters, name=name and name + "_conv2")
+    if shortcut:
+        residual = ElemwiseSumLayer(
+            [residual, identity_shortcut(l, num_filters, stride, name and name + "_shortcut")],
+            name=name and name + "_sum")
+    return NonlinearityLayer(residual, rectify, name=name and name + "_relu")
+
+
+def pre_activation_unit(l, num_filters, stride=1, shortcut=True, shortcut_from_preact=False,
+                        name=None):
+    """The seed's unit (He et al. 2016): BN-ReLU, conv-BN-ReLU, conv, add.
+
+    The shortcut leaves from the unit's input, or from its BN-ReLU output
+    when ``shortcut_from_preact`` (the seed's first unit).
+    """
+    preact = NonlinearityLayer(BatchNormLayer(l, name=name and name + "_preact_bn"), rectify,
+                               name=name and name + "_preact")
+    residual = _conv_bn_relu(preact, num_filters, stride, name=name and name + "_conv1")
+    residual = ConvLayer(residual, num_filters=num_filters, filter_size=(3, 3), pad="same",
+                         W=he_norm, b=None, nonlinearity=None, name=name and name + "_conv2")
+    if not shortcut:
+        return residual
+    source = preact if shortcut_from_preact else l
+    return ElemwiseSumLayer(
+        [residual, identity_shortcut(source, num_filters, stride, name and name + "_shortcut")],
+        name=name and name + "_sum")
+
+
+def ResNet_CIFAR(input_shape=(None, 3, 32, 32), input_var=None, n_classes=10, n=3,
+                 shortcuts=True, preact=False):
+    """The CIFAR ResNet of 6n+2 layers (He et al. 2015, Section 4.2).
+
+    Parameters
+    ----------
+    input_shape : tuple
+        ``(None, channels, height, width)``.
+    input_var : PyTensor variable or None
+    n_classes : int
+    n : int
+        Units per stage (3 -> ResNet-20, 18 -> ResNet-110).
+    shortcuts : bool
+        False removes every shortcut (the plain network).
+    preact : bool
+        Pre-activation units (the TensorFlow seed's variant).
+
+    Returns
+    -------
+    DenseLayer
+        The softmax output layer.
+    """
+    l = InputLayer(shape=input_shape, input_var=input_var, name="input")
+    if preact:
+        l = ConvLayer(l, num_filters=16, filter_size=(3, 3), pad="same", W=he_norm, b=None,
+                      nonlinearity=None, name="stem")
+    else:
+        l = _conv_bn_relu(l, 16, name="stem")
+    for stage, num_filters in enumerate(STAGE_FILTERS, start=1):
+        for unit in range(1, n + 1):
+            stride = 2 if stage > 1 and unit == 1 else 1
+            name = f"stage{stage}_unit{unit}"
+            if preact:
+                l = pre_activation_unit(l, num_filters, stride, shortcuts,
+                                        shortcut_from_preact=(stage == 1 and unit == 1), name=name)
+            else:
+                l = post_activation_unit(l, num_filters, stride, shortcuts, name=name)
+    if preact:
+        l = NonlinearityLayer(BatchNormLayer(l, name="postnorm_bn"), rectify, name="postnorm")
+    l = GlobalPoolLayer(l, name="pool")
+    return DenseLayer(l, num_units=n_classes, W=HeNormal(), nonlinearity=softmax, name="softmax")
+
+
+def resnet_depth(n, k=1):
+    """Weighted layers: the stem, two convolutions per unit, the softmax layer."""
+    return 6 * n + 2
+
+
+def _check(name):
+    def check(depth, width):
+        if width != 1:
+            raise ArchitectureError(f"{name} has no width argument (got width {width}); "
+                                    "use 'wide' or 'ror-wrn' for widened nets")
+    return check
+
+
+def _builder(shortcuts):
+    def build(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 32, 32),
+              preact=False):
+        return ResNet_CIFAR(input_shape=input_shape, input_var=input_var, n_classes=num_classes,
+                            n=depth, shortcuts=shortcuts, preact=bool(preact))
+    build.__doc__ = ResNet_CIFAR.__doc__
+    return build
+
+
+register(ModelSpec("resnet", _builder(True),
+                   "CIFAR ResNet (He et al. 2015), identity shortcuts (option A)",
+                   resnet_depth, "6n+2", default_depth=3, default_width=1,
+                   check=_check("resnet"), options=("preact",)))
+register(ModelSpec("plain", _builder(False),
+                   "plain CIFAR net (He et al. 2015): the ResNet without shortcuts",
+                   resnet_depth, "6n+2", default_depth=3, default_width=1,
+                   check=_check("plain"), options=("preact",)))
