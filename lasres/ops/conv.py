@@ -415,6 +415,11 @@ def conv2d_grad_inputs_numpy(gz, w, in_hw, stride=(1, 1), pad=(0, 0), filter_fli
         dx = np.zeros((n, c, h, wd), dtype)
         dx[:, :, :(oh - 1) * g.sh + 1:g.sh, :(ow - 1) * g.sw + 1:g.sw] = res
         return dx
+    if (g.sh, g.sw) == (1, 1) and g.ph < kh and g.pw < kw:
+        # stride 1: the adjoint is the correlation of the zero-padded
+        # gradient with the rotated, transposed filters -- the forward path
+        return conv2d_forward_numpy(gz, w.transpose(1, 0, 2, 3), None, (1, 1),
+                                    (kh - 1 - g.ph, kw - 1 - g.pw), not filter_flip)
     dx = (np.empty if g.all_phases else np.zeros)((n, c, h, wd), dtype)
     nb = g.chunk_size(n, k, gz.itemsize)
     bufs = {}
@@ -466,8 +471,10 @@ def conv2d_grad_weights_numpy(x, gz, kernel_hw, stride=(1, 1), pad=(0, 0), filte
         gzc = np.ascontiguousarray(gz, dtype=dtype).reshape(n, f, -1)
         dw = np.matmul(gzc, xs.transpose(0, 2, 1)).sum(axis=0, dtype=dtype)
         return dw.reshape(f, c, 1, 1)
-    dw = np.zeros((f, k), dtype)
-    tmp = np.empty((f, k), dtype)
+    # accumulate dw^T = cols @ gz^T: with the long axis contracted as the
+    # inner dimension of both row-major operands, far faster than gz @ cols.T
+    dwt = np.zeros((k, f), dtype)
+    tmp = np.empty((k, f), dtype)
     nb = g.chunk_size(n, k, x.itemsize)
     bufs = {}
     for n0, n1 in g.chunks(n, nb):
@@ -479,9 +486,9 @@ def conv2d_grad_weights_numpy(x, gz, kernel_hw, stride=(1, 1), pad=(0, 0), filte
         g.fill_planes(planes, x[n0:n1])
         g.im2col(planes, cols)
         gzq[:, :, :, :ow] = gz[n0:n1].transpose(1, 0, 2, 3)   # garbage columns stay 0
-        np.matmul(gzq.reshape(f, -1), cols.reshape(k, -1).T, out=tmp)
-        dw += tmp
-    dw = dw.reshape(f, c, kh, kw)
+        np.matmul(cols.reshape(k, -1), gzq.reshape(f, -1).T, out=tmp)
+        dwt += tmp
+    dw = dwt.T.reshape(f, c, kh, kw)
     return np.ascontiguousarray(_effective_filters(dw, filter_flip))
 
 
