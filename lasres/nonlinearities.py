@@ -1,10 +1,12 @@
 """Nonlinearities (Lasagne's ``lasagne.nonlinearities``).
 
 ``rectify`` is Theano's ``relu``: ``0.5 * (x + |x|)``, whose gradient at
-exactly zero is 0.5 (it matters after zero padding); the leaky variants use
-the same form.
+exactly zero is 0.5 (it matters after zero padding), computed by one fused
+op (:data:`lasres.ops.elemwise.relu`); the leaky variants use Theano's form.
 """
 import pytensor.tensor as pt
+
+from .ops.elemwise import relu
 
 __all__ = ["sigmoid", "softmax", "tanh", "ScaledTanH", "ScaledTanh", "rectify",
            "LeakyRectify", "leaky_rectify", "very_leaky_rectify", "elu", "SELU", "selu",
@@ -41,8 +43,9 @@ ScaledTanh = ScaledTanH
 
 
 def rectify(x):
-    """Rectified linear unit, computed as Theano did: ``0.5 * (x + |x|)``."""
-    return 0.5 * (x + abs(x))
+    """Rectified linear unit, computed as Theano did: ``0.5 * (x + |x|)``
+    (gradient 0.5 at exactly 0), as one fused graph node."""
+    return relu(x)
 
 
 class LeakyRectify(object):

@@ -13,6 +13,7 @@ import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 
 from . import utils
+from .ops.fused import fused_elemwise
 
 __all__ = ["sgd", "apply_momentum", "momentum", "apply_nesterov_momentum",
            "nesterov_momentum", "adagrad", "rmsprop", "adadelta", "adam", "adamax",
@@ -81,9 +82,32 @@ def apply_nesterov_momentum(updates, params=None, momentum=0.9):
 
 
 def nesterov_momentum(loss_or_grads, params, learning_rate, momentum=0.9):
-    """SGD with Nesterov momentum (the legacy ResNet recipe's optimizer)."""
-    updates = sgd(loss_or_grads, params, learning_rate)
-    return apply_nesterov_momentum(updates, momentum=momentum)
+    """SGD with Nesterov momentum (the legacy ResNet recipe's optimizer).
+
+    The same arithmetic as ``apply_nesterov_momentum(sgd(...))`` — with
+    ``step = param - learning_rate * grad``: ``v ← momentum·v + step - param``,
+    ``param ← momentum·v + step`` — built as one fused node per parameter.
+    """
+    grads = get_or_compute_grads(loss_or_grads, params)
+    updates = OrderedDict()
+    rates = {}  # the learning rate cast and broadcast once per (dtype, ndim)
+
+    def rule(p, g, v, lr_, m):
+        step = p - lr_ * g
+        x = m * v + step - p
+        return x, m * x + step
+
+    for param, grad in zip(params, grads):
+        velocity = _zeros_like(param)
+        key = (param.dtype, param.ndim)
+        if key not in rates:
+            lr = learning_rate if not hasattr(learning_rate, "type") else \
+                pt.shape_padleft(pt.cast(learning_rate, param.dtype), param.ndim)
+            rates[key] = lr
+        new_v, new_p = fused_elemwise(rule, param, grad, velocity, rates[key], momentum)
+        updates[param] = new_p
+        updates[velocity] = new_v
+    return updates
 
 
 def adagrad(loss_or_grads, params, learning_rate=1.0, epsilon=1e-6):

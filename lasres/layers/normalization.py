@@ -3,6 +3,7 @@ import warnings
 
 from .. import init, nonlinearities
 from ..ops.bn import batch_norm_infer, batch_norm_train
+from ..ops.fused import attach, fused_elemwise
 from .base import Layer
 
 __all__ = ["BatchNormLayer", "batch_norm"]
@@ -83,18 +84,25 @@ class BatchNormLayer(Layer):
                                           axes=self.axes)
         if update_averages:
             # Lasagne's trick: memory-aliased clones of the stored statistics
-            # carry the default updates and enter the graph through a term
-            # that the rewriter removes again.
+            # carry the default updates; they enter the graph through an
+            # identity node (Lasagne added 0 * clone), so pytensor.function
+            # collects their updates.
             running_mean = self.mean.clone()
             running_inv_std = self.inv_std.clone()
             with warnings.catch_warnings():  # PyTensor 3 marks default_update deprecated
                 warnings.simplefilter("ignore", DeprecationWarning)
-                running_mean.default_update = ((1 - self.alpha) * running_mean
-                                               + self.alpha * batch_mean)
-                running_inv_std.default_update = ((1 - self.alpha) * running_inv_std
-                                                  + self.alpha * batch_inv_std)
-            normalized = normalized + 0 * (running_mean.sum() + running_inv_std.sum())
+                running_mean.default_update = _running_average(running_mean, batch_mean,
+                                                               self.alpha)
+                running_inv_std.default_update = _running_average(running_inv_std,
+                                                                  batch_inv_std, self.alpha)
+            normalized = attach(normalized, running_mean, running_inv_std)
         return normalized
+
+
+def _running_average(stat, batch_stat, alpha):
+    """``(1 - alpha) * stat + alpha * batch_stat`` as one elementwise node."""
+    return fused_elemwise(lambda s, b, one_minus_a, a: one_minus_a * s + a * b,
+                          stat, batch_stat, 1 - alpha, alpha)
 
 
 def batch_norm(layer, **kwargs):

@@ -85,4 +85,8 @@ class GlobalPoolLayer(Layer):
         return input_shape[:2]
 
     def get_output_for(self, input, **kwargs):
+        if self.pool_function in (pt.mean, pt.max, pt.sum, pt.min) and input.ndim > 2:
+            # the same reduction without the reshape (whose gradient makes
+            # PyTensor build a symbolic shape graph through the whole net)
+            return self.pool_function(input, axis=tuple(range(2, input.ndim)))
         return self.pool_function(input.flatten(3), axis=2)

@@ -1,0 +1,95 @@
+"""Fused elementwise ops.
+
+``rectify`` written as Theano wrote ``relu`` — ``0.5 * (x + |x|)`` — costs
+three graph nodes forward and four or five backward per layer; deep nets
+have hundreds of ReLUs and PyTensor's rewriting time grows much faster than
+the graph. :data:`relu` is one elementwise node computing the same values
+(``0.5 * (x + |x|)``, bit for bit) whose gradient is one node with the same
+semantics: ``g`` where x > 0, ``0.5 * g`` where x == 0, 0 where x < 0.
+Both have C code (so PyTensor's elementwise fusion folds them into its
+fused loops) and JAX implementations.
+"""
+import numpy as np
+from pytensor.scalar.basic import BinaryScalarOp, UnaryScalarOp, upgrade_to_float
+from pytensor.tensor.elemwise import Elemwise
+
+__all__ = ["ScalarRectify", "ScalarRectifyGrad", "relu", "relu_grad"]
+
+
+class ScalarRectify(UnaryScalarOp):
+    """``0.5 * (x + |x|)``: max(x, 0) in Theano's formulation."""
+
+    def impl(self, x):
+        return np.asarray(0.5, dtype=np.asarray(x).dtype) * (x + np.abs(x))
+
+    def pullback(self, inputs, outputs, cotangents):
+        (x,) = inputs
+        (gz,) = cotangents
+        return [scalar_rectify_grad(x, gz)]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        (x,) = inputs
+        (z,) = outputs
+        return f"{z} = 0.5 * ({x} + fabs({x}));"
+
+    def c_code_cache_version(self):
+        return (1,)
+
+
+class ScalarRectifyGrad(BinaryScalarOp):
+    """Gradient of :class:`ScalarRectify`: ``0.5 * (gz + gz * sign(x))``."""
+
+    def impl(self, x, gz):
+        return np.where(x > 0, gz, np.where(x == 0, 0.5 * gz, 0 * gz)).astype(np.asarray(gz).dtype)
+
+    def pullback(self, inputs, outputs, cotangents):
+        x, gz = inputs
+        (g,) = cotangents
+        return [x.zeros_like(), scalar_rectify_grad(x, g)]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        x, gz = inputs
+        (z,) = outputs
+        return f"{z} = ({x} > 0) ? {gz} : (({x} == 0) ? 0.5 * {gz} : 0);"
+
+    def c_code_cache_version(self):
+        return (1,)
+
+
+def _second_type(*types):
+    return upgrade_to_float(types[1])
+
+
+scalar_rectify = ScalarRectify(upgrade_to_float, name="rectify")
+scalar_rectify_grad = ScalarRectifyGrad(_second_type, name="rectify_grad")
+
+#: Elementwise rectifier, one node (see the module docstring).
+relu = Elemwise(scalar_rectify, name="Rectify")
+#: Its gradient, ``relu_grad(x, gz)``.
+relu_grad = Elemwise(scalar_rectify_grad, name="RectifyGrad")
+
+
+try:
+    from pytensor.link.jax.dispatch import jax_funcify
+except ImportError:  # jax not installed
+    jax_funcify = None
+
+if jax_funcify is not None:
+
+    @jax_funcify.register(ScalarRectify)
+    def _jax_rectify(op, node=None, **kwargs):
+        import jax.numpy as jnp
+
+        def rectify(x):
+            return 0.5 * (x + jnp.abs(x))
+
+        return rectify
+
+    @jax_funcify.register(ScalarRectifyGrad)
+    def _jax_rectify_grad(op, node=None, **kwargs):
+        import jax.numpy as jnp
+
+        def rectify_grad(x, gz):
+            return jnp.where(x > 0, gz, jnp.where(x == 0, 0.5 * gz, jnp.zeros_like(gz)))
+
+        return rectify_grad

@@ -1,0 +1,137 @@
+"""Graph-size helpers: fused elementwise expressions and an op that attaches
+variables to a graph.
+
+PyTensor's rewriting time grows much faster than the graph, so lasres keeps
+expressions that are evaluated once per parameter or per layer — update
+rules, running averages — as single nodes from the start instead of
+relying on the rewriter to fuse them.
+"""
+import numpy as np
+import pytensor.scalar as ps
+import pytensor.tensor as pt
+from pytensor.gradient import DisconnectedType
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
+from pytensor.tensor.elemwise import Elemwise
+
+__all__ = ["fused_elemwise", "Attach", "attach", "SumOfSquares", "sum_of_squares"]
+
+
+def fused_elemwise(fn, *inputs, dtype=None):
+    """One elementwise node computing ``fn`` over the inputs' elements.
+
+    Parameters
+    ----------
+    fn : callable
+        Takes one PyTensor scalar per input and returns one scalar
+        expression or a tuple of them (written with ``+ - * /`` etc.).
+    *inputs : tensors or numbers
+        Tensors are broadcast against each other (lower-dimensional ones
+        are padded on the left); numbers become scalar constants of
+        ``dtype`` inside the fused node (default: the first tensor's dtype),
+        so that no float64 creeps into a float32 graph.
+
+    Returns
+    -------
+    A tensor, or a list of tensors when ``fn`` returns several outputs.
+    """
+    tensors = [pt.as_tensor_variable(i) for i in inputs if hasattr(i, "type")]
+    dtype = dtype or tensors[0].dtype
+    ndim = max(t.ndim for t in tensors)
+    ins, scalars = [], []
+    for i in inputs:
+        if hasattr(i, "type"):
+            t = pt.as_tensor_variable(i)
+            ins.append(pt.shape_padleft(t, ndim - t.ndim) if t.ndim < ndim else t)
+            scalars.append(ps.get_scalar_type(t.dtype)())
+        else:
+            scalars.append(ps.constant(np.asarray(i, dtype=dtype)))
+    outs = fn(*scalars)
+    multi = isinstance(outs, (tuple, list))
+    comp = ps.Composite([s for s in scalars if not isinstance(s, ps.ScalarConstant)],
+                        list(outs) if multi else [outs])
+    result = Elemwise(comp)(*ins)
+    return list(result) if multi else result
+
+
+class Attach(Op):
+    """``attach(x, *others)`` returns ``x`` (a view) with ``others`` made
+    inputs of the graph, so that their default updates are collected when a
+    function is compiled; gradients flow to ``x`` only."""
+
+    __props__ = ()
+    view_map = {0: [0]}
+
+    def make_node(self, x, *others):
+        x = pt.as_tensor_variable(x)
+        others = [pt.as_tensor_variable(o) for o in others]
+        return Apply(self, [x] + others, [x.type()])
+
+    def perform(self, node, inputs, output_storage):
+        output_storage[0][0] = inputs[0]
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [shapes[0]]
+
+    def connection_pattern(self, node):
+        return [[True]] + [[False]] * (len(node.inputs) - 1)
+
+    def pullback(self, inputs, outputs, cotangents):
+        return [cotangents[0]] + [DisconnectedType()() for _ in inputs[1:]]
+
+
+attach = Attach()
+
+
+try:
+    from pytensor.link.jax.dispatch import jax_funcify
+except ImportError:  # jax not installed
+    jax_funcify = None
+
+if jax_funcify is not None:
+
+    @jax_funcify.register(Attach)
+    def _jax_attach(op, node=None, **kwargs):
+        def attach_(x, *others):
+            return x
+
+        return attach_
+
+
+class SumOfSquares(Op):
+    """``sum(x ** 2)`` as one node (accumulated in float64), with gradient
+    ``2 * x * gz`` as one fused node: the L2 penalty of a deep net touches
+    every weight tensor, and written with stock ops it adds some ten nodes
+    per tensor to a training graph."""
+
+    __props__ = ()
+
+    def make_node(self, x):
+        x = pt.as_tensor_variable(x)
+        return Apply(self, [x], [pt.scalar(dtype=x.dtype)])
+
+    def perform(self, node, inputs, output_storage):
+        (x,) = inputs
+        output_storage[0][0] = np.asarray(np.sum(np.square(x, dtype=np.float64)), dtype=x.dtype)
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [()]
+
+    def pullback(self, inputs, outputs, cotangents):
+        (x,) = inputs
+        (gz,) = cotangents
+        return [fused_elemwise(lambda x_, g, two: two * x_ * g, x, gz, 2)]
+
+
+sum_of_squares = SumOfSquares()
+
+if jax_funcify is not None:
+
+    @jax_funcify.register(SumOfSquares)
+    def _jax_sum_of_squares(op, node=None, **kwargs):
+        import jax.numpy as jnp
+
+        def sum_of_squares_(x):
+            return jnp.sum(jnp.square(x))
+
+        return sum_of_squares_
