@@ -1,0 +1,101 @@
+"""The graph-compacting ops: gradients checked numerically and values
+compared with the stock-op formulas they replace."""
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import pytensor
+import pytensor.tensor as pt
+from pytensor.gradient import verify_grad
+
+import lasres
+from lasres.ops.elemwise import relu
+from lasres.ops.fused import attach, fused_elemwise, sum_of_squares
+
+RNG = np.random.default_rng(7)
+
+
+def test_relu_matches_theano_formula_and_its_gradient():
+    x = pt.fvector("x")
+    w = pt.fvector("w")
+    ours = relu(x)
+    theano_relu = 0.5 * (x + abs(x))
+    f = pytensor.function([x, w], [ours, theano_relu, pytensor.grad((ours * w).sum(), x),
+                                   pytensor.grad((theano_relu * w).sum(), x)])
+    xv = np.array([-2.5, -0.0, 0.0, 1e-30, -1e-30, 3.25, 7.0], "float32")
+    wv = RNG.normal(size=7).astype("float32")
+    a, b, ga, gb = f(xv, wv)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ga, gb)
+    np.testing.assert_array_equal(ga[[1, 2]], 0.5 * wv[[1, 2]])  # gradient 0.5 at exactly 0
+
+
+def test_relu_verify_grad_and_jax():
+    xv = RNG.normal(size=(3, 4)) + 0.1  # away from the kink
+    verify_grad(lambda x: relu(x) * 1.5, [xv], rng=RNG)
+    jax = pytest.importorskip("jax")  # noqa: F841
+    x = pt.matrix("x")
+    outs = [relu(x), pytensor.grad((relu(x) ** 2).sum(), x)]
+    xv32 = np.array([[-1, 0, 2.5], [0.5, -0.0, 3]], "float32")
+    for a, b in zip(pytensor.function([x], outs, mode="JAX")(xv32),
+                    pytensor.function([x], outs)(xv32)):
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6)
+
+
+def test_sum_of_squares():
+    xv = RNG.normal(size=(4, 3, 2))
+    verify_grad(sum_of_squares, [xv], rng=RNG)
+    x = pt.ftensor3("x")
+    f = pytensor.function([x], [sum_of_squares(x), pytensor.grad(3 * sum_of_squares(x), x)])
+    v, g = f(xv.astype("float32"))
+    assert v.dtype == np.float32
+    np.testing.assert_allclose(v, (xv.astype("float32").astype("float64") ** 2).sum(), rtol=1e-6)
+    np.testing.assert_allclose(g, 6 * xv.astype("float32"), rtol=1e-6)
+
+
+def test_attach_passes_gradient_and_collects_default_updates():
+    s = pytensor.shared(np.float32(1.0))
+    c = s.clone()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        c.default_update = c + 1
+    x = pt.fvector("x")
+    y = attach(x * 2, c)
+    f = pytensor.function([x], [y, pytensor.grad(y.sum(), x)])
+    out, g = f(np.ones(3, "float32"))
+    np.testing.assert_array_equal(out, [2, 2, 2])
+    np.testing.assert_array_equal(g, [2, 2, 2])
+    assert s.get_value() == 2.0  # the clone's default update reached the shared storage
+
+
+def test_fused_elemwise_keeps_float32_and_broadcasts():
+    a = pt.fmatrix("a")
+    b = pt.fvector("b")
+    out = fused_elemwise(lambda x, y, k: k * x + y, a, b, 0.1)
+    assert out.dtype == "float32"
+    f = pytensor.function([a, b], out)
+    av = RNG.normal(size=(2, 3)).astype("float32")
+    bv = RNG.normal(size=3).astype("float32")
+    np.testing.assert_allclose(f(av, bv), np.float32(0.1) * av + bv, rtol=1e-6)
+
+
+def test_fused_nesterov_equals_lasagne_composition():
+    """nesterov_momentum (fused) == apply_nesterov_momentum(sgd(...)) (Lasagne's
+    composition, stock ops) over several steps."""
+    from lasres import updates
+    w0 = RNG.normal(size=(5, 4)).astype("float32")
+    x = pt.fmatrix("x")
+
+    def run(make):
+        w = pytensor.shared(w0.copy())
+        loss = ((pt.dot(x, w) - 1) ** 2).sum()
+        f = pytensor.function([x], loss, updates=make(loss, [w]))
+        xv = np.random.default_rng(1).normal(size=(3, 5)).astype("float32")
+        return [f(xv) for _ in range(5)], w.get_value()
+
+    l1, w1 = run(lambda loss, p: updates.nesterov_momentum(loss, p, 0.01, 0.9))
+    l2, w2 = run(lambda loss, p: updates.apply_nesterov_momentum(
+        updates.sgd(loss, p, 0.01), momentum=0.9))
+    np.testing.assert_allclose(l1, l2, rtol=1e-5)
+    np.testing.assert_allclose(w1, w2, rtol=1e-5, atol=1e-6)
