@@ -253,6 +253,11 @@ def test_errors():
 # JAX
 # ---------------------------------------------------------------------------
 
+# PyTensor's JAX sum casts its float32 result to the float64 accumulator type
+# and back; with x64 disabled (floatX=float32) JAX warns about it.
+jax_x64_warning = pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64")
+
+@jax_x64_warning
 @pytest.mark.parametrize("geom", [GEOMETRIES[1], GEOMETRIES[2], GEOMETRIES[3], GEOMETRIES[6]],
                          ids=_geom_id)
 def test_jax_matches_c_backend(geom):

@@ -53,7 +53,7 @@ __all__ = ["conv2d", "Conv2d", "Conv2dGradInputs", "Conv2dGradWeights",
 
 #: Target size in bytes of the im2col block processed by one GEMM.  The batch
 #: is split into chunks of as many images as fit (at least one).
-CHUNK_BYTES = 1 << 21
+CHUNK_BYTES = 1 << 22
 
 
 # ---------------------------------------------------------------------------
