@@ -1,0 +1,70 @@
+"""compare.py end to end on a real CIFAR-10 subset: two tiny models, one
+epoch each, one plot and one JSON record holding both runs."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from _datasets import cifar10_subset
+from lasres.cli import main_wrapper
+from lasres.compare import compare_main, parse_model
+from lasres.errors import LasresError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def cifar():
+    return cifar10_subset(5000, 1000)  # the size test_scripts.py builds: shared per session
+
+
+@pytest.mark.slow
+def test_compare_two_models_end_to_end(cifar, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    rc = main_wrapper(compare_main, ["resnet:1", "plain:1", "--epochs", "1", "--limit", "300",
+                                     "--data", str(cifar), "--out", str(out),
+                                     "--lr-schedule", "0.05", "--seed", "1"])
+    stdout = capsys.readouterr().out
+    assert rc == 0
+    assert stdout.count("lasres | ") == 2  # one banner per model
+    assert "=== [1/2] resnet:1:1 ===" in stdout and "=== [2/2] plain:1:1 ===" in stdout
+    table = stdout[stdout.index("model "):]
+    assert "resnet:1:1" in table and "plain:1:1" in table
+
+    png = out / "compare.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    record = json.loads((out / "compare.json").read_text())
+    assert record["epochs"] == 1 and record["limit"] == 300
+    assert record["train_images"] + record["valid_images"] == 300
+    runs = {r["label"]: r for r in record["runs"]}
+    assert set(runs) == {"resnet:1:1", "plain:1:1"}
+    for label, r in runs.items():
+        assert r["layers"] == 8
+        assert r["params"] == 75770  # option A: ResNet and plain net of equal size
+        assert r["history"]["epoch"] == [1]
+        assert len(r["history"]["train_loss"]) == 1 and r["history"]["train_loss"][0] > 0
+        assert 0.0 <= r["test_acc"] <= 1.0
+        assert os.path.exists(os.path.join(r["run_dir"], "history.json"))
+
+
+def test_model_specs():
+    r = parse_model("rir")
+    assert (r.type, r.depth, r.width) == ("rir", 18, 3)
+    r = parse_model("resnet:3:1:preact=1")
+    assert (r.type, r.depth, r.width, r.options) == ("resnet", 3, 1, {"preact": 1})
+    assert parse_model("ror-wrn:6:2").label == "ror-wrn:6:2"
+    for bad in ("nope:3", "resnet:x", "resnet:3:2", "resnet:1:1:1", "resnet:1:foo=2",
+                "resnet:preact=1:3"):
+        with pytest.raises(LasresError):
+            parse_model(bad)
+
+
+def test_script_reports_bad_models_in_one_line(tmp_path):
+    p = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "compare.py"), "resnet:3",
+                        "rir:7", "--data", str(tmp_path)], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 2
+    assert p.stderr.startswith("error: ") and len(p.stderr.strip().splitlines()) == 1
+    assert "depth" in p.stderr
