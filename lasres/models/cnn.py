@@ -71,5 +71,5 @@ def _build(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 3
 _build.__doc__ = Plain_CNN.__doc__
 
 register(ModelSpec("cnn", _build, "plain CNN baseline of RiR (Targ et al. 2016), no shortcuts",
-                   rir_depth, "D (= 2B+2, as rir)", default_depth=18, default_width=3,
+                   rir_depth, "D = 2B+2", default_depth=18, default_width=3,
                    check=_check, options=("block_layers",)))

@@ -25,8 +25,9 @@ the paper's "18-layer" does, and the softmax layer as one); each stream has
 (5.01% error), is the default ``rir 18 3``: 8 RiR blocks, 3 + 3 + 2 per
 stage, 96, 192, 384 filters in all (48, 96, 192 per stream).
 
-Choices the paper leaves open (taken from the Chainer implementation that
-its authors' numbers were reproduced with, nutszebra/resnet_in_resnet):
+Choices the paper leaves open are taken from nutszebra/resnet_in_resnet, a
+Chainer implementation that follows the paper's architecture (the seed's own
+RiR class is a two-block toy that only runs on 1-channel input):
 
 * blocks are split over the stages as evenly as possible, earlier stages
   first (8 -> 3, 3, 2);
@@ -37,8 +38,10 @@ its authors' numbers were reproduced with, nutszebra/resnet_in_resnet):
   alike -- no projections, so RiR has exactly the parameters of the CNN of
   the same size (:mod:`lasres.models.cnn`), as the paper states;
 * the convolutions have no bias (a batch normalisation follows each sum);
-  the softmax layer replaces the paper's final 1x1 convolution + global
-  pool, which computes the same linear map;
+* the head: that implementation maps the concatenated streams to the
+  classes with a 1x1 convolution (+ BN-ReLU) and then pools; here, as in the
+  other lasres nets, the global average pool comes first and a softmax
+  layer follows (the same linear map, without the BN-ReLU);
 * weights ``HeNormal(gain='relu')``, softmax layer ``HeNormal()``.
 
 Option ``block_layers`` (default 2) sets the layers per RiR block
@@ -196,5 +199,5 @@ _build.__doc__ = ResNet_in_ResNet.__doc__
 
 register(ModelSpec("rir", _build,
                    "ResNet in ResNet (Targ et al. 2016), residual + transient streams",
-                   rir_depth, "D (= 2B+2 for B RiR blocks)", default_depth=18, default_width=3,
+                   rir_depth, "D = 2B+2", default_depth=18, default_width=3,
                    check=_check, options=("block_layers",)))
