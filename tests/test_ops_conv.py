@@ -341,9 +341,10 @@ def test_pushforward():
 # JAX
 # ---------------------------------------------------------------------------
 
-# PyTensor's JAX sum casts its float32 result to the float64 accumulator type
-# and back; with x64 disabled (floatX=float32) JAX warns about it.
-jax_x64_warning = pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64")
+# PyTensor's JAX backend asks for 64-bit dtypes (the float64 accumulator of
+# float32 sums, int64 shape vectors); with x64 disabled (floatX=float32) JAX
+# warns that it truncates them.
+jax_x64_warning = pytest.mark.filterwarnings("ignore:Explicitly requested dtype")
 
 JAX_CASES = [CASES[0], CASES[1], CASES[4], CASES[7], CASES[9], CASES[10], CASES[12]]
 
@@ -388,3 +389,22 @@ def test_jax_second_order_and_grad_ops():
     got = pytensor.function([xt, wt], outs, mode="JAX")(x, w)
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g, e, rtol=2e-4, atol=1e-3)
+
+
+@jax_x64_warning
+def test_jax_dynamic_shapes_in_shape_graphs():
+    """Shapes inferred through the ops (here for the Alloc in the gradient of
+    a mean) stay concrete under jax.jit when the static shapes are unknown."""
+    pytest.importorskip("jax")
+    rng = np.random.default_rng(11)
+    xt, wt = pt.ftensor4("x"), pt.ftensor4("w")
+    y = conv2d(conv2d(xt, wt, stride=2, pad="same"), wt.dimshuffle(1, 0, 2, 3),
+               stride=(1, 3), pad="full")
+    cost = (y ** 2).mean() + y.mean(axis=(2, 3)).sum()
+    outs = [cost] + pytensor.grad(cost, [xt, wt])
+    x = rng.normal(size=(2, 2, 9, 8)).astype("float32")
+    w = rng.normal(size=(3, 2, 3, 3)).astype("float32")
+    expected = pytensor.function([xt, wt], outs, mode=C_MODE)(x, w)
+    got = pytensor.function([xt, wt], outs, mode="JAX")(x, w)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)

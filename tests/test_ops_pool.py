@@ -253,9 +253,10 @@ def test_errors():
 # JAX
 # ---------------------------------------------------------------------------
 
-# PyTensor's JAX sum casts its float32 result to the float64 accumulator type
-# and back; with x64 disabled (floatX=float32) JAX warns about it.
-jax_x64_warning = pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64")
+# PyTensor's JAX backend asks for 64-bit dtypes (the float64 accumulator of
+# float32 sums, int64 shape vectors); with x64 disabled (floatX=float32) JAX
+# warns that it truncates them.
+jax_x64_warning = pytest.mark.filterwarnings("ignore:Explicitly requested dtype")
 
 @jax_x64_warning
 @pytest.mark.parametrize("geom", [GEOMETRIES[1], GEOMETRIES[2], GEOMETRIES[3], GEOMETRIES[6]],
@@ -272,7 +273,9 @@ def test_jax_matches_c_backend(geom):
     gx = pytensor.grad(cost, xt)
     # second order through Pool2dGrad / Pool2dGradGrad
     gg = pytensor.grad((gx ** 2).sum(), rs)
-    outs = ys + [gx] + gg
+    # a mean needs the (inferred) pooled shape inside the JAX program
+    gm = pytensor.grad(sum((y ** 2).mean() for y in ys), xt)
+    outs = ys + [gx, gm] + gg
     rv = [rng.normal(size=ref_pool(x, ws, st or ws, pad, m, ib).shape).astype("float32")
           for m in MODES]
     expected = pytensor.function([xt] + rs, outs, mode=C_MODE)(x, *rv)

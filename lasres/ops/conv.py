@@ -49,7 +49,7 @@ from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
 
 __all__ = ["conv2d", "Conv2d", "Conv2dGradInputs", "Conv2dGradWeights",
-           "conv_output_length"]
+           "ConvLength", "conv_output_length"]
 
 #: Target size in bytes of the im2col block processed by one GEMM.  The batch
 #: is split into chunks of as many images as fit (at least one).
@@ -217,6 +217,64 @@ def _static_out_len(length, k, stride, pad):
         raise ValueError(f"convolution output would be empty: input length {length}, "
                          f"filter {k}, stride {stride}, pad {pad}")
     return out
+
+
+def _int64_scalar(value):
+    if isinstance(value, (int, np.integer)):
+        return pt.constant(int(value), dtype="int64")
+    return pt.cast(pt.as_tensor_variable(value), "int64")
+
+
+class ConvLength(Op):
+    """Output length of a convolution along one axis, as a scalar shape op.
+
+    Used by the ``infer_shape`` of the convolution ops instead of a chain of
+    elementwise integer ops.  The JAX backend fuses such chains into an array
+    computation, which turns shapes into traced values that ``Alloc`` and
+    friends cannot use; this op computes with Python integers when its inputs
+    are concrete, so shapes stay static under ``jax.jit``.
+
+    Parameters
+    ----------
+    stride : int
+    pad : int or {'same', 'full'}
+
+    Inputs are the input length and the kernel length (int scalars); the
+    output is an int64 scalar.
+    """
+
+    __props__ = ("stride", "pad")
+
+    def __init__(self, stride, pad):
+        self.stride = int(stride)
+        self.pad = pad if isinstance(pad, str) else int(pad)
+
+    def make_node(self, length, kernel):
+        inputs = [_int64_scalar(v) for v in (length, kernel)]
+        if any(v.ndim != 0 for v in inputs):
+            raise TypeError("ConvLength takes two integer scalars")
+        return Apply(self, inputs, [pt.lscalar()])
+
+    def length(self, length, kernel):
+        """The output length (works on ints and on array scalars)."""
+        pad = self.pad
+        if pad == "same":
+            pad = kernel // 2
+        elif pad == "full":
+            pad = kernel - 1
+        return (length + 2 * pad - kernel) // self.stride + 1
+
+    def perform(self, node, inputs, outputs):
+        outputs[0][0] = np.asarray(self.length(int(inputs[0]), int(inputs[1])), dtype="int64")
+
+    def infer_shape(self, fgraph, node, in_shapes):
+        return [()]
+
+    def connection_pattern(self, node):
+        return [[False], [False]]
+
+    def pullback(self, inputs, outputs, output_grads):
+        return [disconnected_type(), disconnected_type()]
 
 
 # ---------------------------------------------------------------------------
@@ -523,8 +581,8 @@ class _ConvOpBase(Op):
         return dict(stride=self.stride, pad=self.pad, filter_flip=self.filter_flip)
 
     def _out_len_symbolic(self, length, k, axis):
-        pad = _resolve_pad(self.pad, (k, k))[0] if isinstance(self.pad, str) else self.pad[axis]
-        return conv_output_length(length, k, self.stride[axis], pad)
+        pad = self.pad if isinstance(self.pad, str) else self.pad[axis]
+        return ConvLength(self.stride[axis], pad)(length, k)
 
     def _static_out(self, in_hw, k_hw):
         in_hw = in_hw if in_hw is not None else (None, None)
@@ -766,6 +824,13 @@ if jax_funcify is not None:
             return out
 
         return conv2d_jax
+
+    @jax_funcify.register(ConvLength)
+    def _jax_funcify_conv_length(op, node=None, **kwargs):
+        def conv_length_jax(length, kernel):
+            return op.length(length, kernel)
+
+        return conv_length_jax
 
     @jax_funcify.register(Conv2dGradInputs)
     def _jax_funcify_conv2d_grad_inputs(op, node=None, **kwargs):

@@ -28,7 +28,8 @@ from pytensor.gradient import disconnected_type
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
-__all__ = ["pool2d", "Pool2d", "Pool2dGrad", "Pool2dGradGrad", "pool_output_length"]
+__all__ = ["pool2d", "Pool2d", "Pool2dGrad", "Pool2dGradGrad", "PoolLength",
+           "pool_output_length"]
 
 MODES = ("max", "sum", "average_inc_pad", "average_exc_pad")
 
@@ -73,6 +74,66 @@ def pool_output_length(length, ws, stride, pad, ignore_border):
     if stride >= ws:
         return (length - 1) // stride + 1
     return _max0((length - 1 - ws + stride) // stride) + 1
+
+
+def _int64_scalar(value):
+    if isinstance(value, (int, np.integer)):
+        return pt.constant(int(value), dtype="int64")
+    return pt.cast(pt.as_tensor_variable(value), "int64")
+
+
+class PoolLength(Op):
+    """Output length of a pooling along one axis, as a scalar shape op.
+
+    Used by ``infer_shape`` instead of a chain of elementwise integer ops,
+    which the JAX backend would fuse into a traced array computation; this op
+    computes with Python integers when its input is concrete, so shapes stay
+    static under ``jax.jit``.  Parameters as for :func:`pool_output_length`;
+    the input is the input length, the output an int64 scalar.
+    """
+
+    __props__ = ("ws", "stride", "pad", "ignore_border")
+
+    def __init__(self, ws, stride, pad, ignore_border):
+        self.ws, self.stride, self.pad = int(ws), int(stride), int(pad)
+        self.ignore_border = bool(ignore_border)
+
+    def make_node(self, length):
+        length = _int64_scalar(length)
+        if length.ndim != 0:
+            raise TypeError("PoolLength takes an integer scalar")
+        return Apply(self, [length], [pt.lscalar()])
+
+    def length(self, length):
+        """The output length (works on ints and on array scalars)."""
+        if self.ignore_border:
+            out = (length + 2 * self.pad - self.ws) // self.stride + 1
+        elif self.stride >= self.ws:
+            return (length - 1) // self.stride + 1
+        else:
+            out = (length - 1 - self.ws + self.stride) // self.stride + 1
+            return _max_any(out, 1)
+        return _max_any(out, 0)
+
+    def perform(self, node, inputs, outputs):
+        outputs[0][0] = np.asarray(self.length(int(inputs[0])), dtype="int64")
+
+    def infer_shape(self, fgraph, node, in_shapes):
+        return [()]
+
+    def connection_pattern(self, node):
+        return [[False]]
+
+    def pullback(self, inputs, outputs, output_grads):
+        return [disconnected_type()]
+
+
+def _max_any(value, floor):
+    """``max(floor, value)`` for Python ints and (traced) array scalars."""
+    if isinstance(value, (int, np.integer)):
+        return max(floor, int(value))
+    import jax.numpy as jnp
+    return jnp.maximum(value, floor)
 
 
 class _Geometry:
@@ -223,12 +284,16 @@ class _PoolOpBase(Op):
                     ignore_border=self.ignore_border)
 
     def _out_shape(self, shape):
-        """Output shape (static ints/None or symbolic) from an input shape."""
+        """Output shape from an input shape: static (ints/None) or symbolic."""
         out = list(shape[:2])
         for a in range(2):
             length = shape[2 + a]
-            out.append(None if length is None else pool_output_length(
-                length, self.ws[a], self.stride[a], self.pad[a], self.ignore_border))
+            if length is None or isinstance(length, (int, np.integer)):
+                out.append(None if length is None else pool_output_length(
+                    length, self.ws[a], self.stride[a], self.pad[a], self.ignore_border))
+            else:
+                out.append(PoolLength(self.ws[a], self.stride[a], self.pad[a],
+                                      self.ignore_border)(length))
         return tuple(out)
 
     def grad(self, inputs, output_grads):
@@ -431,6 +496,13 @@ if jax_funcify is not None:
         if op.mode.startswith("average"):
             out = out / g.divisor(op.mode, x.dtype)
         return out
+
+    @jax_funcify.register(PoolLength)
+    def _jax_funcify_pool_length(op, node=None, **kwargs):
+        def pool_length_jax(length):
+            return op.length(length)
+
+        return pool_length_jax
 
     @jax_funcify.register(Pool2d)
     def _jax_funcify_pool2d(op, node=None, **kwargs):
