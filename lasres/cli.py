@@ -87,6 +87,9 @@ def depth_hint(type, depth, width):
                     f"{6 * depth + 10} layers")
         return (f"note: depth is the per-stage block multiplier N; RoR-3-WRN-{depth}-{k} is "
                 f"'ror-wrn {n} {k}'")
+    if type == "ror" and depth >= 56 and (depth - 2) % 54 == 0:
+        return (f"note: depth is the seed's N (9N-1 blocks per stage, 54N+2 layers); "
+                f"RoR-3-{depth} is 'ror {(depth - 2) // 54}'")
     if type in ("resnet", "plain") and depth >= 20 and (depth - 2) % 6 == 0:
         return (f"note: depth is the per-stage block multiplier n (6n+2 layers); "
                 f"{type}-{depth} is '{type} {(depth - 2) // 6}'")

@@ -30,12 +30,13 @@ def plot_history(history, path, title=None):
     if plt is None:
         return None
     fig, ax1 = plt.subplots(figsize=(7, 4.2))
-    ax1.plot(history.epoch, history.train_loss, color="tab:blue", label="training loss")
+    style = {"marker": "o", "markersize": 3} if len(history.epoch) < 30 else {}
+    ax1.plot(history.epoch, history.train_loss, color="tab:blue", label="training loss", **style)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("training loss", color="tab:blue")
     ax2 = ax1.twinx()
     val_err = [100.0 * (1.0 - a) for a in history.val_acc]
-    ax2.plot(history.epoch, val_err, color="tab:red", label="validation error")
+    ax2.plot(history.epoch, val_err, color="tab:red", label="validation error", **style)
     ax2.set_ylabel("validation error (%)", color="tab:red")
     if title:
         ax1.set_title(title)
@@ -54,8 +55,9 @@ def plot_comparison(histories, path, title=None, metric="val_error"):
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, h in histories.items():
-        ax1.plot(h.epoch, h.train_loss, label=label)
-        ax2.plot(h.epoch, [100.0 * (1.0 - a) for a in h.val_acc], label=label)
+        style = {"marker": "o", "markersize": 3} if len(h.epoch) < 30 else {}
+        ax1.plot(h.epoch, h.train_loss, label=label, **style)
+        ax2.plot(h.epoch, [100.0 * (1.0 - a) for a in h.val_acc], label=label, **style)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("training loss")
     ax2.set_xlabel("epoch")

@@ -174,9 +174,6 @@ def test_forward_backward_ror_wrn_mnist():
     forward_backward(build("ror-wrn", 1, 2, num_classes=10, input_shape=MNIST), MNIST, 10)
 
 
-@pytest.mark.xfail(raises=ValueError, strict=False,
-                   reason="lasres.layers.DropoutLayer draws binomial(dtype=float32), which "
-                          "PyTensor 3 refuses ('Cannot change the dtype of a binomial RV')")
 def test_forward_backward_ror_wrn_with_dropout():
     forward_backward(build("ror-wrn", 1, 1, num_classes=10, input_shape=MNIST, dropout=0.2),
                      MNIST, 10)

@@ -36,7 +36,7 @@ class DropoutLayer(Layer):
         if self.shared_axes:
             shared_axes = tuple(a if a >= 0 else a + input.ndim for a in self.shared_axes)
             mask_shape = tuple(1 if a in shared_axes else s for a, s in enumerate(mask_shape))
-        mask = self._srng.binomial(n=1, p=retain_prob, size=mask_shape, dtype=input.dtype)
+        mask = pt.cast(self._srng.binomial(n=1, p=retain_prob, size=mask_shape), input.dtype)
         return input * mask
 
 

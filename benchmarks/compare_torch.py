@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""lasres against an identical PyTorch network, side by side in one run.
+
+    python benchmarks/compare_torch.py --model normal --depth 3 --batch 64 --backends c jax
+
+Checks first that both compute the same thing (the PyTorch twin gets the
+lasres weights; forward probabilities must agree), then times the legacy
+training step (cross-entropy + L2, Nesterov momentum, BN statistics) and
+inference, alternating frameworks round by round so that both see the same
+machine load. Prints one JSON line per measurement and the ratios.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def _block(out):
+    for o in (out if isinstance(out, (list, tuple)) else [out]):
+        np.asarray(o)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="normal")
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--width", type=int, default=1)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=3, help="steps per round")
+    p.add_argument("--backends", nargs="+", default=["c"])
+    p.add_argument("--device", default="cpu", help="torch device")
+    a = p.parse_args()
+
+    import torch
+    import lasres  # noqa: F401
+    from lasres.layers import get_all_param_values
+    from lasres.models import build
+    from lasres.training import Trainer
+    from torch_twin import PreActResNet
+
+    rng = np.random.RandomState(0)
+    x = (rng.randn(a.batch, 3, 32, 32) * 50).astype("float32")
+    y = rng.randint(0, 10, a.batch).astype("int32")
+
+    runners = {}
+    for backend in a.backends:
+        net = build(a.model, a.depth, a.width)
+        t0 = time.perf_counter()
+        tr = Trainer(net, backend=backend)
+        _block(tr.train_fn(x, y))
+        _block(tr.predict_fn(x))
+        runners[f"lasres-{backend}"] = (tr, time.perf_counter() - t0)
+    values = get_all_param_values(build(a.model, a.depth, a.width))
+    model = PreActResNet(a.model, a.depth, a.width).to(a.device)
+    model.load_lasagne_values(values)
+    opt = model.legacy_optimizer()
+    xt = torch.from_numpy(x).to(a.device)
+    yt = torch.from_numpy(y.astype("int64")).to(a.device)
+
+    # same computation? (lasres fresh net vs its twin, inference mode)
+    check_net = build(a.model, a.depth, a.width)
+    from lasres.layers import set_all_param_values
+    set_all_param_values(check_net, values)
+    tr0 = Trainer(check_net, backend=a.backends[0])
+    model.eval()
+    with torch.no_grad():
+        pt_prob = torch.softmax(model(xt), 1).cpu().numpy()
+    diff = float(np.abs(np.asarray(tr0.predict_fn(x)) - pt_prob).max())
+    print(json.dumps({"check": "max |p_lasres - p_torch|", "value": diff}), flush=True)
+
+    def torch_train():
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(xt), yt)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    def torch_infer():
+        model.eval()
+        with torch.no_grad():
+            return torch.softmax(model(xt), 1).cpu().numpy()
+
+    torch_train()
+    torch_infer()
+    fns = {"torch": (torch_train, torch_infer)}
+    for name, (tr, _) in runners.items():
+        fns[name] = ((lambda tr=tr: _block(tr.train_fn(x, y))), (lambda tr=tr: _block(tr.predict_fn(x))))
+    times = {(n, w): [] for n in fns for w in ("train", "infer")}
+    for _ in range(a.rounds):
+        for name, (train, infer) in fns.items():
+            for what, fn in (("train", train), ("infer", infer)):
+                for _ in range(a.steps):
+                    t0 = time.perf_counter()
+                    fn()
+                    times[(name, what)].append(time.perf_counter() - t0)
+    res = {}
+    for (name, what), ts in times.items():
+        med = statistics.median(ts)
+        res[(name, what)] = a.batch / med
+        print(json.dumps({"framework": name, "what": what, "model": a.model, "depth": a.depth,
+                          "width": a.width, "batch": a.batch, "img_per_s": round(a.batch / med, 1),
+                          "torch_threads": torch.get_num_threads()}), flush=True)
+    for name in runners:
+        for what in ("train", "infer"):
+            print(json.dumps({"ratio": f"{name}/torch", "what": what,
+                              "value": round(res[(name, what)] / res[("torch", what)], 3)}))
+
+
+if __name__ == "__main__":
+    main()
