@@ -30,9 +30,13 @@ details make it fast on a small CPU:
 
 The result of the GEMM is ``(F, n, out_h, plane_w)``; a single transposing copy
 per chunk writes it to the NCHW output (and adds the bias at the same time).
-The input gradient runs the GEMM with the transposed filter matrix and
-scatters the ``im2col`` gradient back with ``kh * kw`` contiguous
-accumulations (col2im).  1x1 convolutions without padding skip ``im2col``.
+The weight gradient contracts the same ``im2col`` blocks with the output
+gradient (``cols @ gz^T``, the long axis inner in both operands).  The input
+gradient of a stride-1 convolution is itself a forward convolution (of the
+padded output gradient with the rotated, transposed filters); otherwise the
+GEMM runs with the transposed filter matrix and the ``im2col`` gradient is
+scattered back with ``kh * kw`` contiguous accumulations (col2im).  1x1
+convolutions without padding skip ``im2col``.
 
 JAX implementation
 ------------------
@@ -473,9 +477,11 @@ def conv2d_grad_inputs_numpy(gz, w, in_hw, stride=(1, 1), pad=(0, 0), filter_fli
         dx = np.zeros((n, c, h, wd), dtype)
         dx[:, :, :(oh - 1) * g.sh + 1:g.sh, :(ow - 1) * g.sw + 1:g.sw] = res
         return dx
-    if (g.sh, g.sw) == (1, 1) and g.ph < kh and g.pw < kw:
+    if (g.sh, g.sw) == (1, 1) and g.ph < kh and g.pw < kw and f <= 2 * c:
         # stride 1: the adjoint is the correlation of the zero-padded
-        # gradient with the rotated, transposed filters -- the forward path
+        # gradient with the rotated, transposed filters -- the forward path.
+        # Its im2col has f (not c) channels; col2im's accumulations cost
+        # about twice a copy, hence the f <= 2c rule.
         return conv2d_forward_numpy(gz, w.transpose(1, 0, 2, 3), None, (1, 1),
                                     (kh - 1 - g.ph, kw - 1 - g.pw), not filter_flip)
     dx = (np.empty if g.all_phases else np.zeros)((n, c, h, wd), dtype)
