@@ -39,6 +39,8 @@ def _positional(parser):
                         help="widening factor k (wide nets; default 1, 4 for wide)")
     parser.add_argument("--data", default="data", help="folder holding cifar-10-batches-py/ or "
                         "cifar-10-batches-bin/ (default data/)")
+    parser.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100", "mnist"),
+                        help="cifar10 (default), cifar100 (python layout) or mnist (IDX files)")
     parser.add_argument("--backend", default=None, help="c (CPU, default), jax, numba, py")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--limit", type=int, default=None,
@@ -112,8 +114,11 @@ def banner(spec, depth, width, network, backend, options=None, log=print):
     log(f"       | backend {backend}, device {describe_device(backend)}")
 
 
-def _build(args, input_shape=(None, 3, 32, 32), num_classes=10):
+def _build(args):
+    from .data import get_dataset
     from .models import build, get_spec
+    info = get_dataset(args.dataset)
+    input_shape, num_classes = info.input_shape, info.num_classes
     spec = get_spec(args.type)
     depth = spec.default_depth if args.depth is None else args.depth
     width = spec.default_width if args.width is None else args.width
@@ -158,12 +163,14 @@ def load_network_weights(network, path, arch=None):
     from .weights import load_weights
     values, ckpt = load_weights(path, with_checkpoint=True)
     if ckpt is not None and ckpt.arch and arch:
-        theirs = {k: ckpt.arch.get(k) for k in ("type", "depth", "width")}
-        ours = {k: arch.get(k) for k in ("type", "depth", "width")}
+        keys = ("type", "depth", "width", "dataset")
+        theirs = {k: ckpt.arch.get(k) for k in keys}
+        ours = {k: arch.get(k) for k in keys}
         if theirs != ours:
-            raise LasresError(f"{path} holds weights of {theirs['type']} {theirs['depth']} "
-                              f"{theirs['width']}, not {ours['type']} {ours['depth']} "
-                              f"{ours['width']}")
+            def desc(a):
+                return " ".join(str(a[k]) for k in keys[:3]) + (f" ({a['dataset']})"
+                                                                 if a["dataset"] else "")
+            raise LasresError(f"{path} holds weights of {desc(theirs)}, not {desc(ours)}")
     try:
         set_all_param_values(network, values)
     except LasresError as exc:
@@ -203,8 +210,9 @@ def train_parser():
                    help="'legacy', a constant rate, or EPOCH:RATE,... e.g. 0:0.1,30:0.01")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--l2", type=float, default=1e-4)
-    p.add_argument("--augment", choices=("batch", "image", "none"), default="batch",
-                   help="crop+flip per batch (legacy), per image, or none")
+    p.add_argument("--augment", choices=("batch", "image", "none"), default=None,
+                   help="crop+flip per batch (legacy; the default for CIFAR), per image, or "
+                        "none (the default for MNIST)")
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--weights", default=None, help="initialise from a weight file")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
@@ -230,10 +238,17 @@ def train_main(argv=None):
     t_start = time.time()
     spec, depth, width, options, network = _build(args)
     arch = {"type": spec.name, "depth": depth, "width": width, **options}
-    out = args.out or os.path.join("runs", f"{spec.name}_n{depth}_k{width}")
+    if args.dataset != "cifar10":
+        arch["dataset"] = args.dataset
+    out = args.out or os.path.join("runs", f"{spec.name}_n{depth}_k{width}"
+                                   + ("" if args.dataset == "cifar10" else f"_{args.dataset}"))
+    augment = args.augment
+    if augment is None:
+        from .data import get_dataset
+        augment = get_dataset(args.dataset).default_augment
     banner(spec, depth, width, network, args.backend, options)
 
-    if args.download:
+    if args.download and args.dataset == "cifar10":
         from .data import download_cifar10, find_cifar10
         try:
             find_cifar10(args.data)
@@ -242,8 +257,9 @@ def train_main(argv=None):
     os.makedirs(out, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        from .data import prepare_cifar10
-        data = prepare_cifar10(args.data, pixel_mean_path=os.path.join(out, "pixel_mean.npy"),
+        from .data import prepare_dataset
+        data = prepare_dataset(args.dataset, args.data,
+                               pixel_mean_path=os.path.join(out, "pixel_mean.npy"),
                                limit=args.limit, seed=args.seed,
                                valid_fraction=args.valid_fraction)
     print(f"data   | {len(data.X_train)} training, {len(data.X_valid)} validation, "
@@ -274,7 +290,7 @@ def train_main(argv=None):
 
     try:
         history = fit(trainer, data, epochs=args.epochs, out_dir=out, batch_size=batch_size,
-                      schedule=schedule, augment=None if args.augment == "none" else args.augment,
+                      schedule=schedule, augment=None if augment == "none" else augment,
                       seed=args.seed, arch=arch, history=history, start_epoch=start_epoch,
                       plot=not args.no_plot)
     except KeyboardInterrupt:
@@ -316,7 +332,7 @@ def _pixel_mean_for(args, weights_path, ckpt):
 
 def test_main(argv=None):
     """``test_model.py [type] [depth] [width] [options]``; returns an exit status."""
-    from .data import CIFAR10_CLASSES, compute_pixel_mean, legacy_split, load_cifar10, preprocess
+    from .data import CIFAR10_CLASSES, compute_pixel_mean, legacy_split, load_raw, preprocess
     from .evaluation import evaluate_probabilities, format_report
     from .config import get_mode
     from .layers import get_output
@@ -327,11 +343,13 @@ def test_main(argv=None):
     t_start = time.time()
     spec, depth, width, options, network = _build(args)
     arch = {"type": spec.name, "depth": depth, "width": width, **options}
+    if args.dataset != "cifar10":
+        arch["dataset"] = args.dataset
     path = find_weights(spec.name, depth, width, args.weights)
     banner(spec, depth, width, network, args.backend, options)
     ckpt = load_network_weights(network, path, arch)
     print(f"weights| {path}")
-    raw = load_cifar10(args.data)
+    raw = load_raw(args.dataset, args.data)
     mean, mean_from = _pixel_mean_for(args, path, ckpt)
     if mean is None:
         X_tr, _, _, _ = legacy_split(raw.X_train, raw.y_train, 0.1, args.seed)
@@ -358,6 +376,7 @@ def test_main(argv=None):
     probs = np.concatenate([first, rest]) if len(rest) else first
     seconds = time.perf_counter() - t0
     ev = evaluate_probabilities(probs, y_test, num_classes=probs.shape[1])
-    print(format_report(ev, raw.label_names or CIFAR10_CLASSES))
+    names = raw.label_names or (CIFAR10_CLASSES if args.dataset == "cifar10" else None)
+    print(format_report(ev, names))
     print(f"({len(X_test)} images in {seconds:.1f}s after the first batch)")
     return 0

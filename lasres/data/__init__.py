@@ -19,6 +19,7 @@ from .augment import augment_batch, crop_flip, iterate_minibatches
 from .cifar import (CIFAR10_CLASSES, DatasetSplits, PreparedCifar10, compute_pixel_mean,
                     find_cifar10, legacy_split, load_cifar10, load_cifar100, load_pixel_mean,
                     prepare_cifar10, preprocess, save_pixel_mean)
+from .datasets import DATASETS, DatasetInfo, get_dataset, load_raw, prepare_dataset
 from .download import OFFICIAL_MD5, OFFICIAL_URL, download_cifar10
 from .mnist import load_mnist, read_idx
 
@@ -29,4 +30,5 @@ __all__ = [
     "prepare_cifar10", "PreparedCifar10",
     "iterate_minibatches", "augment_batch", "crop_flip",
     "download_cifar10", "OFFICIAL_URL", "OFFICIAL_MD5",
+    "DATASETS", "DatasetInfo", "get_dataset", "load_raw", "prepare_dataset",
 ]
