@@ -301,6 +301,9 @@ def test_errors():
     with pytest.raises(ValueError):
         conv2d(pt.tensor("x", shape=(None, 3, 2, 8)), pt.tensor("w", shape=(4, 3, 3, 3)))
     with pytest.raises(ValueError):
+        conv2d(pt.tensor("x", shape=(None, 3, 8, 8)), pt.tensor("w", shape=(4, 3, 3, 3)),
+               pt.tensor("b", shape=(5,)))
+    with pytest.raises(ValueError):
         conv2d(pt.dtensor4(), pt.dtensor4(), pad="half-ish")
     with pytest.raises(ValueError):
         conv2d(pt.dtensor4(), pt.dtensor4(), stride=0)
@@ -316,6 +319,9 @@ def test_errors():
         f(np.zeros((1, 2, 5, 5)), np.zeros((1, 3, 3, 3)))
     with pytest.raises(ValueError, match="empty"):
         f(np.zeros((1, 2, 2, 5)), np.zeros((1, 2, 3, 3)))
+    with pytest.raises(ValueError, match="bias"):
+        conv_module.conv2d_forward_numpy(np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3)),
+                                         np.zeros(2))
     gi = Conv2dGradInputs(stride=2)
     with pytest.raises(ValueError):
         gi(pt.tensor("g", shape=(1, 2, 4, 4)), pt.tensor("w", shape=(2, 3, 3, 3)), (3, 3))

@@ -411,6 +411,8 @@ def conv2d_forward_numpy(x, w, b=None, stride=(1, 1), pad=(0, 0), filter_flip=Tr
     k = c * kh * kw
     w2 = np.ascontiguousarray(_effective_filters(w, filter_flip), dtype=dtype).reshape(f, k)
     out = np.empty((n, f, g.out_h, g.out_w), dtype)
+    if b is not None and b.shape != (f,):
+        raise ValueError(f"bias of shape {b.shape} for {f} filters")
     bias = None if b is None else np.asarray(b, dtype=dtype)[:, None, None]
     if kh == kw == 1 and g.ph == g.pw == 0:
         xs = x[:, :, :(g.out_h - 1) * g.sh + 1:g.sh, :(g.out_w - 1) * g.sw + 1:g.sw]
@@ -614,9 +616,12 @@ class Conv2d(_ConvOpBase):
         x = _float_tensor(input, "input", 4)
         w = _cast(_float_tensor(filters, "filters", 4), x.dtype)
         inputs = [x, w]
-        if bias is not None:
-            inputs.append(_cast(_float_tensor(bias, "bias", 1), x.dtype))
         xs, ws = x.type.shape, w.type.shape
+        if bias is not None:
+            b = _cast(_float_tensor(bias, "bias", 1), x.dtype)
+            if None not in (b.type.shape[0], ws[0]) and b.type.shape[0] != ws[0]:
+                raise ValueError(f"bias has {b.type.shape[0]} entries for {ws[0]} filters")
+            inputs.append(b)
         if xs[1] is not None and ws[1] is not None and xs[1] != ws[1]:
             raise ValueError(f"input has {xs[1]} channels but the filters expect {ws[1]}")
         oh, ow = self._static_out(xs[2:], ws[2:])
