@@ -29,8 +29,9 @@ def test_architectures_start_and_train(args, title, cifar, tmp_path, capsys):
     rc = main_wrapper(train_main, args + ["--data", str(cifar), "--epochs", "1", "--limit", "192",
                                           "--batch-size", "32", "--out", str(tmp_path),
                                           "--no-plot"])
-    out = capsys.readouterr().out
-    assert rc == 0, out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert rc == 0, captured.err
     assert out.startswith("lasres | ") and title.lower() in out.splitlines()[0].lower()
     assert "parameters" in out and "backend c" in out
     hist = json.loads((tmp_path / "history.json").read_text())
@@ -52,11 +53,12 @@ def test_mnist_plumbing(tmp_path, capsys):
                    (rng.rand(n, 28, 28) * 255).astype(np.uint8), 2051)
         _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz",
                    rng.randint(0, 10, n).astype(np.uint8), 2049)
-    rc = main_wrapper(train_main, ["cnn", "5", "1", "--dataset", "mnist", "--data", str(tmp_path),
+    rc = main_wrapper(train_main, ["cnn", "8", "1", "--dataset", "mnist", "--data", str(tmp_path),
                                    "--epochs", "1", "--batch-size", "32",
                                    "--out", str(tmp_path / "run"), "--no-plot"])
-    out = capsys.readouterr().out
-    assert rc == 0, out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert rc == 0, captured.err
     assert "108 training, 12 validation, 40 test images" in out
 
 
@@ -72,6 +74,7 @@ def test_cifar100_plumbing(tmp_path, capsys):
     rc = main_wrapper(train_main, ["resnet", "1", "--dataset", "cifar100", "--data",
                                    str(tmp_path), "--epochs", "1", "--batch-size", "32",
                                    "--out", str(tmp_path / "run"), "--no-plot"])
-    out = capsys.readouterr().out
-    assert rc == 0, out
-    assert "parameters" in out and "87 training" in out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert rc == 0, captured.err
+    assert "parameters" in out and "86 training, 10 validation, 32 test" in out
