@@ -217,6 +217,15 @@ def _mixed_precision_funcify(compute_dtype):
     return convert
 
 
+def _rewritten_fgraph(inputs, outputs):
+    """The FunctionGraph of ``pytensor.function(inputs, outputs)`` in lasres's
+    JAX mode, after PyTensor's rewrites (the function itself is not used)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping Assert")
+        f = pytensor.function(inputs, outputs, mode=get_mode("jax"), on_unused_input="ignore")
+    return f.maker.fgraph
+
+
 def _to_jax_function(fgraph, precision, name):
     """A pure JAX function of a rewritten FunctionGraph (positional inputs,
     tuple of outputs), as PyTensor's JAX linker builds it."""
@@ -419,9 +428,7 @@ class JaxTrainer(object):
         self._stat_update_slots = [sid[id(v.container)] for v in default_updated]
 
         inputs = [x, y, lr] + self._p_compute + self._p_master + self._v_in + self._s_in
-        f = pytensor.function(inputs, outs, mode=get_mode("jax"), on_unused_input="ignore",
-                              no_default_updates=True)
-        fgraph = f.maker.fgraph
+        fgraph = _rewritten_fgraph(inputs, outs)
         if len(fgraph.inputs) != len(inputs) or len(fgraph.outputs) != len(outs):
             raise LasresError("JaxTrainer: unexpected inputs/outputs in the compiled graph")
         self.train_fgraph = fgraph
@@ -446,9 +453,7 @@ class JaxTrainer(object):
 
         (out,) = clone_replace([out], replace={v: slot_var(v) for v in _shared_inputs([out])})
         inputs = [x] + self._p_compute + self._s_in
-        f = pytensor.function(inputs, out, mode=get_mode("jax"), on_unused_input="ignore",
-                              no_default_updates=True)
-        self.predict_fgraph = f.maker.fgraph
+        self.predict_fgraph = _rewritten_fgraph(inputs, [out])
         self._predict_graph_fn = _to_jax_function(self.predict_fgraph, self.precision,
                                                   "lasres_predict")
 
