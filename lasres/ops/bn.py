@@ -45,6 +45,17 @@ def _bcast(p, ndim, axes):
     return p.reshape(shape)
 
 
+def _is_channel_axes(ndim, axes):
+    """True for the usual layout: statistics over all axes but axis 1."""
+    return ndim >= 2 and tuple(axes) == (0,) + tuple(range(2, ndim))
+
+
+def _channel_sum(a):
+    """Sum of an (N, C, M) array over axes 0 and 2: pairwise in float32 along
+    the contiguous axis, then float64 across the batch."""
+    return a.sum(axis=2).sum(axis=0, dtype=np.float64)
+
+
 def _moments(x, axes):
     mean = x.mean(axis=axes, dtype=np.float64, keepdims=True)
     centred = x - mean.astype(x.dtype)
@@ -78,6 +89,8 @@ class BatchNormTrain(Op):
 
     def perform(self, node, inputs, output_storage):
         x, gamma, beta = inputs
+        if _is_channel_axes(x.ndim, self.axes):
+            return self._perform_channels(x, gamma, beta, output_storage)
         mean, centred, var = _moments(x, self.axes)
         inv_std = 1.0 / np.sqrt(var + self.epsilon)
         scale = (_bcast(gamma, x.ndim, self.axes) * inv_std.astype(x.dtype))
@@ -86,6 +99,20 @@ class BatchNormTrain(Op):
         output_storage[0][0] = y.astype(x.dtype, copy=False)
         output_storage[1][0] = np.squeeze(mean, axis=self.axes).astype(x.dtype)
         output_storage[2][0] = np.squeeze(inv_std, axis=self.axes).astype(x.dtype)
+
+    def _perform_channels(self, x, gamma, beta, output_storage):
+        n, c = x.shape[:2]
+        x3 = x.reshape(n, c, -1)
+        count = n * x3.shape[2]
+        mean = _channel_sum(x3) / count
+        y = x3 - mean.astype(x.dtype)[None, :, None]  # centred, then normalised in place
+        var = _channel_sum(np.square(y)) / count
+        inv_std = 1.0 / np.sqrt(var + self.epsilon)
+        y *= (gamma * inv_std.astype(x.dtype))[None, :, None]
+        y += beta[None, :, None]
+        output_storage[0][0] = y.reshape(x.shape)
+        output_storage[1][0] = mean.astype(x.dtype)
+        output_storage[2][0] = inv_std.astype(x.dtype)
 
     def infer_shape(self, fgraph, node, shapes):
         xs, gs, _ = shapes
@@ -136,6 +163,22 @@ class BatchNormTrainGrad(Op):
     def perform(self, node, inputs, output_storage):
         x, gy, gamma, mean, inv_std = inputs
         nd, axes = x.ndim, self.axes
+        if _is_channel_axes(nd, axes):
+            n, c = x.shape[:2]
+            x3, gy3 = x.reshape(n, c, -1), gy.reshape(n, c, -1)
+            count = n * x3.shape[2]
+            xhat = x3 - mean[None, :, None]
+            xhat *= inv_std[None, :, None]
+            gbeta = _channel_sum(gy3)
+            ggamma = _channel_sum(gy3 * xhat)
+            gx = gy3 - (gbeta / count).astype(x.dtype)[None, :, None]
+            xhat *= (ggamma / count).astype(x.dtype)[None, :, None]
+            gx -= xhat
+            gx *= (gamma * inv_std)[None, :, None]
+            output_storage[0][0] = gx.reshape(x.shape)
+            output_storage[1][0] = ggamma.astype(x.dtype)
+            output_storage[2][0] = gbeta.astype(x.dtype)
+            return
         n = np.prod([x.shape[a] for a in axes])
         inv_b = _bcast(inv_std, nd, axes)
         xhat = (x - _bcast(mean, nd, axes)) * inv_b
