@@ -27,6 +27,9 @@ LEGACY_WEIGHTS = {
     ("wide", 2, 4): "wide_resnet_n2_k4.pklz",
 }
 REPO_WEIGHTS = "weights"
+#: When the scripts started (set by them before their imports), so that the
+#: reported start-up times include importing PyTensor.
+_T0 = None
 
 
 def _positional(parser):
@@ -185,8 +188,11 @@ def _quiet_warnings():
         yield
 
 
-def main_wrapper(fn, argv=None):
-    """Run ``fn(argv)``; turn user errors into one line and exit status 2."""
+def main_wrapper(fn, argv=None, t0=None):
+    """Run ``fn(argv)``; turn user errors into one line and exit status 2.
+    ``t0`` is when the calling script started (for the start-up times)."""
+    global _T0
+    _T0 = t0
     try:
         with _quiet_warnings():
             return fn(argv)
@@ -235,7 +241,7 @@ def train_main(argv=None):
     if batch_size < 1 or args.epochs < 1:
         raise LasresError("--batch-size and --epochs must be positive")
     schedule = parse_schedule(args.lr_schedule)
-    t_start = time.time()
+    t_start = time.time() if _T0 is None else _T0
     spec, depth, width, options, network = _build(args)
     arch = {"type": spec.name, "depth": depth, "width": width, **options}
     if args.dataset != "cifar10":
@@ -292,7 +298,7 @@ def train_main(argv=None):
         history = fit(trainer, data, epochs=args.epochs, out_dir=out, batch_size=batch_size,
                       schedule=schedule, augment=None if augment == "none" else augment,
                       seed=args.seed, arch=arch, history=history, start_epoch=start_epoch,
-                      plot=not args.no_plot)
+                      plot=not args.no_plot, t_start=t_start)
     except KeyboardInterrupt:
         return 130
     best = os.path.join(out, "best.h5")
@@ -340,7 +346,7 @@ def test_main(argv=None):
     import pytensor
 
     args = test_parser().parse_args(argv)
-    t_start = time.time()
+    t_start = time.time() if _T0 is None else _T0
     spec, depth, width, options, network = _build(args)
     arch = {"type": spec.name, "depth": depth, "width": width, **options}
     if args.dataset != "cifar10":

@@ -206,7 +206,7 @@ class History:
 
 def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDULE,
         augment="batch", seed=0, arch=None, history=None, start_epoch=0, progress=True,
-        log=print, plot=True):
+        log=print, plot=True, t_start=None):
     """Train for ``epochs`` epochs on ``data`` (a :class:`lasres.data.PreparedCifar10`
     or any object with ``X_train, y_train, X_valid, y_valid, pixel_mean``).
 
@@ -216,6 +216,8 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
     ``out_dir/last.h5`` (with the optimizer state and history, for
     ``--resume``); a Ctrl-C saves ``last.h5`` and re-raises KeyboardInterrupt;
     a NaN loss raises :class:`TrainingDiverged` after saving nothing new.
+    With ``t_start`` (a ``time.time()``), the time from then to the end of
+    the first training step is logged.
 
     Returns
     -------
@@ -266,6 +268,9 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
                 tot_loss += loss
                 tot_acc += float(acc)
                 done += 1
+                if t_start is not None and done == 1 and epoch == start_epoch:
+                    bar.write(f"step   | first training step done {time.time() - t_start:.1f}s "
+                              f"after the start")
                 if done % 10 == 0:
                     bar.set_postfix(loss=f"{tot_loss / done:.4f}")
             bar.close()

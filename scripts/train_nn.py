@@ -3,12 +3,16 @@
 
 A thin wrapper over :func:`lasres.cli.train_main`; ``--help`` lists the options.
 """
-import os
-import sys
+import time
+
+T0 = time.time()
+
+import os  # noqa: E402
+import sys  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lasres.cli import main_wrapper, train_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main_wrapper(train_main))
+    sys.exit(main_wrapper(train_main, t0=T0))
