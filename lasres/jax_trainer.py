@@ -147,6 +147,14 @@ def _crop_flip_at(X, dy, dx, flip, pad):
     return jnp.where(jnp.asarray(flip) != 0, out[..., ::-1], out)
 
 
+def _as_input(a, dtype):
+    """A NumPy array of ``dtype``, or a JAX array left on its device."""
+    import jax
+    if isinstance(a, jax.Array):
+        return a if a.dtype == dtype else a.astype(dtype)
+    return np.asarray(a, dtype=dtype)
+
+
 def _input_var(network):
     from .training import _input_var as find
     return find(network)
@@ -283,7 +291,8 @@ class JaxTrainer(object):
     ----------
     train_fn : callable
         ``train_fn(X, y) -> (loss, accuracy)``, one Nesterov step; the two
-        are 0-d JAX arrays (``float()`` waits for the step).
+        are 0-d JAX arrays (``float()`` waits for the step). ``X`` and ``y``
+        may be NumPy arrays or JAX arrays already on the device(s).
     predict_fn : callable
         ``predict_fn(X) -> probabilities`` (NumPy float32) from the current
         device state, with the stored BN statistics.
@@ -537,8 +546,7 @@ class JaxTrainer(object):
 
     def _train_step(self, X, y):
         """One training step; see :attr:`train_fn`."""
-        X = np.asarray(X, dtype=pytensor.config.floatX)
-        y = np.asarray(y, dtype=np.int32)
+        X, y = _as_input(X, pytensor.config.floatX), _as_input(y, np.int32)
         if X.shape[0] != y.shape[0]:
             raise LasresError(f"{X.shape[0]} images but {y.shape[0]} labels")
         if X.shape[0] % self.num_devices:
@@ -559,7 +567,7 @@ class JaxTrainer(object):
         """Probabilities from the current device state; see :attr:`predict_fn`."""
         if self._dirty:
             self.sync_to_host()
-        X = np.asarray(X, dtype=pytensor.config.floatX)
+        X = _as_input(X, pytensor.config.floatX)
         fn, sharded = self._get_compiled("predict", X)
         import jax
         X = jax.device_put(X, self._batch_sharded if sharded else self._replicated)
