@@ -373,7 +373,7 @@ def test_main(argv=None):
     predict_fn = pytensor.function([_input_var(network)], get_output(network, deterministic=True),
                                    mode=get_mode(args.backend))
     compile_s = time.perf_counter() - t0
-    batch = args.batch_size or 500
+    batch = args.batch_size or 100
     first = predict_fn(X_test[:batch])
     print(f"ready  | compiled in {compile_s:.1f}s; first prediction {time.time() - t_start:.1f}s "
           f"after the start")
