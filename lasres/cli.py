@@ -234,7 +234,6 @@ def train_main(argv=None):
     """``train_nn.py [type] [depth] [width] [options]``; returns an exit status."""
     from .training import History, Trainer, fit, parse_schedule, predict_in_batches
     from .evaluation import evaluate_probabilities
-    from .weights import load_checkpoint
 
     args = train_parser().parse_args(argv)
     batch_size = args.batch_size or 64

@@ -3,7 +3,6 @@ parameter tags, helpers and set_all_param_values errors."""
 import numpy as np
 import pytest
 import pytensor
-import pytensor.tensor as pt
 
 import lasres
 from lasres import layers as L

@@ -11,13 +11,9 @@ from lasres.layers import (ElemwiseSumLayer, InputLayer, count_params, get_all_l
 from lasres.layers.conv import Conv2DLayer
 from lasres.layers.dense import DenseLayer
 from lasres.models import build, get_spec
-
-FAST = "FAST_COMPILE"
-CIFAR, MNIST = (None, 3, 32, 32), (None, 1, 28, 28)
+from _model_checks import CIFAR, FAST, MNIST, by_name
 
 
-def by_name(net):
-    return {l.name: l for l in get_all_layers(net) if l.name}
 
 
 def cnn_params_by_hand(layers, stem, in_channels=3, classes=10):

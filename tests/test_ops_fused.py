@@ -1,6 +1,5 @@
 """The graph-compacting ops: gradients checked numerically and values
 compared with the stock-op formulas they replace."""
-from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -8,7 +7,6 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.gradient import verify_grad
 
-import lasres
 from lasres.ops.elemwise import relu
 from lasres.ops.fused import attach, fused_elemwise, sum_of_squares
 

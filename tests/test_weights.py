@@ -1,6 +1,5 @@
 """Tests of lasres.weights: legacy .pklz files, the restricted unpickler, checkpoints."""
 import gzip
-import io
 import os
 import pickle
 import pickletools

@@ -9,7 +9,7 @@ by default — the weights trained with it are correlation kernels.
 from .. import init, nonlinearities
 from .conv import Conv2DLayer
 from .normalization import BatchNormLayer, batch_norm
-from .pool import MaxPool2DLayer, Pool2DLayer
+from .pool import Pool2DLayer
 
 __all__ = ["Conv2DDNNLayer", "Pool2DDNNLayer", "MaxPool2DDNNLayer", "BatchNormDNNLayer",
            "batch_norm_dnn", "dnn_available"]

@@ -6,8 +6,6 @@ import numpy as np
 
 from .. import utils
 from ..errors import ShapeMismatchError
-from .base import Layer
-from .input import InputLayer
 
 __all__ = ["get_all_layers", "get_output", "get_output_shape", "get_all_params",
            "count_params", "get_all_param_values", "set_all_param_values"]

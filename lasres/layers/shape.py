@@ -2,7 +2,6 @@
 import numpy as np
 import pytensor.tensor as pt
 
-from ..utils import as_tuple
 from .base import Layer
 
 __all__ = ["FlattenLayer", "flatten", "ReshapeLayer", "reshape", "DimshuffleLayer",
