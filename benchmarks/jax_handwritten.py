@@ -286,7 +286,6 @@ class HandwrittenTrainer(object):
         self.compile_seconds = None
 
     def train_fn(self, X, y):
-        import jax
         if self.compile_seconds is None:
             t0 = time.perf_counter()
             self._step = self._step.lower(self.state, X, y, np.float32(self.lr)).compile()

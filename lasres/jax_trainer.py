@@ -123,7 +123,6 @@ def device_crop_flip(X, key, pad=4):
         Same shape and dtype as ``X``.
     """
     import jax
-    import jax.numpy as jnp
 
     kdy, kdx, kflip = jax.random.split(key, 3)
     dy = jax.random.randint(kdy, (), 0, 2 * pad + 1)
@@ -510,8 +509,6 @@ class JaxTrainer(object):
 
     def _get_compiled(self, kind, X, y=None):
         """The AOT-compiled step or predict function for this batch shape."""
-        import jax
-
         sharded = self.num_devices > 1 and X.shape[0] % self.num_devices == 0
         key = (kind, X.shape, str(X.dtype), sharded)
         fn = self._compiled.get(key)
