@@ -53,7 +53,7 @@ def _is_channel_axes(ndim, axes):
 def _channel_sum(a):
     """Sum of an (N, C, M) array over axes 0 and 2: pairwise in float32 along
     the contiguous axis, then float64 across the batch."""
-    return a.sum(axis=2).sum(axis=0, dtype=np.float64)
+    return a.sum(axis=2, dtype=np.float64).sum(axis=0)
 
 
 def _moments(x, axes):
