@@ -205,6 +205,30 @@ def main_wrapper(fn, argv=None, t0=None):
 
 
 # --- train_nn --------------------------------------------------------------
+def make_trainer(network, args, learning_rate):
+    """A :class:`lasres.training.Trainer`, or for ``--backend jax`` a
+    :class:`lasres.jax_trainer.JaxTrainer` (state on the device, optional
+    data parallelism and bf16)."""
+    from .config import default_backend
+    backend = (args.backend or default_backend()).lower()
+    jax_only = [flag for flag, on in (("--devices", args.devices is not None),
+                                      ("--precision bf16", args.precision != "float32"),
+                                      ("--device-augment", args.device_augment)) if on]
+    if backend == "jax":
+        from .config import get_mode
+        get_mode("jax")  # a clear error when jax is missing
+        from .jax_trainer import JaxTrainer
+        return JaxTrainer(network, l2=args.l2, momentum=args.momentum,
+                          learning_rate=learning_rate, devices=args.devices,
+                          precision=args.precision, device_augment=args.device_augment,
+                          seed=args.seed)
+    if jax_only:
+        raise LasresError(f"{', '.join(jax_only)} need(s) --backend jax")
+    from .training import Trainer
+    return Trainer(network, l2=args.l2, momentum=args.momentum, learning_rate=learning_rate,
+                   backend=backend)
+
+
 def train_parser():
     p = argparse.ArgumentParser(
         prog="train_nn.py", description="Train a residual network on CIFAR-10 with the legacy "
@@ -227,12 +251,19 @@ def train_parser():
     p.add_argument("--download", action="store_true",
                    help="download CIFAR-10 into --data when it is missing")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--devices", type=int, default=None,
+                   help="jax backend: data-parallel over N devices (the batch is split, "
+                        "gradients all-reduced; the same update as one device)")
+    p.add_argument("--precision", choices=("float32", "bf16"), default="float32",
+                   help="jax backend: bf16 mixed precision (float32 master weights)")
+    p.add_argument("--device-augment", action="store_true",
+                   help="jax backend: crop and flip on the device instead of the host")
     return p
 
 
 def train_main(argv=None):
     """``train_nn.py [type] [depth] [width] [options]``; returns an exit status."""
-    from .training import History, Trainer, fit, parse_schedule, predict_in_batches
+    from .training import History, fit, parse_schedule, predict_in_batches
     from .evaluation import evaluate_probabilities
 
     args = train_parser().parse_args(argv)
@@ -274,8 +305,7 @@ def train_main(argv=None):
     if args.weights:
         load_network_weights(network, args.weights, arch)
         print(f"init   | weights from {args.weights}")
-    trainer = Trainer(network, l2=args.l2, momentum=args.momentum,
-                      learning_rate=schedule[0][1], backend=args.backend)
+    trainer = make_trainer(network, args, schedule[0][1])
     if args.resume:
         path = os.path.join(out, "last.h5") if args.resume == "auto" else args.resume
         if not os.path.exists(path):
@@ -284,6 +314,8 @@ def train_main(argv=None):
         if ckpt is None:
             raise LasresError(f"{path} is not a lasres checkpoint (resume needs one, with the "
                               "optimizer state)")
+        if hasattr(trainer, "sync_to_device"):
+            trainer.sync_to_device()
         if ckpt.optimizer_state:
             trainer.set_optimizer_state(ckpt.optimizer_state)
         history = History.from_dict(ckpt.history)
@@ -295,7 +327,8 @@ def train_main(argv=None):
 
     try:
         history = fit(trainer, data, epochs=args.epochs, out_dir=out, batch_size=batch_size,
-                      schedule=schedule, augment=None if augment == "none" else augment,
+                      schedule=schedule,
+                      augment=None if augment == "none" or args.device_augment else augment,
                       seed=args.seed, arch=arch, history=history, start_epoch=start_epoch,
                       plot=not args.no_plot, t_start=t_start)
     except KeyboardInterrupt:
@@ -303,6 +336,8 @@ def train_main(argv=None):
     best = os.path.join(out, "best.h5")
     if os.path.exists(best) and len(data.X_test):
         load_network_weights(network, best, arch)
+        if hasattr(trainer, "sync_to_device"):
+            trainer.sync_to_device()
         ev = evaluate_probabilities(predict_in_batches(trainer.predict_fn, data.X_test), data.y_test)
         print(f"done   | best checkpoint {best}: test accuracy {ev.accuracy:.2%} "
               f"(error {ev.error:.2%}) on {ev.count} images")

@@ -236,6 +236,7 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
     best_acc = max(history.val_acc) if len(history) else -1.0
 
     def save(path, epoch, completed):
+        getattr(trainer, "sync_to_host", lambda: None)()  # device-resident trainers
         save_checkpoint(path, [p.get_value() for p in params], arch=arch, param_names=names,
                         pixel_mean=getattr(data, "pixel_mean", None), epoch=epoch,
                         optimizer_state=trainer.optimizer_state(), history=history.as_dict(),
@@ -248,12 +249,17 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
             lr = learning_rate_at(schedule, epoch)
             trainer.learning_rate.set_value(np.float32(lr))
             rng = np.random.RandomState((seed * 100003 + epoch) % (2 ** 32))
-            n_batches = -(-len(data.X_train) // batch_size)
             t0 = time.time()
             tot_loss = tot_acc = 0.0
+            # data-parallel trainers need batches that split evenly over the devices
+            mesh = getattr(trainer, "mesh", None)
+            drop_last = mesh is not None and mesh.size > 1 and \
+                len(data.X_train) % batch_size % mesh.size != 0
             batches = iterate_minibatches(data.X_train, data.y_train, batch_size, shuffle=True,
                                           augment=bool(augment), mode=augment or "batch", rng=rng,
-                                          drop_last=False)
+                                          drop_last=drop_last)
+            n_batches = (len(data.X_train) // batch_size if drop_last
+                         else -(-len(data.X_train) // batch_size))
             bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{epochs}",
                        unit="batch", leave=False, disable=not progress)
             done = 0

@@ -127,3 +127,24 @@ def test_depth_hint_for_total_depths(capsys):
     hint = depth_hint("wide", 16, 4)
     assert "WRN-16-4" in hint and "'wide 2 4'" in hint
     assert depth_hint("normal", 3, 1) is None
+
+
+@pytest.mark.slow
+def test_jax_data_parallel_through_the_script(cifar, tmp_path):
+    """train_nn.py --backend jax --devices 4 on 4 (forced) host devices."""
+    pytest.importorskip("jax")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               PYTHONUNBUFFERED="1")
+    p = subprocess.run([sys.executable, os.path.join(SCRIPTS, "train_nn.py"), "normal", "1",
+                        "--data", str(cifar), "--epochs", "1", "--limit", "650", "--backend",
+                        "jax", "--devices", "4", "--device-augment", "--out", str(tmp_path),
+                        "--no-plot"], capture_output=True, text=True, env=env, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "backend jax, device 4 x cpu" in p.stdout
+    hist = json.loads((tmp_path / "history.json").read_text())
+    assert np.isfinite(hist["train_loss"][0])
+
+
+def test_jax_only_flags_need_the_jax_backend(capsys):
+    assert main_wrapper(train_main, ["normal", "1", "--devices", "2"]) == 2
+    assert "need(s) --backend jax" in capsys.readouterr().err
