@@ -205,15 +205,25 @@ def main_wrapper(fn, argv=None, t0=None):
 
 
 # --- train_nn --------------------------------------------------------------
+def _check_backend_flags(args):
+    """The backend name; an error for jax-only flags on another backend."""
+    from .config import BACKENDS, default_backend
+    backend = (args.backend or default_backend()).lower()
+    if backend not in BACKENDS:
+        raise LasresError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    jax_only = [flag for flag, on in (("--devices", args.devices is not None),
+                                      ("--precision bf16", args.precision != "float32"),
+                                      ("--device-augment", args.device_augment)) if on]
+    if jax_only and backend != "jax":
+        raise LasresError(f"{', '.join(jax_only)} need(s) --backend jax")
+    return backend
+
+
 def make_trainer(network, args, learning_rate):
     """A :class:`lasres.training.Trainer`, or for ``--backend jax`` a
     :class:`lasres.jax_trainer.JaxTrainer` (state on the device, optional
     data parallelism and bf16)."""
-    from .config import default_backend
-    backend = (args.backend or default_backend()).lower()
-    jax_only = [flag for flag, on in (("--devices", args.devices is not None),
-                                      ("--precision bf16", args.precision != "float32"),
-                                      ("--device-augment", args.device_augment)) if on]
+    backend = _check_backend_flags(args)
     if backend == "jax":
         from .config import get_mode
         get_mode("jax")  # a clear error when jax is missing
@@ -222,8 +232,6 @@ def make_trainer(network, args, learning_rate):
                           learning_rate=learning_rate, devices=args.devices,
                           precision=args.precision, device_augment=args.device_augment,
                           seed=args.seed)
-    if jax_only:
-        raise LasresError(f"{', '.join(jax_only)} need(s) --backend jax")
     from .training import Trainer
     return Trainer(network, l2=args.l2, momentum=args.momentum, learning_rate=learning_rate,
                    backend=backend)
@@ -271,6 +279,7 @@ def train_main(argv=None):
     if batch_size < 1 or args.epochs < 1:
         raise LasresError("--batch-size and --epochs must be positive")
     schedule = parse_schedule(args.lr_schedule)
+    _check_backend_flags(args)
     t_start = time.time() if _T0 is None else _T0
     spec, depth, width, options, network = _build(args)
     arch = {"type": spec.name, "depth": depth, "width": width, **options}
