@@ -45,6 +45,12 @@ def _bcast(p, ndim, axes):
     return p.reshape(shape)
 
 
+try:  # numba comes with PyTensor 3; the NumPy formulation is the fallback
+    from . import _bn_kernels
+except ImportError:  # pragma: no cover
+    _bn_kernels = None
+
+
 def _is_channel_axes(ndim, axes):
     """True for the usual layout: statistics over all axes but axis 1."""
     return ndim >= 2 and tuple(axes) == (0,) + tuple(range(2, ndim))
@@ -102,7 +108,15 @@ class BatchNormTrain(Op):
 
     def _perform_channels(self, x, gamma, beta, output_storage):
         n, c = x.shape[:2]
-        x3 = x.reshape(n, c, -1)
+        x3 = np.ascontiguousarray(x).reshape(n, c, -1)
+        if _bn_kernels is not None:
+            y3 = np.empty_like(x3)
+            mean, inv_std = np.empty(c), np.empty(c)
+            _bn_kernels.bn_train_forward(x3, gamma, beta, self.epsilon, y3, mean, inv_std)
+            output_storage[0][0] = y3.reshape(x.shape)
+            output_storage[1][0] = mean.astype(x.dtype)
+            output_storage[2][0] = inv_std.astype(x.dtype)
+            return
         count = n * x3.shape[2]
         mean = _channel_sum(x3) / count
         y = x3 - mean.astype(x.dtype)[None, :, None]  # centred, then normalised in place
@@ -163,6 +177,18 @@ class BatchNormTrainGrad(Op):
     def perform(self, node, inputs, output_storage):
         x, gy, gamma, mean, inv_std = inputs
         nd, axes = x.ndim, self.axes
+        if _is_channel_axes(nd, axes) and _bn_kernels is not None:
+            n, c = x.shape[:2]
+            x3 = np.ascontiguousarray(x).reshape(n, c, -1)
+            gy3 = np.ascontiguousarray(gy).reshape(n, c, -1)
+            gx3 = np.empty_like(x3)
+            ggamma, gbeta = np.empty(c), np.empty(c)
+            _bn_kernels.bn_train_backward(x3, gy3, gamma, mean.astype(np.float64),
+                                          inv_std.astype(np.float64), gx3, ggamma, gbeta)
+            output_storage[0][0] = gx3.reshape(x.shape)
+            output_storage[1][0] = ggamma.astype(x.dtype)
+            output_storage[2][0] = gbeta.astype(x.dtype)
+            return
         if _is_channel_axes(nd, axes):
             n, c = x.shape[:2]
             x3, gy3 = x.reshape(n, c, -1), gy.reshape(n, c, -1)
