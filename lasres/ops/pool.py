@@ -28,22 +28,12 @@ from pytensor.gradient import disconnected_type
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
+from .conv import _int_pair  # shared argument check
+
 __all__ = ["pool2d", "Pool2d", "Pool2dGrad", "Pool2dGradGrad", "PoolLength",
            "pool_output_length"]
 
 MODES = ("max", "sum", "average_inc_pad", "average_exc_pad")
-
-
-def _int_pair(value, name):
-    if isinstance(value, (int, np.integer)):
-        return (int(value), int(value))
-    try:
-        pair = tuple(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return (int(pair[0]), int(pair[1]))
 
 
 def _max0(value):
