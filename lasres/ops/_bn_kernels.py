@@ -57,3 +57,15 @@ def bn_train_backward(x3, gy3, gamma, mean, inv_std, gx3, ggamma_out, gbeta_out)
             for i in range(m_):
                 xhat = (x3[n, c, i] - mu) * inv
                 gx3[n, c, i] = (gy3[n, c, i] - mb - xhat * mg) * k
+
+
+@njit(cache=True)
+def bn_infer(x3, gamma, beta, mean, inv_std, y3):  # pragma: no cover (jit)
+    n_, c_, m_ = x3.shape
+    for c in range(c_):
+        scale = gamma[c] * inv_std[c]
+        mu = mean[c]
+        b = beta[c]
+        for n in range(n_):
+            for i in range(m_):
+                y3[n, c, i] = (x3[n, c, i] - mu) * scale + b

@@ -238,6 +238,13 @@ class BatchNormInfer(Op):
     def perform(self, node, inputs, output_storage):
         x, gamma, beta, mean, inv_std = inputs
         nd, axes = x.ndim, self.axes
+        if _is_channel_axes(nd, axes) and _bn_kernels is not None:
+            n, c = x.shape[:2]
+            x3 = np.ascontiguousarray(x).reshape(n, c, -1)
+            y3 = np.empty_like(x3)
+            _bn_kernels.bn_infer(x3, gamma, beta, mean, inv_std, y3)
+            output_storage[0][0] = y3.reshape(x.shape)
+            return
         y = x - _bcast(mean, nd, axes)
         y *= _bcast(gamma * inv_std, nd, axes)
         y += _bcast(beta, nd, axes)
