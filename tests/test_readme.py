@@ -36,3 +36,11 @@ def test_every_type_in_the_readme_table_is_registered():
     table = _readme().split("## Architectures", 1)[1].split("\n\n")[1]
     types = re.findall(r"^\| `([a-z-]+)` \|", table, re.M)
     assert sorted(types) == available()
+
+
+def test_readme_python_snippets_use_existing_names():
+    import lasres
+    net = lasres.models.build("normal", 3)
+    assert lasres.layers.count_params(net) > 0
+    assert "normal" in lasres.models.available()
+    assert callable(lasres.weights.load_pklz) and callable(lasres.data.load_cifar10)
