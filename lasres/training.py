@@ -19,6 +19,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
+from ._atomic import atomic_path
 from . import objectives, regularization, updates as lupdates
 from .config import get_mode
 from .errors import LasresError
@@ -192,16 +193,13 @@ class History:
     def write(self, out_dir):
         """Write ``history.csv`` and ``history.json`` atomically."""
         rows = list(zip(*(getattr(self, k) for k in self.FIELDS)))
-        tmp = os.path.join(out_dir, ".history.csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(os.path.join(out_dir, "history.csv")) as tmp, \
+                open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(self.FIELDS)
             w.writerows(rows)
-        os.replace(tmp, os.path.join(out_dir, "history.csv"))
-        tmp = os.path.join(out_dir, ".history.json.tmp")
-        with open(tmp, "w") as f:
+        with atomic_path(os.path.join(out_dir, "history.json")) as tmp, open(tmp, "w") as f:
             json.dump(self.as_dict(), f, indent=1)
-        os.replace(tmp, os.path.join(out_dir, "history.json"))
 
 
 def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDULE,

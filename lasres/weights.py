@@ -33,7 +33,6 @@ import os
 import pickle
 import re
 import struct
-import tempfile
 import time
 import zipfile
 import zlib
@@ -42,6 +41,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ._atomic import atomic_path
 from .errors import WeightFileError
 
 __all__ = [
@@ -425,27 +425,12 @@ def _portable_dumps(values: Sequence[np.ndarray], out) -> None:
     out.write(b"e.")
 
 
-def _fsync_dir(dirname: str) -> None:
-    try:
-        fd = os.open(dirname, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_target(path) -> tuple[str, str]:
+def _check_target(path) -> str:
     path = os.path.abspath(os.fspath(path))
     d = os.path.dirname(path)
     if not os.path.isdir(d):
         raise WeightFileError(f"{path}: cannot save, directory {d} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
-    os.close(fd)
-    return path, tmp
+    return path
 
 
 def _check_values(values: Iterable, what="values") -> list[np.ndarray]:
@@ -485,22 +470,12 @@ def save_pklz(path, values, protocol: int = 2) -> None:
     if protocol not in (2, 3, 4, 5):
         raise ValueError(f"protocol must be 2, 3, 4 or 5, got {protocol!r}")
     vals = _check_values(values)
-    path, tmp = _atomic_target(path)
-    try:
-        with open(tmp, "wb") as raw:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-                if protocol == 2:
-                    _portable_dumps(vals, gz)
-                else:
-                    pickle.dump(list(vals), gz, protocol=protocol)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(os.path.dirname(path))
+    with atomic_path(_check_target(path)) as tmp, open(tmp, "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+            if protocol == 2:
+                _portable_dumps(vals, gz)
+            else:
+                pickle.dump(list(vals), gz, protocol=protocol)
 
 
 # --------------------------------------------------------------------------
@@ -652,37 +627,27 @@ def save_checkpoint(path, param_values, *, arch=None, param_names=None, pixel_me
                 raise ValueError(f"history[{k!r}]: expected a list of floats")
     pm = None if pixel_mean is None else np.asarray(pixel_mean)
 
-    path, tmp = _atomic_target(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["lasres_format"] = CHECKPOINT_FORMAT
-            f.attrs["lasres_format_version"] = CHECKPOINT_FORMAT_VERSION
-            f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            if arch_json is not None:
-                f.attrs["arch_json"] = arch_json
-            if extra_json is not None:
-                f.attrs["extra_json"] = extra_json
-            if epoch is not None:
-                f.attrs["epoch"] = int(epoch)
-            _write_arrays(f.create_group("params"), vals, pnames)
-            if ostate is not None:
-                _write_arrays(f.create_group("optimizer"), ostate, onames)
-            if pm is not None:
-                f.create_dataset("pixel_mean", data=pm)
-            if hist is not None:
-                g = f.create_group("history")
-                g.attrs["keys_json"] = json.dumps(list(hist))
-                for i, (k, v) in enumerate(hist.items()):
-                    d = g.create_dataset(f"{i:05d}", data=v)
-                    d.attrs["name"] = k
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(os.path.dirname(path))
+    with atomic_path(_check_target(path)) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["lasres_format"] = CHECKPOINT_FORMAT
+        f.attrs["lasres_format_version"] = CHECKPOINT_FORMAT_VERSION
+        f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if arch_json is not None:
+            f.attrs["arch_json"] = arch_json
+        if extra_json is not None:
+            f.attrs["extra_json"] = extra_json
+        if epoch is not None:
+            f.attrs["epoch"] = int(epoch)
+        _write_arrays(f.create_group("params"), vals, pnames)
+        if ostate is not None:
+            _write_arrays(f.create_group("optimizer"), ostate, onames)
+        if pm is not None:
+            f.create_dataset("pixel_mean", data=pm)
+        if hist is not None:
+            g = f.create_group("history")
+            g.attrs["keys_json"] = json.dumps(list(hist))
+            for i, (k, v) in enumerate(hist.items()):
+                d = g.create_dataset(f"{i:05d}", data=v)
+                d.attrs["name"] = k
 
 
 def load_checkpoint(path) -> Checkpoint:

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from collections import namedtuple
 from dataclasses import dataclass
 
 import numpy as np
 
+from .._atomic import atomic_path
 from ..errors import DataError
 from ..weights import ForbiddenPickleError, restricted_load
 
@@ -446,19 +446,9 @@ def save_pixel_mean(path, pixel_mean):
         The mean, shape ``(3, 32, 32)``; stored as float32.
     """
     path = os.path.abspath(os.fspath(path))
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.asarray(pixel_mean, dtype=np.float32), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(pixel_mean, dtype=np.float32), allow_pickle=False)
 
 
 def load_pixel_mean(path):
