@@ -67,29 +67,3 @@ scalar_rectify_grad = ScalarRectifyGrad(_second_type, name="rectify_grad")
 relu = Elemwise(scalar_rectify, name="Rectify")
 #: Its gradient, ``relu_grad(x, gz)``.
 relu_grad = Elemwise(scalar_rectify_grad, name="RectifyGrad")
-
-
-try:
-    from pytensor.link.jax.dispatch import jax_funcify
-except ImportError:  # jax not installed
-    jax_funcify = None
-
-if jax_funcify is not None:
-
-    @jax_funcify.register(ScalarRectify)
-    def _jax_rectify(op, node=None, **kwargs):
-        import jax.numpy as jnp
-
-        def rectify(x):
-            return 0.5 * (x + jnp.abs(x))
-
-        return rectify
-
-    @jax_funcify.register(ScalarRectifyGrad)
-    def _jax_rectify_grad(op, node=None, **kwargs):
-        import jax.numpy as jnp
-
-        def rectify_grad(x, gz):
-            return jnp.where(x > 0, gz, jnp.where(x == 0, 0.5 * gz, jnp.zeros_like(gz)))
-
-        return rectify_grad

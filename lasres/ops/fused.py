@@ -83,21 +83,6 @@ class Attach(Op):
 attach = Attach()
 
 
-try:
-    from pytensor.link.jax.dispatch import jax_funcify
-except ImportError:  # jax not installed
-    jax_funcify = None
-
-if jax_funcify is not None:
-
-    @jax_funcify.register(Attach)
-    def _jax_attach(op, node=None, **kwargs):
-        def attach_(x, *others):
-            return x
-
-        return attach_
-
-
 class SumOfSquares(Op):
     """``sum(x ** 2)`` as one node (accumulated in float64), with gradient
     ``2 * x * gz`` as one fused node: the L2 penalty of a deep net touches
@@ -124,14 +109,3 @@ class SumOfSquares(Op):
 
 
 sum_of_squares = SumOfSquares()
-
-if jax_funcify is not None:
-
-    @jax_funcify.register(SumOfSquares)
-    def _jax_sum_of_squares(op, node=None, **kwargs):
-        import jax.numpy as jnp
-
-        def sum_of_squares_(x):
-            return jnp.sum(jnp.square(x))
-
-        return sum_of_squares_

@@ -1,0 +1,59 @@
+"""JAX implementations of the batch-normalisation ops."""
+from pytensor.link.jax.dispatch import jax_funcify
+
+from ..bn import BatchNormInfer, BatchNormTrain, BatchNormTrainGrad
+
+
+def _jax_bcast(p, ndim, axes):
+    shape = [1] * ndim
+    kept = [d for d in range(ndim) if d not in axes]
+    for d, s in zip(kept, p.shape):
+        shape[d] = s
+    return p.reshape(shape)
+
+@jax_funcify.register(BatchNormTrain)
+def _jax_bn_train(op, node=None, **kwargs):
+    import jax.numpy as jnp
+    axes, eps = op.axes, op.epsilon
+
+    def bn_train(x, gamma, beta):
+        mean = jnp.mean(x, axis=axes, keepdims=True)
+        centred = x - mean
+        var = jnp.mean(jnp.square(centred), axis=axes, keepdims=True)
+        inv_std = 1.0 / jnp.sqrt(var + eps)
+        y = centred * (_jax_bcast(gamma, x.ndim, axes) * inv_std) + _jax_bcast(beta, x.ndim, axes)
+        return (y.astype(x.dtype), jnp.squeeze(mean, axes).astype(x.dtype),
+                jnp.squeeze(inv_std, axes).astype(x.dtype))
+
+    return bn_train
+
+@jax_funcify.register(BatchNormTrainGrad)
+def _jax_bn_train_grad(op, node=None, **kwargs):
+    import jax.numpy as jnp
+    axes = op.axes
+
+    def bn_train_grad(x, gy, gamma, mean, inv_std):
+        nd = x.ndim
+        n = 1
+        for a in axes:
+            n *= x.shape[a]
+        inv_b = _jax_bcast(inv_std, nd, axes)
+        xhat = (x - _jax_bcast(mean, nd, axes)) * inv_b
+        gbeta = jnp.sum(gy, axis=axes)
+        ggamma = jnp.sum(gy * xhat, axis=axes)
+        gx = (gy - _jax_bcast(gbeta / n, nd, axes) - xhat * _jax_bcast(ggamma / n, nd, axes)) \
+            * (_jax_bcast(gamma, nd, axes) * inv_b)
+        return gx.astype(x.dtype), ggamma.astype(x.dtype), gbeta.astype(x.dtype)
+
+    return bn_train_grad
+
+@jax_funcify.register(BatchNormInfer)
+def _jax_bn_infer(op, node=None, **kwargs):
+    axes = op.axes
+
+    def bn_infer(x, gamma, beta, mean, inv_std):
+        nd = x.ndim
+        return ((x - _jax_bcast(mean, nd, axes)) * _jax_bcast(gamma * inv_std, nd, axes)
+                + _jax_bcast(beta, nd, axes)).astype(x.dtype)
+
+    return bn_infer

@@ -1,0 +1,23 @@
+"""JAX implementations of the fused helper ops."""
+from pytensor.link.jax.dispatch import jax_funcify
+
+from ..fused import Attach, SumOfSquares
+
+
+@jax_funcify.register(Attach)
+def _jax_attach(op, node=None, **kwargs):
+    def attach_(x, *others):
+        return x
+
+    return attach_
+
+
+
+@jax_funcify.register(SumOfSquares)
+def _jax_sum_of_squares(op, node=None, **kwargs):
+    import jax.numpy as jnp
+
+    def sum_of_squares_(x):
+        return jnp.sum(jnp.square(x))
+
+    return sum_of_squares_
