@@ -17,15 +17,9 @@ import numpy as np
 
 from .errors import LasresError
 
-__all__ = ["train_main", "test_main", "LEGACY_WEIGHTS", "banner", "depth_hint",
+__all__ = ["train_main", "test_main", "banner", "depth_hint",
            "find_weights", "load_network_weights", "main_wrapper"]
 
-#: The Lasagne seed's published weight files and the arguments they belong to.
-LEGACY_WEIGHTS = {
-    ("normal", 18, 1): "resnet110_fullpreactivation_638.pklz",
-    ("bottleneck", 18, 1): "resnet164_fullpreactivation.pklz",
-    ("wide", 2, 4): "wide_resnet_n2_k4.pklz",
-}
 REPO_WEIGHTS = "weights"
 #: When the scripts started (set by them before their imports), so that the
 #: reported start-up times include importing PyTensor.
@@ -72,33 +66,10 @@ def _parse_options(items):
 
 
 def depth_hint(type, depth, width):
-    """A note when ``depth`` looks like a total depth rather than n, or None."""
-    if type == "normal" and depth >= 20 and (depth - 2) % 6 == 0:
-        return (f"note: depth is the per-stage block multiplier n (6n+2 layers); "
-                f"ResNet-{depth} is 'normal {(depth - 2) // 6}', while 'normal {depth}' has "
-                f"{6 * depth + 2} layers")
-    if type == "bottleneck" and depth >= 29 and (depth - 2) % 9 == 0:
-        return (f"note: depth is the per-stage block multiplier n (9n+2 layers); "
-                f"ResNet-{depth} is 'bottleneck {(depth - 2) // 9}', while 'bottleneck {depth}' "
-                f"has {9 * depth + 2} layers")
-    if type in ("wide", "ror-wrn") and depth >= 10 and (depth - 4) % 6 == 0:
-        n = (depth - 4) // 6
-        k = width or 4
-        if type == "wide":
-            return (f"note: depth is the per-stage block multiplier n; WRN-{depth}-{k} has "
-                    f"{n} blocks per stage. This seed's wide type has n, n+2, n+2 blocks per "
-                    f"stage, so 'wide {n} {k}' builds {n}, {n + 2}, {n + 2} blocks (the seed's "
-                    f"original is 'wide 2 4'); 'wide {depth} {k}' would have "
-                    f"{6 * depth + 10} layers")
-        return (f"note: depth is the per-stage block multiplier N; RoR-3-WRN-{depth}-{k} is "
-                f"'ror-wrn {n} {k}'")
-    if type == "ror" and depth >= 56 and (depth - 2) % 54 == 0:
-        return (f"note: depth is the seed's N (9N-1 blocks per stage, 54N+2 layers); "
-                f"RoR-3-{depth} is 'ror {(depth - 2) // 54}'")
-    if type in ("resnet", "plain") and depth >= 20 and (depth - 2) % 6 == 0:
-        return (f"note: depth is the per-stage block multiplier n (6n+2 layers); "
-                f"{type}-{depth} is '{type} {(depth - 2) // 6}'")
-    return None
+    """A note when ``depth`` looks like a total depth rather than n, or None
+    (each architecture's registry entry knows its formula)."""
+    from .models import get_spec
+    return get_spec(type).depth_hint(depth, width)
 
 
 def banner(spec, depth, width, network, backend, options=None, log=print):
@@ -144,7 +115,8 @@ def find_weights(type, depth, width, weights=None, search=(REPO_WEIGHTS,), runs=
             raise LasresError(f"weight file {weights} does not exist")
         return weights
     tried = []
-    legacy = LEGACY_WEIGHTS.get((type, depth, width))
+    from .models import get_spec
+    legacy = get_spec(type).weights.get((depth, width))
     if legacy:
         for folder in search:
             tried.append(os.path.join(folder, legacy))

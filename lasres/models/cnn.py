@@ -19,22 +19,12 @@ exactly the parameters of ``rir 18 3``.
 (The seed's own ``CNN`` class is a four-convolution toy with a 256-unit
 tanh layer; it is not reproduced, the paper's baseline is.)
 """
-from ..init import HeNormal
-from ..layers import DenseLayer, GlobalPoolLayer, InputLayer, batch_norm
-from ..layers.dnn import Conv2DDNNLayer as ConvLayer
-from ..nonlinearities import rectify, softmax
-from .registry import ModelSpec, register
-from .rir import _check, rir_depth, rir_plan
+from ..layers import GlobalPoolLayer, InputLayer
+from .blocks import conv_bn_relu, softmax_head
+from .registry import register_model
+from .rir import check_depth, rir_depth, rir_plan
 
 __all__ = ["Plain_CNN"]
-
-he_norm = HeNormal(gain="relu")
-
-
-def _conv_bn_relu(l, num_filters, stride, name):
-    return batch_norm(ConvLayer(l, num_filters=num_filters, filter_size=(3, 3), stride=stride,
-                                pad="same", W=he_norm, nonlinearity=rectify, name=name))
-
 
 def Plain_CNN(input_shape=(None, 3, 32, 32), input_var=None, n_classes=10, depth=18, width=3,
               block_layers=2):
@@ -54,22 +44,19 @@ def Plain_CNN(input_shape=(None, 3, 32, 32), input_var=None, n_classes=10, depth
         resolution change, as in RiR.
     """
     l = InputLayer(shape=input_shape, input_var=input_var, name="input")
-    l = _conv_bn_relu(l, 32 * width, 1, "stem")
+    l = conv_bn_relu(l, 32 * width, (3, 3), 1, "stem")
     for i, layers in enumerate(rir_plan(depth, width, block_layers), start=1):
         for j, (num_filters, stride) in enumerate(layers, start=1):
-            l = _conv_bn_relu(l, 2 * num_filters, stride, f"block{i}_layer{j}")
+            l = conv_bn_relu(l, 2 * num_filters, (3, 3), stride, f"block{i}_layer{j}")
     l = GlobalPoolLayer(l, name="pool")
-    return DenseLayer(l, num_units=n_classes, W=HeNormal(), nonlinearity=softmax, name="softmax")
+    return softmax_head(l, n_classes, name="softmax")
 
 
-def _build(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 32, 32),
-           block_layers=2):
+@register_model("cnn", "plain CNN baseline of RiR (Targ et al. 2016), no shortcuts",
+                rir_depth, "D = 2B+2", default_depth=18, default_width=3, check=check_depth,
+                options=("block_layers",))
+def cnn(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 32, 32),
+        block_layers=2):
+    """``cnn D k``: :func:`Plain_CNN`."""
     return Plain_CNN(input_shape=input_shape, input_var=input_var, n_classes=num_classes,
                      depth=depth, width=width, block_layers=int(block_layers))
-
-
-_build.__doc__ = Plain_CNN.__doc__
-
-register(ModelSpec("cnn", _build, "plain CNN baseline of RiR (Targ et al. 2016), no shortcuts",
-                   rir_depth, "D = 2B+2", default_depth=18, default_width=3,
-                   check=_check, options=("block_layers",)))

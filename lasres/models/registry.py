@@ -1,16 +1,19 @@
 """The registry mapping architecture names to builders.
 
 A builder is a plain function ``builder(depth, width, input_var, num_classes,
-input_shape, **options) -> output layer``. :func:`register` adds one with
-what the scripts need to describe it: the total-depth formula and a check of
-its depth/width arguments.
+input_shape, **options) -> output layer``. :func:`register_model` (a
+decorator) or :func:`register` adds one with what the scripts need to
+describe it: the total-depth formula, a check of its depth/width arguments,
+the note printed when a depth looks like a total depth, and the seeds'
+published weight files.
 """
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..errors import ArchitectureError
 
-__all__ = ["ModelSpec", "register", "get_spec", "available", "build"]
+__all__ = ["ModelSpec", "register", "register_model", "get_spec", "available", "build",
+           "total_depth_hint"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,11 @@ class ModelSpec:
         ``(depth, width) -> None``, raising ArchitectureError when impossible.
     options : tuple of str
         Names of the extra keyword options the builder accepts.
+    weights : dict
+        ``{(depth, width): file name}``: the seeds' published weight files.
+    hint : callable or None
+        ``(depth, width) -> str or None``: a note when ``depth`` looks like a
+        total depth rather than the per-stage multiplier.
     """
 
     name: str
@@ -45,6 +53,8 @@ class ModelSpec:
     default_width: int = 1
     check: Optional[Callable] = None
     options: tuple = field(default_factory=tuple)
+    weights: dict = field(default_factory=dict)
+    hint: Optional[Callable] = None
 
     def validate(self, depth, width):
         if not isinstance(depth, int) or depth < 1:
@@ -54,6 +64,29 @@ class ModelSpec:
             raise ArchitectureError(f"{self.name}: width must be a positive integer, got {width!r}")
         if self.check is not None:
             self.check(depth, width)
+
+    def depth_hint(self, depth, width):
+        """The note for arguments that look like a total depth, or None."""
+        return self.hint(depth, width) if self.hint is not None else None
+
+
+def total_depth_hint(name, formula, total_depth, minimum, label=None):
+    """A ``hint`` for a spec: when ``depth`` (at least ``minimum``) equals the
+    total depth of some smaller multiplier m, say that ``'name m'`` builds it.
+
+    ``label`` names such a net (default ``name``; e.g. ``'ResNet'``)."""
+    def hint(depth, width):
+        if depth < minimum:
+            return None
+        for m in range(1, depth):
+            if total_depth(m, width) == depth:
+                args = f"{m}" if width == 1 else f"{m} {width}"
+                mine = f"{depth}" if width == 1 else f"{depth} {width}"
+                return (f"note: depth is the per-stage block multiplier n ({formula} layers); "
+                        f"{label or name}-{depth} is '{name} {args}', while '{name} {mine}' "
+                        f"has {total_depth(depth, width)} layers")
+        return None
+    return hint
 
 
 _REGISTRY = {}
@@ -65,6 +98,16 @@ def register(spec):
         raise ValueError(f"architecture {spec.name!r} is already registered")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def register_model(name, title, total_depth, depth_formula, **spec):
+    """Decorator form of :func:`register`: ``@register_model('normal', ...)``
+    above a builder function registers it under ``name`` (keywords as
+    :class:`ModelSpec`) and returns it unchanged."""
+    def deco(builder):
+        register(ModelSpec(name, builder, title, total_depth, depth_formula, **spec))
+        return builder
+    return deco
 
 
 def available():

@@ -42,18 +42,16 @@ the softmax layer ``HeNormal()``, as the Lasagne seed does. Layers carry
 names (``stage2_unit1_conv2``, ``stage2_unit1_sum``, ...) so a unit's parts
 can be found again.
 """
+from ..layers import (BatchNormLayer, ElemwiseSumLayer, GlobalPoolLayer,
+                      InputLayer, NonlinearityLayer, PadLayer, Pool2DLayer)
 from ..errors import ArchitectureError
-from ..init import HeNormal
-from ..layers import (BatchNormLayer, DenseLayer, ElemwiseSumLayer, GlobalPoolLayer,
-                      InputLayer, NonlinearityLayer, PadLayer, Pool2DLayer, batch_norm)
-from ..layers.dnn import Conv2DDNNLayer as ConvLayer
-from ..nonlinearities import rectify, softmax
-from .registry import ModelSpec, register
+from ..nonlinearities import rectify
+from .blocks import ConvLayer, conv_bn_relu, he_norm, softmax_head, width_one
+from .registry import register_model, total_depth_hint
 
 __all__ = ["ResNet_CIFAR", "identity_shortcut", "post_activation_unit",
            "pre_activation_unit", "resnet_depth"]
 
-he_norm = HeNormal(gain="relu")
 STAGE_FILTERS = (16, 32, 64)
 
 
@@ -90,11 +88,6 @@ def identity_shortcut(l, num_filters, stride=1, name=None):
     return l
 
 
-def _conv_bn_relu(l, num_filters, stride=1, name=None):
-    return batch_norm(ConvLayer(l, num_filters=num_filters, filter_size=(3, 3), stride=stride,
-                                pad="same", W=he_norm, nonlinearity=rectify, name=name))
-
-
 def _conv_bn(l, num_filters, stride=1, name=None):
     conv = ConvLayer(l, num_filters=num_filters, filter_size=(3, 3), stride=stride, pad="same",
                      W=he_norm, b=None, nonlinearity=None, name=name)
@@ -106,7 +99,7 @@ def post_activation_unit(l, num_filters, stride=1, shortcut=True, name=None):
 
     Without ``shortcut`` (the plain net) the addition is left out.
     """
-    residual = _conv_bn_relu(l, num_filters, stride, name=name and name + "_conv1")
+    residual = conv_bn_relu(l, num_filters, (3, 3), stride, name=name and name + "_conv1")
     residual = _conv_bn(residual, num_filters, name=name and name + "_conv2")
     if shortcut:
         residual = ElemwiseSumLayer(
@@ -124,7 +117,7 @@ def pre_activation_unit(l, num_filters, stride=1, shortcut=True, shortcut_from_p
     """
     preact = NonlinearityLayer(BatchNormLayer(l, name=name and name + "_preact_bn"), rectify,
                                name=name and name + "_preact")
-    residual = _conv_bn_relu(preact, num_filters, stride, name=name and name + "_conv1")
+    residual = conv_bn_relu(preact, num_filters, (3, 3), stride, name=name and name + "_conv1")
     residual = ConvLayer(residual, num_filters=num_filters, filter_size=(3, 3), pad="same",
                          W=he_norm, b=None, nonlinearity=None, name=name and name + "_conv2")
     if not shortcut:
@@ -162,7 +155,7 @@ def ResNet_CIFAR(input_shape=(None, 3, 32, 32), input_var=None, n_classes=10, n=
         l = ConvLayer(l, num_filters=16, filter_size=(3, 3), pad="same", W=he_norm, b=None,
                       nonlinearity=None, name="stem")
     else:
-        l = _conv_bn_relu(l, 16, name="stem")
+        l = conv_bn_relu(l, 16, name="stem")
     for stage, num_filters in enumerate(STAGE_FILTERS, start=1):
         for unit in range(1, n + 1):
             stride = 2 if stage > 1 and unit == 1 else 1
@@ -175,20 +168,12 @@ def ResNet_CIFAR(input_shape=(None, 3, 32, 32), input_var=None, n_classes=10, n=
     if preact:
         l = NonlinearityLayer(BatchNormLayer(l, name="postnorm_bn"), rectify, name="postnorm")
     l = GlobalPoolLayer(l, name="pool")
-    return DenseLayer(l, num_units=n_classes, W=HeNormal(), nonlinearity=softmax, name="softmax")
+    return softmax_head(l, n_classes, name="softmax")
 
 
 def resnet_depth(n, k=1):
     """Weighted layers: the stem, two convolutions per unit, the softmax layer."""
     return 6 * n + 2
-
-
-def _check(name):
-    def check(depth, width):
-        if width != 1:
-            raise ArchitectureError(f"{name} has no width argument (got width {width}); "
-                                    "use 'wide' or 'ror-wrn' for widened nets")
-    return check
 
 
 def _builder(shortcuts):
@@ -200,11 +185,9 @@ def _builder(shortcuts):
     return build
 
 
-register(ModelSpec("resnet", _builder(True),
-                   "CIFAR ResNet (He et al. 2015), identity shortcuts (option A)",
-                   resnet_depth, "6n+2", default_depth=3, default_width=1,
-                   check=_check("resnet"), options=("preact",)))
-register(ModelSpec("plain", _builder(False),
-                   "plain CIFAR net (He et al. 2015): the ResNet without shortcuts",
-                   resnet_depth, "6n+2", default_depth=3, default_width=1,
-                   check=_check("plain"), options=("preact",)))
+for _name, _shortcuts, _title in (
+        ("resnet", True, "CIFAR ResNet (He et al. 2015), identity shortcuts (option A)"),
+        ("plain", False, "plain CIFAR net (He et al. 2015): the ResNet without shortcuts")):
+    register_model(_name, _title, resnet_depth, "6n+2", default_depth=3, default_width=1,
+                   check=width_one(_name, "'wide' or 'ror-wrn'"), options=("preact",),
+                   hint=total_depth_hint(_name, "6n+2", resnet_depth, 20))(_builder(_shortcuts))

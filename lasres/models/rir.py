@@ -48,19 +48,15 @@ Option ``block_layers`` (default 2) sets the layers per RiR block
 (``D - 2`` must be a multiple of it).
 """
 from ..errors import ArchitectureError
-from ..init import HeNormal
-from ..layers import (BatchNormLayer, ConcatLayer, DenseLayer, ElemwiseSumLayer,
-                      GlobalPoolLayer, InputLayer, NonlinearityLayer, batch_norm)
-from ..layers.dnn import Conv2DDNNLayer as ConvLayer
-from ..nonlinearities import rectify, softmax
-from .registry import ModelSpec, register
+from ..layers import (BatchNormLayer, ConcatLayer, ElemwiseSumLayer,
+                      GlobalPoolLayer, InputLayer, NonlinearityLayer)
+from ..nonlinearities import rectify
+from .blocks import ConvLayer, conv_bn_relu, he_norm, softmax_head
+from .registry import register_model
 from .resnet import identity_shortcut
 
 __all__ = ["ResNet_in_ResNet", "generalized_residual_layer", "rir_block", "rir_layout",
            "rir_plan", "rir_depth"]
-
-he_norm = HeNormal(gain="relu")
-
 
 def rir_layout(depth, block_layers=2):
     """Blocks per stage for a ``depth``-layer net: ``(depth - 2) / block_layers``
@@ -168,15 +164,13 @@ def ResNet_in_ResNet(input_shape=(None, 3, 32, 32), input_var=None, n_classes=10
     """
     plan = rir_plan(depth, width, block_layers)
     l_in = InputLayer(shape=input_shape, input_var=input_var, name="input")
-    r = batch_norm(ConvLayer(l_in, num_filters=16 * width, filter_size=(3, 3), pad="same",
-                             W=he_norm, nonlinearity=rectify, name="stem_residual"))
-    t = batch_norm(ConvLayer(l_in, num_filters=16 * width, filter_size=(3, 3), pad="same",
-                             W=he_norm, nonlinearity=rectify, name="stem_transient"))
+    r = conv_bn_relu(l_in, 16 * width, (3, 3), name="stem_residual")
+    t = conv_bn_relu(l_in, 16 * width, (3, 3), name="stem_transient")
     for i, layers in enumerate(plan, start=1):
         r, t = rir_block(r, t, layers, name=f"block{i}")
     l = ConcatLayer([r, t], axis=1, name="concat")
     l = GlobalPoolLayer(l, name="pool")
-    return DenseLayer(l, num_units=n_classes, W=HeNormal(), nonlinearity=softmax, name="softmax")
+    return softmax_head(l, n_classes, name="softmax")
 
 
 def rir_depth(depth, width=1):
@@ -184,20 +178,17 @@ def rir_depth(depth, width=1):
     return depth
 
 
-def _check(depth, width):
+def check_depth(depth, width):
+    """Refuse an RiR or CNN depth too small for three blocks (registry check)."""
     if depth < 5:  # 3 blocks of 1 layer + stem + softmax; the builder checks the rest
         rir_layout(depth, 1)
 
 
-def _build(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 32, 32),
-           block_layers=2):
+@register_model("rir", "ResNet in ResNet (Targ et al. 2016), residual + transient streams",
+                rir_depth, "D = 2B+2", default_depth=18, default_width=3, check=check_depth,
+                options=("block_layers",))
+def rir(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 32, 32),
+        block_layers=2):
+    """``rir D k``: :func:`ResNet_in_ResNet`."""
     return ResNet_in_ResNet(input_shape=input_shape, input_var=input_var, n_classes=num_classes,
                             depth=depth, width=width, block_layers=int(block_layers))
-
-
-_build.__doc__ = ResNet_in_ResNet.__doc__
-
-register(ModelSpec("rir", _build,
-                   "ResNet in ResNet (Targ et al. 2016), residual + transient streams",
-                   rir_depth, "D = 2B+2", default_depth=18, default_width=3,
-                   check=_check, options=("block_layers",)))
