@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["lasres", "lasres.*"]),
     python_requires=">=3.10",
-    install_requires=["pytensor>=2.30", "numpy", "scipy", "h5py", "tqdm"],
+    install_requires=["pytensor>=3.0", "numpy", "scipy", "h5py", "tqdm"],
     extras_require={
         "jax": ["jax"],
         "plot": ["matplotlib"],

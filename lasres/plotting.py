@@ -1,6 +1,7 @@
 """Training-curve plots (matplotlib, an optional dependency)."""
-import os
 import warnings
+
+from ._atomic import atomic_path
 
 __all__ = ["plot_history", "plot_comparison"]
 
@@ -18,9 +19,8 @@ def _pyplot():
 
 
 def _save(fig, path):
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".tmp")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
 
 
 def plot_history(history, path, title=None):

@@ -81,33 +81,15 @@ def _fetch(url, dest, progress):
     return h.hexdigest()
 
 
-def _safe_members(tf, archive, dest):
-    """Check every member before extracting anything: no traversal, no links."""
-    root = os.path.realpath(dest)
-    members = []
-    for m in tf.getmembers():
-        name = m.name
-        if name.startswith(("/", "\\")) or os.path.isabs(name) or ".." in name.replace(
-                "\\", "/").split("/"):
-            raise DataError(f"{archive}: unsafe path {name!r} in archive (refusing to extract)")
-        target = os.path.realpath(os.path.join(root, name))
-        if target != root and not target.startswith(root + os.sep):
-            raise DataError(f"{archive}: unsafe path {name!r} in archive (refusing to extract)")
-        if not (m.isfile() or m.isdir()):
-            raise DataError(f"{archive}: member {name!r} is a link or special file "
-                            f"(expected only regular files and folders)")
-        members.append(m)
-    return members
-
-
 def _extract(archive, dest):
     try:
         with tarfile.open(archive, "r:*") as tf:
-            members = _safe_members(tf, archive, dest)
-            kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tf.extractall(dest, members=members, **kwargs)
-    except DataError:
-        raise
+            # tarfile's "data" filter refuses absolute paths, traversal, links
+            # leaving the folder and special files (PEP 706)
+            tf.extractall(dest, filter="data")
+    except tarfile.FilterError as exc:
+        raise DataError(f"{archive}: unsafe member in archive, refusing to extract ({exc})"
+                        ) from None
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"{archive}: cannot extract archive ({type(exc).__name__}: {exc})"
                         ) from None
