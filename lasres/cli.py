@@ -53,7 +53,8 @@ def _positional(parser):
                         help="use only the first N training and N test images (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="architecture option (e.g. dropout=0.3, preact=1); repeatable")
+                        help="architecture option (e.g. dropout=0.3, preact=1, layout=keras for "
+                             "the RoR seed's exact Keras networks); repeatable")
 
 
 def _parse_options(items):
@@ -372,6 +373,8 @@ def train_main(argv=None):
     schedule = parse_schedule(args.lr_schedule)
     _check_backend_flags(args)
     t_start = time.time() if _T0 is None else _T0
+    if args.weights:
+        _auto_layout(args)
     spec, depth, width, options, network = _build(args)
     arch = {"type": spec.name, "depth": depth, "width": width, **options}
     if args.dataset != "cifar10":

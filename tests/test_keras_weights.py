@@ -686,3 +686,37 @@ def test_recipe_defaults_and_explicit_flags():
     assert cli.preprocessing_for({}) == "mean"
     with pytest.raises(LasresError, match="layout"):
         build("ror", 1, layout="caffe")
+
+
+def test_save_keras_h5_of_ror_wrn_40_2_has_the_seed_layout(tmp_path):
+    """The file save_keras_h5 writes for RoR-3-WRN-40-2 lists the layers and
+    weights the seed's Keras model has (the replay of its code), in its order."""
+    net = build("ror-wrn", 6, 2, layout="keras")
+    path = tmp_path / "RoR-WRN-40-2-Weights.h5"
+    save_keras_h5(net, path)
+    seed = seed_ror_wrn(6, 2)
+    layers = read_keras_h5(path)
+    assert [l.name for l in layers] == [l["name"] for l in seed]
+    assert [[tuple(v.shape) for v in l.values] for l in layers] == \
+        [[tuple(w) for w in l["weights"]] for l in seed]
+    assert all(w.startswith(l.name + "_") for l in layers for w in l.weight_names)
+    assert sum(v.size for l in layers for v in l.values) == wrn_params(6, 2)
+    assert cli.find_weights("ror-wrn", 6, 2, search=(str(tmp_path),)) == str(path)
+
+
+@pytest.mark.slow
+def test_test_model_picks_the_layout_for_default_weights(keras_dir, cifar_dirs, tmp_path,
+                                                         monkeypatch, capsys):
+    """Without --weights, a Keras file found at weights/TYPE_nN_kK.h5 also
+    selects layout=keras by its content."""
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "ror-wrn_n1_k1.h5").write_bytes(
+        (keras_dir / "ror_wrn_N1_k1.h5").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "p.npy"
+    rc = cli.main_wrapper(cli.test_main, ["ror-wrn", "1", "1", "--data",
+                                          str(cifar_dirs["ror_wrn_N1_k1"]),
+                                          "--save-predictions", str(out)])
+    assert rc == 0 and "layout=keras" in capsys.readouterr().out
+    _, io, tol = fixture(keras_dir, "ror_wrn_N1_k1")
+    assert np.abs(np.load(out) - io["prob"]).max() <= tol
