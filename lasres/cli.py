@@ -457,7 +457,8 @@ def test_parser():
         "images: accuracy, per-class accuracy, confusion matrix.")
     _positional(p)
     p.add_argument("--weights", default=None,
-                   help="weight file (.pklz, .npz or lasres .h5); default: the seed's file in "
+                   help="weight file (.pklz, .npz, lasres .h5 or Keras 1 .h5, which selects "
+                        "layout=keras); default: the seed's file in "
                         "weights/ or runs/TYPE_nN_kK/best.h5")
     p.add_argument("--pixel-mean", default=None, help="pixel_mean.npy to subtract")
     p.add_argument("--save-predictions", default=None, metavar="PATH.npy",

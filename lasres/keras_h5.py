@@ -4,7 +4,10 @@ through h5py alone.
 Format (Keras 1.x ``save_weights_to_hdf5_group``): root attribute
 ``layer_names`` (every layer of ``model.layers``, weightless ones included);
 one group per layer with attribute ``weight_names`` (empty for layers
-without weights) and one dataset per weight. HDF5 iterates names
+without weights) and one dataset per weight. Whole-model files
+(``model.save``, and ``ModelCheckpoint`` without ``save_weights_only``)
+hold the same in a group ``model_weights``; they are read too, as Keras's
+``load_weights`` read them. HDF5 iterates names
 alphabetically, so the order comes from the attributes only. Keras's
 ``load_weights`` matches the file's layers *with weights* to the model's by
 position, in ``model.layers`` order.
@@ -77,6 +80,18 @@ def _names(attr):
     return [_s(x) for x in np.asarray(attr).ravel()] if attr is not None else []
 
 
+def _weights_group(f):
+    """The group holding ``layer_names``: the root, or ``model_weights`` of a
+    whole-model file; None if neither."""
+    import h5py
+    if "layer_names" in f.attrs:
+        return f
+    g = f.get("model_weights")
+    if isinstance(g, h5py.Group) and "layer_names" in g.attrs:
+        return g
+    return None
+
+
 def is_keras_h5(path) -> bool:
     """Whether ``path`` is a Keras 1.x weight file: HDF5 with a root
     attribute ``layer_names`` whose groups carry ``weight_names``."""
@@ -91,10 +106,12 @@ def is_keras_h5(path) -> bool:
         return False
     try:
         with h5py.File(path, "r") as f:
-            if "layer_names" not in f.attrs:
+            top = _weights_group(f)
+            if top is None:
                 return False
-            names = _names(f.attrs["layer_names"])
-            return bool(names) and all(n in f and "weight_names" in f[n].attrs for n in names)
+            names = _names(top.attrs["layer_names"])
+            return bool(names) and all(n in top and "weight_names" in top[n].attrs
+                                       for n in names)
     except Exception:
         return False
 
@@ -129,15 +146,16 @@ def read_keras_h5(path) -> list:
     layers = []
     try:
         with f:
-            if "layer_names" not in f.attrs:
-                raise WeightFileError(f"{path}: HDF5 file is not a Keras weight file (no root "
-                                      f"attribute layer_names)")
-            for name in _names(f.attrs["layer_names"]):
-                if name not in f or "weight_names" not in f[name].attrs:
+            top = _weights_group(f)
+            if top is None:
+                raise WeightFileError(f"{path}: HDF5 file is not a Keras weight file (no "
+                                      f"attribute layer_names at its root or in model_weights)")
+            for name in _names(top.attrs["layer_names"]):
+                if name not in top or "weight_names" not in top[name].attrs:
                     raise WeightFileError(f"{path}: corrupt Keras weight file: layer {name} "
                                           f"listed in layer_names has no group with "
                                           f"weight_names")
-                g = f[name]
+                g = top[name]
                 wnames = _names(g.attrs["weight_names"])
                 values = []
                 for w in wnames:

@@ -25,8 +25,8 @@ from .config import get_mode
 from .errors import LasresError
 from .layers import InputLayer, get_all_layers, get_all_params, get_output, count_params
 
-__all__ = ["OPTIMIZERS", "optimizer_updates", "LEGACY_SCHEDULE", "parse_schedule", "learning_rate_at", "Trainer", "TrainingDiverged",
-           "History", "fit", "predict_in_batches"]
+__all__ = ["LEGACY_SCHEDULE", "parse_schedule", "learning_rate_at", "Trainer", "TrainingDiverged",
+           "History", "fit", "predict_in_batches", "OPTIMIZERS", "optimizer_updates"]
 
 #: The Lasagne seed's schedule: (first epoch, learning rate).
 LEGACY_SCHEDULE = ((0, 0.01), (10, 0.1), (80, 0.01), (120, 0.001))

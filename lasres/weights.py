@@ -344,7 +344,8 @@ def load_pklz(path) -> list[np.ndarray]:
     path = os.fspath(path)
     fmt = detect_format(path)
     if fmt in ("hdf5", "keras"):
-        raise WeightFileError(f"{path}: is an HDF5 file, expected a .pklz "
+        what = "Keras weight file" if fmt == "keras" else "checkpoint"
+        raise WeightFileError(f"{path}: is an HDF5 {what}, expected a .pklz "
                               f"(use load_checkpoint or load_weights)")
     if fmt == "npz":
         return _as_array_list(_load_npz(path), path)

@@ -720,3 +720,52 @@ def test_test_model_picks_the_layout_for_default_weights(keras_dir, cifar_dirs, 
     assert rc == 0 and "layout=keras" in capsys.readouterr().out
     _, io, tol = fixture(keras_dir, "ror_wrn_N1_k1")
     assert np.abs(np.load(out) - io["prob"]).max() <= tol
+
+
+def test_keras_bn_gradients():
+    """Numerical gradient check of KerasBatchNormLayer, both phases (float64)."""
+    from pytensor.gradient import verify_grad
+    from lasres.layers import InputLayer
+    rng = np.random.RandomState(3)
+    X = rng.normal(1, 2, (4, 3, 3, 3))
+    gamma, beta = rng.uniform(0.5, 1.5, 3), rng.normal(0, 0.1, 3)
+    mean, var = rng.normal(0, 0.1, 3), rng.uniform(0.5, 2, 3)
+    for deterministic in (True, False):
+        def f(x, g, b, deterministic=deterministic):
+            l = KerasBatchNormLayer(InputLayer((None, 3, 3, 3)), gamma=g, beta=b,
+                                    running_mean=mean, running_std=var)
+            return get_output(l, x, deterministic=deterministic,
+                              batch_norm_update_averages=False)
+        verify_grad(f, [X, gamma, beta], rng=rng, abs_tol=1e-6, rel_tol=1e-6)
+
+
+def test_whole_model_file_is_read(keras_dir, loaded, tmp_path):
+    """model.save / ModelCheckpoint files keep the weights in 'model_weights'
+    (the seed's training script checkpointed that way): read as well."""
+    src = keras_dir / "ror_wrn_N1_k1.h5"
+    dst = tmp_path / "model.h5"
+    with h5py.File(src, "r") as f, h5py.File(dst, "w") as g:
+        g.attrs["model_config"] = b'{"class_name": "Model"}'
+        f.copy(f["/"], g, name="model_weights")
+        for k, v in f.attrs.items():
+            g["model_weights"].attrs[k] = v
+    assert detect_format(dst) == "keras"
+    net = build("ror-wrn", 1, 1, layout="keras")
+    values = load_keras_h5(dst, net)
+    for a, b in zip(values, get_all_param_values(loaded["ror_wrn_N1_k1"][0])):
+        assert np.array_equal(a, b)
+
+
+def test_tf_dense_rows_follow_keras_flatten():
+    """A 'tf' file flattens (h, w, c): the Dense rows are permuted so that
+    the lasres (c, h, w) flattening gives the same products, and back."""
+    from lasres.keras_h5 import _dense_tf_rows, _to_keras, _to_lasres
+    from lasres.layers import DenseLayer, FlattenLayer, InputLayer
+    dense = DenseLayer(FlattenLayer(InputLayer((None, 3, 2, 4))), num_units=5)
+    rng = np.random.RandomState(0)
+    Wk, b = rng.normal(size=(24, 5)), rng.normal(size=5)
+    Wl, _ = _to_lasres("dense", dense, [Wk, b], "tf", True)
+    F = rng.normal(size=(3, 2, 4))
+    assert np.allclose(F.transpose(1, 2, 0).ravel() @ Wk, F.ravel() @ Wl)
+    assert np.array_equal(_to_keras("dense", dense, [Wl, b], "tf", True)[0], Wk)
+    assert _dense_tf_rows(DenseLayer(FlattenLayer(InputLayer((None, 3, 1, 1))), 5)) is None
