@@ -18,7 +18,8 @@ import numpy as np
 from .errors import LasresError
 
 __all__ = ["train_main", "test_main", "banner", "depth_hint",
-           "find_weights", "load_network_weights", "main_wrapper"]
+           "find_weights", "load_network_weights", "main_wrapper", "RECIPES",
+           "preprocessing_for", "save_predictions"]
 
 REPO_WEIGHTS = "weights"
 #: When the scripts started (set by them before their imports), so that the
@@ -44,7 +45,8 @@ def _positional(parser):
                         help="use only the first N training and N test images (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="architecture option (e.g. dropout=0.3, preact=1); repeatable")
+                        help="architecture option (e.g. dropout=0.3, preact=1, layout=keras for "
+                             "the RoR seed's exact Keras networks); repeatable")
 
 
 def _parse_options(items):
@@ -136,7 +138,7 @@ def load_network_weights(network, path, arch=None):
     ``network``; returns the :class:`lasres.weights.Checkpoint` or None."""
     from .layers import set_all_param_values
     from .weights import load_weights
-    values, ckpt = load_weights(path, with_checkpoint=True)
+    values, ckpt = load_weights(path, with_checkpoint=True, network=network)
     if ckpt is not None and ckpt.arch and arch:
         keys = ("type", "depth", "width", "dataset")
         theirs = {k: ckpt.arch.get(k) for k in keys}
@@ -151,6 +153,80 @@ def load_network_weights(network, path, arch=None):
     except LasresError as exc:
         raise LasresError(f"{path} does not fit this network: {exc}") from None
     return ckpt
+
+
+# --- the RoR seed's Keras networks: layout, preprocessing, recipe ------------------
+#: What each preprocessing does, for the banners.
+PREPROCESSING_TEXT = {
+    "mean": "per-pixel mean subtracted, no scaling (the Lasagne seed's)",
+    "scale255": "x / 255, no mean subtracted (the RoR seed's Keras preprocessing)",
+}
+
+#: Training recipes: the defaults each sets (explicit flags still win).
+RECIPES = {
+    "legacy": {},
+    # the RoR seed's cifar10_ror_wrn.py: Adam 1e-3, no weight decay, batch 64,
+    # 300 epochs, ImageDataGenerator(rotation_range=15, width/height_shift_range=5/32)
+    "keras-seed": {"optimizer": "adam", "lr_schedule": "0.001", "l2": 0.0,
+                   "augment": "keras-seed", "epochs": 300},
+}
+
+
+def preprocessing_for(options):
+    """``'scale255'`` (the RoR seed's ``x / 255``) for networks built with
+    ``layout=keras``, else ``'mean'`` (the Lasagne seed's mean subtraction)."""
+    return "scale255" if (options or {}).get("layout") == "keras" else "mean"
+
+
+def _checkpoint_layout(path):
+    """The ``layout`` option recorded in a lasres checkpoint, or None."""
+    import json
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            arch = f.attrs.get("arch_json")
+            if arch is None:
+                return None
+            arch = json.loads(arch.decode() if isinstance(arch, bytes) else str(arch))
+            return arch.get("layout") if isinstance(arch, dict) else None
+    except Exception:
+        return None
+
+
+def _auto_layout(args):
+    """Add ``--option layout=keras`` when the weights test_model will read need
+    the seed's Keras layout (a Keras weight file, or a checkpoint trained with
+    that layout) and no layout was chosen."""
+    from .models import get_spec
+    from .weights import detect_format
+    try:
+        spec = get_spec(args.type)
+        if "layout" not in spec.options or "layout" in _parse_options(args.option):
+            return
+        depth = spec.default_depth if args.depth is None else args.depth
+        width = spec.default_width if args.width is None else args.width
+        path = find_weights(spec.name, depth, width, args.weights)
+        fmt = detect_format(path)
+    except LasresError:
+        return  # the regular path reports it
+    layout = "keras" if fmt == "keras" else _checkpoint_layout(path) if fmt == "hdf5" else None
+    if layout and layout != "paper":
+        args.option = list(args.option) + [f"layout={layout}"]
+        print(f"note: {path} needs layout={layout}: building the "
+              f"{'RoR seed' if layout == 'keras' else layout}'s network")
+
+
+def save_predictions(path, probs):
+    """Write the softmax outputs ``(images, classes)`` as float32 ``.npy``, atomically."""
+    from ._atomic import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(probs, dtype=np.float32), allow_pickle=False)
+
+
+def _check_output_path(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise LasresError(f"cannot write {path}: folder {folder} does not exist")
 
 
 @contextlib.contextmanager
@@ -196,6 +272,10 @@ def make_trainer(network, args, learning_rate):
     :class:`lasres.jax_trainer.JaxTrainer` (state on the device, optional
     data parallelism and bf16)."""
     backend = _check_backend_flags(args)
+    optimizer = getattr(args, "optimizer", "nesterov")
+    if backend == "jax" and optimizer != "nesterov":
+        raise LasresError(f"--optimizer {optimizer} (e.g. --recipe keras-seed) needs the c "
+                          f"backend")
     if backend == "jax":
         from .config import get_mode
         get_mode("jax")  # a clear error when jax is missing
@@ -206,7 +286,7 @@ def make_trainer(network, args, learning_rate):
                           seed=args.seed)
     from .training import Trainer
     return Trainer(network, l2=args.l2, momentum=args.momentum, learning_rate=learning_rate,
-                   backend=backend)
+                   backend=backend, optimizer=optimizer)
 
 
 def train_parser():
@@ -220,9 +300,15 @@ def train_parser():
                    help="'legacy', a constant rate, or EPOCH:RATE,... e.g. 0:0.1,30:0.01")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--l2", type=float, default=1e-4)
-    p.add_argument("--augment", choices=("batch", "image", "none"), default=None,
-                   help="crop+flip per batch (legacy; the default for CIFAR), per image, or "
-                        "none (the default for MNIST)")
+    p.add_argument("--augment", choices=("batch", "image", "keras-seed", "none"), default=None,
+                   help="crop+flip per batch (legacy; the default for CIFAR), per image, the "
+                        "RoR seed's rotation+shift per image (keras-seed), or none (the default "
+                        "for MNIST)")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="legacy",
+                   help="legacy (the Lasagne seed's) or keras-seed (the RoR seed's: Adam 1e-3, "
+                        "no L2, rotation 15 deg + shifts 5/32, 300 epochs); explicit flags win")
+    p.add_argument("--optimizer", choices=("nesterov", "adam"), default="nesterov",
+                   help="nesterov (legacy, with --momentum) or adam")
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--weights", default=None, help="initialise from a weight file")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
@@ -246,13 +332,19 @@ def train_main(argv=None):
     from .training import History, fit, parse_schedule, predict_in_batches
     from .evaluation import evaluate_probabilities
 
-    args = train_parser().parse_args(argv)
+    parser = train_parser()
+    args = parser.parse_args(argv)
+    if RECIPES[args.recipe]:  # a recipe sets defaults; parse again so explicit flags win
+        parser.set_defaults(**RECIPES[args.recipe])
+        args = parser.parse_args(argv)
     batch_size = args.batch_size or 64
     if batch_size < 1 or args.epochs < 1:
         raise LasresError("--batch-size and --epochs must be positive")
     schedule = parse_schedule(args.lr_schedule)
     _check_backend_flags(args)
     t_start = time.time() if _T0 is None else _T0
+    if args.weights:
+        _auto_layout(args)
     spec, depth, width, options, network = _build(args)
     arch = {"type": spec.name, "depth": depth, "width": width, **options}
     if args.dataset != "cifar10":
@@ -264,6 +356,9 @@ def train_main(argv=None):
         from .data import get_dataset
         augment = get_dataset(args.dataset).default_augment
     banner(spec, depth, width, network, args.backend, options)
+    preprocessing = preprocessing_for(options)
+    print(f"prep   | {PREPROCESSING_TEXT[preprocessing]}; recipe {args.recipe} "
+          f"({args.optimizer}, augmentation {augment})")
 
     if args.download and args.dataset == "cifar10":
         from .data import download_cifar10, find_cifar10
@@ -278,7 +373,7 @@ def train_main(argv=None):
         data = prepare_dataset(args.dataset, args.data,
                                pixel_mean_path=os.path.join(out, "pixel_mean.npy"),
                                limit=args.limit, seed=args.seed,
-                               valid_fraction=args.valid_fraction)
+                               valid_fraction=args.valid_fraction, preprocessing=preprocessing)
     print(f"data   | {len(data.X_train)} training, {len(data.X_valid)} validation, "
           f"{len(data.X_test)} test images from {args.data}")
 
@@ -332,9 +427,12 @@ def test_parser():
         "images: accuracy, per-class accuracy, confusion matrix.")
     _positional(p)
     p.add_argument("--weights", default=None,
-                   help="weight file (.pklz, .npz or lasres .h5); default: the seed's file in "
+                   help="weight file (.pklz, .npz, lasres .h5 or Keras 1 .h5, which selects "
+                        "layout=keras); default: the seed's file in "
                         "weights/ or runs/TYPE_nN_kK/best.h5")
     p.add_argument("--pixel-mean", default=None, help="pixel_mean.npy to subtract")
+    p.add_argument("--save-predictions", default=None, metavar="PATH.npy",
+                   help="write the softmax outputs (float32, images x classes, test-set order)")
     return p
 
 
@@ -353,7 +451,8 @@ def _pixel_mean_for(args, weights_path, ckpt):
 
 def test_main(argv=None):
     """``test_model.py [type] [depth] [width] [options]``; returns an exit status."""
-    from .data import CIFAR10_CLASSES, compute_pixel_mean, legacy_split, load_raw, preprocess
+    from .data import (CIFAR10_CLASSES, compute_pixel_mean, legacy_split, load_raw, preprocess,
+                       scale255)
     from .evaluation import evaluate_probabilities, format_report
     from .config import get_mode
     from .layers import get_output
@@ -362,6 +461,9 @@ def test_main(argv=None):
 
     args = test_parser().parse_args(argv)
     t_start = time.time() if _T0 is None else _T0
+    if args.save_predictions:
+        _check_output_path(args.save_predictions)
+    _auto_layout(args)
     spec, depth, width, options, network = _build(args)
     arch = {"type": spec.name, "depth": depth, "width": width, **options}
     if args.dataset != "cifar10":
@@ -371,19 +473,23 @@ def test_main(argv=None):
     ckpt = load_network_weights(network, path, arch)
     print(f"weights| {path}")
     raw = load_raw(args.dataset, args.data)
-    mean, mean_from = _pixel_mean_for(args, path, ckpt)
-    if mean is None:
-        X_tr, _, _, _ = legacy_split(raw.X_train, raw.y_train, 0.1, args.seed)
-        mean = compute_pixel_mean(X_tr)
-        print("warning: no pixel mean found next to the weights or in the data folder: computed "
-              "it from the training batches (give --pixel-mean for the exact one)",
-              file=sys.stderr)
-    else:
-        print(f"mean   | pixel mean from {mean_from}")
+    preprocessing = preprocessing_for(options)
+    print(f"prep   | {PREPROCESSING_TEXT[preprocessing]}")
+    mean = None
+    if preprocessing == "mean":
+        mean, mean_from = _pixel_mean_for(args, path, ckpt)
+        if mean is None:
+            X_tr, _, _, _ = legacy_split(raw.X_train, raw.y_train, 0.1, args.seed)
+            mean = compute_pixel_mean(X_tr)
+            print("warning: no pixel mean found next to the weights or in the data folder: "
+                  "computed it from the training batches (give --pixel-mean for the exact one)",
+                  file=sys.stderr)
+        else:
+            print(f"mean   | pixel mean from {mean_from}")
     X_test, y_test = raw.X_test, raw.y_test
     if args.limit:
         X_test, y_test = X_test[:args.limit], y_test[:args.limit]
-    X_test = preprocess(X_test, mean)
+    X_test = scale255(X_test) if preprocessing == "scale255" else preprocess(X_test, mean)
     t0 = time.perf_counter()
     predict_fn = pytensor.function([_input_var(network)], get_output(network, deterministic=True),
                                    mode=get_mode(args.backend))
@@ -400,4 +506,7 @@ def test_main(argv=None):
     names = raw.label_names or (CIFAR10_CLASSES if args.dataset == "cifar10" else None)
     print(format_report(ev, names))
     print(f"({len(X_test)} images in {seconds:.1f}s after the first batch)")
+    if args.save_predictions:
+        save_predictions(args.save_predictions, probs)
+        print(f"saved  | softmax outputs {probs.shape} (float32) to {args.save_predictions}")
     return 0

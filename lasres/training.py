@@ -26,7 +26,7 @@ from .errors import LasresError
 from .layers import InputLayer, get_all_layers, get_all_params, get_output, count_params
 
 __all__ = ["LEGACY_SCHEDULE", "parse_schedule", "learning_rate_at", "Trainer", "TrainingDiverged",
-           "History", "fit", "predict_in_batches"]
+           "History", "fit", "predict_in_batches", "OPTIMIZERS", "optimizer_updates"]
 
 #: The Lasagne seed's schedule: (first epoch, learning rate).
 LEGACY_SCHEDULE = ((0, 0.01), (10, 0.1), (80, 0.01), (120, 0.001))
@@ -86,6 +86,10 @@ class Trainer(object):
         1e-4; BN gammas included, as in Lasagne).
     momentum : float
         Nesterov momentum.
+    optimizer : {'nesterov', 'adam'}
+        ``'adam'``: Adam with Keras's and Lasagne's defaults (beta1 0.9,
+        beta2 0.999, epsilon 1e-8), the RoR seed's optimizer; ``momentum``
+        is then unused.
     backend : str or None
         ``'c'`` (default), ``'jax'``, ... (see :mod:`lasres.config`).
 
@@ -97,11 +101,13 @@ class Trainer(object):
         ``predict_fn(X) -> probabilities`` with the stored BN statistics.
     learning_rate : shared variable
     velocities : list of shared variables
-        The optimizer state, in parameter order.
+        The optimizer state, in parameter order (for Adam: the moments and
+        the step counter).
     compile_seconds : dict
     """
 
-    def __init__(self, network, l2=1e-4, momentum=0.9, learning_rate=0.01, backend=None):
+    def __init__(self, network, l2=1e-4, momentum=0.9, learning_rate=0.01, backend=None,
+                 optimizer="nesterov"):
         self.network = network
         self.backend = backend
         mode = get_mode(backend)
@@ -115,7 +121,7 @@ class Trainer(object):
                 get_all_layers(network), regularization.l2)
         accuracy = objectives.categorical_accuracy(prediction, y).mean(dtype=pytensor.config.floatX)
         self.params = get_all_params(network, trainable=True)
-        upd = lupdates.nesterov_momentum(loss, self.params, self.learning_rate, momentum)
+        upd = optimizer_updates(optimizer, loss, self.params, self.learning_rate, momentum)
         param_set = set(self.params)
         self.velocities = [v for v in upd if v not in param_set]
         self.compile_seconds = {}
@@ -139,6 +145,18 @@ class Trainer(object):
                               f"network needs {len(self.velocities)}")
         for v, val in zip(self.velocities, values):
             v.set_value(np.asarray(val, dtype=v.dtype))
+
+
+OPTIMIZERS = ("nesterov", "adam")
+
+
+def optimizer_updates(optimizer, loss, params, learning_rate, momentum=0.9):
+    """The update dictionary of ``optimizer`` (see :data:`OPTIMIZERS`)."""
+    if optimizer == "nesterov":
+        return lupdates.nesterov_momentum(loss, params, learning_rate, momentum)
+    if optimizer == "adam":
+        return lupdates.adam(loss, params, learning_rate)
+    raise LasresError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
 
 
 def predict_in_batches(predict_fn, X, batch_size=500, progress=False, desc="predict"):

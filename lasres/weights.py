@@ -43,12 +43,13 @@ import numpy as np
 
 from ._atomic import atomic_path
 from .errors import WeightFileError
+from .keras_h5 import is_keras_h5, load_keras_h5, save_keras_h5  # noqa: F401  (re-exported)
 
 __all__ = [
     "load_pklz", "save_pklz", "load_weights", "save_checkpoint",
     "load_checkpoint", "Checkpoint", "CHECKPOINT_FORMAT",
     "CHECKPOINT_FORMAT_VERSION", "detect_format", "restricted_load",
-    "ForbiddenPickleError",
+    "ForbiddenPickleError", "load_keras_h5", "save_keras_h5",
 ]
 
 #: Value of the ``lasres_format`` root attribute of a lasres HDF5 checkpoint.
@@ -215,7 +216,8 @@ def _looks_like_pickle(head: bytes) -> bool:
 
 
 def detect_format(path) -> str:
-    """Return ``'pklz'``, ``'pickle'``, ``'npz'`` or ``'hdf5'`` from a file's content.
+    """Return ``'pklz'``, ``'pickle'``, ``'npz'``, ``'hdf5'`` (lasres checkpoint or
+    other HDF5) or ``'keras'`` (Keras 1.x weight file) from a file's content.
 
     Parameters
     ----------
@@ -231,7 +233,7 @@ def detect_format(path) -> str:
     if head.startswith(_GZIP_MAGIC):
         return "pklz"
     if head.startswith(_HDF5_MAGIC):
-        return "hdf5"
+        return "keras" if is_keras_h5(path) else "hdf5"
     if head.startswith(_ZIP_MAGIC):
         return "npz"
     if _looks_like_pickle(head):
@@ -239,7 +241,7 @@ def detect_format(path) -> str:
     try:  # HDF5 with a user block: signature at 512, 1024, ...
         import h5py
         if h5py.is_hdf5(os.fspath(path)):
-            return "hdf5"
+            return "keras" if is_keras_h5(path) else "hdf5"
     except Exception:  # pragma: no cover - h5py missing or odd file
         pass
     raise WeightFileError(
@@ -341,8 +343,9 @@ def load_pklz(path) -> list[np.ndarray]:
     """
     path = os.fspath(path)
     fmt = detect_format(path)
-    if fmt == "hdf5":
-        raise WeightFileError(f"{path}: is an HDF5 checkpoint, expected a .pklz "
+    if fmt in ("hdf5", "keras"):
+        what = "Keras weight file" if fmt == "keras" else "checkpoint"
+        raise WeightFileError(f"{path}: is an HDF5 {what}, expected a .pklz "
                               f"(use load_checkpoint or load_weights)")
     if fmt == "npz":
         return _as_array_list(_load_npz(path), path)
@@ -716,7 +719,7 @@ def load_checkpoint(path) -> Checkpoint:
                       history=hist, extra=extra, format_version=version, created=created)
 
 
-def load_weights(path, with_checkpoint: bool = False):
+def load_weights(path, with_checkpoint: bool = False, network=None):
     """Load parameter values from any supported file, recognised by content.
 
     Parameters
@@ -727,6 +730,9 @@ def load_weights(path, with_checkpoint: bool = False):
     with_checkpoint : bool
         If true, return ``(values, checkpoint)`` where ``checkpoint`` is the
         :class:`Checkpoint` for HDF5 files and ``None`` otherwise.
+    network : Layer, optional
+        Needed for Keras 1.x weight files, whose layers are matched to the
+        network's by its graph (see :func:`lasres.keras_h5.load_keras_h5`).
 
     Returns
     -------
@@ -738,6 +744,12 @@ def load_weights(path, with_checkpoint: bool = False):
         As :func:`load_pklz` / :func:`load_checkpoint`.
     """
     fmt = detect_format(path)
+    if fmt == "keras":
+        if network is None:
+            raise WeightFileError(f"{os.fspath(path)}: is a Keras weight file: loading it needs "
+                                  f"the network (load_weights(path, network=net))")
+        values = load_keras_h5(path, network)
+        return (values, None) if with_checkpoint else values
     if fmt == "hdf5":
         ckpt = load_checkpoint(path)
         return (ckpt.param_values, ckpt) if with_checkpoint else ckpt.param_values

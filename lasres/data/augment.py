@@ -17,14 +17,19 @@ The seed's ``batch_iterator_train_crop_flip`` (``utils.py``) does, per epoch:
 Its validation iterator walks the data in order, without augmentation, with
 the same ``ceil`` batching. :func:`iterate_minibatches` covers both, with a
 vectorised per-image mode as an option.
+
+Mode ``'keras-seed'`` is the RoR seed's augmentation instead
+(:func:`keras_seed_transform`): Keras 1's ``ImageDataGenerator(
+rotation_range=15, width_shift_range=5./32, height_shift_range=5./32)``,
+a random rotation and shift per image, no flip, no crop.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["iterate_minibatches", "augment_batch", "crop_flip"]
+__all__ = ["iterate_minibatches", "augment_batch", "crop_flip", "keras_seed_transform"]
 
-_MODES = ("batch", "image")
+_MODES = ("batch", "image", "keras-seed")
 
 
 def _make_rng(rng):
@@ -92,6 +97,64 @@ def crop_flip(X, dy, dx, flip, pad=4):
     return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def keras_seed_transform(X, rng, rotation_range=15.0, height_shift_range=5. / 32,
+                         width_shift_range=5. / 32):
+    """Random rotation and shift of every image, as Keras 1's ``ImageDataGenerator``.
+
+    Per image (Keras 1.2's ``random_transform`` with these three options and
+    its defaults otherwise: no shear, zoom, flip; ``fill_mode='nearest'``),
+    drawn in this order: an angle ``theta`` uniform in
+    ``[-rotation_range, rotation_range]`` degrees, a row shift ``tx`` uniform
+    in ``[-height_shift_range, height_shift_range] * H`` pixels, a column
+    shift ``ty`` likewise with ``W``. The output pixel ``o`` takes the input
+    value at ``M @ o`` (nearest neighbour, ``scipy.ndimage.affine_transform``
+    with ``order=0``; outside the image the nearest edge pixel), where
+    ``M = C @ R(theta) @ T(tx, ty) @ C^-1`` and ``C`` moves the origin to
+    Keras's centre ``(H/2 + 0.5, W/2 + 0.5)``.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        Batch ``(B, C, H, W)`` (channels first, as the seed's 'th' ordering).
+    rng : numpy.random.RandomState or numpy.random.Generator
+    rotation_range : float
+        Degrees (the seed's 15).
+    height_shift_range, width_shift_range : float
+        Fractions of the image size (the seed's 5/32: up to 5 pixels).
+
+    Returns
+    -------
+    numpy.ndarray
+        New array of ``X``'s shape and dtype.
+    """
+    from scipy import ndimage
+    X = np.asarray(X)
+    if X.ndim != 4:
+        raise ValueError(f"keras_seed_transform needs images (B, C, H, W), got {X.shape}")
+    B, C, H, W = X.shape
+    o_x, o_y = H / 2 + 0.5, W / 2 + 0.5
+    centre = np.array([[1, 0, o_x], [0, 1, o_y], [0, 0, 1]])
+    uncentre = np.array([[1, 0, -o_x], [0, 1, -o_y], [0, 0, 1]])
+    out = np.empty_like(X)
+    for i in range(B):
+        theta = np.pi / 180 * rng.uniform(-rotation_range, rotation_range) \
+            if rotation_range else 0.0
+        tx = rng.uniform(-height_shift_range, height_shift_range) * H \
+            if height_shift_range else 0.0
+        ty = rng.uniform(-width_shift_range, width_shift_range) * W \
+            if width_shift_range else 0.0
+        rotation = np.array([[np.cos(theta), -np.sin(theta), 0],
+                             [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+        translation = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
+        m = centre @ rotation @ translation @ uncentre
+        # the channel axis maps to itself: one call per image
+        matrix = np.eye(3)
+        matrix[1:, 1:] = m[:2, :2]
+        offset = np.array([0.0, m[0, 2], m[1, 2]])
+        ndimage.affine_transform(X[i], matrix, offset, output=out[i], order=0, mode="nearest")
+    return out
+
+
 def augment_batch(X, rng, mode="batch", pad=4):
     """Apply a random pad-crop-flip to one batch.
 
@@ -102,9 +165,11 @@ def augment_batch(X, rng, mode="batch", pad=4):
     rng : numpy.random.RandomState or numpy.random.Generator
         Source of randomness. Draw order: row offset, column offset, flip
         (one each in ``'batch'`` mode, ``B`` each in ``'image'`` mode).
-    mode : {'batch', 'image'}
+    mode : {'batch', 'image', 'keras-seed'}
         ``'batch'``: one offset pair and one flip for the whole batch (the
-        legacy behaviour); ``'image'``: independent per image (vectorised).
+        legacy behaviour); ``'image'``: independent per image (vectorised);
+        ``'keras-seed'``: the RoR seed's rotation and shift per image
+        (:func:`keras_seed_transform`; ``pad`` unused).
     pad : int
         Zero padding; offsets are uniform on ``0 .. 2 * pad`` inclusive.
 
@@ -113,7 +178,9 @@ def augment_batch(X, rng, mode="batch", pad=4):
     numpy.ndarray
     """
     if mode not in _MODES:
-        raise ValueError(f"mode must be 'batch' or 'image', got {mode!r}")
+        raise ValueError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
+    if mode == "keras-seed":
+        return keras_seed_transform(X, rng)
     size = None if mode == "batch" else X.shape[0]
     dy = _randint(rng, 2 * pad + 1, size)
     dx = _randint(rng, 2 * pad + 1, size)
@@ -137,9 +204,10 @@ def iterate_minibatches(X, y, batch_size, shuffle=True, augment=True, mode="batc
         Visit the images in a random order (one permutation per call).
     augment : bool
         Apply the pad-crop-flip of :func:`augment_batch`.
-    mode : {'batch', 'image'}
+    mode : {'batch', 'image', 'keras-seed'}
         ``'batch'`` (legacy): one random crop offset and one flip decision per
-        batch, shared by all its images; ``'image'``: drawn per image.
+        batch, shared by all its images; ``'image'``: drawn per image;
+        ``'keras-seed'``: the RoR seed's random rotation and shift per image.
     rng : None, int, numpy.random.RandomState or numpy.random.Generator
         Randomness; the same seed/state gives the same batches. The
         permutation is drawn first, then each batch's augmentation in turn.
@@ -163,7 +231,7 @@ def iterate_minibatches(X, y, batch_size, shuffle=True, augment=True, mode="batc
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if mode not in _MODES:
-        raise ValueError(f"mode must be 'batch' or 'image', got {mode!r}")
+        raise ValueError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
     if augment and X.ndim != 4:
         raise ValueError(f"augmentation needs images (N, C, H, W), got shape {X.shape}")
     batch_size = int(batch_size)

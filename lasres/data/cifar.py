@@ -50,8 +50,13 @@ from ..weights import ForbiddenPickleError, restricted_load
 __all__ = [
     "CIFAR10_CLASSES", "DatasetSplits", "load_cifar10", "load_cifar100",
     "find_cifar10", "legacy_split", "compute_pixel_mean", "preprocess",
-    "save_pixel_mean", "load_pixel_mean", "prepare_cifar10", "PreparedCifar10",
+    "save_pixel_mean", "load_pixel_mean", "prepare_cifar10", "PreparedCifar10", "scale255",
+    "PREPROCESSINGS",
 ]
+
+#: ``'mean'``: the Lasagne seed's (per-pixel mean subtracted, no scaling);
+#: ``'scale255'``: the RoR seed's Keras one (``x / 255``, no mean).
+PREPROCESSINGS = ("mean", "scale255")
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -435,6 +440,24 @@ def preprocess(X, pixel_mean):
     return out
 
 
+def scale255(X):
+    """The RoR seed's (Keras) preprocessing: ``X.astype('float32') / 255``, no mean.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        uint8 images ``(N, C, H, W)`` or rows ``(N, 3072)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(N, C, H, W)`` in ``[0, 1]``.
+    """
+    out = _as_images(X, "scale255").astype(np.float32)
+    out /= np.float32(255)
+    return out
+
+
 def save_pixel_mean(path, pixel_mean):
     """Save the pixel mean as ``.npy`` (atomically), like the seed's ``pixel_mean.npy``.
 
@@ -511,7 +534,7 @@ class PreparedCifar10:
 
 
 def prepare_cifar10(data_dir="data", pixel_mean_path=None, limit=None, seed=0,
-                    valid_fraction=0.1, layout="auto"):
+                    valid_fraction=0.1, layout="auto", preprocessing="mean"):
     """Load CIFAR-10 and run the seed's preprocessing.
 
     Parameters
@@ -533,6 +556,10 @@ def prepare_cifar10(data_dir="data", pixel_mean_path=None, limit=None, seed=0,
         Fraction of the training images held out for validation (0.1).
     layout : {'auto', 'py', 'bin'}
         As for :func:`load_cifar10`.
+    preprocessing : {'mean', 'scale255'}
+        ``'scale255'``: the RoR seed's ``x / 255`` (:func:`scale255`) instead
+        of the mean subtraction; no mean is read or written (``pixel_mean``
+        is None).
 
     Returns
     -------
@@ -547,6 +574,11 @@ def prepare_cifar10(data_dir="data", pixel_mean_path=None, limit=None, seed=0,
         if ls is not None:
             Xt, yt = Xt[:int(ls)], yt[:int(ls)]
     X_tr, y_tr, X_va, y_va = legacy_split(X, y, valid_fraction, seed)
+    if preprocessing == "scale255":
+        return PreparedCifar10(scale255(X_tr), y_tr, scale255(X_va), y_va, scale255(Xt), yt,
+                               None, data.label_names, False)
+    if preprocessing != "mean":
+        raise ValueError(f"preprocessing must be one of {PREPROCESSINGS}, got {preprocessing!r}")
     computed = True
     if pixel_mean_path is not None and os.path.exists(pixel_mean_path):
         mean = load_pixel_mean(pixel_mean_path)

@@ -7,7 +7,8 @@ from typing import Callable
 
 from ..errors import DataError
 from .cifar import (PreparedCifar10, compute_pixel_mean, legacy_split, load_cifar10,
-                    load_cifar100, load_pixel_mean, prepare_cifar10, preprocess, save_pixel_mean)
+                    load_cifar100, load_pixel_mean, prepare_cifar10, preprocess, save_pixel_mean,
+                    scale255)
 from .mnist import load_mnist
 
 __all__ = ["DatasetInfo", "DATASETS", "get_dataset", "prepare_dataset", "load_raw"]
@@ -49,17 +50,22 @@ def load_raw(name, data_dir):
 
 
 def prepare_dataset(name, data_dir="data", pixel_mean_path=None, limit=None, seed=0,
-                    valid_fraction=0.1):
+                    valid_fraction=0.1, preprocessing="mean"):
     """Load a dataset and apply the legacy preprocessing (see
-    :func:`lasres.data.prepare_cifar10`, which this is for ``'cifar10'``)."""
+    :func:`lasres.data.prepare_cifar10`, which this is for ``'cifar10'``);
+    ``preprocessing='scale255'`` divides by 255 instead of subtracting a mean."""
     if name == "cifar10":
         return prepare_cifar10(data_dir, pixel_mean_path=pixel_mean_path, limit=limit,
-                               seed=seed, valid_fraction=valid_fraction)
+                               seed=seed, valid_fraction=valid_fraction,
+                               preprocessing=preprocessing)
     raw = load_raw(name, data_dir)
     X, y, Xt, yt = raw
     if limit is not None:
         X, y, Xt, yt = X[:limit], y[:limit], Xt[:limit], yt[:limit]
     X_tr, y_tr, X_va, y_va = legacy_split(X, y, valid_fraction, seed)
+    if preprocessing == "scale255":
+        return PreparedCifar10(scale255(X_tr), y_tr, scale255(X_va), y_va, scale255(Xt), yt,
+                               None, tuple(raw.label_names or ()), False)
     if pixel_mean_path is not None and os.path.exists(pixel_mean_path):
         mean, computed = load_pixel_mean(pixel_mean_path), False
     else:

@@ -6,7 +6,7 @@ from ..ops.bn import batch_norm_infer, batch_norm_train
 from ..ops.fused import attach, fused_elemwise
 from .base import Layer
 
-__all__ = ["BatchNormLayer", "batch_norm"]
+__all__ = ["BatchNormLayer", "batch_norm", "KerasBatchNormLayer"]
 
 
 class BatchNormLayer(Layer):
@@ -127,3 +127,90 @@ def batch_norm(layer, **kwargs):
         nonlin_name = bn_name and bn_name + "_nonlin"
         layer = NonlinearityLayer(layer, nonlinearity, name=nonlin_name)
     return layer
+
+
+class KerasBatchNormLayer(Layer):
+    """Batch normalisation as Keras 1.x (``BatchNormalization``, mode 0) did it.
+
+    Test phase (``deterministic=True``)::
+
+        y = (x - running_mean) * gamma / sqrt(running_std + epsilon) + beta
+
+    where ``running_std`` holds a **variance** (Keras 1's misnomer, kept so
+    that the parameters are the Keras weights one for one). Training phase:
+    the batch mean and biased variance, ``epsilon`` inside the square root,
+    and the default updates ``running_mean <- momentum * running_mean +
+    (1 - momentum) * batch_mean`` and ``running_std <- momentum * running_std
+    + (1 - momentum) * (batch_var + epsilon)`` (Keras 1.2 on Theano averages
+    the variance *plus epsilon*; the test phase adds epsilon again).
+
+    The parameters are added in Keras's order, ``gamma, beta, running_mean,
+    running_std`` (Lasagne's :class:`BatchNormLayer` has ``beta, gamma, mean,
+    inv_std``), so that a Keras weight file's arrays load without conversion
+    and are written back bit for bit.
+
+    Parameters
+    ----------
+    incoming : a :class:`Layer` instance or a tuple
+    axes : 'auto', int or tuple of int
+        Axes to normalise over; 'auto' is all but the second (Keras ``axis=1``).
+    epsilon : float
+        Keras 1.2's default 1e-3 (1.0.8 to 1.1.2 used 1e-5).
+    momentum : float
+        Keras's 0.99: weight of the stored statistic in the running averages.
+    gamma, beta : initializer, array or shared variable
+        Scale (trainable, regularizable, as Lasagne tags it) and shift (trainable).
+    running_mean, running_std : initializer, array or shared variable
+        The stored mean and variance (tag ``batch_norm_stat``).
+    """
+
+    def __init__(self, incoming, axes="auto", epsilon=1e-3, momentum=0.99,
+                 gamma=init.Constant(1), beta=init.Constant(0), running_mean=init.Constant(0),
+                 running_std=init.Constant(1), **kwargs):
+        super().__init__(incoming, **kwargs)
+        if axes == "auto":
+            axes = (0,) + tuple(range(2, len(self.input_shape)))
+        elif isinstance(axes, int):
+            axes = (axes,)
+        self.axes = tuple(axes)
+        self.epsilon = epsilon
+        self.momentum = momentum
+        shape = [size for axis, size in enumerate(self.input_shape) if axis not in self.axes]
+        if any(size is None for size in shape):
+            raise ValueError("KerasBatchNormLayer needs specified input sizes for all axes not "
+                             "normalized over.")
+        self.gamma = self.add_param(gamma, shape, "gamma", trainable=True, regularizable=True)
+        self.beta = self.add_param(beta, shape, "beta", trainable=True, regularizable=False)
+        self.running_mean = self.add_param(running_mean, shape, "running_mean", trainable=False,
+                                           regularizable=False, batch_norm_stat=True)
+        self.running_std = self.add_param(running_std, shape, "running_std", trainable=False,
+                                          regularizable=False, batch_norm_stat=True)
+
+    def get_output_for(self, input, deterministic=False, batch_norm_use_averages=None,
+                       batch_norm_update_averages=None, **kwargs):
+        import pytensor.tensor as pt
+        use_averages = deterministic if batch_norm_use_averages is None else batch_norm_use_averages
+        update_averages = (not deterministic if batch_norm_update_averages is None
+                           else batch_norm_update_averages)
+        if use_averages:
+            inv_std = 1 / pt.sqrt(self.running_std + self.epsilon)
+            out = batch_norm_infer(input, self.gamma, self.beta, self.running_mean, inv_std,
+                                   axes=self.axes)
+            if not update_averages:
+                return out
+        normalized, batch_mean, batch_inv_std = batch_norm_train(
+            input, self.gamma, self.beta, axes=self.axes, epsilon=self.epsilon)
+        if use_averages:
+            normalized = out
+        if update_averages:
+            running_mean = self.running_mean.clone()
+            running_var = self.running_std.clone()
+            alpha = 1 - self.momentum
+            with warnings.catch_warnings():  # PyTensor 3 marks default_update deprecated
+                warnings.simplefilter("ignore", DeprecationWarning)
+                running_mean.default_update = _running_average(running_mean, batch_mean, alpha)
+                # batch_inv_std = 1/sqrt(var + eps): Keras averages var + eps
+                running_var.default_update = _running_average(
+                    running_var, 1 / pt.sqr(batch_inv_std), alpha)
+            normalized = attach(normalized, running_mean, running_var)
+        return normalized

@@ -37,6 +37,10 @@ block's input where the shape changes (first block of stages 2 and 3, and of
 stage 1 when k > 1). The level-2 and level-1 shortcuts are added after each
 stage's last block; a final BN-ReLU precedes the global average pool.
 
+Option ``layout=keras`` builds instead the seed's exact Keras networks
+(max-pooling, biases, Keras batch normalisation...; see
+:mod:`lasres.models.ror_keras`), which its HDF5 weight files fit.
+
 Option ``dropout`` (probability, default 0) puts a dropout layer between the
 two convolutions of every block, where WRN puts it (after the second
 BN-ReLU).
@@ -59,12 +63,14 @@ from ..layers import (BatchNormLayer, DenseLayer, DropoutLayer, ElemwiseSumLayer
                       GlobalPoolLayer, InputLayer, NonlinearityLayer, batch_norm)
 from ..layers.dnn import Conv2DDNNLayer as ConvLayer
 from ..nonlinearities import rectify, softmax
-from .registry import ModelSpec, register
+from .blocks import he_norm
+from .registry import register_model, total_depth_hint
 
-__all__ = ["RoR3_ResNet", "RoR3_WRN", "ror_depth", "ror_wrn_depth"]
+__all__ = ["RoR3_ResNet", "RoR3_WRN", "ror_depth", "ror_wrn_depth", "LAYOUTS"]
 
-he_norm = HeNormal(gain="relu")
-
+#: Option ``layout``: ``'paper'`` (default, the builders of this module) or
+#: ``'keras'`` (the seed's exact Keras graph, :mod:`lasres.models.ror_keras`).
+LAYOUTS = ("paper", "keras")
 
 def _projection(l, num_filters, stride, bias, name):
     """1x1 projection shortcut."""
@@ -209,14 +215,29 @@ def _check_dropout(dropout):
     return float(dropout)
 
 
+def _check_layout(layout):
+    if layout not in LAYOUTS:
+        raise ArchitectureError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)} "
+                                "('keras' is the RoR seed's exact network, for its weight files)")
+    return layout
+
+
 def _build_ror(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 32, 32),
-               dropout=0.0):
+               dropout=0.0, layout="paper"):
+    if _check_layout(layout) == "keras":
+        from .ror_keras import RoR3_ResNet_Keras
+        return RoR3_ResNet_Keras(input_shape=input_shape, input_var=input_var,
+                                 n_classes=num_classes, N=depth, dropout=dropout)
     return RoR3_ResNet(input_shape=input_shape, input_var=input_var, n_classes=num_classes,
                        N=depth, dropout=_check_dropout(dropout))
 
 
 def _build_ror_wrn(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 32, 32),
-                   dropout=0.0):
+                   dropout=0.0, layout="paper"):
+    if _check_layout(layout) == "keras":
+        from .ror_keras import RoR3_WRN_Keras
+        return RoR3_WRN_Keras(input_shape=input_shape, input_var=input_var,
+                              n_classes=num_classes, N=depth, k=width, dropout=dropout)
     return RoR3_WRN(input_shape=input_shape, input_var=input_var, n_classes=num_classes,
                     N=depth, k=width, dropout=_check_dropout(dropout))
 
@@ -224,11 +245,20 @@ def _build_ror_wrn(depth, width, input_var=None, num_classes=10, input_shape=(No
 _build_ror.__doc__ = RoR3_ResNet.__doc__
 _build_ror_wrn.__doc__ = RoR3_WRN.__doc__
 
-register(ModelSpec("ror", _build_ror,
-                   "RoR-3 on the original ResNet (Zhang et al. 2016), 9N-1 blocks per stage",
-                   ror_depth, "6(9N-1)+8", default_depth=2, default_width=1, check=_check_ror,
-                   options=("dropout",)))
-register(ModelSpec("ror-wrn", _build_ror_wrn,
-                   "RoR-3 on the wide pre-activation ResNet (Zhang et al. 2016)",
-                   ror_wrn_depth, "6N+4", default_depth=6, default_width=2,
-                   options=("dropout",)))
+def _ror_wrn_hint(depth, width):
+    if depth < 10 or (depth - 4) % 6:
+        return None
+    k = width or 2
+    return (f"note: depth is the per-stage block multiplier N; RoR-3-WRN-{depth}-{k} is "
+            f"'ror-wrn {(depth - 4) // 6} {k}'")
+
+
+register_model("ror", "RoR-3 on the original ResNet (Zhang et al. 2016), 9N-1 blocks per stage",
+               ror_depth, "6(9N-1)+8", default_depth=2, default_width=1, check=_check_ror,
+               options=("dropout", "layout"),
+               hint=total_depth_hint("ror", "6(9N-1)+8", ror_depth, 56, "RoR-3"))(_build_ror)
+register_model("ror-wrn", "RoR-3 on the wide pre-activation ResNet (Zhang et al. 2016)",
+               ror_wrn_depth, "6N+4", default_depth=6, default_width=2,
+               options=("dropout", "layout"), hint=_ror_wrn_hint,
+               # the RoR seed's published file (Keras 1, Theano weights: layout=keras)
+               weights={(6, 2): "RoR-WRN-40-2-Weights.h5"})(_build_ror_wrn)
