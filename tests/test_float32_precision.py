@@ -3,9 +3,16 @@
 lasres in float64 reproduces the real Lasagne in float64 to ~1e-14
 (test_legacy_fixtures.py), so float64 lasres is the reference here.
 """
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+import pytest
 
 from lasres import updates
 
@@ -45,10 +52,10 @@ def test_nesterov_velocity_is_not_rounded_to_the_parameter_scale():
 # Why only these assertions. The float32-vs-float64 distance of the *second and
 # third* losses of a training run is dominated by chance, for lasres and for the
 # real Lasagne alike: wherever a batch-norm output lies within float32 round-off
-# of zero (|y| < ~1e-6; a net of n=2 has ~1.6 such ReLU inputs per forward pass
-# at this batch, n=3 ~5), float32 and float64 can put it on opposite sides of the
-# ReLU's kink, the gradient jumps there, and the parameters after one step differ
-# by ~1e-3 of their change. Measured (lasres, seeds 0/1/2, |loss32 - loss64| at
+# of zero (|y| < ~1e-6; expected ~1.6 sign disagreements per forward pass at
+# n=2 on this batch, 5 counted in one pass at n=3), float32 and float64 put it on
+# opposite sides of the ReLU's kink, the gradient jumps there, and the parameters
+# after one step differ by ~1e-3 of their change. Measured (lasres, seeds 0/1/2, |loss32 - loss64| at
 # step 3): n=1 5.7e-8 / 1.7e-7 / 1.5e-6, n=2 1.1e-5 / 1.0e-6 / 1.1e-4,
 # n=3 7.9e-4 / 7.2e-4 / 9.0e-4. The real Lasagne draws from the same lottery:
 # on ../shared/fixtures/legacy/wide_n1_k2 its float32 lands 2.8e-6 from float64
@@ -56,14 +63,6 @@ def test_nesterov_velocity_is_not_rounded_to_the_parameter_scale():
 # What *is* well posed, and asserted below: the forward pass (the first loss,
 # which no kink can move), and the whole three-step run of the n=1 net, whose
 # Lasagne spread the fixtures document.
-
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
-import pytest
 
 #: Lasagne 0.2.dev1 / Theano 1.0.5, float32 vs float64, bottleneck n=1: the
 #: largest |loss32 - loss64| over the three legacy steps
