@@ -84,18 +84,24 @@ def apply_nesterov_momentum(updates, params=None, momentum=0.9):
 def nesterov_momentum(loss_or_grads, params, learning_rate, momentum=0.9):
     """SGD with Nesterov momentum (the legacy ResNet recipe's optimizer).
 
-    The same arithmetic as ``apply_nesterov_momentum(sgd(...))`` — with
-    ``step = param - learning_rate * grad``: ``v ← momentum·v + step - param``,
-    ``param ← momentum·v + step`` — built as one fused node per parameter.
+    The arithmetic of ``apply_nesterov_momentum(sgd(...))`` as Theano's
+    optimizer compiled it for Lasagne, built as one fused node per parameter:
+    ``v ← momentum·v - learning_rate·grad``,
+    ``param ← momentum·v + (param - learning_rate·grad)``. Lasagne wrote the
+    velocity as ``momentum·v + (param - learning_rate·grad) - param``; Theano's
+    algebraic canonicalisation cancelled the two ``param`` terms (PyTensor's
+    still does, for the stock-op form). Evaluated literally in float32 the
+    cancellation costs one rounding of ``param`` in every velocity, which
+    doubled the float32-vs-float64 error of the trained parameters.
     """
     grads = get_or_compute_grads(loss_or_grads, params)
     updates = OrderedDict()
     rates = {}  # the learning rate cast and broadcast once per (dtype, ndim)
 
     def rule(p, g, v, lr_, m):
-        step = p - lr_ * g
-        x = m * v + step - p
-        return x, m * x + step
+        dp = lr_ * g
+        x = m * v - dp
+        return x, m * x + (p - dp)
 
     for param, grad in zip(params, grads):
         velocity = _zeros_like(param)
