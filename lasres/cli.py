@@ -351,6 +351,14 @@ def train_main(argv=None):
         history = History.from_dict(ckpt.history)
         start_epoch = int(ckpt.epoch or 0)
         print(f"resume | from {path}, epoch {start_epoch}")
+    if distributed.process_count() > 1:
+        import zlib
+        distributed.check_same(
+            training_images=len(data.X_train), validation_images=len(data.X_valid),
+            test_images=len(data.X_test), epochs=args.epochs, batch_size=batch_size,
+            seed=args.seed, start_epoch=start_epoch, parameters=trainer.num_params,
+            data_checksum=zlib.crc32(np.ascontiguousarray(data.y_train).tobytes() +
+                                     np.ascontiguousarray(data.X_train[:16]).tobytes()))
     compile_s = sum(trainer.compile_seconds.values())
     print(f"ready  | compiled in {compile_s:.1f}s; {time.time() - t_start:.1f}s from start to "
           f"the first training step; writing to {out}/")

@@ -25,9 +25,10 @@ What this module provides:
   distributed runtime stops the others itself (by aborting them) — at once
   when the coordinator dies, after ``S`` seconds without a heartbeat
   otherwise; the supervisor then reports it instead of a bare abort.
-* :func:`put`, :func:`barrier`, :func:`all_agree`: the few collective
-  helpers the trainer and the command line need; with one process they are
-  :func:`jax.device_put`, no-ops and the local value.
+* :func:`put`, :func:`broadcast`, :func:`barrier`, :func:`all_agree`,
+  :func:`check_same`: the few collective helpers the trainer and the command
+  line need; with one process they are :func:`jax.device_put`, the local
+  value or no-ops.
 
 Only process 0 writes checkpoints, histories and plots and prints progress;
 every process reads the run folder (``--resume`` and the final test of the
@@ -45,7 +46,7 @@ from .errors import LasresError
 
 __all__ = ["Settings", "ENVIRONMENT", "add_arguments", "settings_from_args", "initialize",
            "supervise", "in_worker", "process_index", "process_count", "is_primary",
-           "silence_stdout", "put",
+           "silence_stdout", "put", "broadcast", "check_same",
            "barrier", "all_agree"]
 
 #: The environment variables read when the flags are not given.
@@ -53,6 +54,8 @@ ENVIRONMENT = {"coordinator": "LASRES_COORDINATOR", "num_processes": "LASRES_NUM
                "process_id": "LASRES_PROCESS_ID", "timeout": "LASRES_DIST_TIMEOUT"}
 #: Set in the child process that :func:`supervise` starts.
 WORKER_ENV = "LASRES_DIST_WORKER"
+#: The file descriptor on which the child tells :func:`supervise` it joined.
+_JOINED_FD_ENV = "LASRES_DIST_JOINED_FD"
 #: Heartbeat timeout (seconds) when none is given.
 DEFAULT_TIMEOUT = 60
 #: At start-up every process has at least this long to connect.
@@ -203,6 +206,7 @@ def initialize(settings):
                       num_processes=settings.num_processes, process_id=settings.process_id)
     try:
         jax.distributed.initialize(**kwargs)
+        _report_joined()
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "already initialized" in first or "should only be called once" in first:
@@ -210,6 +214,17 @@ def initialize(settings):
                               f"({first})") from None
         raise LasresError(f"{settings.describe()} could not join the run at "
                           f"{settings.coordinator or 'the SLURM coordinator'}: {first}") from None
+
+
+def _report_joined():
+    """Tell the supervisor (if any) that this process joined the run."""
+    fd = os.environ.pop(_JOINED_FD_ENV, None)
+    if fd:
+        try:
+            os.write(int(fd), b"1")
+            os.close(int(fd))
+        except (OSError, ValueError):
+            pass
 
 
 def process_index():
@@ -271,6 +286,40 @@ def barrier(name):
         multihost_utils.sync_global_devices(name)
 
 
+def broadcast(tree):
+    """Process 0's values of ``tree`` (NumPy arrays) on every process: the
+    training state starts from process 0's parameters even where the
+    others initialised theirs differently."""
+    if process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+    return multihost_utils.broadcast_one_to_all(tree)
+
+
+def check_same(**values):
+    """Check that every process has the same integer ``values`` (sizes,
+    settings, checksums); a process that disagrees would run a different
+    number of steps and leave the others waiting in a collective forever.
+
+    Raises
+    ------
+    LasresError
+        On every process, naming the values that differ.
+    """
+    if process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+    names = list(values)
+    mine = np.array([int(values[k]) for k in names], np.int64)
+    every = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, len(names))
+    differ = [f"{name.replace('_', ' ')} ({', '.join(str(v) for v in every[:, i])} in processes "
+              f"0..{len(every) - 1})" for i, name in enumerate(names)
+              if np.any(every[:, i] != every[0, i])]
+    if differ:
+        raise LasresError("the processes of the run disagree on " + "; ".join(differ) +
+                          ": start every process with the same command and data")
+
+
 def all_agree(flag):
     """``flag`` (a bool) of every process, as a list indexed by process."""
     if process_count() == 1:
@@ -282,9 +331,13 @@ def all_agree(flag):
 
 # --- the supervisor ------------------------------------------------------------
 
+# A worker that failed leaves at once: JAX's orderly shutdown would wait
+# for the other processes (and then abort with a second message).
 _WORKER_CODE = ("import os, sys; from lasres.cli import main_wrapper, {entry}; "
-                "sys.exit(main_wrapper({entry}, sys.argv[1:], "
-                "t0=float(os.environ.pop('LASRES_T0', '') or 0) or None))")
+                "status = main_wrapper({entry}, sys.argv[1:], "
+                "t0=float(os.environ.pop('LASRES_T0', '') or 0) or None); "
+                "sys.stdout.flush(); sys.stderr.flush(); "
+                "os._exit(status) if status else sys.exit(0)")
 
 
 def _die_with_parent():  # pragma: no cover - runs in the child before exec
@@ -335,8 +388,14 @@ def supervise(argv, settings, entry="train_main", log=None, t0=None):
     env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in
                                          env.get("PYTHONPATH", "").split(os.pathsep) if p])
     cmd = [sys.executable, "-c", _WORKER_CODE.format(entry=entry)] + argv
-    child = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent
-                             if sys.platform.startswith("linux") else None)
+    joined_r, joined_w = os.pipe()
+    env[_JOINED_FD_ENV] = str(joined_w)
+    try:
+        child = subprocess.Popen(cmd, env=env, pass_fds=(joined_w,),
+                                 preexec_fn=_die_with_parent
+                                 if sys.platform.startswith("linux") else None)
+    finally:
+        os.close(joined_w)
 
     def forward(signum, frame):
         child.send_signal(signum)
@@ -348,10 +407,22 @@ def supervise(argv, settings, entry="train_main", log=None, t0=None):
     finally:
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
+    os.set_blocking(joined_r, False)
+    try:
+        joined = os.read(joined_r, 1) == b"1"
+    except BlockingIOError:
+        joined = False
+    finally:
+        os.close(joined_r)
     if status in (0, 2, 130):
         return status
     who = settings.describe()
-    if status < 0 or status == 128 + signal.SIGABRT:
+    startup = max(settings.timeout, MIN_STARTUP_TIMEOUT)
+    if not joined and status in (-signal.SIGABRT, 128 + signal.SIGABRT):
+        reason = (f"could not join the run at {settings.coordinator or 'the SLURM coordinator'} "
+                  f"within {startup} s (are all processes started, with the same coordinator, "
+                  "and is its port reachable?)")
+    elif status < 0 or status == 128 + signal.SIGABRT:
         signum = -status if status < 0 else signal.SIGABRT
         try:
             name = signal.Signals(signum).name

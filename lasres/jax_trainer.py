@@ -19,6 +19,13 @@ optimiser state on the JAX device(s) between steps:
   and BN statistics are replicated. XLA's SPMD partitioner inserts the
   all-reduces of the gradients and of the BN batch statistics, so one step
   computes exactly the single-device step on the global batch.
+* Several processes (:mod:`lasres.distributed`, one per host, after
+  :func:`jax.distributed.initialize`): the mesh spans every device of every
+  process; every process calls ``train_fn`` with the same global batch and
+  places only its own rows of it on its own devices; the state starts from
+  process 0's values (broadcast by :meth:`~JaxTrainer.sync_to_device`) and
+  stays replicated, so each process can checkpoint it
+  (:func:`~lasres.training.fit` lets process 0 alone write).
 * ``precision='bf16'``: float32 master weights, velocities and BN statistics;
   the forward and backward passes run in bfloat16 (convolutions and matrix
   products take bfloat16 operands), with float32 islands for the BN
@@ -65,7 +72,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 from . import objectives, regularization, updates as lupdates
 from .config import get_mode
 from .errors import LasresError
-from .distributed import put
+from .distributed import broadcast, put
 from .layers import count_params, get_all_layers, get_all_params, get_output
 
 __all__ = ["JaxTrainer", "HostScalar", "device_crop_flip", "PRECISIONS"]
@@ -274,7 +281,9 @@ class JaxTrainer(object):
         Initial value of :attr:`learning_rate`.
     devices : int or None
         Data-parallel over the first ``devices`` JAX devices (the batch size
-        must be divisible by it). ``None``: one device, no sharding.
+        must be divisible by it). ``None``: one device, no sharding. In a
+        multi-process run: ``None`` (or the total) means every device of
+        every process.
     precision : {'float32', 'bf16'}
         ``'bf16'``: bfloat16 forward/backward with float32 master weights,
         optimiser state, BN statistics, loss and update.
@@ -309,7 +318,9 @@ class JaxTrainer(object):
         ``'train_xla'``/``'predict_xla'``: XLA compilation (summed over the
         batch shapes met so far).
     mesh : jax.sharding.Mesh
-        The devices used (one for ``devices=None``).
+        The devices used (one for ``devices=None`` in a single process).
+    process_index : int
+        :func:`jax.process_index` (0 in a single process).
     """
 
     backend = "jax"
@@ -356,6 +367,7 @@ class JaxTrainer(object):
 
         available = jax.devices()
         self.process_index = jax.process_index()
+        self._multi_process = jax.process_count() > 1
         n = 1 if devices is None else int(devices)
         if n < 1:
             raise LasresError(f"devices must be a positive integer or None, got {devices!r}")
@@ -617,6 +629,12 @@ class JaxTrainer(object):
 
         host = ([p.get_value() for p in self.params], [v.get_value() for v in self.velocities],
                 [s.get_value() for s in self._stat_vars])
+        if self._multi_process:
+            # process 0's values everywhere, host copies included
+            host = broadcast(host)
+            for var, value in zip(self.params + self.velocities + self._stat_vars,
+                                  host[0] + host[1] + host[2]):
+                var.set_value(np.array(value, dtype=var.dtype), borrow=True)
         if self._state is not None:
             jax.tree_util.tree_map(lambda a: a.delete(), self._state)
         self._state = put(host, self._replicated)
@@ -651,6 +669,9 @@ class JaxTrainer(object):
         for v, val in zip(self.velocities, values):
             v.set_value(np.asarray(val, dtype=v.dtype))
         params, old_vels, stats = self._state
+        if self._multi_process:
+            for v, val in zip(self.velocities, broadcast([v.get_value() for v in self.velocities])):
+                v.set_value(np.array(val, dtype=v.dtype))
         vels = put([v.get_value() for v in self.velocities], self._replicated)
         for a in old_vels:
             a.delete()

@@ -120,9 +120,25 @@ EQUIVALENCE_SCRIPT = textwrap.dedent("""
     from lasres.random import set_rng
     from lasres.training import fit
 
-    set_rng(np.random.RandomState(0))
+    # process 1 initialises its network differently: the trainer starts
+    # every process from process 0's values
+    set_rng(np.random.RandomState(0 if mode == "single" else 7 * int(sys.argv[4])))
     net = build("normal", 1, input_shape=(None, 3, 16, 16))
+    start0 = get_all_param_values(net)[0].copy()
+    from lasres.errors import LasresError
+    if mode == "multi":
+        try:
+            JaxTrainer(net, devices=2)
+            raise AssertionError("devices=2 accepted in a run of 4 devices")
+        except LasresError as exc:
+            assert "leave out --devices" in str(exc), exc
     tr = JaxTrainer(net, devices=4 if mode == "single" else None)  # None: all devices
+    disagree, agree = None, distributed.all_agree(jax.process_index() == 0)
+    try:
+        distributed.check_same(epochs=3, training_images=100 + jax.process_index())
+    except LasresError as exc:
+        disagree = str(exc)
+    start_broadcast = bool(np.array_equal(get_all_param_values(net)[0], start0))
     rng = np.random.RandomState(1)
     X = rng.randn(8, 3, 16, 16).astype("float32")
     y = rng.randint(0, 10, 8).astype("int32")
@@ -147,7 +163,8 @@ EQUIVALENCE_SCRIPT = textwrap.dedent("""
     with open(result + ".json", "w") as f:
         json.dump(dict(process=jax.process_index(), processes=jax.process_count(),
                        devices=len(jax.devices()), local=len(jax.local_devices()),
-                       mesh=int(tr.mesh.size), rows=rows, step=step, n_params=len(final),
+                       mesh=int(tr.mesh.size), rows=rows, own_start=start_broadcast,
+                       disagree=disagree, agree=agree, step=step, n_params=len(final),
                        history={k: v for k, v in hist.as_dict().items() if k != "seconds"},
                        files=sorted(os.listdir(out)) if os.path.isdir(out) else None), f)
 """)
@@ -189,6 +206,14 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path):
     for i, name in enumerate(("p0", "p1")):
         assert (r[name]["process"], r[name]["processes"], r[name]["devices"],
                 r[name]["local"], r[name]["mesh"]) == (i, 2, 4, 2, 4)
+    assert r["single"]["disagree"] is None and r["single"]["agree"] == [True]
+    for name in ("p0", "p1"):
+        assert r[name]["agree"] == [True, False]
+        assert r[name]["disagree"] == ("the processes of the run disagree on training images "
+                                       "(100, 101 in processes 0..1): start every process with "
+                                       "the same command and data")
+    # process 1's own initial values were replaced by process 0's
+    assert r["p0"]["own_start"] and not r["p1"]["own_start"]
     # each process holds only its own half of the global batch of 8
     assert r["p0"]["rows"] == [[0, 2], [2, 4]] and r["p1"]["rows"] == [[4, 6], [6, 8]]
     assert r["single"]["rows"] == [[0, 2], [2, 4], [4, 6], [6, 8]]
@@ -304,6 +329,16 @@ LASRES_PROCESS_ID=1 python scripts/train_nn.py normal 3 --backend jax &
 LASRES_PROCESS_ID=0 python scripts/train_nn.py normal 3 --backend jax
 wait
 """
+
+
+def test_readme_shows_the_tested_launch_commands():
+    """README.md gives the commands the next test runs, verbatim (as
+    indented code blocks)."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    for block in (README_TWO_HOSTS, README_ONE_HOST):
+        indented = "".join("    " + line + "\n" for line in block.splitlines())
+        assert indented in readme, f"README.md lacks the block:\n{indented}"
 
 
 def _with_extras(line, port, extras):
