@@ -324,6 +324,8 @@ def train_parser():
                    help="jax backend: bf16 mixed precision (float32 master weights)")
     p.add_argument("--device-augment", action="store_true",
                    help="jax backend: crop and flip on the device instead of the host")
+    from . import distributed
+    distributed.add_arguments(p)
     return p
 
 
@@ -337,6 +339,17 @@ def train_main(argv=None):
     if RECIPES[args.recipe]:  # a recipe sets defaults; parse again so explicit flags win
         parser.set_defaults(**RECIPES[args.recipe])
         args = parser.parse_args(argv)
+    from . import distributed
+    dist = distributed.settings_from_args(args)  # None: a one-process run
+    if dist is not None:
+        if _check_backend_flags(args) != "jax":
+            raise LasresError("a multi-process run (--coordinator, --num-processes, "
+                              "--process-id or $LASRES_*) needs --backend jax")
+        if not distributed.in_worker():
+            return distributed.supervise(argv, dist, t0=_T0)
+        distributed.initialize(dist)  # before anything touches a device
+        if not distributed.is_primary():
+            distributed.silence_stdout()  # process 0 reports for the run
     batch_size = args.batch_size or 64
     if batch_size < 1 or args.epochs < 1:
         raise LasresError("--batch-size and --epochs must be positive")
@@ -366,12 +379,16 @@ def train_main(argv=None):
             find_cifar10(args.data)
         except LasresError:
             download_cifar10(args.data)
-    os.makedirs(out, exist_ok=True)
+    primary = distributed.is_primary()  # several processes: only process 0 writes
+    if primary:
+        os.makedirs(out, exist_ok=True)
+    mean_path = os.path.join(out, "pixel_mean.npy")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         from .data import prepare_dataset
         data = prepare_dataset(args.dataset, args.data,
-                               pixel_mean_path=os.path.join(out, "pixel_mean.npy"),
+                               pixel_mean_path=mean_path if primary or os.path.exists(mean_path)
+                               else None,
                                limit=args.limit, seed=args.seed,
                                valid_fraction=args.valid_fraction, preprocessing=preprocessing)
     print(f"data   | {len(data.X_train)} training, {len(data.X_valid)} validation, "
@@ -384,8 +401,12 @@ def train_main(argv=None):
     trainer = make_trainer(network, args, schedule[0][1])
     if args.resume:
         path = os.path.join(out, "last.h5") if args.resume == "auto" else args.resume
-        if not os.path.exists(path):
-            raise LasresError(f"nothing to resume: {path} does not exist")
+        found = distributed.all_agree(os.path.exists(path))
+        if not all(found):
+            raise LasresError(f"nothing to resume: {path} does not exist" + (
+                "" if not any(found) else " for process(es) " + ", ".join(
+                    str(i) for i, f in enumerate(found) if not f) + " (--out must be on a "
+                "filesystem all processes share)"))
         ckpt = load_network_weights(network, path, arch)
         if ckpt is None:
             raise LasresError(f"{path} is not a lasres checkpoint (resume needs one, with the "
@@ -397,6 +418,14 @@ def train_main(argv=None):
         history = History.from_dict(ckpt.history)
         start_epoch = int(ckpt.epoch or 0)
         print(f"resume | from {path}, epoch {start_epoch}")
+    if distributed.process_count() > 1:
+        import zlib
+        distributed.check_same(
+            training_images=len(data.X_train), validation_images=len(data.X_valid),
+            test_images=len(data.X_test), epochs=args.epochs, batch_size=batch_size,
+            seed=args.seed, start_epoch=start_epoch, parameters=trainer.num_params,
+            data_checksum=zlib.crc32(np.ascontiguousarray(data.y_train).tobytes() +
+                                     np.ascontiguousarray(data.X_train[:16]).tobytes()))
     compile_s = sum(trainer.compile_seconds.values())
     print(f"ready  | compiled in {compile_s:.1f}s; {time.time() - t_start:.1f}s from start to "
           f"the first training step; writing to {out}/")
@@ -410,7 +439,13 @@ def train_main(argv=None):
     except KeyboardInterrupt:
         return 130
     best = os.path.join(out, "best.h5")
-    if os.path.exists(best) and len(data.X_test):
+    distributed.barrier("lasres-fit-done")  # process 0 has written best.h5
+    found = distributed.all_agree(os.path.exists(best))
+    if any(found) and not all(found):
+        raise LasresError(f"{best} is missing for process(es) "
+                          f"{', '.join(str(i) for i, f in enumerate(found) if not f)}: --out "
+                          "must be on a filesystem all processes share")
+    if all(found) and len(data.X_test):
         load_network_weights(network, best, arch)
         if hasattr(trainer, "sync_to_device"):
             trainer.sync_to_device()

@@ -94,7 +94,9 @@ def describe_device(backend=None):
         try:
             import jax
             devs = jax.devices()
-            return f"{len(devs)} x {devs[0].device_kind} ({devs[0].platform})"
+            procs = jax.process_count()
+            return f"{len(devs)} x {devs[0].device_kind} ({devs[0].platform})" + \
+                (f" in {procs} processes" if procs > 1 else "")
         except Exception as exc:  # pragma: no cover - depends on the machine
             return f"jax unavailable ({exc})"
     import platform

@@ -19,6 +19,13 @@ optimiser state on the JAX device(s) between steps:
   and BN statistics are replicated. XLA's SPMD partitioner inserts the
   all-reduces of the gradients and of the BN batch statistics, so one step
   computes exactly the single-device step on the global batch.
+* Several processes (:mod:`lasres.distributed`, one per host, after
+  :func:`jax.distributed.initialize`): the mesh spans every device of every
+  process; every process calls ``train_fn`` with the same global batch and
+  places only its own rows of it on its own devices; the state starts from
+  process 0's values (broadcast by :meth:`~JaxTrainer.sync_to_device`) and
+  stays replicated, so each process can checkpoint it
+  (:func:`~lasres.training.fit` lets process 0 alone write).
 * ``precision='bf16'``: float32 master weights, velocities and BN statistics;
   the forward and backward passes run in bfloat16 (convolutions and matrix
   products take bfloat16 operands), with float32 islands for the BN
@@ -65,6 +72,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 from . import objectives, regularization, updates as lupdates
 from .config import get_mode
 from .errors import LasresError
+from .distributed import broadcast, put
 from .layers import count_params, get_all_layers, get_all_params, get_output
 
 __all__ = ["JaxTrainer", "HostScalar", "device_crop_flip", "PRECISIONS"]
@@ -273,7 +281,9 @@ class JaxTrainer(object):
         Initial value of :attr:`learning_rate`.
     devices : int or None
         Data-parallel over the first ``devices`` JAX devices (the batch size
-        must be divisible by it). ``None``: one device, no sharding.
+        must be divisible by it). ``None``: one device, no sharding. In a
+        multi-process run: ``None`` (or the total) means every device of
+        every process.
     precision : {'float32', 'bf16'}
         ``'bf16'``: bfloat16 forward/backward with float32 master weights,
         optimiser state, BN statistics, loss and update.
@@ -308,7 +318,9 @@ class JaxTrainer(object):
         ``'train_xla'``/``'predict_xla'``: XLA compilation (summed over the
         batch shapes met so far).
     mesh : jax.sharding.Mesh
-        The devices used (one for ``devices=None``).
+        The devices used (one for ``devices=None`` in a single process).
+    process_index : int
+        :func:`jax.process_index` (0 in a single process).
     """
 
     backend = "jax"
@@ -343,7 +355,7 @@ class JaxTrainer(object):
         self._dirty = False
         self._state = None
         self.sync_to_device()
-        self._key = jax.device_put(jax.random.PRNGKey(seed), self._replicated)
+        self._key = put(jax.random.PRNGKey(seed), self._replicated)
         self.train_fn = self._train_step
         self.predict_fn = self._predict
 
@@ -354,9 +366,18 @@ class JaxTrainer(object):
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
         available = jax.devices()
+        self.process_index = jax.process_index()
+        self._multi_process = jax.process_count() > 1
         n = 1 if devices is None else int(devices)
         if n < 1:
             raise LasresError(f"devices must be a positive integer or None, got {devices!r}")
+        if jax.process_count() > 1:
+            # several processes (lasres.distributed): the mesh spans every device of every one
+            if devices is not None and n != len(available):
+                raise LasresError(f"asked for {n} devices, but a run of {jax.process_count()} "
+                                  f"processes uses all of their {len(available)} devices "
+                                  f"(leave out --devices)")
+            n = len(available)
         if n > len(available):
             raise LasresError(f"asked for {n} devices, JAX sees {len(available)} "
                               f"({available[0].platform}); on CPU set "
@@ -531,14 +552,20 @@ class JaxTrainer(object):
         import jax
 
         r = self._replicated
+        # lower from shapes (numpy batches of several processes have no layout yet)
+        X = jax.ShapeDtypeStruct(X.shape, X.dtype, sharding=xs)
+        if y is not None:
+            y = jax.ShapeDtypeStruct(y.shape, y.dtype, sharding=xs)
         if kind == "train":
             jitted = jax.jit(self._step, donate_argnums=(0, 1),
                              in_shardings=(self._state_sharding(), r, xs, xs, r),
                              out_shardings=(self._state_sharding(), r, r, r))
             return jitted.lower(self._state, self._key, X, y,
                                 np.float32(self.learning_rate.get_value()))
+        # several processes: the probabilities are gathered on every process
+        out = r if jax.process_count() > 1 else xs
         jitted = jax.jit(self._predict_pure, in_shardings=(self._state_sharding(), xs),
-                         out_shardings=xs)
+                         out_shardings=out)
         return jitted.lower(self._state, X)
 
     def _train_step(self, X, y):
@@ -552,9 +579,8 @@ class JaxTrainer(object):
                               f"last, partial batch) must be divisible by {self.num_devices}")
         fn, sharded = self._get_compiled("train", X, y)
         if sharded:
-            import jax
-            X = jax.device_put(X, self._batch_sharded)
-            y = jax.device_put(y, self._batch_sharded)
+            # with several processes, each places only its own rows of the global batch
+            X, y = put((X, y), self._batch_sharded)
         lr = np.float32(self.learning_rate.get_value())
         self._state, self._key, loss, acc = fn(self._state, self._key, X, y, lr)
         self._dirty = True
@@ -566,8 +592,7 @@ class JaxTrainer(object):
             self.sync_to_host()
         X = _as_input(X, pytensor.config.floatX)
         fn, sharded = self._get_compiled("predict", X)
-        import jax
-        X = jax.device_put(X, self._batch_sharded if sharded else self._replicated)
+        X = put(X, self._batch_sharded if sharded else self._replicated)
         return np.asarray(fn(self._state, X))
 
     # -- host <-> device -------------------------------------------------------
@@ -604,9 +629,15 @@ class JaxTrainer(object):
 
         host = ([p.get_value() for p in self.params], [v.get_value() for v in self.velocities],
                 [s.get_value() for s in self._stat_vars])
+        if self._multi_process:
+            # process 0's values everywhere, host copies included
+            host = broadcast(host)
+            for var, value in zip(self.params + self.velocities + self._stat_vars,
+                                  host[0] + host[1] + host[2]):
+                var.set_value(np.array(value, dtype=var.dtype), borrow=True)
         if self._state is not None:
             jax.tree_util.tree_map(lambda a: a.delete(), self._state)
-        self._state = jax.device_put(host, self._replicated)
+        self._state = put(host, self._replicated)
         self._dirty = False
 
     def state(self):
@@ -638,7 +669,10 @@ class JaxTrainer(object):
         for v, val in zip(self.velocities, values):
             v.set_value(np.asarray(val, dtype=v.dtype))
         params, old_vels, stats = self._state
-        vels = jax.device_put([v.get_value() for v in self.velocities], self._replicated)
+        if self._multi_process:
+            for v, val in zip(self.velocities, broadcast([v.get_value() for v in self.velocities])):
+                v.set_value(np.array(val, dtype=v.dtype))
+        vels = put([v.get_value() for v in self.velocities], self._replicated)
         for a in old_vels:
             a.delete()
         self._state = (params, vels, stats)

@@ -232,6 +232,9 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
     ``out_dir/last.h5`` (with the optimizer state and history, for
     ``--resume``); a Ctrl-C saves ``last.h5`` and re-raises KeyboardInterrupt;
     a NaN loss raises :class:`TrainingDiverged` after saving nothing new.
+    In a multi-process run (:mod:`lasres.distributed`) every process calls
+    ``fit`` alike; only process 0 (``trainer.process_index == 0``) writes
+    files, logs and shows progress.
     With ``t_start`` (a ``time.time()``), the time from then to the end of
     the first training step is logged.
 
@@ -245,13 +248,20 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
     from .plotting import plot_history
     from .weights import save_checkpoint
 
-    os.makedirs(out_dir, exist_ok=True)
+    # several processes (lasres.distributed): only process 0 writes files and reports
+    primary = getattr(trainer, "process_index", 0) == 0
+    if primary:
+        os.makedirs(out_dir, exist_ok=True)
+    else:
+        progress, plot, t_start, log = False, False, None, (lambda *args, **kwargs: None)
     history = history or History()
     params = get_all_params(trainer.network)
     names = [p.name or f"param{i}" for i, p in enumerate(params)]
     best_acc = max(history.val_acc) if len(history) else -1.0
 
     def save(path, epoch, completed):
+        if not primary:
+            return
         getattr(trainer, "sync_to_host", lambda: None)()  # device-resident trainers
         save_checkpoint(path, [p.get_value() for p in params], arch=arch, param_names=names,
                         pixel_mean=getattr(data, "pixel_mean", None), epoch=epoch,
@@ -314,12 +324,14 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
             save(os.path.join(out_dir, "last.h5"), epoch + 1, True)
             if improved or not os.path.exists(os.path.join(out_dir, "best.h5")):
                 save(os.path.join(out_dir, "best.h5"), epoch + 1, True)
-            history.write(out_dir)
+            if primary:
+                history.write(out_dir)
             if plot:
                 plot_history(history, os.path.join(out_dir, "curves.png"), title=_title(arch))
     except KeyboardInterrupt:
         save(os.path.join(out_dir, "last.h5"), epoch, False)
-        history.write(out_dir)
+        if primary:
+            history.write(out_dir)
         log(f"interrupted in epoch {epoch + 1}: state saved to {os.path.join(out_dir, 'last.h5')} "
             f"(resume with --resume)")
         raise
