@@ -28,7 +28,7 @@ def shared_empty(dim=2, dtype=None):
     return pytensor.shared(np.zeros((1,) * dim, dtype=dtype))
 
 
-def as_theano_expression(input):
+def as_pytensor_expression(input):
     """Wrap ``input`` as a PyTensor constant unless it is an expression already.
 
     Parameters
@@ -55,8 +55,8 @@ def as_theano_expression(input):
                         "exception: %s)" % (type(input), e))
 
 
-#: The PyTensor-named spelling of :func:`as_theano_expression`.
-as_pytensor_expression = as_theano_expression
+#: Lasagne's name of :func:`as_pytensor_expression`.
+as_theano_expression = as_pytensor_expression
 
 
 def collect_shared_vars(expressions):
