@@ -6,7 +6,7 @@ import pytensor.tensor as pt
 import pytest
 
 import lasres  # noqa: F401
-from lasres import init, nonlinearities
+from lasres import nonlinearities
 from lasres import layers as L
 
 

@@ -3,7 +3,6 @@ shared axes, dropout_channels / spatial_dropout / dropout_locations,
 deterministic passes, Gaussian noise."""
 import numpy as np
 import pytensor
-import pytensor.tensor as pt
 import pytest
 
 import lasres  # noqa: F401

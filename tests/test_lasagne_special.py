@@ -4,7 +4,6 @@ RandomizedRectifierLayer, rrelu) against NumPy written here from the
 documented definitions."""
 import numpy as np
 import pytensor
-import pytensor.tensor as pt
 import pytest
 
 import lasres  # noqa: F401
