@@ -2,8 +2,10 @@
 import pytensor.tensor as pt
 from pytensor.tensor.special import Softmax
 
+from .utils import as_theano_expression
+
 __all__ = ["binary_crossentropy", "categorical_crossentropy", "squared_error",
-           "binary_hinge_loss", "multiclass_hinge_loss", "aggregate",
+           "binary_hinge_loss", "multiclass_hinge_loss", "huber_loss", "aggregate",
            "binary_accuracy", "categorical_accuracy"]
 
 
@@ -11,7 +13,7 @@ def align_targets(predictions, targets):
     """Give a vector of targets a trailing axis to match a column of predictions."""
     if (getattr(predictions, "broadcastable", None) == (False, True)
             and getattr(targets, "ndim", None) == 1):
-        targets = pt.shape_padright(targets)
+        targets = pt.shape_padright(as_theano_expression(targets))
     return predictions, targets
 
 
@@ -48,9 +50,29 @@ def squared_error(a, b):
 
 
 def binary_hinge_loss(predictions, targets, delta=1, log_odds=None, binary=True):
-    """Hinge loss for binary targets in {0, 1} (or {-1, 1} with binary=False)."""
+    """Hinge loss ``max(0, delta - p·t)`` for binary targets.
+
+    Parameters
+    ----------
+    predictions : tensor
+        Log-odds (``log_odds=True``) or probabilities (``log_odds=False``,
+        converted to log-odds first).
+    targets : tensor
+        Targets in {0, 1} (``binary=True``) or {-1, 1} (``binary=False``).
+    delta : scalar
+        The hinge's margin.
+    log_odds : bool
+        Must be given: as in Lasagne, leaving it None raises a FutureWarning
+        (its default was to change from True to False).
+    binary : bool
+        Whether the targets are in {0, 1}.
+    """
     if log_odds is None:
-        log_odds = False
+        raise FutureWarning(
+            "The `log_odds` argument to `binary_hinge_loss` will change "
+            "its default to `False` in a future version. Explicitly give "
+            "`log_odds=True` to retain current behavior in your code, "
+            "but also check the documentation if this is what you want.")
     if not log_odds:
         predictions = pt.log(predictions / (1 - predictions))
     if binary:
@@ -72,9 +94,36 @@ def multiclass_hinge_loss(predictions, targets, delta=1):
     return pt.maximum(0, rest - corrects + delta)
 
 
+def huber_loss(predictions, targets, delta=1):
+    """Elementwise Huber loss: ``0.5·(p - t)²`` where ``|p - t| <= delta``,
+    ``delta·(|p - t| - delta/2)`` elsewhere (quadratic near 0, linear beyond).
+
+    Parameters
+    ----------
+    predictions, targets : tensors of the same shape (or a column of
+        predictions with a vector of targets)
+    delta : scalar
+        Where the loss turns from quadratic to linear.
+    """
+    predictions, targets = align_targets(predictions, targets)
+    abs_diff = abs(targets - predictions)
+    ift = 0.5 * squared_error(targets, predictions)
+    iff = delta * (abs_diff - delta / 2.)
+    return pt.switch(abs_diff <= delta, ift, iff)
+
+
 def aggregate(loss, weights=None, mode="mean"):
-    """Reduce elementwise losses: ``mode`` is 'mean', 'sum' or
-    'normalized_sum' (weighted sum divided by the sum of weights)."""
+    """Reduce elementwise losses to a scalar.
+
+    Parameters
+    ----------
+    loss : tensor
+        Elementwise losses.
+    weights : tensor, array, number or None
+        Weights broadcast against ``loss`` (multiplied in before reducing).
+    mode : {'mean', 'sum', 'normalized_sum'}
+        'normalized_sum' divides the weighted sum by the sum of the weights.
+    """
     if weights is not None:
         loss = loss * weights
     if mode == "mean":
@@ -84,8 +133,8 @@ def aggregate(loss, weights=None, mode="mean"):
     if mode == "normalized_sum":
         if weights is None:
             raise ValueError("require weights for mode='normalized_sum'")
-        return loss.sum() / weights.sum()
-    raise ValueError(f"mode must be 'mean', 'sum' or 'normalized_sum', got {mode!r}")
+        return loss.sum() / pt.sum(weights)
+    raise ValueError("mode must be 'mean', 'sum' or 'normalized_sum', got %r" % (mode,))
 
 
 def binary_accuracy(predictions, targets, threshold=0.5):

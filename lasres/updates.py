@@ -16,7 +16,7 @@ from . import utils
 from .ops.fused import fused_elemwise
 
 __all__ = ["sgd", "apply_momentum", "momentum", "apply_nesterov_momentum",
-           "nesterov_momentum", "adagrad", "rmsprop", "adadelta", "adam", "adamax",
+           "nesterov_momentum", "adagrad", "rmsprop", "adadelta", "adam", "adamax", "amsgrad",
            "norm_constraint", "total_norm_constraint", "get_or_compute_grads"]
 
 
@@ -194,6 +194,35 @@ def adamax(loss_or_grads, params, learning_rate=0.002, beta1=0.9, beta2=0.999, e
         step = a_t * m_t / (u_t + epsilon)
         updates[m_prev] = m_t
         updates[u_prev] = u_t
+        updates[param] = param - step
+    updates[t_prev] = t
+    return updates
+
+
+def amsgrad(loss_or_grads, params, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8):
+    """AMSGrad (Reddi et al., 2018): Adam whose second-moment estimate never
+    decreases (the step divides by the running maximum ``v_hat`` of ``v``).
+
+    Returns an ``OrderedDict`` of updates: for each parameter its first and
+    second moments, ``v_hat`` and the parameter, then the step counter.
+    """
+    all_grads = get_or_compute_grads(loss_or_grads, params)
+    t_prev = pytensor.shared(utils.floatX(0.0))
+    updates = OrderedDict()
+    one = pt.constant(1)
+    t = t_prev + 1
+    a_t = learning_rate * pt.sqrt(one - beta2 ** t) / (one - beta1 ** t)
+    for param, g_t in zip(params, all_grads):
+        m_prev = _zeros_like(param)
+        v_prev = _zeros_like(param)
+        v_hat_prev = _zeros_like(param)
+        m_t = beta1 * m_prev + (one - beta1) * g_t
+        v_t = beta2 * v_prev + (one - beta2) * g_t ** 2
+        v_hat_t = pt.maximum(v_hat_prev, v_t)
+        step = a_t * m_t / (pt.sqrt(v_hat_t) + epsilon)
+        updates[m_prev] = m_t
+        updates[v_prev] = v_t
+        updates[v_hat_prev] = v_hat_t
         updates[param] = param - step
     updates[t_prev] = t
     return updates

@@ -1,7 +1,8 @@
 """Layers (Lasagne's ``lasagne.layers``): every class and helper is
 importable from here and from its Lasagne submodule (``.base``, ``.input``,
 ``.dense``, ``.conv``, ``.pool``, ``.normalization``, ``.merge``,
-``.special``, ``.noise``, ``.shape``, ``.helper``, ``.dnn``)."""
+``.special``, ``.noise``, ``.shape``, ``.helper``, ``.dnn``, ``.recurrent``,
+``.embedding``)."""
 from .base import *  # noqa: F401,F403
 from .helper import *  # noqa: F401,F403
 from .input import *  # noqa: F401,F403
@@ -14,3 +15,5 @@ from .special import *  # noqa: F401,F403
 from .noise import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 from . import dnn  # noqa: F401
+from .recurrent import *  # noqa: F401,F403
+from .embedding import *  # noqa: F401,F403

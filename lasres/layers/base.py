@@ -1,9 +1,20 @@
 """Layer base classes (Lasagne's ``lasagne.layers.base``)."""
 from collections import OrderedDict
 
+from pytensor.graph.basic import Variable
+
 from .. import utils
 
 __all__ = ["Layer", "MergeLayer"]
+
+
+def _check_shape(layer, shape):
+    if any(isinstance(s, Variable) for s in shape):
+        raise ValueError("%s returned a symbolic output shape from its "
+                         "get_output_shape_for() method: %r. This is not "
+                         "allowed; shapes must be tuples of integers for "
+                         "fixed-size dimensions and Nones for variable "
+                         "dimensions." % (layer.__class__.__name__, shape))
 
 
 class Layer(object):
@@ -28,15 +39,14 @@ class Layer(object):
         self.params = OrderedDict()
         self.get_output_kwargs = []
         if any(d is not None and d <= 0 for d in self.input_shape):
-            raise ValueError(f"Cannot create Layer with a non-positive input_shape dimension. "
-                             f"input_shape={self.input_shape}, self.name={self.name}")
+            raise ValueError(("Cannot create Layer with a non-positive input_shape "
+                              "dimension. input_shape=%r, self.name=%r")
+                             % (self.input_shape, self.name))
 
     @property
     def output_shape(self):
         shape = self.get_output_shape_for(self.input_shape)
-        if any(hasattr(s, "owner") for s in shape):
-            raise ValueError(f"{self.__class__.__name__} returned a symbolic output shape "
-                             f"from its get_output_shape_for() method: {shape}.")
+        _check_shape(self, shape)
         return shape
 
     def get_params(self, unwrap_shared=True, **tags):
@@ -99,9 +109,7 @@ class MergeLayer(Layer):
     @Layer.output_shape.getter
     def output_shape(self):
         shape = self.get_output_shape_for(self.input_shapes)
-        if any(hasattr(s, "owner") for s in shape):
-            raise ValueError(f"{self.__class__.__name__} returned a symbolic output shape "
-                             f"from its get_output_shape_for() method: {shape}.")
+        _check_shape(self, shape)
         return shape
 
     def get_output_shape_for(self, input_shapes):

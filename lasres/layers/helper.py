@@ -87,10 +87,8 @@ def get_output(layer_or_layers, inputs=None, **kwargs):
                                  "a dictionary mapping this layer to an input expression.")
             all_outputs[layer] = layer.get_output_for(layer_inputs, **kwargs)
             try:
-                import inspect
-                names = inspect.signature(layer.get_output_for).parameters
-                accepted_kwargs |= set(names)
-            except (TypeError, ValueError):
+                accepted_kwargs |= set(utils.inspect_kwargs(layer.get_output_for))
+            except TypeError:  # introspection not possible
                 pass
             accepted_kwargs |= set(getattr(layer, "get_output_kwargs", []))
     unused_kwargs = set(kwargs.keys()) - accepted_kwargs

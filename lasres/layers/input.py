@@ -26,14 +26,16 @@ class InputLayer(Layer):
     def __init__(self, shape, input_var=None, name=None, **kwargs):
         self.shape = tuple(shape)
         if any(d is not None and d <= 0 for d in self.shape):
-            raise ValueError(f"Cannot create InputLayer with a non-positive shape: {self.shape}")
+            raise ValueError(("Cannot create InputLayer with a non-positive shape "
+                              "dimension. shape=%r, self.name=%r") % (self.shape, name))
         ndim = len(self.shape)
         if input_var is None:
             input_var = pt.tensor(dtype=pytensor.config.floatX,
                                   shape=tuple(1 if s == 1 else None for s in self.shape),
                                   name=f"{name}.input" if name is not None else "input")
         elif input_var.ndim != ndim:
-            raise ValueError(f"shape has {ndim} dimensions, but variable has {input_var.ndim}")
+            raise ValueError("shape has %d dimensions, but variable has %d"
+                             % (ndim, input_var.ndim))
         self.input_var = input_var
         self.name = name
         self.params = OrderedDict()

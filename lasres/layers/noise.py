@@ -5,7 +5,8 @@ from pytensor.tensor.random.utils import RandomStream
 from ..random import get_rng
 from .base import Layer
 
-__all__ = ["DropoutLayer", "dropout", "dropout_channels", "spatial_dropout", "GaussianNoiseLayer"]
+__all__ = ["DropoutLayer", "dropout", "dropout_channels", "spatial_dropout",
+           "dropout_locations", "GaussianNoiseLayer"]
 
 
 def _stream():
@@ -51,6 +52,13 @@ def dropout_channels(incoming, *args, **kwargs):
 
 
 spatial_dropout = dropout_channels
+
+
+def dropout_locations(incoming, *args, **kwargs):
+    """Dropout of whole locations: one mask value per position, shared
+    across the channels (the second axis)."""
+    kwargs["shared_axes"] = (1,)
+    return DropoutLayer(incoming, *args, **kwargs)
 
 
 class GaussianNoiseLayer(Layer):

@@ -6,7 +6,8 @@ from ..ops.bn import batch_norm_infer, batch_norm_train
 from ..ops.fused import attach, fused_elemwise
 from .base import Layer
 
-__all__ = ["BatchNormLayer", "batch_norm", "KerasBatchNormLayer"]
+__all__ = ["LocalResponseNormalization2DLayer", "BatchNormLayer", "batch_norm",
+           "StandardizationLayer", "instance_norm", "layer_norm", "KerasBatchNormLayer"]
 
 
 class BatchNormLayer(Layer):
@@ -214,3 +215,143 @@ class KerasBatchNormLayer(Layer):
                     running_var, 1 / pt.sqr(batch_inv_std), alpha)
             normalized = attach(normalized, running_mean, running_var)
         return normalized
+
+
+class LocalResponseNormalization2DLayer(Layer):
+    """Cross-channel local response normalisation (Krizhevsky et al. 2012)
+    of a 4D ``(batch, channels, rows, columns)`` input:
+
+    ``b_c = a_c / (k + alpha · sum_{c' = c - n//2}^{c + n//2} a_{c'}²) ** beta``
+
+    (channels outside the input count as zeros; ``alpha`` is not divided by
+    ``n``, as in Lasagne and pylearn2).
+
+    Parameters
+    ----------
+    incoming : a :class:`Layer` instance or a tuple
+    alpha : float
+        Coefficient of the sum of squares.
+    k : float
+        Offset.
+    beta : float
+        Exponent.
+    n : int
+        Number of adjacent channels to sum over (odd).
+    """
+
+    def __init__(self, incoming, alpha=1e-4, k=2, beta=0.75, n=5, **kwargs):
+        super().__init__(incoming, **kwargs)
+        self.alpha = alpha
+        self.k = k
+        self.beta = beta
+        self.n = n
+        if n % 2 == 0:
+            raise NotImplementedError("Only works with odd n")
+
+    def get_output_shape_for(self, input_shape):
+        return input_shape
+
+    def get_output_for(self, input, **kwargs):
+        import pytensor.tensor as pt
+        input_shape = self.input_shape
+        if any(s is None for s in input_shape):
+            input_shape = input.shape
+        half_n = self.n // 2
+        input_sqr = pt.sqr(input)
+        b, ch, r, c = input_shape
+        padding = pt.zeros((b, half_n, r, c), dtype=input.dtype)
+        input_sqr = pt.concatenate([padding, input_sqr, padding], axis=1)
+        scale = self.k
+        for i in range(self.n):
+            scale += self.alpha * input_sqr[:, i:i + ch, :, :]
+        scale = scale ** self.beta
+        return input / scale
+
+
+class StandardizationLayer(Layer):
+    """Normalise each example to zero mean and unit variance over ``axes``:
+    ``(x - mean) / sqrt(var + epsilon)`` (biased variance); no parameters,
+    the same in training and testing. The basis of :func:`instance_norm`
+    and :func:`layer_norm`.
+
+    Parameters
+    ----------
+    incoming : a :class:`Layer` instance or a tuple
+    axes : 'auto', 'spatial', 'features', int or tuple of int
+        'auto': the last axis of a 2D input, else all axes but the first two;
+        'spatial': all axes but the first two; 'features': all but the first.
+    epsilon : float
+        Added to the variance.
+    """
+
+    def __init__(self, incoming, axes="auto", epsilon=1e-4, **kwargs):
+        super().__init__(incoming, **kwargs)
+        ndim = len(self.input_shape)
+        if axes == "auto":
+            axes = (1,) if ndim == 2 else tuple(range(2, ndim))
+        elif axes == "spatial":
+            axes = tuple(range(2, ndim))
+        elif axes == "features":
+            axes = tuple(range(1, ndim))
+        elif isinstance(axes, int):
+            axes = (axes,)
+        self.axes = axes
+        self.epsilon = epsilon
+
+    def get_output_for(self, input, **kwargs):
+        import pytensor.tensor as pt
+        mean = input.mean(self.axes, keepdims=True)
+        std = pt.sqrt(input.var(self.axes, keepdims=True) + self.epsilon)
+        return (input - mean) / std
+
+
+def _steal_nonlinearity_and_bias(layer):
+    nonlinearity = getattr(layer, "nonlinearity", None)
+    if nonlinearity is not None:
+        layer.nonlinearity = nonlinearities.identity
+    if hasattr(layer, "b") and layer.b is not None:
+        del layer.params[layer.b]
+        layer.b = None
+    return nonlinearity
+
+
+def _scale_bias_nonlin(layer, name, nonlinearity, learn_scale=True, learn_bias=True):
+    from .special import BiasLayer, NonlinearityLayer, ScaleLayer
+    if learn_scale:
+        layer = ScaleLayer(layer, shared_axes="auto", name=name and name + "_scale")
+    if learn_bias:
+        layer = BiasLayer(layer, shared_axes="auto", name=name and name + "_bias")
+    if nonlinearity is not None:
+        layer = NonlinearityLayer(layer, nonlinearity, name=name and name + "_nonlin")
+    return layer
+
+
+def instance_norm(layer, learn_scale=True, learn_bias=True, **kwargs):
+    """Instance normalisation (Ulyanov et al. 2016) after ``layer``'s
+    linear part: removes its nonlinearity and bias, stacks a
+    :class:`StandardizationLayer` over the spatial axes, then (optionally) a
+    :class:`ScaleLayer` and a :class:`BiasLayer` and the nonlinearity.
+    Keyword arguments go to the StandardizationLayer; its name defaults to
+    the layer's name + '_in'. Returns the topmost new layer."""
+    nonlinearity = _steal_nonlinearity_and_bias(layer)
+    in_name = kwargs.pop("name", None) or (getattr(layer, "name", None) and layer.name + "_in")
+    layer = StandardizationLayer(layer, axes="spatial", name=in_name, **kwargs)
+    return _scale_bias_nonlin(layer, in_name, nonlinearity, learn_scale, learn_bias)
+
+
+def layer_norm(layer, **kwargs):
+    """Layer normalisation (Ba et al. 2016) after ``layer``'s linear part:
+    removes its nonlinearity and bias, stacks a :class:`StandardizationLayer`
+    over all axes but the first, a :class:`ScaleLayer`, a :class:`BiasLayer`
+    and the nonlinearity. Keyword arguments go to the StandardizationLayer;
+    its name defaults to the layer's name + '_ln'. Returns the topmost new
+    layer."""
+    nonlinearity = getattr(layer, "nonlinearity", None)
+    if nonlinearity is not None:
+        layer.nonlinearity = nonlinearities.identity
+    ln_name = kwargs.pop("name", None) or (getattr(layer, "name", None) and layer.name + "_ln")
+    if hasattr(layer, "b") and layer.b is not None:
+        del layer.params[layer.b]
+        layer.b = None
+    layer = StandardizationLayer(layer, axes="features", name=ln_name, **kwargs)
+    return _scale_bias_nonlin(layer, ln_name, nonlinearity)

@@ -150,6 +150,15 @@ class DimshuffleLayer(Layer):
 dimshuffle = DimshuffleLayer
 
 
+def _pair(w):
+    """A (before, after) padding width from an int or a pair."""
+    try:
+        lo, hi = w
+    except TypeError:
+        lo = hi = w
+    return lo, hi
+
+
 class PadLayer(Layer):
     """Pad the trailing axes (after ``batch_ndim``) with ``val``.
 
@@ -168,7 +177,7 @@ class PadLayer(Layer):
         if isinstance(self.width, int):
             widths = [(self.width, self.width)] * n
         else:
-            widths = [w if isinstance(w, tuple) else (w, w) for w in self.width]
+            widths = [_pair(w) for w in self.width]
         return widths
 
     def get_output_shape_for(self, input_shape):
