@@ -14,3 +14,5 @@ from .special import *  # noqa: F401,F403
 from .noise import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 from . import dnn  # noqa: F401
+from .local import *  # noqa: F401,F403
+from . import corrmm, cuda_convnet  # noqa: F401
