@@ -31,7 +31,7 @@ from pytensor.graph.op import Op
 from pytensor.tensor.type import float_dtypes, integer_dtypes
 
 __all__ = ["convnd", "conv3d", "ConvNd", "ConvNdGradInputs", "ConvNdGradWeights",
-           "convnd_output_length"]
+           "ConvNdLength", "convnd_output_length"]
 
 
 def convnd_output_length(length, filter_size, stride=1, pad=0, dilation=1):
@@ -122,6 +122,50 @@ def _shape_arg(var, n):
     if any(s is None for s in static):
         return var
     return pt.constant(np.asarray(static, dtype="int64"))
+
+
+def _int64_scalar(value):
+    if isinstance(value, (int, np.integer)):
+        return pt.constant(int(value), dtype="int64")
+    return pt.cast(pt.as_tensor_variable(value), "int64")
+
+
+class ConvNdLength(Op):
+    """Output length of a convolution along one axis, as a scalar shape op
+    (inputs: input length and filter length; output: int64 scalar).
+
+    The ``infer_shape`` of the ops uses it instead of integer arithmetic,
+    which the JAX backend would turn into traced array values; its JAX
+    implementation computes with Python integers, so shapes stay static
+    under ``jax.jit``.
+    """
+
+    __props__ = ("stride", "pad", "dilation")
+
+    def __init__(self, stride, pad, dilation):
+        self.stride, self.pad, self.dilation = int(stride), int(pad), int(dilation)
+
+    def make_node(self, length, kernel):
+        inputs = [_int64_scalar(v) for v in (length, kernel)]
+        if any(v.ndim != 0 for v in inputs):
+            raise TypeError("ConvNdLength takes two integer scalars")
+        return Apply(self, inputs, [pt.lscalar()])
+
+    def length(self, length, kernel):
+        """The output length (ints or array scalars)."""
+        return convnd_output_length(length, kernel, self.stride, self.pad, self.dilation)
+
+    def perform(self, node, inputs, outputs):
+        outputs[0][0] = np.asarray(self.length(int(inputs[0]), int(inputs[1])), dtype="int64")
+
+    def infer_shape(self, fgraph, node, in_shapes):
+        return [()]
+
+    def connection_pattern(self, node):
+        return [[False], [False]]
+
+    def pullback(self, inputs, outputs, output_grads):
+        return [disconnected_type(), disconnected_type()]
 
 
 # ---------------------------------------------------------------------------
@@ -289,7 +333,8 @@ class ConvNd(_ConvNdBase):
     def infer_shape(self, fgraph, node, in_shapes):
         xs, ws = in_shapes
         static = node.outputs[0].type.shape[2:]
-        sym = self._out(xs[2:], ws[2:])
+        sym = tuple(ConvNdLength(s, p, d)(i, k) for i, k, s, p, d in
+                    zip(xs[2:], ws[2:], self.stride, self.pad, self.dilation))
         return [(xs[0], ws[0]) + tuple(s if s is not None else v for s, v in zip(static, sym))]
 
     def pullback(self, inputs, outputs, output_grads):

@@ -10,6 +10,9 @@ with a ``(k, 1)`` window, and inherits that op's gradients (ties of max
 pooling all receive the gradient, as in Theano) and its JAX implementation.
 :func:`pool1d` is a 2-d pooling with a unit axis, as Lasagne's
 ``Pool1DLayer`` did it.
+
+Under the JAX backend, :func:`pool3d` needs the input's static shape (the
+reshapes between the two passes turn unknown sizes into traced values).
 """
 import pytensor.tensor as pt
 

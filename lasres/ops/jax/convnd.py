@@ -2,7 +2,7 @@
 the gradient ops are its VJPs, so XLA sees the transposed convolutions)."""
 from pytensor.link.jax.dispatch import jax_funcify
 
-from ..convnd import ConvNd, ConvNdGradInputs, ConvNdGradWeights, _shape_static
+from ..convnd import ConvNd, ConvNdGradInputs, ConvNdGradWeights, ConvNdLength, _shape_static
 
 _SPATIAL = "DHWXYZUV"
 
@@ -24,12 +24,17 @@ def _forward(op):
 
 
 def _static_shape(op, node):
-    static = _shape_static(node.inputs[2], op.n)
+    """A function from the runtime shape input to a static spatial shape."""
+    shape = node.inputs[2]
+    if shape.ndim == op.n + 2:
+        # a shape donor: its array shape is concrete while tracing
+        return lambda value: tuple(value.shape[2:])
+    static = _shape_static(shape, op.n)
     if any(s is None for s in static):
         raise NotImplementedError(
             f"{op}: the JAX backend needs a static shape input (a constant vector or a "
-            "tensor of static shape)")
-    return static
+            "tensor whose trailing axes give it)")
+    return lambda value: static
 
 
 @jax_funcify.register(ConvNd)
@@ -46,7 +51,7 @@ def _jax_funcify_convnd_grad_inputs(op, node=None, **kwargs):
     spatial = _static_shape(op, node)
 
     def convnd_grad_inputs(gz, w, shape):
-        x0 = jnp.zeros((gz.shape[0], w.shape[1]) + spatial, gz.dtype)
+        x0 = jnp.zeros((gz.shape[0], w.shape[1]) + spatial(shape), gz.dtype)
         _, vjp = jax.vjp(lambda x: conv(x, w), x0)
         return vjp(gz)[0]
 
@@ -62,8 +67,16 @@ def _jax_funcify_convnd_grad_weights(op, node=None, **kwargs):
     spatial = _static_shape(op, node)
 
     def convnd_grad_weights(x, gz, shape):
-        w0 = jnp.zeros((gz.shape[1], x.shape[1]) + spatial, x.dtype)
+        w0 = jnp.zeros((gz.shape[1], x.shape[1]) + spatial(shape), x.dtype)
         _, vjp = jax.vjp(lambda w: conv(x, w), w0)
         return vjp(gz)[0]
 
     return convnd_grad_weights
+
+
+@jax_funcify.register(ConvNdLength)
+def _jax_funcify_convnd_length(op, node=None, **kwargs):
+    def convnd_length(length, kernel):
+        return op.length(length, kernel)
+
+    return convnd_length
