@@ -14,7 +14,7 @@ import pytensor.tensor as pt
 import lasres
 from lasres import init, nonlinearities
 from lasres.layers import (Conv1DLayer, Conv2DLayer, Conv3DLayer, Deconv2DLayer, Deconv3DLayer,
-                           DilatedConv2DLayer, InputLayer, TransposedConv2DLayer,
+                           DilatedConv2DLayer, TransposedConv2DLayer,
                            TransposedConv3DLayer)
 from test_ops_convnd import ref_conv
 

@@ -8,7 +8,6 @@ import pytest
 import pytensor
 import pytensor.tensor as pt
 
-from lasres import init
 from lasres.layers import Conv2DLayer, SpatialPyramidPoolingLayer
 from lasres.layers import corrmm, cuda_convnet as cc, dnn
 from test_ops_convnd import ref_conv, ref_pool
