@@ -2,7 +2,7 @@
 importable from here and from its Lasagne submodule (``.base``, ``.input``,
 ``.dense``, ``.conv``, ``.pool``, ``.normalization``, ``.merge``,
 ``.special``, ``.noise``, ``.shape``, ``.helper``, ``.dnn``, ``.recurrent``,
-``.embedding``)."""
+``.embedding``, ``.local``, ``.corrmm``, ``.cuda_convnet``)."""
 from .base import *  # noqa: F401,F403
 from .helper import *  # noqa: F401,F403
 from .input import *  # noqa: F401,F403
@@ -17,3 +17,5 @@ from .shape import *  # noqa: F401,F403
 from . import dnn  # noqa: F401
 from .recurrent import *  # noqa: F401,F403
 from .embedding import *  # noqa: F401,F403
+from .local import *  # noqa: F401,F403
+from . import corrmm, cuda_convnet  # noqa: F401

@@ -6,4 +6,4 @@ the same: this package is imported by :mod:`lasres.ops._dispatch` right after
 PyTensor's JAX dispatch has been imported (by whoever imports it), so
 ``import lasres`` never imports jax and any JAX-mode function sees lasres's ops.
 """
-from . import bn, conv, elemwise, fused, pool  # noqa: F401
+from . import bn, conv, convnd, elemwise, fused, pool  # noqa: F401
