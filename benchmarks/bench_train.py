@@ -87,6 +87,8 @@ def main():
                 fn.profile.summary(file=text)
         with open(a.profile, "w") as f:
             f.write(text.getvalue())
+        from pytensor.compile.debug import profiling
+        profiling._atexit_print_list.clear()   # written above; no second copy at exit
 
 
 if __name__ == "__main__":

@@ -42,9 +42,12 @@ def main():
     p.add_argument("--steps", type=int, default=3, help="steps per round")
     p.add_argument("--backends", nargs="+", default=["c"])
     p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--torch-threads", type=int, default=2,
+                   help="PyTorch intra-op threads (fixed, whatever OMP_NUM_THREADS says)")
     a = p.parse_args()
 
     import torch
+    torch.set_num_threads(a.torch_threads)
     import lasres  # noqa: F401
     from lasres.layers import get_all_param_values
     from lasres.models import build
