@@ -9,7 +9,14 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["lasres", "lasres.*"]),
     python_requires=">=3.10",
-    install_requires=["pytensor>=3.0", "numpy", "scipy", "h5py", "tqdm"],
+    package_data={"lasres.ops": ["c/*.c"]},
+    install_requires=[
+        "pytensor>=3.0", "numpy", "scipy", "h5py", "tqdm",
+        # oneDNN 3.2 convolution kernels (OpenMP build; the 2024+ wheels need
+        # Intel's SYCL/TBB runtimes); elsewhere lasres runs its NumPy kernels
+        "onednn-cpu-gomp==2023.2.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
+        "onednn-devel-cpu-gomp==2023.2.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
+    ],
     extras_require={
         "jax": ["jax"],
         "plot": ["matplotlib"],

@@ -9,6 +9,7 @@ PyTensor function (forward + both gradients of one layer, C backend).
 Usage::
 
     python benchmarks/bench_ops.py [--repeat 20] [--batch 64] [--no-naive]
+    python benchmarks/bench_ops.py --only-compiled   # oneDNN vs NumPy kernels per layer
 
 The machine should be otherwise idle: the GEMMs use every core.
 """
@@ -126,21 +127,45 @@ def bench_pool(batch, repeat):
 
 
 def bench_compiled(batch, repeat):
+    """Forward + both gradients of each ResNet-20 layer as one compiled
+    function (C backend), oneDNN kernels and NumPy kernels interleaved."""
     import pytensor
     import pytensor.tensor as pt
     from pytensor.compile.mode import Mode
+    from lasres.ops import onednn
 
-    xt, wt, bt, gt = pt.ftensor4("x"), pt.ftensor4("w"), pt.fvector("b"), pt.ftensor4("g")
-    y = conv_ops.conv2d(xt, wt, bt, stride=1, pad="same")
-    f = pytensor.function([xt, wt, bt, gt], [y] + pytensor.grad((y * gt).sum(), [xt, wt, bt]),
-                          mode=Mode(linker="cvm", optimizer="fast_run"))
+    kinds = ["numpy"] + (["onednn"] if onednn._library_paths() is not None else [])
     rng = np.random.default_rng(2)
-    args = [rng.standard_normal(s).astype(np.float32)
-            for s in ((batch, 16, 32, 32), (16, 16, 3, 3), (16,), (batch, 16, 32, 32))]
-    best, med = timeit(lambda: f(*args), repeat)
-    print(json.dumps(dict(op="compiled_conv_layer_fwd_bwd", input=[batch, 16, 32, 32],
-                          filters=[16, 16, 3, 3], lasres_ms=round(best, 3),
-                          lasres_median_ms=round(med, 3))), flush=True)
+    for c, h, wd, f, k, s, p in CONV_LAYERS:
+        xt, wt, bt, gt = pt.ftensor4("x"), pt.ftensor4("w"), pt.fvector("b"), pt.ftensor4("g")
+        y = conv_ops.conv2d(xt, wt, bt, stride=s, pad=p)
+        outs = [y] + pytensor.grad((y * gt).sum(), [xt, wt, bt])
+        fns = {}
+        for kind in kinds:
+            onednn._override = kind
+            fns[kind] = pytensor.function([xt, wt, bt, gt], outs,
+                                          mode=Mode(linker="cvm", optimizer="fast_run"))
+        onednn._override = None
+        x = rng.standard_normal((batch, c, h, wd)).astype(np.float32)
+        w = rng.standard_normal((f, c, k, k)).astype(np.float32)
+        b = rng.standard_normal(f).astype(np.float32)
+        out_shape = (batch, f, (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1)
+        g = rng.standard_normal(out_shape).astype(np.float32)
+        for fn in fns.values():                      # warm-up (primitive creation)
+            fn(x, w, b, g)
+        res = {kind: [] for kind in kinds}
+        for _ in range(repeat):                      # interleaved
+            for kind in kinds:
+                t0 = time.perf_counter()
+                fns[kind](x, w, b, g)
+                res[kind].append(1e3 * (time.perf_counter() - t0))
+        row = dict(op="compiled_conv_layer_fwd_bwd", input=[batch, c, h, wd],
+                   filters=[f, c, k, k], stride=s, pad=p)
+        for kind in kinds:
+            row[f"{kind}_ms"] = round(min(res[kind]), 3)
+        if "onednn" in res:
+            row["speedup"] = round(min(res["numpy"]) / min(res["onednn"]), 2)
+        print(json.dumps(row), flush=True)
 
 
 def main(argv=None):
@@ -149,12 +174,15 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--no-naive", action="store_true", help="skip the naive alternative")
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled function")
+    parser.add_argument("--only-compiled", action="store_true",
+                        help="only the compiled layers (oneDNN vs NumPy kernels)")
     args = parser.parse_args(argv)
     print(json.dumps(dict(info="machine", cpus=os.cpu_count(), numpy=np.__version__,
                           chunk_bytes=conv_ops.CHUNK_BYTES,
                           loadavg=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)))
-    bench_conv(args.batch, args.repeat, not args.no_naive)
-    bench_pool(args.batch, args.repeat)
+    if not args.only_compiled:
+        bench_conv(args.batch, args.repeat, not args.no_naive)
+        bench_pool(args.batch, args.repeat)
     if not args.no_compiled:
         bench_compiled(args.batch, args.repeat)
 

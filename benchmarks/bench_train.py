@@ -3,6 +3,7 @@
 measurement.
 
     python benchmarks/bench_train.py --backend c --model normal --depth 3 --batch 64
+    python benchmarks/bench_train.py --what train --profile benchmarks/profile_normal3_train.txt
 
 The train step is the legacy recipe's (cross-entropy + L2, Nesterov momentum,
 BN running averages). Times are medians over ``--steps`` steps after
@@ -43,7 +44,13 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--what", choices=("train", "infer", "both"), default="both")
+    p.add_argument("--profile", metavar="PATH",
+                   help="run PyTensor's profiler and write the profile of the measured "
+                        "function(s) to PATH")
     a = p.parse_args()
+    if a.profile:
+        import pytensor
+        pytensor.config.profile = True
 
     import lasres  # noqa: F401
     from lasres.models import build
@@ -56,7 +63,8 @@ def main():
     rng = np.random.RandomState(0)
     x = rng.randn(a.batch, 3, 32, 32).astype("float32") * 50
     y = rng.randint(0, 10, a.batch).astype("int32")
-    base = {"framework": "lasres", "backend": a.backend, "model": a.model, "depth": a.depth,
+    from lasres.ops import kernels
+    base = {"framework": "lasres", "backend": a.backend, "kernels": kernels(), "model": a.model, "depth": a.depth,
             "width": a.width, "batch": a.batch, "compile_s": round(compile_s, 1),
             "threads": os.cpu_count(), "machine": platform.machine()}
     if a.what in ("train", "both"):
@@ -68,6 +76,19 @@ def main():
         med, _ = measure(tr.predict_fn, (x,), a.warmup, a.steps)
         print(json.dumps({**base, "what": "infer", "step_s": round(med, 4),
                           "img_per_s": round(a.batch / med, 1)}), flush=True)
+    if a.profile:
+        import io
+        from lasres.ops import kernels
+        text = io.StringIO()
+        text.write(f"# {' '.join(os.sys.argv)}\n# lasres convolution kernels: {kernels()}\n")
+        for what, fn in (("train", tr.train_fn), ("infer", tr.predict_fn)):
+            if a.what in (what, "both"):
+                text.write(f"\n# ===== {what} function =====\n")
+                fn.profile.summary(file=text)
+        with open(a.profile, "w") as f:
+            f.write(text.getvalue())
+        from pytensor.compile.debug import profiling
+        profiling._atexit_print_list.clear()   # written above; no second copy at exit
 
 
 if __name__ == "__main__":

@@ -88,6 +88,9 @@ def banner(spec, depth, width, network, backend, options=None, log=print):
     log(f"       | {len(layers)} lasres layers, {count_params(network):,} parameters "
         f"({count_params(network, trainable=True):,} trainable)")
     log(f"       | backend {backend}, device {describe_device(backend)}")
+    if backend.lower() == "c":  # the other backends run lasres ops' Python code or XLA
+        from .ops import kernels
+        log(f"       | convolution kernels {kernels()} (LASRES_KERNELS=numpy|onednn to choose)")
 
 
 def _build(args):

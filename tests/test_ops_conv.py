@@ -9,6 +9,7 @@ from pytensor.compile.mode import Mode
 from pytensor.gradient import verify_grad
 
 from lasres.ops import conv as conv_module
+from lasres.ops import onednn
 from lasres.ops.conv import Conv2d, Conv2dGradInputs, Conv2dGradWeights, conv2d
 
 C_MODE = Mode(linker="cvm", optimizer="fast_run")
@@ -344,6 +345,189 @@ def test_pushforward():
 
 
 # ---------------------------------------------------------------------------
+# both kernel families of the C backend (float32): oneDNN and NumPy
+# ---------------------------------------------------------------------------
+
+def _onednn_expected():
+    """oneDNN must be there wherever its wheel exists (x86-64 Linux, as in CI)."""
+    import platform
+    import sys
+    return sys.platform.startswith("linux") and platform.machine() == "x86_64"
+
+
+@pytest.fixture(params=["numpy", "onednn"])
+def kernel_path(request, monkeypatch):
+    """Compile the float32 convolutions with one kernel family."""
+    if request.param == "onednn" and onednn._library_paths() is None:
+        if _onednn_expected():
+            pytest.fail("oneDNN (onednn-cpu-gomp / onednn-devel-cpu-gomp 2023.2.0) is not "
+                        "installed: pip install -e . installs it on x86-64 Linux")
+        pytest.skip("no oneDNN wheel for this platform")
+    monkeypatch.setattr(onednn, "_override", request.param)
+    return request.param
+
+
+def _assert_conv_kernels(fn, path):
+    """The conv nodes of ``fn`` run C thunks exactly on the oneDNN path."""
+    conv_ops = (Conv2d, Conv2dGradInputs, Conv2dGradWeights)
+    kinds = {hasattr(thunk, "cthunk")
+             for node, thunk in zip(fn.maker.fgraph.toposort(), fn.vm.thunks)
+             if isinstance(node.op, conv_ops)}
+    assert kinds == {path == "onednn"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_float32_kernels_match_reference(case, kernel_path):
+    rng = np.random.default_rng(12)
+    xs, ws, stride, pad, flip, bias = case
+    x, w, b = _case_values(case, rng, "float32")
+    xt, wt, bt = pt.ftensor4("x"), pt.ftensor4("w"), pt.fvector("b")
+    y = conv2d(xt, wt, bt if bias else None, stride=stride, pad=pad, filter_flip=flip)
+    r = pt.ftensor4("r")
+    wrt = [xt, wt] + ([bt] if bias else [])
+    grads = pytensor.grad((y * r).sum(), wrt)
+    f = pytensor.function([xt, wt, r] + ([bt] if bias else []), [y] + grads, mode=C_MODE)
+    _assert_conv_kernels(f, kernel_path)
+    expected = ref_conv(x, w, b, stride, pad, flip)
+    rv = rng.normal(size=expected.shape).astype("float32")
+    out = f(x, w, rv, *([b] if bias else []))
+    assert all(o.dtype == np.float32 for o in out)
+    gx, gw = ref_conv_grads(x, w, rv, stride, pad, flip)
+    for got, want in zip(out, [expected, gx, gw]):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_onednn_matches_numpy_kernels_random_configurations(monkeypatch):
+    """Random geometries: oneDNN float32 against the NumPy kernels in float64."""
+    if onednn._library_paths() is None and not _onednn_expected():
+        pytest.skip("no oneDNN wheel for this platform")
+    monkeypatch.setattr(onednn, "_override", "onednn")
+    rng = np.random.default_rng(13)
+    checked = 0
+    for trial in range(16):
+        kh, kw = (int(v) for v in rng.integers(1, 5, size=2))
+        stride = tuple(int(s) for s in rng.integers(1, 4, size=2))
+        pad = [(0, 0), "same", "full", tuple(int(p) for p in rng.integers(0, 3, size=2))][trial % 4]
+        h, wd = (int(v) for v in rng.integers(3, 12, size=2))
+        n, c, f = (int(v) for v in rng.integers(1, 6, size=3))
+        ph, pw = _ref_pad(pad, kh, kw)
+        if h + 2 * ph < kh or wd + 2 * pw < kw:
+            continue
+        flip = bool(trial % 3)
+        x = rng.normal(size=(n, c, h, wd)).astype("float32")
+        w = rng.normal(size=(f, c, kh, kw)).astype("float32")
+        props = dict(stride=stride, pad=pad, filter_flip=flip)
+        xt, wt, gt = pt.ftensor4("x"), pt.ftensor4("w"), pt.ftensor4("g")
+        fn = pytensor.function([xt, wt, gt], [Conv2d(**props)(xt, wt),
+                                              Conv2dGradInputs(**props)(gt, wt, (h, wd)),
+                                              Conv2dGradWeights(**props)(xt, gt, (kh, kw))],
+                               mode=C_MODE)
+        _assert_conv_kernels(fn, "onednn")
+        kw_args = dict(stride=stride, pad=conv_module._normalize_pad(pad), filter_flip=flip)
+        x64, w64 = x.astype("float64"), w.astype("float64")
+        y = conv_module.conv2d_forward_numpy(x64, w64, None, **kw_args)
+        gz = rng.normal(size=y.shape).astype("float32")
+        want = [y, conv_module.conv2d_grad_inputs_numpy(gz.astype("float64"), w64, (h, wd), **kw_args),
+                conv_module.conv2d_grad_weights_numpy(x64, gz.astype("float64"), (kh, kw), **kw_args)]
+        for got, ref in zip(fn(x, w, gz), want):
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+        checked += 1
+    assert checked >= 12
+
+
+def test_onednn_primitive_cache_over_many_shapes(monkeypatch):
+    """One compiled node fed more shapes than its cache has slots (4), and back."""
+    if onednn._library_paths() is None and not _onednn_expected():
+        pytest.skip("no oneDNN wheel for this platform")
+    monkeypatch.setattr(onednn, "_override", "onednn")
+    xt, wt, bt = pt.ftensor4("x"), pt.ftensor4("w"), pt.fvector("b")
+    y = conv2d(xt, wt, bt, stride=2, pad=1)
+    f = pytensor.function([xt, wt, bt], [y] + pytensor.grad((y ** 2).sum(), [xt, wt]),
+                          mode=C_MODE)
+    _assert_conv_kernels(f, "onednn")
+    rng = np.random.default_rng(14)
+    w = rng.normal(size=(4, 3, 3, 3)).astype("float32")
+    b = rng.normal(size=4).astype("float32")
+    for n, h, wd in [(1, 8, 8), (2, 8, 8), (3, 9, 7), (2, 6, 10), (5, 8, 8), (1, 8, 8), (2, 9, 7)]:
+        x = rng.normal(size=(n, 3, h, wd)).astype("float32")
+        out = f(x, w, b)
+        ref = ref_conv(x, w, b, (2, 2), 1, True)
+        np.testing.assert_allclose(out[0], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+        gx, gw = ref_conv_grads(x, w, 2 * ref, (2, 2), 1, True)
+        np.testing.assert_allclose(out[1], gx, rtol=1e-4, atol=1e-5 * np.abs(gx).max())
+        np.testing.assert_allclose(out[2], gw, rtol=1e-4, atol=1e-5 * np.abs(gw).max())
+
+
+@pytest.mark.parametrize("stride,pad,flip,bias", [VG_CASES[0], VG_CASES[3], VG_CASES[6]])
+def test_verify_grad_float32(stride, pad, flip, bias, kernel_path):
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(2, 2, 7, 6)).astype("float32")
+    w = rng.normal(size=(3, 2, 3, 2)).astype("float32")
+    b = rng.normal(size=3).astype("float32")
+    if bias:
+        verify_grad(lambda x, w, b: conv2d(x, w, b, stride=stride, pad=pad, filter_flip=flip),
+                    [x, w, b], rng=rng, mode=C_MODE)
+    else:
+        verify_grad(lambda x, w: conv2d(x, w, stride=stride, pad=pad, filter_flip=flip),
+                    [x, w], rng=rng, mode=C_MODE)
+
+
+def test_onednn_errors_are_value_errors(monkeypatch):
+    if onednn._library_paths() is None and not _onednn_expected():
+        pytest.skip("no oneDNN wheel for this platform")
+    monkeypatch.setattr(onednn, "_override", "onednn")
+    xt, wt = pt.ftensor4("x"), pt.ftensor4("w")
+    f = pytensor.function([xt, wt], conv2d(xt, wt), mode=C_MODE)
+    _assert_conv_kernels(f, "onednn")
+    with pytest.raises(ValueError, match="channels"):
+        f(np.zeros((1, 2, 5, 5), "float32"), np.zeros((1, 3, 3, 3), "float32"))
+    with pytest.raises(ValueError, match="empty"):
+        f(np.zeros((1, 2, 2, 5), "float32"), np.zeros((1, 2, 3, 3), "float32"))
+
+
+_FALLBACK_SCRIPT = """
+import numpy as np, pytensor, pytensor.tensor as pt
+from pytensor.compile.mode import Mode
+import lasres
+from lasres.ops.conv import conv2d
+xt, wt = pt.ftensor4(), pt.ftensor4()
+y = conv2d(xt, wt, pad=1)
+f = pytensor.function([xt, wt], [y] + pytensor.grad(y.sum(), [xt, wt]),
+                      mode=Mode(linker="cvm", optimizer="fast_run"))
+c_thunks = sum(hasattr(t, "cthunk") for n, t in zip(f.maker.fgraph.toposort(), f.vm.thunks)
+               if type(n.op).__name__.startswith("Conv2d"))
+x = np.ones((1, 2, 4, 4), "float32"); w = np.ones((3, 2, 3, 3), "float32")
+print(lasres.ops.kernels(), c_thunks, float(f(x, w)[0][0, 0, 1, 1]))
+"""
+
+
+@pytest.mark.parametrize("env,expected", [("numpy", "numpy 0 18.0"),
+                                          ("", None)])
+def test_kernels_environment_variable(env, expected):
+    """LASRES_KERNELS=numpy forces the NumPy kernels (a fresh process, as a user runs it)."""
+    import os
+    import subprocess
+    import sys
+    environ = dict(os.environ, LASRES_KERNELS=env)
+    res = subprocess.run([sys.executable, "-c", _FALLBACK_SCRIPT], env=environ,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    if expected is None:
+        expected = ("onednn 3 18.0" if onednn._library_paths() is not None else "numpy 0 18.0")
+    assert res.stdout.split("\n")[-2] == expected
+
+
+def test_kernels_environment_variable_errors(monkeypatch):
+    from lasres.errors import LasresError
+    monkeypatch.setenv("LASRES_KERNELS", "fast")
+    with pytest.raises(LasresError, match="LASRES_KERNELS"):
+        onednn.kernels()
+    monkeypatch.setenv("LASRES_KERNELS", "numpy")
+    assert onednn.kernels() == "numpy"
+
+
+# ---------------------------------------------------------------------------
 # JAX
 # ---------------------------------------------------------------------------
 
@@ -391,10 +575,19 @@ def test_jax_second_order_and_grad_ops():
     outs = [cost] + pytensor.grad(cost, [xt, wt])
     x = rng.normal(size=(2, 3, 7, 6)).astype("float32")
     w = rng.normal(size=(4, 3, 3, 2)).astype("float32")
-    expected = pytensor.function([xt, wt], outs, mode=C_MODE)(x, w)
+    c_out = pytensor.function([xt, wt], outs, mode=C_MODE)(x, w)
     got = pytensor.function([xt, wt], outs, mode="JAX")(x, w)
-    for e, g in zip(expected, got):
-        np.testing.assert_allclose(g, e, rtol=2e-4, atol=1e-3)
+    # float32 round-off on values up to 3e5: judge both against float64, relative
+    # to each output's scale (gradients of squares cancel, so entrywise rtol is meaningless)
+    xd, wd = pt.dtensor4("x"), pt.dtensor4("w")
+    yd = conv2d(xd, wd, stride=(2, 1), pad="full", filter_flip=False)
+    costd = (pytensor.grad((yd ** 2).sum(), xd) ** 2).sum()
+    truth = pytensor.function([xd, wd], [costd] + pytensor.grad(costd, [xd, wd]),
+                              mode=C_MODE)(x.astype("float64"), w.astype("float64"))
+    for t, c, g in zip(truth, c_out, got):
+        scale = np.abs(t).max()
+        assert np.abs(c - t).max() <= 1e-6 * scale
+        assert np.abs(g - t).max() <= 2e-6 * scale
 
 
 @jax_x64_warning

@@ -7,6 +7,7 @@ registered with PyTensor's JAX dispatch only when that dispatch is loaded
 (:mod:`lasres.ops._dispatch`), so importing lasres does not import jax.
 """
 from .conv import conv2d, Conv2d, Conv2dGradInputs, Conv2dGradWeights
+from .onednn import kernels
 from .pool import pool2d, Pool2d, Pool2dGrad
 from . import _dispatch
 from .bn import batch_norm_train, batch_norm_infer, BatchNormTrain, BatchNormTrainGrad, BatchNormInfer
@@ -14,6 +15,6 @@ from .bn import batch_norm_train, batch_norm_infer, BatchNormTrain, BatchNormTra
 __all__ = ["conv2d", "Conv2d", "Conv2dGradInputs", "Conv2dGradWeights",
            "pool2d", "Pool2d", "Pool2dGrad",
            "batch_norm_train", "batch_norm_infer", "BatchNormTrain",
-           "BatchNormTrainGrad", "BatchNormInfer"]
+           "BatchNormTrainGrad", "BatchNormInfer", "kernels"]
 
 _dispatch.install()

@@ -52,6 +52,8 @@ from pytensor.gradient import DisconnectedType, disconnected_type
 from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
 
+from .onednn import OneDNNConvCOp, shape_pair_c
+
 __all__ = ["conv2d", "Conv2d", "Conv2dGradInputs", "Conv2dGradWeights",
            "ConvLength", "conv_output_length"]
 
@@ -562,7 +564,7 @@ def conv2d_grad_weights_numpy(x, gz, kernel_hw, stride=(1, 1), pad=(0, 0), filte
 # Ops
 # ---------------------------------------------------------------------------
 
-class _ConvOpBase(Op):
+class _ConvOpBase(OneDNNConvCOp):
     """Shared parameters and helpers of the convolution ops.
 
     Parameters
@@ -633,6 +635,10 @@ class Conv2d(_ConvOpBase):
         b = inputs[2] if len(inputs) > 2 else None
         outputs[0][0] = conv2d_forward_numpy(x, w, b, **self._kwargs())
 
+    def _onednn_call(self, node, cache, inputs, out, params):
+        bias = inputs[2] if len(inputs) > 2 else "NULL"
+        return f"lr_conv_fwd({cache}, {inputs[0]}, {inputs[1]}, {bias}, {out}, {params})"
+
     def infer_shape(self, fgraph, node, in_shapes):
         xs, ws = in_shapes[0], in_shapes[1]
         return [(xs[0], ws[0], self._out_len_symbolic(xs[2], ws[2], 0),
@@ -695,6 +701,11 @@ class Conv2dGradInputs(_ConvOpBase):
         gz, w, shape = inputs
         outputs[0][0] = conv2d_grad_inputs_numpy(gz, w, _shape_value(shape), **self._kwargs())
 
+    def _onednn_call(self, node, cache, inputs, out, params):
+        h, w = shape_pair_c(node, 2, inputs[2])
+        return (f"lr_conv_bwd_data({cache}, {inputs[0]}, {inputs[1]}, {h}, {w}, {out}, "
+                f"{params})")
+
     def infer_shape(self, fgraph, node, in_shapes):
         h, w = _shape_input_symbolic(node, 2, in_shapes)
         return [(in_shapes[0][0], in_shapes[1][1], h, w)]
@@ -737,6 +748,11 @@ class Conv2dGradWeights(_ConvOpBase):
     def perform(self, node, inputs, outputs):
         x, gz, shape = inputs
         outputs[0][0] = conv2d_grad_weights_numpy(x, gz, _shape_value(shape), **self._kwargs())
+
+    def _onednn_call(self, node, cache, inputs, out, params):
+        kh, kw = shape_pair_c(node, 2, inputs[2])
+        return (f"lr_conv_bwd_weights({cache}, {inputs[0]}, {inputs[1]}, {kh}, {kw}, {out}, "
+                f"{params})")
 
     def infer_shape(self, fgraph, node, in_shapes):
         kh, kw = _shape_input_symbolic(node, 2, in_shapes)

@@ -1,0 +1,552 @@
+/* oneDNN (v3 C API) kernels of lasres's 2-d convolution ops (float32, NCHW).
+ *
+ * Included as support code by the ops in lasres/ops/conv.py (see
+ * lasres/ops/onednn.py).  Each Apply node owns an lr_cache (a struct member
+ * of its compiled thunk) holding, per input shape, the convolution primitive,
+ * the reorders between the user's plain NCHW / OIHW arrays and the blocked
+ * layouts oneDNN chooses ("any"), and the memory objects; buffers for the
+ * blocked copies and the scratchpad are allocated per call (one block).
+ *
+ * Padding: oneDNN wants padding_r such that the output length is exact.  With
+ * the floor of the output-length formula, the last input rows may never be
+ * read; the source is then described as a strided view of its first `he` rows
+ * (and `we` columns), which keeps padding_r >= 0.  The input gradient of such
+ * rows is zero.
+ */
+#ifndef LASRES_ONEDNN_CONV_C
+#define LASRES_ONEDNN_CONV_C
+
+#include <oneapi/dnnl/dnnl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LR_SLOTS 4
+#define LR_MAXARGS 4
+#define LR_KEYLEN 12
+
+typedef struct {
+    int exec_arg;
+    int is_output;
+    dnnl_memory_t user_mem;
+    dnnl_memory_t prim_mem;      /* == user_mem when no reorder is needed */
+    dnnl_primitive_t reorder;    /* user -> prim (inputs), prim -> user (outputs) */
+    size_t prim_bytes;
+} lr_arg;
+
+typedef struct {
+    int valid;
+    npy_intp key[LR_KEYLEN];
+    unsigned long stamp;
+    dnnl_primitive_t prim;
+    int nargs;
+    lr_arg args[LR_MAXARGS];
+    size_t scratch_bytes;
+    dnnl_memory_t scratch_mem;
+} lr_entry;
+
+typedef struct {
+    lr_entry slot[LR_SLOTS];
+    unsigned long clock;
+} lr_cache;
+
+typedef struct {
+    npy_intp n, c, h, w, f, kh, kw;
+    npy_intp sh, sw, ph, pw;
+    npy_intp oh, ow, he, we, prh, prw;
+} lr_geom;
+
+static dnnl_engine_t lr_engine = NULL;
+static dnnl_stream_t lr_stream = NULL;
+static dnnl_primitive_attr_t lr_attr = NULL;
+
+static int lr_fail(dnnl_status_t st, const char *what)
+{
+    PyErr_Format(PyExc_RuntimeError, "oneDNN: %s failed (status %d)", what, (int)st);
+    return -1;
+}
+
+#define LR_TRY(call) do { dnnl_status_t st_ = (call); \
+    if (st_ != dnnl_success) { lr_fail(st_, #call); goto done; } } while (0)
+
+static int lr_init(void)
+{
+    dnnl_status_t st;
+    if (lr_stream != NULL)
+        return 0;
+    if ((st = dnnl_engine_create(&lr_engine, dnnl_cpu, 0)) != dnnl_success)
+        return lr_fail(st, "engine creation");
+    if ((st = dnnl_primitive_attr_create(&lr_attr)) != dnnl_success)
+        return lr_fail(st, "attribute creation");
+    /* exact float32 arithmetic: no bf16/tf32 down-conversion */
+    if ((st = dnnl_primitive_attr_set_fpmath_mode(lr_attr, dnnl_fpmath_mode_strict)) != dnnl_success)
+        return lr_fail(st, "fpmath mode");
+    if ((st = dnnl_primitive_attr_set_scratchpad_mode(lr_attr, dnnl_scratchpad_mode_user)) != dnnl_success)
+        return lr_fail(st, "scratchpad mode");
+    if ((st = dnnl_stream_create(&lr_stream, lr_engine, dnnl_stream_default_flags)) != dnnl_success)
+        return lr_fail(st, "stream creation");
+    return 0;
+}
+
+static void lr_entry_free(lr_entry *e)
+{
+    int i;
+    for (i = 0; i < e->nargs; i++) {
+        lr_arg *a = &e->args[i];
+        if (a->reorder) dnnl_primitive_destroy(a->reorder);
+        if (a->prim_mem && a->prim_mem != a->user_mem) dnnl_memory_destroy(a->prim_mem);
+        if (a->user_mem) dnnl_memory_destroy(a->user_mem);
+    }
+    if (e->prim) dnnl_primitive_destroy(e->prim);
+    if (e->scratch_mem) dnnl_memory_destroy(e->scratch_mem);
+    memset(e, 0, sizeof(*e));
+}
+
+static void lr_cache_init(lr_cache *c)
+{
+    memset(c, 0, sizeof(*c));
+}
+
+static void lr_cache_free(lr_cache *c)
+{
+    int i;
+    for (i = 0; i < LR_SLOTS; i++)
+        lr_entry_free(&c->slot[i]);
+}
+
+/* The entry for `key`; *fresh is set when it must be built. */
+static lr_entry *lr_lookup(lr_cache *c, const npy_intp *key, int *fresh)
+{
+    int i;
+    lr_entry *victim = NULL;
+    c->clock++;
+    for (i = 0; i < LR_SLOTS; i++) {
+        lr_entry *e = &c->slot[i];
+        if (e->valid && memcmp(e->key, key, sizeof(e->key)) == 0) {
+            e->stamp = c->clock;
+            *fresh = 0;
+            return e;
+        }
+        if (victim == NULL
+            || (victim->valid && (!e->valid || e->stamp < victim->stamp)))
+            victim = e;
+    }
+    lr_entry_free(victim);
+    memcpy(victim->key, key, sizeof(victim->key));
+    victim->stamp = c->clock;
+    *fresh = 1;
+    return victim;
+}
+
+/* Register argument `exec_arg` of the primitive `pd`, given as `user_md`. */
+static int lr_add_arg(lr_entry *e, const_dnnl_primitive_desc_t pd, dnnl_query_t what,
+                      int index, int exec_arg, const_dnnl_memory_desc_t user_md, int is_output)
+{
+    dnnl_status_t st;
+    dnnl_primitive_desc_t rpd = NULL;
+    lr_arg *a = &e->args[e->nargs++];
+    const_dnnl_memory_desc_t pmd = dnnl_primitive_desc_query_md(pd, what, index);
+    a->exec_arg = exec_arg;
+    a->is_output = is_output;
+    if ((st = dnnl_memory_create(&a->user_mem, user_md, lr_engine, DNNL_MEMORY_NONE)) != dnnl_success)
+        return lr_fail(st, "memory creation");
+    if (dnnl_memory_desc_equal(pmd, user_md)) {
+        a->prim_mem = a->user_mem;
+        return 0;
+    }
+    if ((st = dnnl_memory_create(&a->prim_mem, pmd, lr_engine, DNNL_MEMORY_NONE)) != dnnl_success)
+        return lr_fail(st, "memory creation");
+    a->prim_bytes = dnnl_memory_desc_get_size(pmd);
+    st = is_output
+        ? dnnl_reorder_primitive_desc_create(&rpd, pmd, lr_engine, user_md, lr_engine, NULL)
+        : dnnl_reorder_primitive_desc_create(&rpd, user_md, lr_engine, pmd, lr_engine, NULL);
+    if (st != dnnl_success)
+        return lr_fail(st, "reorder descriptor creation");
+    st = dnnl_primitive_create(&a->reorder, rpd);
+    dnnl_primitive_desc_destroy(rpd);
+    if (st != dnnl_success)
+        return lr_fail(st, "reorder creation");
+    return 0;
+}
+
+static int lr_finish(lr_entry *e, const_dnnl_primitive_desc_t pd)
+{
+    dnnl_status_t st;
+    const_dnnl_memory_desc_t smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    e->scratch_bytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
+    if (e->scratch_bytes
+        && (st = dnnl_memory_create(&e->scratch_mem, smd, lr_engine, DNNL_MEMORY_NONE)) != dnnl_success)
+        return lr_fail(st, "scratchpad creation");
+    if ((st = dnnl_primitive_create(&e->prim, pd)) != dnnl_success)
+        return lr_fail(st, "primitive creation");
+    e->valid = 1;
+    return 0;
+}
+
+#define LR_ALIGN(x) (((x) + 63) & ~(size_t)63)
+
+/* Run entry `e` on the user buffers `handles` (one per argument, in order). */
+static int lr_run(lr_entry *e, void **handles)
+{
+    dnnl_status_t st;
+    size_t total = LR_ALIGN(e->scratch_bytes), off;
+    char *buf = NULL;
+    dnnl_exec_arg_t args[LR_MAXARGS + 1], rargs[2];
+    int i, nargs = 0, rc = -1;
+    for (i = 0; i < e->nargs; i++)
+        total += LR_ALIGN(e->args[i].prim_bytes);
+    if (total > 0 && posix_memalign((void **)&buf, 64, total) != 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    off = 0;
+    if (e->scratch_bytes) {
+        LR_TRY(dnnl_memory_set_data_handle(e->scratch_mem, buf));
+        off = LR_ALIGN(e->scratch_bytes);
+    }
+    for (i = 0; i < e->nargs; i++) {
+        lr_arg *a = &e->args[i];
+        LR_TRY(dnnl_memory_set_data_handle(a->user_mem, handles[i]));
+        if (a->reorder) {
+            LR_TRY(dnnl_memory_set_data_handle(a->prim_mem, buf + off));
+            off += LR_ALIGN(a->prim_bytes);
+            if (!a->is_output) {
+                rargs[0].arg = DNNL_ARG_FROM; rargs[0].memory = a->user_mem;
+                rargs[1].arg = DNNL_ARG_TO; rargs[1].memory = a->prim_mem;
+                LR_TRY(dnnl_primitive_execute(a->reorder, lr_stream, 2, rargs));
+            }
+        }
+        args[nargs].arg = a->exec_arg;
+        args[nargs].memory = a->prim_mem;
+        nargs++;
+    }
+    if (e->scratch_bytes) {
+        args[nargs].arg = DNNL_ARG_SCRATCHPAD;
+        args[nargs].memory = e->scratch_mem;
+        nargs++;
+    }
+    LR_TRY(dnnl_primitive_execute(e->prim, lr_stream, nargs, args));
+    for (i = 0; i < e->nargs; i++) {
+        lr_arg *a = &e->args[i];
+        if (a->reorder && a->is_output) {
+            rargs[0].arg = DNNL_ARG_FROM; rargs[0].memory = a->prim_mem;
+            rargs[1].arg = DNNL_ARG_TO; rargs[1].memory = a->user_mem;
+            LR_TRY(dnnl_primitive_execute(a->reorder, lr_stream, 2, rargs));
+        }
+    }
+    LR_TRY(dnnl_stream_wait(lr_stream));
+    rc = 0;
+done:
+    free(buf);
+    return rc;
+}
+
+/* pad_mode: 0 explicit (ph, pw), 1 'same', 2 'full'. */
+static int lr_geometry(lr_geom *g, int pad_mode)
+{
+    npy_intp last;
+    if (pad_mode == 1) { g->ph = g->kh / 2; g->pw = g->kw / 2; }
+    else if (pad_mode == 2) { g->ph = g->kh - 1; g->pw = g->kw - 1; }
+    if (g->h + 2 * g->ph < g->kh || g->w + 2 * g->pw < g->kw) {
+        PyErr_Format(PyExc_ValueError,
+                     "convolution output would be empty: input (%ld, %ld), filter (%ld, %ld), "
+                     "stride (%ld, %ld), pad (%ld, %ld)", (long)g->h, (long)g->w, (long)g->kh,
+                     (long)g->kw, (long)g->sh, (long)g->sw, (long)g->ph, (long)g->pw);
+        return -1;
+    }
+    g->oh = (g->h + 2 * g->ph - g->kh) / g->sh + 1;
+    g->ow = (g->w + 2 * g->pw - g->kw) / g->sw + 1;
+    /* one past the last padded row read, in input coordinates */
+    last = (g->oh - 1) * g->sh + g->kh - g->ph;
+    g->he = last < g->h ? last : g->h;
+    g->prh = last - g->he;
+    last = (g->ow - 1) * g->sw + g->kw - g->pw;
+    g->we = last < g->w ? last : g->w;
+    g->prw = last - g->we;
+    if (g->he < 1 || g->we < 1) {
+        PyErr_SetString(PyExc_NotImplementedError,
+                        "oneDNN convolution: an output reads only padding along an axis "
+                        "(set LASRES_KERNELS=numpy)");
+        return -1;
+    }
+    return 0;
+}
+
+/* plain or strided (cropped) descriptors of the user arrays */
+static dnnl_status_t lr_md_image(dnnl_memory_desc_t *md, npy_intp n, npy_intp c,
+                                 npy_intp h, npy_intp w, npy_intp he, npy_intp we)
+{
+    dnnl_dims_t dims = {n, c, he, we};
+    dnnl_dims_t strides = {c * h * w, h * w, w, 1};
+    return dnnl_memory_desc_create_with_strides(md, 4, dims, dnnl_f32, strides);
+}
+
+static dnnl_status_t lr_md_tag(dnnl_memory_desc_t *md, npy_intp a, npy_intp b,
+                               npy_intp c, npy_intp d, dnnl_format_tag_t tag)
+{
+    dnnl_dims_t dims = {a, b, c, d};
+    return dnnl_memory_desc_create_with_tag(md, 4, dims, dnnl_f32, tag);
+}
+
+enum { LR_FWD = 0, LR_BWD_DATA = 1, LR_BWD_WEIGHTS = 2 };
+
+static int lr_build(lr_entry *e, const lr_geom *g, int kind, int has_bias)
+{
+    int rc = -1;
+    dnnl_memory_desc_t src_any = NULL, w_any = NULL, dst_any = NULL, b_md = NULL;
+    dnnl_memory_desc_t src_user = NULL, w_user = NULL, dst_user = NULL;
+    dnnl_primitive_desc_t pd = NULL, hint = NULL;
+    dnnl_dims_t strides = {g->sh, g->sw}, dil = {0, 0};
+    dnnl_dims_t pl = {g->ph, g->pw}, pr = {g->prh, g->prw};
+    dnnl_dims_t bdims = {g->f};
+
+    LR_TRY(lr_md_tag(&src_any, g->n, g->c, g->he, g->we, dnnl_format_tag_any));
+    LR_TRY(lr_md_tag(&w_any, g->f, g->c, g->kh, g->kw, dnnl_format_tag_any));
+    LR_TRY(lr_md_tag(&dst_any, g->n, g->f, g->oh, g->ow, dnnl_format_tag_any));
+    LR_TRY(lr_md_image(&src_user, g->n, g->c, g->h, g->w, g->he, g->we));
+    LR_TRY(lr_md_tag(&w_user, g->f, g->c, g->kh, g->kw, dnnl_oihw));
+    LR_TRY(lr_md_tag(&dst_user, g->n, g->f, g->oh, g->ow, dnnl_nchw));
+    if (has_bias)
+        LR_TRY(dnnl_memory_desc_create_with_tag(&b_md, 1, bdims, dnnl_f32, dnnl_a));
+
+    if (kind == LR_FWD) {
+        LR_TRY(dnnl_convolution_forward_primitive_desc_create(
+            &pd, lr_engine, dnnl_forward_training, dnnl_convolution_direct, src_any, w_any,
+            b_md, dst_any, strides, dil, pl, pr, lr_attr));
+        if (lr_add_arg(e, pd, dnnl_query_src_md, 0, DNNL_ARG_SRC, src_user, 0)) goto done;
+        if (lr_add_arg(e, pd, dnnl_query_weights_md, 0, DNNL_ARG_WEIGHTS, w_user, 0)) goto done;
+        if (has_bias && lr_add_arg(e, pd, dnnl_query_weights_md, 1, DNNL_ARG_BIAS, b_md, 0))
+            goto done;
+        if (lr_add_arg(e, pd, dnnl_query_dst_md, 0, DNNL_ARG_DST, dst_user, 1)) goto done;
+    } else {
+        LR_TRY(dnnl_convolution_forward_primitive_desc_create(
+            &hint, lr_engine, dnnl_forward_training, dnnl_convolution_direct, src_any, w_any,
+            NULL, dst_any, strides, dil, pl, pr, lr_attr));
+        if (kind == LR_BWD_DATA) {
+            LR_TRY(dnnl_convolution_backward_data_primitive_desc_create(
+                &pd, lr_engine, dnnl_convolution_direct, src_any, w_any, dst_any,
+                strides, dil, pl, pr, hint, lr_attr));
+            if (lr_add_arg(e, pd, dnnl_query_diff_dst_md, 0, DNNL_ARG_DIFF_DST, dst_user, 0)) goto done;
+            if (lr_add_arg(e, pd, dnnl_query_weights_md, 0, DNNL_ARG_WEIGHTS, w_user, 0)) goto done;
+            if (lr_add_arg(e, pd, dnnl_query_diff_src_md, 0, DNNL_ARG_DIFF_SRC, src_user, 1)) goto done;
+        } else {
+            LR_TRY(dnnl_convolution_backward_weights_primitive_desc_create(
+                &pd, lr_engine, dnnl_convolution_direct, src_any, w_any, NULL, dst_any,
+                strides, dil, pl, pr, hint, lr_attr));
+            if (lr_add_arg(e, pd, dnnl_query_src_md, 0, DNNL_ARG_SRC, src_user, 0)) goto done;
+            if (lr_add_arg(e, pd, dnnl_query_diff_dst_md, 0, DNNL_ARG_DIFF_DST, dst_user, 0)) goto done;
+            if (lr_add_arg(e, pd, dnnl_query_diff_weights_md, 0, DNNL_ARG_DIFF_WEIGHTS, w_user, 1))
+                goto done;
+        }
+    }
+    if (lr_finish(e, pd)) goto done;
+    rc = 0;
+done:
+    if (rc) lr_entry_free(e);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (hint) dnnl_primitive_desc_destroy(hint);
+    if (src_any) dnnl_memory_desc_destroy(src_any);
+    if (w_any) dnnl_memory_desc_destroy(w_any);
+    if (dst_any) dnnl_memory_desc_destroy(dst_any);
+    if (src_user) dnnl_memory_desc_destroy(src_user);
+    if (w_user) dnnl_memory_desc_destroy(w_user);
+    if (dst_user) dnnl_memory_desc_destroy(dst_user);
+    if (b_md) dnnl_memory_desc_destroy(b_md);
+    return rc;
+}
+
+/* dst[f, c, i, j] = src[f, c, kh-1-i, kw-1-j] */
+static void lr_flip(float *dst, const float *src, npy_intp fc, npy_intp kh, npy_intp kw)
+{
+    npy_intp p, i, j, k = kh * kw;
+    for (p = 0; p < fc; p++)
+        for (i = 0; i < kh; i++)
+            for (j = 0; j < kw; j++)
+                dst[p * k + i * kw + j] = src[p * k + (kh - 1 - i) * kw + (kw - 1 - j)];
+}
+
+static int lr_prepare_out(PyArrayObject **out, npy_intp a, npy_intp b, npy_intp c, npy_intp d)
+{
+    npy_intp dims[4] = {a, b, c, d};
+    if (*out != NULL && PyArray_NDIM(*out) == 4 && PyArray_ISCARRAY(*out)
+        && PyArray_TYPE(*out) == NPY_FLOAT32 && PyArray_DIMS(*out)[0] == a
+        && PyArray_DIMS(*out)[1] == b && PyArray_DIMS(*out)[2] == c && PyArray_DIMS(*out)[3] == d)
+        return 0;
+    Py_XDECREF(*out);
+    *out = (PyArrayObject *)PyArray_EMPTY(4, dims, NPY_FLOAT32, 0);
+    return *out == NULL ? -1 : 0;
+}
+
+static PyArrayObject *lr_contig(PyArrayObject *a)
+{
+    return (PyArrayObject *)PyArray_FromAny((PyObject *)a, PyArray_DescrFromType(NPY_FLOAT32),
+                                            0, 0, NPY_ARRAY_CARRAY_RO, NULL);
+}
+
+/* The entry of `cache` for geometry g (building it on a miss), or NULL. */
+static lr_entry *lr_entry_for(lr_cache *cache, const lr_geom *g, int kind, int has_bias)
+{
+    int fresh = 0;
+    lr_entry *e;
+    npy_intp key[LR_KEYLEN] = {g->n, g->c, g->h, g->w, g->f, g->kh, g->kw, has_bias, kind, 0, 0, 0};
+    if (lr_init()) return NULL;
+    e = lr_lookup(cache, key, &fresh);
+    if (fresh && lr_build(e, g, kind, has_bias)) return NULL;
+    return e;
+}
+
+/* out = conv(x, w) + b */
+static int lr_conv_fwd(lr_cache *cache, PyArrayObject *x0, PyArrayObject *w0, PyArrayObject *b0,
+                       PyArrayObject **out, int sh, int sw, int ph, int pw, int pad_mode, int flip)
+{
+    int rc = -1;
+    lr_geom g;
+    lr_entry *e;
+    float *wflip = NULL;
+    void *handles[4];
+    int k = 0;
+    PyArrayObject *x = lr_contig(x0), *w = lr_contig(w0), *b = b0 ? lr_contig(b0) : NULL;
+    if (!x || !w || (b0 && !b)) goto done;
+    g.n = PyArray_DIMS(x)[0]; g.c = PyArray_DIMS(x)[1];
+    g.h = PyArray_DIMS(x)[2]; g.w = PyArray_DIMS(x)[3];
+    g.f = PyArray_DIMS(w)[0]; g.kh = PyArray_DIMS(w)[2]; g.kw = PyArray_DIMS(w)[3];
+    g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw;
+    if (PyArray_DIMS(w)[1] != g.c) {
+        PyErr_Format(PyExc_ValueError, "input has %ld channels but the filters expect %ld",
+                     (long)g.c, (long)PyArray_DIMS(w)[1]);
+        goto done;
+    }
+    if (b && (PyArray_NDIM(b) != 1 || PyArray_DIMS(b)[0] != g.f)) {
+        PyErr_Format(PyExc_ValueError, "bias of %ld entries for %ld filters",
+                     (long)PyArray_DIMS(b)[0], (long)g.f);
+        goto done;
+    }
+    if (lr_geometry(&g, pad_mode)) goto done;
+    if (lr_prepare_out(out, g.n, g.f, g.oh, g.ow)) goto done;
+    if (g.n == 0 || g.f == 0 || g.c == 0) {
+        PyErr_SetString(PyExc_NotImplementedError, "oneDNN convolution of an empty tensor "
+                        "(set LASRES_KERNELS=numpy)");
+        goto done;
+    }
+    if (!(e = lr_entry_for(cache, &g, LR_FWD, b != NULL))) goto done;
+    handles[k++] = PyArray_DATA(x);
+    if (flip) {
+        if (!(wflip = (float *)malloc(sizeof(float) * PyArray_SIZE(w) + 1))) { PyErr_NoMemory(); goto done; }
+        lr_flip(wflip, (const float *)PyArray_DATA(w), g.f * g.c, g.kh, g.kw);
+        handles[k++] = wflip;
+    } else {
+        handles[k++] = PyArray_DATA(w);
+    }
+    if (b) handles[k++] = PyArray_DATA(b);
+    handles[k++] = PyArray_DATA(*out);
+    rc = lr_run(e, handles);
+done:
+    free(wflip);
+    Py_XDECREF(x); Py_XDECREF(w); Py_XDECREF(b);
+    return rc;
+}
+
+/* out = d conv(x, w) / dx applied to gz, x of spatial shape (h, w) */
+static int lr_conv_bwd_data(lr_cache *cache, PyArrayObject *gz0, PyArrayObject *w0,
+                            npy_intp h, npy_intp wd, PyArrayObject **out,
+                            int sh, int sw, int ph, int pw, int pad_mode, int flip)
+{
+    int rc = -1;
+    lr_geom g;
+    lr_entry *e;
+    float *wflip = NULL;
+    void *handles[3];
+    PyArrayObject *gz = lr_contig(gz0), *w = lr_contig(w0);
+    if (!gz || !w) goto done;
+    g.n = PyArray_DIMS(gz)[0]; g.f = PyArray_DIMS(gz)[1];
+    g.h = h; g.w = wd;
+    g.c = PyArray_DIMS(w)[1]; g.kh = PyArray_DIMS(w)[2]; g.kw = PyArray_DIMS(w)[3];
+    g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw;
+    if (PyArray_DIMS(w)[0] != g.f) {
+        PyErr_Format(PyExc_ValueError, "output gradient has %ld channels but the filters have %ld",
+                     (long)g.f, (long)PyArray_DIMS(w)[0]);
+        goto done;
+    }
+    if (lr_geometry(&g, pad_mode)) goto done;
+    if (PyArray_DIMS(gz)[2] != g.oh || PyArray_DIMS(gz)[3] != g.ow) {
+        PyErr_Format(PyExc_ValueError, "output gradient of spatial shape (%ld, %ld) does not fit "
+                     "an input of shape (%ld, %ld) (expected (%ld, %ld))",
+                     (long)PyArray_DIMS(gz)[2], (long)PyArray_DIMS(gz)[3], (long)h, (long)wd,
+                     (long)g.oh, (long)g.ow);
+        goto done;
+    }
+    if (lr_prepare_out(out, g.n, g.c, g.h, g.w)) goto done;
+    if (g.he < g.h || g.we < g.w || g.f == 0)
+        memset(PyArray_DATA(*out), 0, PyArray_NBYTES(*out));
+    if (g.n == 0 || g.c == 0 || g.f == 0) { rc = 0; goto done; }   /* zeros */
+    if (!(e = lr_entry_for(cache, &g, LR_BWD_DATA, 0))) goto done;
+    handles[0] = PyArray_DATA(gz);
+    if (flip) {
+        if (!(wflip = (float *)malloc(sizeof(float) * PyArray_SIZE(w) + 1))) { PyErr_NoMemory(); goto done; }
+        lr_flip(wflip, (const float *)PyArray_DATA(w), g.f * g.c, g.kh, g.kw);
+        handles[1] = wflip;
+    } else {
+        handles[1] = PyArray_DATA(w);
+    }
+    handles[2] = PyArray_DATA(*out);
+    rc = lr_run(e, handles);
+done:
+    free(wflip);
+    Py_XDECREF(gz); Py_XDECREF(w);
+    return rc;
+}
+
+/* out = d conv(x, w) / dw applied to gz, filters of spatial shape (kh, kw) */
+static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject *gz0,
+                               npy_intp kh, npy_intp kw, PyArrayObject **out,
+                               int sh, int sw, int ph, int pw, int pad_mode, int flip)
+{
+    int rc = -1;
+    lr_geom g;
+    lr_entry *e;
+    float *dw = NULL;
+    void *handles[3];
+    PyArrayObject *x = lr_contig(x0), *gz = lr_contig(gz0);
+    if (!x || !gz) goto done;
+    g.n = PyArray_DIMS(x)[0]; g.c = PyArray_DIMS(x)[1];
+    g.h = PyArray_DIMS(x)[2]; g.w = PyArray_DIMS(x)[3];
+    g.f = PyArray_DIMS(gz)[1]; g.kh = kh; g.kw = kw;
+    g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw;
+    if (PyArray_DIMS(gz)[0] != g.n) {
+        PyErr_Format(PyExc_ValueError, "input batch %ld differs from output gradient batch %ld",
+                     (long)g.n, (long)PyArray_DIMS(gz)[0]);
+        goto done;
+    }
+    if (lr_geometry(&g, pad_mode)) goto done;
+    if (PyArray_DIMS(gz)[2] != g.oh || PyArray_DIMS(gz)[3] != g.ow) {
+        PyErr_Format(PyExc_ValueError, "output gradient of spatial shape (%ld, %ld) does not fit "
+                     "an input of shape (%ld, %ld) (expected (%ld, %ld))",
+                     (long)PyArray_DIMS(gz)[2], (long)PyArray_DIMS(gz)[3], (long)g.h, (long)g.w,
+                     (long)g.oh, (long)g.ow);
+        goto done;
+    }
+    if (lr_prepare_out(out, g.f, g.c, g.kh, g.kw)) goto done;
+    if (g.n == 0 || g.c == 0 || g.f == 0) {
+        memset(PyArray_DATA(*out), 0, PyArray_NBYTES(*out));
+        rc = 0;
+        goto done;
+    }
+    if (!(e = lr_entry_for(cache, &g, LR_BWD_WEIGHTS, 0))) goto done;
+    handles[0] = PyArray_DATA(x);
+    handles[1] = PyArray_DATA(gz);
+    if (flip) {
+        if (!(dw = (float *)malloc(PyArray_NBYTES(*out) + 1))) { PyErr_NoMemory(); goto done; }
+        handles[2] = dw;
+    } else {
+        handles[2] = PyArray_DATA(*out);
+    }
+    if (lr_run(e, handles)) goto done;
+    if (flip)
+        lr_flip((float *)PyArray_DATA(*out), dw, g.f * g.c, g.kh, g.kw);
+    rc = 0;
+done:
+    free(dw);
+    Py_XDECREF(x); Py_XDECREF(gz);
+    return rc;
+}
+
+#endif /* LASRES_ONEDNN_CONV_C */

@@ -1,0 +1,174 @@
+"""oneDNN C kernels of the convolution ops, run by PyTensor's C VM.
+
+On x86-64 Linux, ``pip install lasres`` brings Intel's oneDNN 3.2 wheels
+(``onednn-cpu-gomp`` and ``onednn-devel-cpu-gomp``: the library under
+``<prefix>/lib``, its headers under ``<prefix>/include``).  The convolution
+ops (:mod:`lasres.ops.conv`) then compile, for float32, a C implementation
+(``c_code``) that calls oneDNN's direct convolutions in the blocked layouts
+the library picks for this CPU, with the layout changes (reorders) done
+inside each op, so that the graph keeps plain NCHW arrays.  Everything else
+(float64, another CPU, a missing wheel, PyTensor's Python or Numba modes)
+runs the NumPy ``perform`` of the same ops.
+
+The environment variable ``LASRES_KERNELS`` chooses: ``numpy`` forces the
+NumPy kernels, ``onednn`` requires oneDNN (an error when it is missing),
+unset or ``auto`` takes oneDNN when it is there.  :func:`kernels` says
+which kernels run.
+"""
+import functools
+import os
+import platform
+import sys
+import sysconfig
+import zlib
+
+from pytensor.graph.utils import MethodNotDefined
+from pytensor.link.c.op import COp
+
+from ..errors import LasresError
+
+__all__ = ["kernels", "KERNELS_ENV"]
+
+#: Environment variable that selects the convolution kernels.
+KERNELS_ENV = "LASRES_KERNELS"
+
+_SOURCE = os.path.join(os.path.dirname(__file__), "c", "onednn_conv.c")
+
+#: Set by tests to force a kernel family in-process (None: follow the environment).
+_override = None
+
+
+@functools.lru_cache(maxsize=None)
+def _library_paths():
+    """``(include dir, lib dir)`` of an installed oneDNN 3 wheel, or None."""
+    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    data = sysconfig.get_paths()["data"]
+    inc, lib = os.path.join(data, "include"), os.path.join(data, "lib")
+    if not os.path.isfile(os.path.join(inc, "oneapi", "dnnl", "dnnl.h")):
+        return None
+    if not os.path.exists(os.path.join(lib, "libdnnl.so.3")):
+        return None
+    return inc, lib
+
+
+def kernels():
+    """Which convolution kernels the C backend runs: ``'onednn'`` or ``'numpy'``.
+
+    Returns
+    -------
+    str
+        ``'onednn'`` when oneDNN is installed (x86-64 Linux) and not turned
+        off with ``LASRES_KERNELS=numpy``; ``'numpy'`` otherwise.  Float64
+        convolutions always run the NumPy kernels (oneDNN's CPU convolutions
+        are float32).
+
+    Raises
+    ------
+    LasresError
+        ``LASRES_KERNELS`` has an unknown value, or is ``onednn`` where
+        oneDNN is not installed.
+    """
+    if _override is not None:
+        return _override
+    choice = os.environ.get(KERNELS_ENV, "").strip().lower() or "auto"
+    if choice not in ("auto", "onednn", "numpy"):
+        raise LasresError(f"{KERNELS_ENV} must be 'auto', 'onednn' or 'numpy', got {choice!r}")
+    if choice == "numpy":
+        return "numpy"
+    if _library_paths() is None:
+        if choice == "onednn":
+            raise LasresError(f"{KERNELS_ENV}=onednn but oneDNN is not installed (pip install "
+                              "onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0, "
+                              "x86-64 Linux only)")
+        return "numpy"
+    return "onednn"
+
+
+@functools.lru_cache(maxsize=None)
+def _source():
+    with open(_SOURCE) as f:
+        return f.read()
+
+
+def _pad_args(pad):
+    """``(ph, pw, pad_mode)`` for the C functions (mode 1: 'same', 2: 'full')."""
+    if pad == "same":
+        return 0, 0, 1
+    if pad == "full":
+        return 0, 0, 2
+    return pad[0], pad[1], 0
+
+
+class OneDNNConvCOp(COp):
+    """C implementation of the convolution ops on oneDNN (float32).
+
+    Subclasses define :meth:`_onednn_call`, the C call of one of the three
+    entry points of ``c/onednn_conv.c``.  ``c_code`` raises
+    ``MethodNotDefined`` (so PyTensor runs ``perform``) for float64 and when
+    :func:`kernels` is ``'numpy'``.
+    """
+
+    def _onednn_call(self, node, cache, inputs, out, params):
+        raise NotImplementedError
+
+    @staticmethod
+    def _use_onednn(node):
+        return kernels() == "onednn" and node.outputs[0].dtype == "float32"
+
+    def make_thunk(self, node, storage_map, compute_map, no_recycling, impl=None):
+        # decided here, not only in c_code: a module found in PyTensor's
+        # compile cache is loaded without calling c_code
+        if not self._use_onednn(node) and impl != "c":
+            impl = "py"
+        return super().make_thunk(node, storage_map, compute_map, no_recycling, impl=impl)
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        if not self._use_onednn(node):
+            raise MethodNotDefined("oneDNN kernels off or not float32")
+        ph, pw, mode = _pad_args(self.pad)
+        params = (f"{self.stride[0]}, {self.stride[1]}, {ph}, {pw}, {mode}, "
+                  f"{int(self.filter_flip)}")
+        call = self._onednn_call(node, f"&lr_cache_{name}", inputs, f"&{outputs[0]}", params)
+        return f"if ({call}) {{ {sub['fail']} }}"
+
+    def c_code_cache_version(self):
+        return (1, zlib.crc32(_source().encode()))
+
+    def c_headers(self, **kwargs):
+        return ["<oneapi/dnnl/dnnl.h>", "<stdlib.h>", "<string.h>"]
+
+    def c_header_dirs(self, **kwargs):
+        paths = _library_paths()
+        return [paths[0]] if paths else []
+
+    def c_lib_dirs(self, **kwargs):
+        paths = _library_paths()
+        return [paths[1]] if paths else []
+
+    def c_libraries(self, **kwargs):
+        return ["dnnl"]
+
+    def c_compile_args(self, **kwargs):
+        paths = _library_paths()
+        return [f"-Wl,-rpath,{paths[1]}"] if paths else []
+
+    def c_support_code(self, **kwargs):
+        return _source()
+
+    def c_support_code_struct(self, node, name):
+        return f"lr_cache lr_cache_{name};"
+
+    def c_init_code_struct(self, node, name, sub):
+        return f"lr_cache_init(&lr_cache_{name});"
+
+    def c_cleanup_code_struct(self, node, name):
+        return f"lr_cache_free(&lr_cache_{name});"
+
+
+def shape_pair_c(node, index, var):
+    """C expressions of the ``(h, w)`` held by the shape input ``node.inputs[index]``."""
+    if node.inputs[index].ndim == 4:
+        return f"PyArray_DIMS({var})[2]", f"PyArray_DIMS({var})[3]"
+    get = f"((dtype_{var}*)PyArray_GETPTR1({var}, %d))[0]"
+    return f"(npy_intp){get % 0}", f"(npy_intp){get % 1}"
