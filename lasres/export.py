@@ -176,6 +176,10 @@ def _conv(ctx, layer, x, base):
         raise ctx.unsupported(layer, "it uses a custom convolution function")
     g = ctx.g
     W = _value(layer.W)
+    channels = ctx.shapes[layer.input_layer][1]
+    if channels is not None and channels != W.shape[1]:
+        raise ctx.unsupported(layer, f"its input has {channels} channels, its weights take "
+                                     f"{W.shape[1]}")
     if layer.flip_filters:  # a true convolution; ONNX Conv correlates
         W = W[:, :, ::-1, ::-1]
     b = None if layer.b is None else _value(layer.b)
@@ -205,6 +209,10 @@ def _dense(ctx, layer, x, base):
     if lead < 0:
         lead += len(in_shape)
     W = _value(layer.W)
+    features = in_shape[lead:]
+    if None not in features and int(np.prod(features)) != W.shape[0]:
+        raise ctx.unsupported(layer, f"its input {in_shape} has {int(np.prod(features))} "
+                                     f"features, its weights take {W.shape[0]}")
     b = None if layer.b is None else _value(layer.b)
     bn = ctx.folds.get(layer)
     if bn is not None:
@@ -608,8 +616,9 @@ def build_model(network, input_shape=None, pixel_mean=None, fold_bn=False):
             else:
                 shapes[layer] = tuple(layer.get_output_shape_for(shapes[layer.input_layer]))
         except (ValueError, TypeError, AssertionError) as exc:
+            given = [shapes[i] for i in inputs]
             raise ExportError(f"cannot export {describe(layer)} to ONNX for input shape "
-                              f"{tuple(input_shape)}: {exc}") from None
+                              f"{given[0] if len(given) == 1 else given}: {exc}") from None
 
     g = _Graph(onnx)
     folds = _fold_plan(layers, outputs, shapes, fold_bn)
@@ -749,7 +758,10 @@ def export_parser():
     from .cli import _positional
     p = argparse.ArgumentParser(
         prog="export_onnx.py", description="Export a network with its weights to ONNX (the "
-        "deterministic inference graph), checked with onnx.checker.")
+        "deterministic inference graph), checked with onnx.checker.",
+        epilog="--batch-size fixes the model's batch size (default: a dynamic batch axis); "
+        "--data is where a pixel_mean.npy is looked for; --backend, --limit and --seed play "
+        "no part in an export.")
     _positional(p)
     p.add_argument("--weights", default=None,
                    help="weight file (.pklz, .npz or lasres .h5); default: the seed's file in "

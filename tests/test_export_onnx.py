@@ -9,22 +9,23 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx  # the test extra installs onnx and onnxruntime
+import onnxruntime as ort
 import pytest
 import pytensor
 import pytensor.tensor as pt
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-
-import lasres.layers as L  # noqa: E402
-from _datasets import cifar10_subset  # noqa: E402
-from lasres import nonlinearities as nl  # noqa: E402
-from lasres.data import compute_pixel_mean, load_raw, preprocess  # noqa: E402
-from lasres.errors import ExportError, LasresError  # noqa: E402
-from lasres.export import to_onnx  # noqa: E402
-from lasres.layers import get_all_layers, get_output, set_all_param_values  # noqa: E402
-from lasres.models import available, build  # noqa: E402
-from lasres.weights import load_pklz  # noqa: E402
+import lasres.layers as L
+import lasres.random
+from _datasets import cifar10_subset
+from lasres import nonlinearities as nl
+from lasres.data import compute_pixel_mean, load_raw, preprocess
+from lasres.errors import ExportError, LasresError
+from lasres.export import to_onnx
+from lasres.layers import (get_all_layers, get_all_param_values, get_output,
+                           set_all_param_values)
+from lasres.models import available, build
+from lasres.weights import load_pklz
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = 1e-5  # absolute, on probabilities
@@ -88,11 +89,11 @@ def assert_informative(p):
 
 @pytest.fixture(scope="module")
 def cifar():
-    """Real CIFAR-10: the pixel mean of 5,000 training images, 64 training
+    """Real CIFAR-10: the pixel mean of 5,000 training images, 32 training
     images for the BN statistics and 8 test images (raw uint8) to compare on."""
     raw = load_raw("cifar10", str(cifar10_subset(5000, 1000)))
     mean = compute_pixel_mean(raw.X_train)
-    return mean, preprocess(raw.X_train[:64], mean), raw.X_test[:8]
+    return mean, preprocess(raw.X_train[:32], mean), raw.X_test[:8]
 
 
 # --- every architecture, on real CIFAR-10 images -------------------------------------
@@ -106,8 +107,11 @@ def test_small_configurations_cover_every_architecture():
     assert {c[0] for c in SMALL} == set(available())
 
 
-def check_architecture(type, depth, width, options, cifar, tmp_path, seed=0):
+def check_architecture(type, depth, width, options, cifar, tmp_path, seed=0, atol=TOL):
+    """Export (plain and with folded BN, raw pixels in) and compare ONNX
+    Runtime with lasres on real images."""
     mean, X_calib, X_raw = cifar
+    lasres.random.set_rng(np.random.RandomState(seed))  # the same net whatever ran before
     net = build(type, depth, width, **options)
     randomise(net, X_calib, np.random.RandomState(seed))
     expected = lasres_fn(net)(preprocess(X_raw, mean))
@@ -120,7 +124,7 @@ def check_architecture(type, depth, width, options, cifar, tmp_path, seed=0):
         n_bn[fold] = sum(n.op_type == "BatchNormalization" for n in model.graph.node)
         got, = ort_run(path, X_raw.astype(np.float32))  # raw pixels: the model subtracts the mean
         assert got.shape == expected.shape
-        np.testing.assert_allclose(got, expected, rtol=0, atol=TOL, err_msg=f"fold_bn={fold}")
+        np.testing.assert_allclose(got, expected, rtol=0, atol=atol, err_msg=f"fold_bn={fold}")
     # every BN is exported; the ones right after a convolution are folded into it
     assert n_bn[False] == sum(isinstance(l, L.BatchNormLayer) for l in get_all_layers(net))
     assert n_bn[True] < n_bn[False]
@@ -133,11 +137,15 @@ def test_architecture_matches_lasres_on_cifar10(type, depth, width, options, cif
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("type,depth,width", [("normal", 18, 1), ("bottleneck", 18, 1),
-                                              ("wide", 2, 4)])
-def test_legacy_full_size_matches_lasres_on_cifar10(type, depth, width, cifar, tmp_path):
+@pytest.mark.parametrize("type,depth,width,atol", [
+    ("normal", 18, 1, TOL), ("wide", 2, 4, TOL),
+    # ResNet-164's float32 round-off alone spreads further than 1e-5: on this
+    # randomised net lasres float32 and lasres float64 differ by up to 3.6e-5
+    # (ONNX Runtime and float64: 6.2e-5), so 1e-5 would test the rounding
+    ("bottleneck", 18, 1, 1e-4)])
+def test_legacy_full_size_matches_lasres_on_cifar10(type, depth, width, atol, cifar, tmp_path):
     """ResNet-110, ResNet-164 and the seed's wide net: the legacy weights' networks."""
-    check_architecture(type, depth, width, {}, cifar, tmp_path, seed=1)
+    check_architecture(type, depth, width, {}, cifar, tmp_path, seed=1, atol=atol)
 
 
 @pytest.mark.parametrize("name", ["normal_n1_k1", "bottleneck_n1_k1", "wide_n1_k2"])
@@ -326,6 +334,13 @@ def test_unexportable_layers_are_one_line_errors_naming_the_layer(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["x.onnx"]
     with pytest.raises(ExportError, match="pixel_mean of shape"):
         to_onnx(build("resnet", 1), path, pixel_mean=np.zeros((3, 28, 28)))
+    with pytest.raises(ExportError, match="has 2 channels, its weights take 3"):
+        to_onnx(L.Conv2DLayer(L.InputLayer((None, 3, 4, 4)), 2, 3), path,
+                input_shape=(None, 2, 4, 4))
+    with pytest.raises(ExportError, match="has 75 features, its weights take 48"):
+        to_onnx(L.DenseLayer(L.InputLayer((None, 3, 4, 4)), 2), path, input_shape=(1, 3, 5, 5))
+    with pytest.raises(ExportError, match="has 3 dimensions"):
+        to_onnx(build("resnet", 1), path, input_shape=(None, 3, 32))
     with pytest.raises(LasresError, match="does not exist"):
         to_onnx(build("resnet", 1), tmp_path / "nowhere" / "x.onnx")
 
