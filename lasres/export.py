@@ -51,7 +51,7 @@ import numpy as np
 
 from .errors import ExportError, LasresError
 
-__all__ = ["to_onnx", "OPSET", "export_parser", "export_main"]
+__all__ = ["to_onnx", "build_model", "OPSET", "export_parser", "export_main"]
 
 #: The ONNX operator set the models use (supported by ONNX Runtime >= 1.12,
 #: TensorRT >= 8.6, OpenVINO, ...).

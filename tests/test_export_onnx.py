@@ -69,15 +69,13 @@ def randomise(net, X, rng, logit_std=1.5):
                 p.set_value(rng.normal(0, 0.1, v.shape).astype(v.dtype))
     bns = [l for l in layers if isinstance(l, L.BatchNormLayer)]
     head = layers[-1]
-    f = lasres_fn([b.input_layer for b in bns] + [head.input_layer],
-                  batch_norm_use_averages=False)
-    values = f(X)
-    for bn, v in zip(bns, values):
+    f = lasres_fn([b.input_layer for b in bns], batch_norm_use_averages=False)
+    for bn, v in zip(bns, f(X)):
         mean, std = v.mean(axis=bn.axes), v.std(axis=bn.axes)
         bn.mean.set_value((mean + rng.normal(0, 0.1, mean.shape) * std).astype("float32"))
         inv = 1 / np.sqrt(std ** 2 + bn.epsilon) * rng.uniform(0.8, 1.2, std.shape)
         bn.inv_std.set_value(inv.astype("float32"))
-    feats = values[-1].reshape(len(X), -1)
+    feats = lasres_fn(head.input_layer)(X).reshape(len(X), -1)  # deterministic features
     logits = feats @ head.W.get_value() + head.b.get_value()
     head.W.set_value((head.W.get_value() * logit_std / logits.std()).astype("float32"))
 
