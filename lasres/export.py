@@ -45,6 +45,7 @@ The model is float32 (parameters are cast). ``onnx`` is needed only here
 >>> net = build('normal', 18)
 >>> model = to_onnx(net, 'resnet110.onnx', pixel_mean=mean)  # doctest: +SKIP
 """
+import functools
 import os
 
 import numpy as np
@@ -478,6 +479,7 @@ def _dimshuffle(ctx, layer, x, base):
     return x
 
 
+@functools.lru_cache(maxsize=None)
 def _converters():
     """(layer class, converter, methods that must not be overridden), most
     specific classes first. A subclass that overrides one of the methods

@@ -22,8 +22,7 @@ from lasres import nonlinearities as nl
 from lasres.data import compute_pixel_mean, load_raw, preprocess
 from lasres.errors import ExportError, LasresError
 from lasres.export import to_onnx
-from lasres.layers import (get_all_layers, get_all_param_values, get_output,
-                           set_all_param_values)
+from lasres.layers import get_all_layers, get_output, set_all_param_values
 from lasres.models import available, build
 from lasres.weights import load_pklz
 
