@@ -137,9 +137,10 @@ def test_architecture_matches_lasres_on_cifar10(type, depth, width, options, cif
 @pytest.mark.parametrize("type,depth,width,atol", [
     ("normal", 18, 1, TOL), ("wide", 2, 4, TOL),
     # ResNet-164's float32 round-off alone spreads further than 1e-5: on this
-    # randomised net lasres float32 and lasres float64 differ by up to 3.6e-5
-    # (ONNX Runtime and float64: 6.2e-5), so 1e-5 would test the rounding
-    ("bottleneck", 18, 1, 1e-4)])
+    # randomised net (seed 1) lasres float32 differs from lasres float64 by up
+    # to 2.3e-5, ONNX Runtime from lasres float64 by 2.0e-5 (from lasres
+    # float32 by 2.4e-5), so 1e-5 would test the rounding, not the export
+    ("bottleneck", 18, 1, 5e-5)])
 def test_legacy_full_size_matches_lasres_on_cifar10(type, depth, width, atol, cifar, tmp_path):
     """ResNet-110, ResNet-164 and the seed's wide net: the legacy weights' networks."""
     check_architecture(type, depth, width, {}, cifar, tmp_path, seed=1, atol=atol)
