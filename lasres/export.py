@@ -270,6 +270,21 @@ def _batch_norm(ctx, layer, x, base):
     return g.node("Add", [y, g.const(beta.reshape(shape), base + ".beta")], base)
 
 
+def _keras_batch_norm(ctx, layer, x, base):
+    """Keras 1's BN (``running_std`` holds a variance): ONNX's own formula."""
+    g = ctx.g
+    ndim = len(ctx.shapes[layer])
+    axes = tuple(a % ndim for a in layer.axes)
+    if not (ndim >= 2 and axes == (0,) + tuple(range(2, ndim))):
+        raise ctx.unsupported(layer, f"Keras batch normalisation over axes {layer.axes}")
+    return g.node("BatchNormalization",
+                  [x, g.const(_value(layer.gamma), base + ".gamma"),
+                   g.const(_value(layer.beta), base + ".beta"),
+                   g.const(_value(layer.running_mean), base + ".mean"),
+                   g.const(_value(layer.running_std), base + ".var")],
+                  base, epsilon=float(layer.epsilon))
+
+
 def _folded(ctx, layer, x, base):
     return x  # the linear layer below already applied this batch normalisation
 
@@ -485,7 +500,9 @@ def _converters():
     specific classes first. A subclass that overrides one of the methods
     computes something else and is not exported."""
     from . import layers as L
-    return (
+    keras_bn = getattr(L, "KerasBatchNormLayer", None)  # the Keras layout of ror/ror-wrn
+    return ((() if keras_bn is None else ((keras_bn, _keras_batch_norm, ("get_output_for",)),))
+            + (
         (L.InputLayer, _input_layer, ()),
         (L.Conv2DLayer, _conv, ("get_output_for", "convolve")),
         (L.DenseLayer, _dense, ("get_output_for",)),
@@ -505,7 +522,7 @@ def _converters():
         (L.FlattenLayer, _flatten, ("get_output_for",)),
         (L.ReshapeLayer, _reshape, ("get_output_for",)),
         (L.DimshuffleLayer, _dimshuffle, ("get_output_for",)),
-    )
+    ))
 
 
 def _find_converter(layer, ctx):
