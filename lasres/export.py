@@ -13,6 +13,7 @@ Conv2DLayer, Conv2DDNNLayer        ``Conv`` (W flipped when ``flip_filters``: ON
 BatchNormLayer                     ``BatchNormalization`` (channel axis), else
                                    ``Sub``/``Mul``/``Add``; folded into the preceding
                                    convolution or dense layer with ``fold_bn``
+KerasBatchNormLayer (Keras layout)  ``BatchNormalization`` (its variance and epsilon)
 DenseLayer                         ``Flatten``/``Reshape``, ``Gemm`` or ``MatMul``
 Pool2DLayer (all modes, borders)   ``MaxPool``, ``AveragePool``; ``sum`` as a
                                    depthwise ``Conv`` of ones
