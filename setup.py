@@ -20,6 +20,7 @@ setup(
     extras_require={
         "jax": ["jax"],
         "plot": ["matplotlib"],
-        "test": ["pytest", "Pillow", "matplotlib", "jax"],
+        "onnx": ["onnx"],
+        "test": ["pytest", "Pillow", "matplotlib", "jax", "onnx", "onnxruntime"],
     },
 )

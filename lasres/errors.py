@@ -25,3 +25,7 @@ class ShapeMismatchError(LasresError, ValueError):
 
 class ArchitectureError(LasresError, ValueError):
     """An unknown architecture name or an impossible depth/width."""
+
+
+class ExportError(LasresError):
+    """A network (a layer, an input shape) that cannot be exported (to ONNX)."""
