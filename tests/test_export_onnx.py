@@ -398,3 +398,22 @@ def test_script_bad_input_is_one_line_error(args, message, legacy_dir, tmp_path)
     assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: "), stderr
     assert message in stderr, stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("name,type,depth,width", [("ror_N1", "ror", 1, 1),
+                                                   ("ror_wrn_N1_k1", "ror-wrn", 1, 1)])
+def test_real_keras_fixture_probabilities(shared_dir, name, type, depth, width, tmp_path):
+    """The RoR seed's exact networks (layout=keras) with the real Keras 1.2.2
+    weight files: the exported model (Keras BN, max-pooling, biased
+    convolutions) gives Keras's own predictions on the seed's x/255 inputs."""
+    from lasres.weights import load_keras_h5
+    folder = shared_dir / "fixtures" / "keras"
+    tol = json.loads((folder / f"{name}_tol.json").read_text())["tolerance"]["prob_abs"]
+    io = np.load(folder / f"{name}_io.npz")
+    net = build(type, depth, width, layout="keras")
+    set_all_param_values(net, load_keras_h5(folder / f"{name}.h5", net))
+    for fold in (False, True):
+        to_onnx(net, tmp_path / "m.onnx", fold_bn=fold)
+        onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")), full_check=True)
+        got, = ort_run(tmp_path / "m.onnx", io["Xp"])
+        np.testing.assert_allclose(got, io["prob"], rtol=0, atol=tol, err_msg=f"fold_bn={fold}")
