@@ -657,7 +657,6 @@ class JaxTrainer(object):
 
     def set_optimizer_state(self, values):
         """Set the velocities (e.g. from a checkpoint), on host and device."""
-        import jax
 
         if len(values) != len(self.velocities):
             raise LasresError(f"the checkpoint holds {len(values)} optimizer arrays, the "

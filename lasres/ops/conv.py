@@ -47,12 +47,14 @@ Registered with PyTensor's ``jax_funcify`` (when JAX is installed) through
 import numpy as np
 
 import pytensor.tensor as pt
-from pytensor.tensor.type import float_dtypes, integer_dtypes
+from pytensor.tensor.type import integer_dtypes
 from pytensor.gradient import DisconnectedType, disconnected_type
 from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
 
 from .onednn import OneDNNConvCOp, shape_pair_c
+
+from ._args import cast as _cast, float_tensor as _float_tensor
 
 __all__ = ["conv2d", "Conv2d", "Conv2dGradInputs", "Conv2dGradWeights",
            "ConvLength", "conv_output_length"]
@@ -197,19 +199,6 @@ def _shape_value(value):
     if value.ndim == 4:
         return value.shape[2], value.shape[3]
     return int(value[0]), int(value[1])
-
-
-def _float_tensor(var, name, ndim):
-    var = pt.as_tensor_variable(var)
-    if var.ndim != ndim:
-        raise TypeError(f"{name} must be a {ndim}-d tensor, got {var.type}")
-    if var.dtype not in float_dtypes:
-        raise TypeError(f"{name} must have a float dtype, got {var.dtype}")
-    return var
-
-
-def _cast(var, dtype):
-    return var if var.dtype == dtype else pt.cast(var, dtype)
 
 
 def _static_out_len(length, k, stride, pad):

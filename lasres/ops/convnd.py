@@ -28,7 +28,9 @@ import pytensor.tensor as pt
 from pytensor.gradient import disconnected_type
 from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
-from pytensor.tensor.type import float_dtypes, integer_dtypes
+from pytensor.tensor.type import integer_dtypes
+
+from ._args import cast as _cast, float_tensor as _float_tensor
 
 __all__ = ["convnd", "conv3d", "ConvNd", "ConvNdGradInputs", "ConvNdGradWeights",
            "ConvNdLength", "convnd_output_length"]
@@ -56,19 +58,6 @@ def _int_tuple(value, n, name, minimum):
     if min(value) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
-
-
-def _float_tensor(var, name, ndim):
-    var = pt.as_tensor_variable(var)
-    if var.ndim != ndim:
-        raise TypeError(f"{name} must be a {ndim}-d tensor, got {var.type}")
-    if var.dtype not in float_dtypes:
-        raise TypeError(f"{name} must have a float dtype, got {var.dtype}")
-    return var
-
-
-def _cast(var, dtype):
-    return var if var.dtype == dtype else pt.cast(var, dtype)
 
 
 def _shape_input(shape, n):
