@@ -329,7 +329,8 @@ def train_parser():
 
 def train_main(argv=None):
     """``train_nn.py [type] [depth] [width] [options]``; returns an exit status."""
-    from .training import fit, parse_schedule, predict_in_batches, restore_training_state
+    from .training import (check_resumable, fit, parse_schedule, predict_in_batches,
+                           restore_training_state)
     from .evaluation import evaluate_probabilities
 
     args = train_parser().parse_args(argv)
@@ -366,6 +367,7 @@ def train_main(argv=None):
         if ckpt is None:
             raise LasresError(f"{resume_path} is not a lasres checkpoint (resume needs one, with "
                               "the optimizer state)")
+        check_resumable(ckpt, network)
         if (ckpt.epoch or 0) >= args.epochs:
             raise LasresError(f"{resume_path} is at epoch {ckpt.epoch}: nothing left to do for "
                               f"--epochs {args.epochs} (give more epochs to train further)")
@@ -381,14 +383,17 @@ def train_main(argv=None):
             download_cifar10(args.data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        from .data import prepare_dataset
-        # (the data are read before the pixel mean is saved: a missing or
-        # broken dataset fails here with the run folder not yet created)
+        from .data import prepare_dataset, save_pixel_mean
+        # a missing or broken dataset fails here, with the run folder not yet created
+        mean_path = os.path.join(out, "pixel_mean.npy")
+        have_mean = os.path.isfile(mean_path)
         data = prepare_dataset(args.dataset, args.data,
-                               pixel_mean_path=os.path.join(out, "pixel_mean.npy"),
+                               pixel_mean_path=mean_path if have_mean else None,
                                limit=args.limit, seed=args.seed,
                                valid_fraction=args.valid_fraction)
     make_output_folder(out)
+    if not have_mean:
+        save_pixel_mean(mean_path, data.pixel_mean)
     print(f"data   | {len(data.X_train)} training, {len(data.X_valid)} validation, "
           f"{len(data.X_test)} test images from {args.data}")
 
@@ -458,6 +463,7 @@ def test_main(argv=None):
     import pytensor
 
     args = test_parser().parse_args(argv)
+    _check_common_numbers(args)
     t_start = time.time() if _T0 is None else _T0
     spec, depth, width, options, network = _build(args)
     arch = {"type": spec.name, "depth": depth, "width": width, **options}

@@ -27,7 +27,7 @@ from .layers import InputLayer, get_all_layers, get_all_params, get_output, coun
 
 __all__ = ["LEGACY_SCHEDULE", "parse_schedule", "learning_rate_at", "Trainer", "TrainingDiverged",
            "History", "fit", "predict_in_batches", "restore_training_state",
-           "check_optimizer_state"]
+           "check_resumable", "check_optimizer_state"]
 
 #: The Lasagne seed's schedule: (first epoch, learning rate).
 LEGACY_SCHEDULE = ((0, 0.01), (10, 0.1), (80, 0.01), (120, 0.001))
@@ -151,6 +151,27 @@ def check_optimizer_state(values, shapes):
                               f"has shape {tuple(shape)}")
 
 
+def check_resumable(ckpt, network):
+    """Raise :class:`LasresError` unless ``ckpt`` can resume training ``network``
+    (checked before anything is compiled or written): written at the end of
+    an epoch, with one optimizer array of the right shape per trainable
+    parameter."""
+    extra = ckpt.extra or {}
+    if extra.get("completed") is False:
+        raise LasresError("the checkpoint was saved part-way through an epoch by an older "
+                          "lasres and cannot be resumed exactly (use it with --weights to "
+                          "start a new run from its parameters)")
+    if ckpt.optimizer_state is None:
+        raise LasresError("the checkpoint holds no optimizer state (resume needs one written "
+                          "by train_nn.py)")
+    check_optimizer_state(ckpt.optimizer_state,
+                          [p.get_value(borrow=True).shape
+                           for p in get_all_params(network, trainable=True)])
+    streams = extra.get("rng_streams")
+    if streams is not None and not isinstance(streams, list):
+        raise LasresError("the checkpoint's random-stream states are malformed")
+
+
 def restore_training_state(trainer, ckpt):
     """Set ``trainer``'s optimizer state and random streams from a checkpoint
     written by :func:`fit` (its parameters are loaded separately, e.g. by
@@ -169,14 +190,8 @@ def restore_training_state(trainer, ckpt):
         do not fit the trainer.
     """
     from .random import set_stream_states
+    check_resumable(ckpt, trainer.network)
     extra = ckpt.extra or {}
-    if extra.get("completed") is False:
-        raise LasresError("the checkpoint was saved part-way through an epoch by an older "
-                          "lasres and cannot be resumed exactly (use it with --weights to "
-                          "start a new run from its parameters)")
-    if ckpt.optimizer_state is None:
-        raise LasresError("the checkpoint holds no optimizer state (resume needs one written "
-                          "by train_nn.py)")
     trainer.set_optimizer_state(ckpt.optimizer_state)
     streams = extra.get("rng_streams")
     if streams is not None:
@@ -187,8 +202,10 @@ def restore_training_state(trainer, ckpt):
                 raise
     try:
         history = History.from_dict(ckpt.history)
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError, OverflowError):
         raise LasresError("the checkpoint's history is malformed") from None
+    if len({len(getattr(history, k)) for k in History.FIELDS}) != 1:
+        raise LasresError("the checkpoint's history is malformed (curves of different lengths)")
     start = int(ckpt.epoch or 0)
     if len(history) and len(history) != start:
         raise LasresError(f"the checkpoint is at epoch {start} but its history has "

@@ -103,6 +103,11 @@ class _NdarrayName(object):
     def __repr__(self):
         return "numpy.ndarray"
 
+    def __call__(self, *args, **kwargs):
+        raise pickle.UnpicklingError("calling numpy.ndarray(...) is not allowed (it would "
+                                     "allocate an uninitialised array of any size; NumPy's "
+                                     "pickles never do it)")
+
 
 _NDARRAY = _NdarrayName()
 #: dtype codes NumPy writes for plain numeric arrays: b1, i1..i8, u1..u8, f2..f16, c8..c32
@@ -798,8 +803,9 @@ def _read_arrays(group, path, what, budget, expected_shapes=None
         count = count[()]
     if not isinstance(count, (int, np.integer)) or isinstance(count, (bool, np.bool_)) \
             or not 0 <= int(count) <= MAX_ARRAYS:
+        shown = count.item() if isinstance(count, np.generic) else count
         raise WeightFileError(f"{path}: corrupt checkpoint: group '{what}' has count "
-                              f"{count!r} (expected an integer in 0..{MAX_ARRAYS})")
+                              f"{shown!r} (expected an integer in 0..{MAX_ARRAYS})")
     n = int(count)
     keys = sorted(group.keys())
     if len(keys) != n or keys != [f"{i:05d}" for i in range(n)]:
@@ -848,7 +854,8 @@ def _int_attr(f, name, path, lo, hi):
         v = v[()]
     if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)) \
             or not lo <= int(v) <= hi:
-        raise WeightFileError(f"{path}: corrupt checkpoint: attribute {name} is {v!r} "
+        shown = v.item() if isinstance(v, np.generic) else v
+        raise WeightFileError(f"{path}: corrupt checkpoint: attribute {name} is {shown!r} "
                               f"(expected an integer in {lo}..{hi})")
     return int(v)
 
