@@ -35,7 +35,7 @@ from .errors import WeightFileError
 
 __all__ = ["ByteBudget", "declared_nbytes", "check_h5_dataset", "check_h5_attr",
            "network_budget", "CappedReader", "MAX_WEIGHT_BYTES", "MAX_DATA_BYTES",
-           "MAX_NDIM", "format_bytes"]
+           "MAX_NDIM", "MAX_CHUNKS", "format_bytes"]
 
 #: Cap on the arrays of a weight file read without a network to compare
 #: with (``load_weights(path)``): 2 GiB, ten times the largest network of the
@@ -45,6 +45,8 @@ MAX_WEIGHT_BYTES = 2 * 1024 ** 3
 MAX_DATA_BYTES = 1024 ** 3
 #: Most dimensions an array of a weight or data file may declare.
 MAX_NDIM = 8
+#: Most chunks an HDF5 dataset may be read from (h5py writes 1 for the arrays of lasres).
+MAX_CHUNKS = 65536
 #: Numeric dtype kinds a weight or data file may hold: bool, ints, floats, complex.
 NUMERIC_KINDS = "biufc"
 
@@ -225,7 +227,17 @@ def check_h5_dataset(ds, budget: ByteBudget, what, expected_shape=None, max_ndim
     if expected_shape is not None and tuple(shape) != tuple(expected_shape):
         raise budget.error(f"{budget._prefix(what)}: shape {tuple(shape)}, expected "
                            f"{tuple(expected_shape)}")
-    return budget.take(tuple(shape), dtype, what)
+    nbytes = budget.take(tuple(shape), dtype, what)
+    # HDF5 keeps bookkeeping for every chunk a read touches: tiny chunks over a
+    # large shape cost memory far beyond the data (1e6 chunks: ~700 MB).
+    chunks = ds.chunks
+    if chunks:
+        n = math.prod(-(-int(d) // max(int(c), 1)) for d, c in zip(shape, chunks))
+        if n > MAX_CHUNKS:
+            budget.used -= nbytes
+            raise budget.error(f"{budget._prefix(what)}: refusing to load: {n:,} chunks of "
+                               f"shape {tuple(chunks)} (at most {MAX_CHUNKS:,})")
+    return nbytes
 
 
 def check_h5_attr(obj, name, max_bytes=1 << 20, path="", error=WeightFileError):

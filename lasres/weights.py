@@ -790,7 +790,7 @@ def _write_arrays(group, values: list[np.ndarray], names) -> None:
 #: Most arrays a checkpoint group may declare (a 10,000-layer network has fewer).
 MAX_ARRAYS = 100_000
 #: Most epochs a checkpoint or its history may record.
-MAX_EPOCH = 10_000_000
+MAX_EPOCH = 1_000_000
 
 
 def _read_arrays(group, path, what, budget, expected_shapes=None

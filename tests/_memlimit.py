@@ -56,3 +56,15 @@ def run_limited(code, headroom, timeout=300, env=None):
         if line.startswith("@@"):
             rep = json.loads(line[2:])
     return p.returncode, rep, p.stderr
+
+
+def start_limited(code, headroom, args=(), env=None):
+    """Like :func:`run_limited`, but return the running ``subprocess.Popen``
+    (text pipes on stdin and stdout) for a worker that serves many requests."""
+    full = PRELUDE + "\n" + code
+    e = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    e.update(env or {})
+    return subprocess.Popen([sys.executable, "-c", full, str(int(headroom)), *map(str, args)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=e, bufsize=1)
