@@ -372,6 +372,13 @@ def test_bad_training_inputs_are_one_line_and_create_nothing(cifar, real_checkpo
         (["--out", str(fresh), "--limit", "0"], "--limit must be positive"),
         (["--out", str(fresh), "--valid-fraction", "1.5"], "--valid-fraction"),
         (["--out", str(fresh), "--epochs", "0"], "must be positive"),
+        (["--out", str(fresh), "--lr-schedule", "10:0.1"], "must start at epoch 0"),
+        (["--out", str(fresh), "--weights", str(tmp_path / "missing.pklz")], "weight file not found"),
+        (["--out", str(fresh), "--weights", str(a_file)], "unknown weight file format"),
+        (["--out", str(fresh), "--weights", str(minus5)], "epoch is -5"),
+        (["--out", str(fresh), "--devices", "2"], "need(s) --backend jax"),
+        (["--out", str(fresh), "--backend", "nosuch"], "unknown backend"),
+        (["--out", str(fresh), "--option", "preact"], "KEY=VALUE"),
     ]
     for extra, message in table:
         rc = cli.main_wrapper(cli.train_main, ["normal", "1"] + data + extra)
