@@ -492,6 +492,9 @@ def _check_npz_members(z, path, budget):
                     raise
                 raise WeightFileError(f"{path}: corrupt .npz member {name} "
                                       f"({_first_line(exc)})") from None
+            except Exception as exc:  # tokenize.TokenError, SyntaxError... of a broken header
+                raise WeightFileError(f"{path}: corrupt .npz member {name} "
+                                      f"({_first_line(exc)})") from None
             if np.dtype(dtype).hasobject:
                 raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
             n = budget.take(tuple(shape), dtype, f"member {name}")

@@ -22,8 +22,9 @@ import json
 import os
 import random
 import re
-import select
+import queue
 import shutil
+import threading
 import time
 import zipfile
 
@@ -246,20 +247,24 @@ def mutate_h5(rng, raw, path):
 class Worker:
     def __init__(self):
         self.proc = start_limited(WORKER, HEADROOM, args=(CAP,))
+        self.lines = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
         self.last = self._read(120)
         assert self.last and self.last.get("outcome") == "ready", self.last
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
 
     def _read(self, timeout):
         deadline = time.time() + timeout
         while True:
-            left = deadline - time.time()
-            if left <= 0:
+            try:
+                line = self.lines.get(timeout=max(deadline - time.time(), 0.001))
+            except queue.Empty:
                 return {"outcome": "hang"}
-            r, _, _ = select.select([self.proc.stdout], [], [], left)
-            if not r:
-                return {"outcome": "hang"}
-            line = self.proc.stdout.readline()
-            if not line:
+            if line is None:
                 return {"outcome": "crash", "rc": self.proc.wait()}
             if line.startswith("@@"):
                 return json.loads(line[2:])
