@@ -19,7 +19,7 @@ from .errors import LasresError
 
 __all__ = ["train_main", "test_main", "banner", "depth_hint",
            "find_weights", "load_network_weights", "main_wrapper", "RECIPES",
-           "preprocessing_for", "save_predictions"]
+           "preprocessing_for", "save_predictions", "check_output_folder", "make_output_folder"]
 
 REPO_WEIGHTS = "weights"
 #: When the scripts started (set by them before their imports), so that the
@@ -136,12 +136,54 @@ def find_weights(type, depth, width, weights=None, search=(REPO_WEIGHTS,), runs=
                       f"{', '.join(tried)} (give --weights PATH)")
 
 
+def check_output_folder(out, flag="--out"):
+    """Raise :class:`LasresError` unless ``out`` is a folder or can be created
+    as one; creates nothing (see :func:`make_output_folder`)."""
+    path = os.path.abspath(os.fspath(out))
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise LasresError(f"{flag} {out}: exists and is not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise LasresError(f"{flag} {out}: the folder is not writable")
+        return
+    parent = path
+    while not os.path.exists(parent):
+        up = os.path.dirname(parent)
+        if up == parent:
+            break
+        parent = up
+    if not os.path.isdir(parent):
+        raise LasresError(f"{flag} {out}: cannot create it, {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LasresError(f"{flag} {out}: cannot create it, {parent} is not writable")
+
+
+def make_output_folder(out, flag="--out"):
+    """Create the folder ``out`` (and its parents); a failure is one :class:`LasresError`."""
+    check_output_folder(out, flag)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise LasresError(f"{flag} {out}: cannot create it ({exc.strerror or exc})") from None
+
+
 def load_network_weights(network, path, arch=None):
     """Load a weight file (legacy .pklz, pickle, .npz or lasres HDF5) into
-    ``network``; returns the :class:`lasres.weights.Checkpoint` or None."""
-    from .layers import set_all_param_values
-    from .weights import load_weights
-    values, ckpt = load_weights(path, with_checkpoint=True, network=network)
+    ``network``; returns the :class:`lasres.weights.Checkpoint` or None.
+
+    The file may hold at most what the network's parameters take (twice
+    their float64 size, see :func:`lasres.sizecheck.network_budget`), and an
+    HDF5 checkpoint must declare the network's parameter shapes: both are
+    checked before anything is read."""
+    from .layers import get_all_params, set_all_param_values
+    from .sizecheck import network_budget
+    from .weights import detect_format, load_weights
+    params = get_all_params(network)
+    shapes = [p.get_value(borrow=True).shape for p in params]
+    limit, reason = network_budget([(sh, p.dtype) for sh, p in zip(shapes, params)])
+    expected = shapes if detect_format(path) == "hdf5" else None
+    values, ckpt = load_weights(path, with_checkpoint=True, network=network, max_bytes=limit,
+                                expected_shapes=expected)
     if ckpt is not None and ckpt.arch and arch:
         keys = ("type", "depth", "width", "dataset")
         theirs = {k: ckpt.arch.get(k) for k in keys}
@@ -253,9 +295,24 @@ def main_wrapper(fn, argv=None, t0=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a folder removed under us, permissions...
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
 
 
 # --- train_nn --------------------------------------------------------------
+def _check_common_numbers(args):
+    """Ranges of the numeric options shared by the scripts."""
+    if not 0 <= args.seed < 2 ** 32:
+        raise LasresError(f"--seed must be in 0..{2 ** 32 - 1}, got {args.seed}")
+    if args.limit is not None and args.limit < 1:
+        raise LasresError(f"--limit must be positive, got {args.limit}")
+    vf = getattr(args, "valid_fraction", None)
+    if vf is not None and not 0.0 <= vf < 1.0:
+        raise LasresError(f"--valid-fraction must be in [0, 1), got {vf}")
+
+
 def _check_backend_flags(args):
     """The backend name; an error for jax-only flags on another backend."""
     from .config import BACKENDS, default_backend
@@ -334,7 +391,8 @@ def train_parser():
 
 def train_main(argv=None):
     """``train_nn.py [type] [depth] [width] [options]``; returns an exit status."""
-    from .training import History, fit, parse_schedule, predict_in_batches
+    from .training import (check_resumable, fit, parse_schedule, predict_in_batches,
+                           restore_training_state)
     from .evaluation import evaluate_probabilities
 
     parser = train_parser()
@@ -356,9 +414,12 @@ def train_main(argv=None):
     batch_size = args.batch_size or 64
     if batch_size < 1 or args.epochs < 1:
         raise LasresError("--batch-size and --epochs must be positive")
+    _check_common_numbers(args)
     schedule = parse_schedule(args.lr_schedule)
     _check_backend_flags(args)
     t_start = time.time() if _T0 is None else _T0
+    from .random import seed_everything
+    seed_everything(args.seed)  # initial weights and dropout streams follow --seed
     if args.weights:
         _auto_layout(args)
     spec, depth, width, options, network = _build(args)
@@ -367,6 +428,7 @@ def train_main(argv=None):
         arch["dataset"] = args.dataset
     out = args.out or os.path.join("runs", f"{spec.name}_n{depth}_k{width}"
                                    + ("" if args.dataset == "cifar10" else f"_{args.dataset}"))
+    check_output_folder(out)
     augment = args.augment
     if augment is None:
         from .data import get_dataset
@@ -376,6 +438,29 @@ def train_main(argv=None):
     print(f"prep   | {PREPROCESSING_TEXT[preprocessing]}; recipe {args.recipe} "
           f"({args.optimizer}, augmentation {augment})")
 
+    # Everything that can be refused is checked before anything is created:
+    # the checkpoint to resume from, the initial weights, then the data.
+    ckpt = resume_path = None
+    if args.resume:
+        resume_path = os.path.join(out, "last.h5") if args.resume == "auto" else args.resume
+        found = distributed.all_agree(os.path.exists(resume_path))
+        if not all(found):
+            raise LasresError(f"nothing to resume: {resume_path} does not exist" + (
+                "" if not any(found) else " for process(es) " + ", ".join(
+                    str(i) for i, f in enumerate(found) if not f) + " (--out must be on a "
+                "filesystem all processes share)"))
+        ckpt = load_network_weights(network, resume_path, arch)
+        if ckpt is None:
+            raise LasresError(f"{resume_path} is not a lasres checkpoint (resume needs one, with "
+                              "the optimizer state)")
+        check_resumable(ckpt, network)
+        if (ckpt.epoch or 0) >= args.epochs:
+            raise LasresError(f"{resume_path} is at epoch {ckpt.epoch}: nothing left to do for "
+                              f"--epochs {args.epochs} (give more epochs to train further)")
+    elif args.weights:
+        load_network_weights(network, args.weights, arch)
+        print(f"init   | weights from {args.weights}")
+
     if args.download and args.dataset == "cifar10":
         from .data import download_cifar10, find_cifar10
         try:
@@ -383,44 +468,30 @@ def train_main(argv=None):
         except LasresError:
             download_cifar10(args.data)
     primary = distributed.is_primary()  # several processes: only process 0 writes
-    if primary:
-        os.makedirs(out, exist_ok=True)
-    mean_path = os.path.join(out, "pixel_mean.npy")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        from .data import prepare_dataset
+        from .data import prepare_dataset, save_pixel_mean
+        # a missing or broken dataset fails here, with the run folder not yet created
+        mean_path = os.path.join(out, "pixel_mean.npy")
+        have_mean = os.path.isfile(mean_path)
         data = prepare_dataset(args.dataset, args.data,
-                               pixel_mean_path=mean_path if primary or os.path.exists(mean_path)
-                               else None,
+                               pixel_mean_path=mean_path if have_mean else None,
                                limit=args.limit, seed=args.seed,
                                valid_fraction=args.valid_fraction, preprocessing=preprocessing)
+    if primary:
+        make_output_folder(out)
+        if not have_mean and data.pixel_mean is not None:
+            save_pixel_mean(mean_path, data.pixel_mean)
     print(f"data   | {len(data.X_train)} training, {len(data.X_valid)} validation, "
           f"{len(data.X_test)} test images from {args.data}")
 
     history, start_epoch = None, 0
-    if args.weights:
-        load_network_weights(network, args.weights, arch)
-        print(f"init   | weights from {args.weights}")
     trainer = make_trainer(network, args, schedule[0][1])
-    if args.resume:
-        path = os.path.join(out, "last.h5") if args.resume == "auto" else args.resume
-        found = distributed.all_agree(os.path.exists(path))
-        if not all(found):
-            raise LasresError(f"nothing to resume: {path} does not exist" + (
-                "" if not any(found) else " for process(es) " + ", ".join(
-                    str(i) for i, f in enumerate(found) if not f) + " (--out must be on a "
-                "filesystem all processes share)"))
-        ckpt = load_network_weights(network, path, arch)
-        if ckpt is None:
-            raise LasresError(f"{path} is not a lasres checkpoint (resume needs one, with the "
-                              "optimizer state)")
+    if ckpt is not None:
         if hasattr(trainer, "sync_to_device"):
             trainer.sync_to_device()
-        if ckpt.optimizer_state:
-            trainer.set_optimizer_state(ckpt.optimizer_state)
-        history = History.from_dict(ckpt.history)
-        start_epoch = int(ckpt.epoch or 0)
-        print(f"resume | from {path}, epoch {start_epoch}")
+        history, start_epoch = restore_training_state(trainer, ckpt)
+        print(f"resume | from {resume_path}, epoch {start_epoch}")
     if distributed.process_count() > 1:
         import zlib
         distributed.check_same(
@@ -498,6 +569,7 @@ def test_main(argv=None):
     import pytensor
 
     args = test_parser().parse_args(argv)
+    _check_common_numbers(args)
     t_start = time.time() if _T0 is None else _T0
     if args.save_predictions:
         _check_output_path(args.save_predictions)

@@ -212,17 +212,22 @@ def compare_main(argv=None):
     args = compare_parser().parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         raise LasresError("--epochs and --batch-size must be positive")
+    from .cli import _check_common_numbers, check_output_folder, make_output_folder
+    from .random import seed_everything
+    _check_common_numbers(args)
     requests = [parse_model(m) for m in args.models]
+    schedule = parse_schedule(args.lr_schedule)
+    check_output_folder(args.out)
+    seed_everything(args.seed)  # initial weights follow --seed
     for req in requests:  # every network is built (checked) before any training
         req.network = req.build()
-    schedule = parse_schedule(args.lr_schedule)
-    os.makedirs(args.out, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         from .data import prepare_cifar10
         data = prepare_cifar10(args.data, pixel_mean_path=os.path.join(args.out, "pixel_mean.npy"),
                                limit=args.limit, seed=args.seed,
                                valid_fraction=args.valid_fraction)
+    make_output_folder(args.out)
     print(f"data   | {len(data.X_train)} training, {len(data.X_valid)} validation, "
           f"{len(data.X_test)} test images from {args.data}; {args.epochs} epochs each, "
           f"schedule {','.join(f'{e}:{lr:g}' for e, lr in schedule)}")
@@ -243,9 +248,8 @@ def compare_main(argv=None):
               "train_images": len(data.X_train), "valid_images": len(data.X_valid),
               "test_images": len(data.X_test), "runs": results}
     path = os.path.join(args.out, "compare.json")
-    tmp = os.path.join(args.out, ".compare.json.tmp")
-    with open(tmp, "w") as f:
+    from ._atomic import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(_json_safe(record), f, indent=1)
-    os.replace(tmp, path)
     print(f"wrote  | {path}" + (f" and {png}" if written else " (no plot: matplotlib missing)"))
     return 0

@@ -26,7 +26,8 @@ from .errors import LasresError
 from .layers import InputLayer, get_all_layers, get_all_params, get_output, count_params
 
 __all__ = ["LEGACY_SCHEDULE", "parse_schedule", "learning_rate_at", "Trainer", "TrainingDiverged",
-           "History", "fit", "predict_in_batches", "OPTIMIZERS", "optimizer_updates"]
+           "History", "fit", "predict_in_batches", "OPTIMIZERS", "optimizer_updates",
+           "restore_training_state", "check_resumable", "check_optimizer_state"]
 
 #: The Lasagne seed's schedule: (first epoch, learning rate).
 LEGACY_SCHEDULE = ((0, 0.01), (10, 0.1), (80, 0.01), (120, 0.001))
@@ -140,9 +141,7 @@ class Trainer(object):
         return [v.get_value() for v in self.velocities]
 
     def set_optimizer_state(self, values):
-        if len(values) != len(self.velocities):
-            raise LasresError(f"the checkpoint holds {len(values)} optimizer arrays, the "
-                              f"network needs {len(self.velocities)}")
+        check_optimizer_state(values, [v.get_value(borrow=True).shape for v in self.velocities])
         for v, val in zip(self.velocities, values):
             v.set_value(np.asarray(val, dtype=v.dtype))
 
@@ -157,6 +156,79 @@ def optimizer_updates(optimizer, loss, params, learning_rate, momentum=0.9):
     if optimizer == "adam":
         return lupdates.adam(loss, params, learning_rate)
     raise LasresError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+
+
+def check_optimizer_state(values, shapes):
+    """Raise :class:`LasresError` unless ``values`` are one array per shape of ``shapes``."""
+    if len(values) != len(shapes):
+        raise LasresError(f"the checkpoint holds {len(values)} optimizer arrays, the "
+                          f"network needs {len(shapes)}")
+    for i, (val, shape) in enumerate(zip(values, shapes)):
+        if np.shape(val) != tuple(shape):
+            raise LasresError(f"optimizer array {i} has shape {np.shape(val)}, its parameter "
+                              f"has shape {tuple(shape)}")
+
+
+def check_resumable(ckpt, network):
+    """Raise :class:`LasresError` unless ``ckpt`` can resume training ``network``
+    (checked before anything is compiled or written): written at the end of
+    an epoch, with one optimizer array of the right shape per trainable
+    parameter."""
+    extra = ckpt.extra or {}
+    if extra.get("completed") is False:
+        raise LasresError("the checkpoint was saved part-way through an epoch by an older "
+                          "lasres and cannot be resumed exactly (use it with --weights to "
+                          "start a new run from its parameters)")
+    if ckpt.optimizer_state is None:
+        raise LasresError("the checkpoint holds no optimizer state (resume needs one written "
+                          "by train_nn.py)")
+    shapes = [p.get_value(borrow=True).shape for p in get_all_params(network, trainable=True)]
+    if len(ckpt.optimizer_state) == len(shapes):  # one velocity per parameter (Nesterov);
+        check_optimizer_state(ckpt.optimizer_state, shapes)  # Adam's is checked by the trainer
+    streams = extra.get("rng_streams")
+    if streams is not None and not isinstance(streams, list):
+        raise LasresError("the checkpoint's random-stream states are malformed")
+
+
+def restore_training_state(trainer, ckpt):
+    """Set ``trainer``'s optimizer state and random streams from a checkpoint
+    written by :func:`fit` (its parameters are loaded separately, e.g. by
+    :func:`lasres.cli.load_network_weights`).
+
+    Returns
+    -------
+    (History, int)
+        The history so far and the epoch to start from.
+
+    Raises
+    ------
+    LasresError
+        A checkpoint saved part-way through an epoch (by lasres before 0.3),
+        without optimizer state, or whose optimizer state or random streams
+        do not fit the trainer.
+    """
+    from .random import set_stream_states
+    check_resumable(ckpt, trainer.network)
+    extra = ckpt.extra or {}
+    trainer.set_optimizer_state(ckpt.optimizer_state)
+    streams = extra.get("rng_streams")
+    if streams is not None:
+        try:
+            set_stream_states(trainer.network, streams)
+        except LasresError:
+            if isinstance(trainer, Trainer):  # the C backend resumes exactly or not at all
+                raise
+    try:
+        history = History.from_dict(ckpt.history)
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        raise LasresError("the checkpoint's history is malformed") from None
+    if len({len(getattr(history, k)) for k in History.FIELDS}) != 1:
+        raise LasresError("the checkpoint's history is malformed (curves of different lengths)")
+    start = int(ckpt.epoch or 0)
+    if len(history) and len(history) != start:
+        raise LasresError(f"the checkpoint is at epoch {start} but its history has "
+                          f"{len(history)} epochs")
+    return history, start
 
 
 def predict_in_batches(predict_fn, X, batch_size=500, progress=False, desc="predict"):
@@ -229,8 +301,11 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
     Each epoch uses its own generator seeded from ``seed`` and the epoch, so a
     run resumed at an epoch boundary repeats the same batches. The best
     validation epoch is saved to ``out_dir/best.h5`` and every epoch to
-    ``out_dir/last.h5`` (with the optimizer state and history, for
-    ``--resume``); a Ctrl-C saves ``last.h5`` and re-raises KeyboardInterrupt;
+    ``out_dir/last.h5`` (with the optimizer state, the states of the
+    dropout/noise streams and the history, for ``--resume``: see
+    :func:`restore_training_state`). A Ctrl-C discards the unfinished epoch
+    (``last.h5`` stays the end of the previous one, so that a resumed run
+    equals an uninterrupted one bit for bit) and re-raises KeyboardInterrupt;
     a NaN loss raises :class:`TrainingDiverged` after saving nothing new.
     In a multi-process run (:mod:`lasres.distributed`) every process calls
     ``fit`` alike; only process 0 (``trainer.process_index == 0``) writes
@@ -246,6 +321,7 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
 
     from .data import iterate_minibatches
     from .plotting import plot_history
+    from .random import get_stream_states
     from .weights import save_checkpoint
 
     # several processes (lasres.distributed): only process 0 writes files and reports
@@ -267,7 +343,8 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
                         pixel_mean=getattr(data, "pixel_mean", None), epoch=epoch,
                         optimizer_state=trainer.optimizer_state(), history=history.as_dict(),
                         extra={"completed": completed, "seed": seed, "batch_size": batch_size,
-                               "schedule": [list(s) for s in schedule], "augment": augment})
+                               "schedule": [list(s) for s in schedule], "augment": augment,
+                               "rng_streams": get_stream_states(trainer.network)})
 
     epoch = start_epoch
     try:
@@ -329,11 +406,18 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
             if plot:
                 plot_history(history, os.path.join(out_dir, "curves.png"), title=_title(arch))
     except KeyboardInterrupt:
-        save(os.path.join(out_dir, "last.h5"), epoch, False)
-        if primary:
-            history.write(out_dir)
-        log(f"interrupted in epoch {epoch + 1}: state saved to {os.path.join(out_dir, 'last.h5')} "
-            f"(resume with --resume)")
+        # The resume point stays the last epoch-end checkpoint: saving the
+        # weights of part of an epoch would make a resumed run apply those
+        # batches twice.
+        last = os.path.join(out_dir, "last.h5")
+        if not primary:
+            pass  # process 0 reports for the run
+        elif len(history) > start_epoch or os.path.exists(last):
+            log(f"interrupted in epoch {epoch + 1}: its partial work is discarded; {last} "
+                f"(end of epoch {len(history)}) is the resume point (resume with --resume)")
+        else:
+            log(f"interrupted in epoch {epoch + 1}, before any epoch was completed: "
+                f"nothing saved")
         raise
     return history
 

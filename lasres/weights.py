@@ -42,7 +42,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ._atomic import atomic_path
-from .errors import WeightFileError
+from .errors import LasresError, WeightFileError
 from .keras_h5 import is_keras_h5, load_keras_h5, save_keras_h5  # noqa: F401  (re-exported)
 
 __all__ = [
@@ -91,17 +91,136 @@ def _empty_bytes(*args):
     return b""
 
 
+class _NdarrayName(object):
+    """What ``numpy.ndarray`` resolves to inside a pickle: a name, not a callable.
+
+    NumPy's pickles only pass ``numpy.ndarray`` as the first argument of
+    ``_reconstruct``; calling it (``numpy.ndarray(shape, dtype)``) would
+    allocate an uninitialised array of any size, so it is not callable here.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "numpy.ndarray"
+
+    def __call__(self, *args, **kwargs):
+        raise pickle.UnpicklingError("calling numpy.ndarray(...) is not allowed (it would "
+                                     "allocate an uninitialised array of any size; NumPy's "
+                                     "pickles never do it)")
+
+
+_NDARRAY = _NdarrayName()
+#: dtype codes NumPy writes for plain numeric arrays: b1, i1..i8, u1..u8, f2..f16, c8..c32
+_DTYPE_CODE = re.compile(r"[<>|=]?(b1|[iu][1248]|f(2|4|8|10|12|16)|c(8|16|20|24|32)|\?)")
+
+
+def _check_plain_dtype(dt, what):
+    if not isinstance(dt, np.dtype) or dt.kind not in "biufc" or dt.names is not None \
+            or dt.subdtype is not None or dt.hasobject:
+        raise pickle.UnpicklingError(f"{what}: only plain numeric dtypes are allowed, got {dt!r}")
+    return dt
+
+
+def _safe_reconstruct(subtype, shape, dtype):
+    """``numpy.core.multiarray._reconstruct`` in the one form NumPy writes:
+    ``_reconstruct(numpy.ndarray, (0,), b'b')`` (an empty array that BUILD fills)."""
+    if subtype is not _NDARRAY or shape != (0,) or dtype not in ("b", b"b"):
+        raise pickle.UnpicklingError("_reconstruct is only allowed as "
+                                     "_reconstruct(numpy.ndarray, (0,), b'b')")
+    multiarray, _ = _numpy_core()
+    return multiarray._reconstruct(np.ndarray, (0,), b"b")
+
+
+def _safe_dtype(code, align=False, copy=True):
+    """``numpy.dtype(code, align, copy)`` for plain numeric codes only, always a copy
+    (BUILD then sets its byte order; it must never alter NumPy's shared dtypes)."""
+    if isinstance(code, bytes):
+        code = code.decode("latin1")
+    if not isinstance(code, str) or not _DTYPE_CODE.fullmatch(code) \
+            or align not in (0, 1, False, True) or copy not in (0, 1, False, True):
+        raise pickle.UnpicklingError(f"numpy.dtype({code!r}) is not allowed "
+                                     f"(only plain numeric dtypes)")
+    return _check_plain_dtype(np.dtype(code, align=False, copy=True), "numpy.dtype")
+
+
+def _safe_scalar(dtype, data=None):
+    """``numpy.core.multiarray.scalar(dtype, bytes)`` for plain numeric dtypes."""
+    _check_plain_dtype(dtype, "numpy scalar")
+    if isinstance(data, str):
+        data = data.encode("latin1")
+    if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
+        raise pickle.UnpicklingError("numpy scalar: data does not match its dtype")
+    multiarray, _ = _numpy_core()
+    return multiarray.scalar(dtype, bytes(data))
+
+
+def _safe_frombuffer(buf, dtype, shape, order="C"):
+    """``numpy.core.numeric._frombuffer`` (NumPy's protocol-5 form) with checked sizes."""
+    from .sizecheck import declared_nbytes
+    _check_plain_dtype(dtype, "numpy _frombuffer")
+    if isinstance(buf, pickle.PickleBuffer):
+        buf = buf.raw()
+    if not isinstance(buf, (bytes, bytearray, memoryview)) or order not in ("C", "F"):
+        raise pickle.UnpicklingError("numpy _frombuffer: bad arguments")
+    try:
+        n = declared_nbytes(tuple(shape), dtype, "numpy _frombuffer")
+    except (LasresError, TypeError) as exc:
+        raise pickle.UnpicklingError(str(exc)) from None
+    if n != memoryview(buf).nbytes:
+        raise pickle.UnpicklingError("numpy _frombuffer: buffer size does not match the shape")
+    _, numeric = _numpy_core()
+    return numeric._frombuffer(buf, dtype, tuple(shape), order)
+
+
+def _check_array_state(inst, state):
+    """The state NumPy writes for a plain array: ``(1, shape, dtype, is_fortran, rawdata)``
+    (or without the leading version), rawdata exactly ``prod(shape) * itemsize`` bytes."""
+    from .sizecheck import declared_nbytes
+    if not isinstance(state, tuple) or len(state) not in (4, 5):
+        raise pickle.UnpicklingError("array state: expected a 4- or 5-tuple")
+    if len(state) == 5:
+        if state[0] != 1:
+            raise pickle.UnpicklingError("array state: unsupported version")
+        state = state[1:]
+    shape, dtype, fortran, raw = state
+    _check_plain_dtype(dtype, "array state")
+    if fortran not in (0, 1, False, True):
+        raise pickle.UnpicklingError("array state: bad order flag")
+    try:
+        n = declared_nbytes(shape, dtype, "array state")
+    except LasresError as exc:
+        raise pickle.UnpicklingError(str(exc)) from None
+    if not isinstance(raw, (bytes, str, bytearray)) or len(raw) != n:
+        raise pickle.UnpicklingError(f"array state: data of {len(raw) if hasattr(raw, '__len__') else '?'} "
+                                     f"bytes for an array of {n} bytes")
+    if not (isinstance(inst, np.ndarray) and inst.shape == (0,) and inst.dtype == np.int8):
+        raise pickle.UnpicklingError("array state applied to something else than a new array")
+
+
+def _check_dtype_state(inst, state):
+    """The state NumPy writes for a plain dtype: ``(3, '<', None, None, None, -1, -1, 0)``."""
+    if not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4) \
+            or state[1] not in ("<", ">", "|", "=", b"<", b">", b"|", b"=") \
+            or state[2:5] != (None, None, None) or state[5:7] != (-1, -1) \
+            or not isinstance(state[7], int) or (len(state) == 9 and state[8] is not None):
+        raise pickle.UnpicklingError("dtype state: only plain numeric dtypes are allowed")
+    _check_plain_dtype(inst, "dtype state")
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
-    multiarray, numeric = _numpy_core()
+    _, numeric = _numpy_core()
     allowed: dict[tuple[str, str], Any] = {}
+    # Array reconstruction only in the forms NumPy writes; nothing here can
+    # allocate more than the bytes present in the stream.
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
-        allowed[(mod, "scalar")] = multiarray.scalar
+        allowed[(mod, "_reconstruct")] = _safe_reconstruct
+        allowed[(mod, "scalar")] = _safe_scalar
     for mod in ("numpy.core.numeric", "numpy._core.numeric"):
         if hasattr(numeric, "_frombuffer"):
-            allowed[(mod, "_frombuffer")] = numeric._frombuffer
-    allowed[("numpy", "ndarray")] = np.ndarray
-    allowed[("numpy", "dtype")] = np.dtype
+            allowed[(mod, "_frombuffer")] = _safe_frombuffer
+    allowed[("numpy", "ndarray")] = _NDARRAY
+    allowed[("numpy", "dtype")] = _safe_dtype
     # Protocol-2 pickles written by Python 3 encode ``bytes`` through
     # ``_codecs.encode(text, 'latin1')``; only that codec is let through.
     allowed[("_codecs", "encode")] = _latin1_encode
@@ -129,14 +248,22 @@ class ForbiddenPickleError(pickle.UnpicklingError):
         self.name = name
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle._Unpickler):
     """Unpickler admitting only NumPy array reconstruction and builtin containers.
 
     ``find_class`` is the only way a pickle can reach a callable; refusing
     every global outside the allow-list means a malicious file can build
-    nothing but arrays, dtypes and plain containers. Persistent ids are
-    refused as well.
+    nothing but arrays, dtypes and plain containers, and the allowed NumPy
+    entry points check their arguments (the forms NumPy writes, sizes that
+    match the data present). ``BUILD`` is only applied to new arrays and
+    dtypes, with states of the form NumPy writes; ``BYTEARRAY8`` is checked
+    against the stream's cap before it allocates. Persistent ids are refused.
+    It is the pure-Python unpickler (``pickle._Unpickler``) so that these
+    opcodes can be checked; weight files hold few, large opcodes.
     """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    max_bytes = None
 
     def find_class(self, module, name):  # noqa: D401 - pickle API
         # Python-2 names (``__builtin__``, ``copy_reg``, ``commands``...) are
@@ -154,8 +281,30 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         raise pickle.UnpicklingError("persistent ids are not supported")
 
+    def _load_build(self):
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if isinstance(inst, np.ndarray):
+            _check_array_state(inst, state)
+        elif isinstance(inst, np.dtype):
+            _check_dtype_state(inst, state)
+        else:
+            raise pickle.UnpicklingError(f"BUILD of a {type(inst).__name__} is not allowed")
+        inst.__setstate__(state)
 
-def restricted_load(fileobj, *, encoding: str = "latin1", errors: str = "strict"):
+    dispatch[pickle.BUILD[0]] = _load_build
+
+    def _load_bytearray8(self):
+        n, = struct.unpack("<Q", self.read(8))
+        if self.max_bytes is not None and n > self.max_bytes:
+            raise pickle.UnpicklingError(f"BYTEARRAY8 of {n} bytes exceeds the cap")
+        self.append(bytearray(self.read(n)))
+
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
+
+
+def restricted_load(fileobj, *, encoding: str = "latin1", errors: str = "strict",
+                    max_bytes: int | None = None):
     """Unpickle ``fileobj`` admitting only arrays, dtypes and builtin containers.
 
     Parameters
@@ -166,6 +315,9 @@ def restricted_load(fileobj, *, encoding: str = "latin1", errors: str = "strict"
         How Python-2 ``str`` objects are decoded (see :class:`pickle.Unpickler`).
         ``'latin1'`` reads legacy NumPy pickles; ``'bytes'`` returns Python 2
         ``str`` as ``bytes`` (e.g. the keys of the CIFAR pickles).
+    max_bytes : int, optional
+        Refuse (with :class:`lasres.errors.WeightFileError`, before
+        allocating) a stream longer than this many bytes once decompressed.
 
     Returns
     -------
@@ -177,10 +329,17 @@ def restricted_load(fileobj, *, encoding: str = "latin1", errors: str = "strict"
     ForbiddenPickleError
         If the pickle references any other global (``os.system``,
         ``builtins.eval``, ...); nothing referenced is ever called.
+    WeightFileError
+        If the stream is longer than ``max_bytes``.
     pickle.UnpicklingError, EOFError, ValueError, ...
         Whatever a corrupt stream raises; callers wrap these.
     """
-    return _RestrictedUnpickler(fileobj, encoding=encoding, errors=errors).load()
+    if max_bytes is not None:
+        from .sizecheck import CappedReader
+        fileobj = CappedReader(fileobj, max_bytes)
+    u = _RestrictedUnpickler(fileobj, encoding=encoding, errors=errors)
+    u.max_bytes = max_bytes
+    return u.load()
 
 
 def _forbidden_message(path, exc: ForbiddenPickleError) -> str:
@@ -281,22 +440,76 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg[0]}" if msg else type(exc).__name__
 
 
-def _load_pickle_bytes_or_stream(fileobj, path, compressed: bool):
+def _budget(path, max_bytes, reason=None):
+    from .sizecheck import MAX_WEIGHT_BYTES, ByteBudget
+    if max_bytes is None:
+        max_bytes, reason = MAX_WEIGHT_BYTES, reason or "the cap for weight files"
+    return ByteBudget(max_bytes, path, reason, WeightFileError)
+
+
+def _load_pickle_bytes_or_stream(fileobj, path, compressed: bool, budget=None):
+    budget = budget or _budget(path, None)
+    # What the pickle stream may take once decompressed: protocols 0 and 1
+    # write bytes as escaped text (up to 4 characters a byte), protocol 2
+    # latin-1 text as UTF-8 (up to 2 bytes a byte).
     try:
-        return restricted_load(fileobj, encoding="latin1")
+        from .sizecheck import CappedReader
+        head = fileobj.peek(2)[:2] if hasattr(fileobj, "peek") else b""
+        factor = 2 if head[:1] == b"\x80" and head[1:2] not in (b"\x00", b"\x01") else 4
+        cap = factor * budget.left + (1 << 20)
+        obj = restricted_load(CappedReader(fileobj, cap, path, budget.reason, WeightFileError),
+                              encoding="latin1", max_bytes=cap)
+    except WeightFileError:
+        raise
     except ForbiddenPickleError as exc:
         raise WeightFileError(_forbidden_message(path, exc)) from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         what = "truncated or corrupt gzip stream" if compressed else "truncated pickle"
         raise WeightFileError(f"{path}: {what} ({_first_line(exc)})") from None
+    except MemoryError:
+        raise WeightFileError(f"{path}: refusing to load: out of memory while unpickling "
+                              f"(the file declares more than it can hold)") from None
     except Exception as exc:  # UnpicklingError, ValueError, TypeError, struct.error...
         raise WeightFileError(f"{path}: not a readable pickle of a list of arrays "
                               f"({_first_line(exc)})") from None
+    return obj
 
 
-def _load_npz(path) -> list[np.ndarray]:
+def _check_npz_members(z, path, budget):
+    """Check each ``.npy`` header of an open ``NpzFile`` before NumPy allocates."""
+    from numpy.lib import format as npformat
+    for name in z.zip.namelist():
+        info = z.zip.getinfo(name)
+        with z.zip.open(name) as f:
+            try:
+                version = npformat.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = npformat.read_array_header_1_0(f)
+                elif version in ((2, 0), (3, 0)):
+                    shape, fortran, dtype = npformat.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"unsupported .npy version {version}")
+            except ValueError as exc:
+                if "allow_pickle" in str(exc) or "bject" in str(exc):
+                    raise
+                raise WeightFileError(f"{path}: corrupt .npz member {name} "
+                                      f"({_first_line(exc)})") from None
+            except Exception as exc:  # tokenize.TokenError, SyntaxError... of a broken header
+                raise WeightFileError(f"{path}: corrupt .npz member {name} "
+                                      f"({_first_line(exc)})") from None
+            if np.dtype(dtype).hasobject:
+                raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+            n = budget.take(tuple(shape), dtype, f"member {name}")
+            if info.file_size < n:
+                raise WeightFileError(f"{path}: corrupt .npz member {name}: it declares "
+                                      f"{n} bytes of data but holds {info.file_size}")
+
+
+def _load_npz(path, budget=None) -> list[np.ndarray]:
+    budget = budget or _budget(path, None)
     try:
         with np.load(path, allow_pickle=False) as z:
+            _check_npz_members(z, path, budget)
             names = list(z.files)
             if not names:
                 raise WeightFileError(f"{path}: expected arrays arr_0, arr_1, ... in the .npz, "
@@ -311,23 +524,46 @@ def _load_npz(path) -> list[np.ndarray]:
             raise WeightFileError(f"{path}: .npz holds object arrays, refused "
                                   f"(only numeric arrays are allowed)") from None
         raise WeightFileError(f"{path}: corrupt .npz archive ({exc})") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError, zlib.error) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, zlib.error, TypeError,
+            NotImplementedError, RuntimeError, OverflowError, SyntaxError) as exc:
         raise WeightFileError(f"{path}: corrupt .npz archive ({type(exc).__name__})") from None
 
 
-def load_pklz(path) -> list[np.ndarray]:
+def _check_expected(values, path, expected_shapes):
+    if expected_shapes is None:
+        return values
+    expected_shapes = [tuple(s) for s in expected_shapes]
+    if len(values) != len(expected_shapes):
+        raise WeightFileError(f"{path}: holds {len(values)} arrays, the network has "
+                              f"{len(expected_shapes)} parameters (is the weight file for "
+                              f"another architecture?)")
+    for i, (v, shape) in enumerate(zip(values, expected_shapes)):
+        if tuple(v.shape) != shape:
+            raise WeightFileError(f"{path}: array {i} has shape {tuple(v.shape)}, the network's "
+                                  f"parameter {i} has shape {shape}")
+    return values
+
+
+def load_pklz(path, *, max_bytes=None, expected_shapes=None) -> list[np.ndarray]:
     """Load a list of parameter arrays from a legacy ``.pklz`` (or pickle / ``.npz``) file.
 
     Reads the Python-2 protocol-0 files the seed's ``train_nn.py`` saved
     (decoding their strings as latin-1), modern pickles of any protocol,
     gzipped or not, and ``.npz`` archives (``arr_0``, ``arr_1``, ... in
     numeric order). Pickles are read with a restricted unpickler that only
-    builds NumPy arrays and builtin containers.
+    builds NumPy arrays and builtin containers, in the forms NumPy writes.
 
     Parameters
     ----------
     path : str or os.PathLike
         The file. Its format is recognised from its content.
+    max_bytes : int, optional
+        Most bytes the arrays may take in all (default
+        :data:`lasres.sizecheck.MAX_WEIGHT_BYTES`); the decompressed stream
+        and every ``.npy`` header are checked against it before anything
+        is allocated.
+    expected_shapes : sequence of tuple, optional
+        The shapes the arrays must have (e.g. a network's parameters).
 
     Returns
     -------
@@ -338,27 +574,33 @@ def load_pklz(path) -> list[np.ndarray]:
     ------
     WeightFileError
         If the file is missing, not gzip/pickle/npz, truncated or corrupt,
-        does not hold a non-empty list of numeric arrays, or references a
-        forbidden global (e.g. ``os.system``; it is never executed).
+        does not hold a non-empty list of numeric arrays, references a
+        forbidden global (e.g. ``os.system``; it is never executed), declares
+        more than ``max_bytes``, or does not have ``expected_shapes``.
     """
     path = os.fspath(path)
     fmt = detect_format(path)
+    budget = _budget(path, max_bytes)
     if fmt in ("hdf5", "keras"):
         what = "Keras weight file" if fmt == "keras" else "checkpoint"
         raise WeightFileError(f"{path}: is an HDF5 {what}, expected a .pklz "
                               f"(use load_checkpoint or load_weights)")
     if fmt == "npz":
-        return _as_array_list(_load_npz(path), path)
+        return _check_expected(_as_array_list(_load_npz(path, budget), path), path,
+                               expected_shapes)
     try:
         if fmt == "pklz":
             with gzip.open(path, "rb") as f:
-                obj = _load_pickle_bytes_or_stream(f, path, compressed=True)
+                obj = _load_pickle_bytes_or_stream(f, path, compressed=True, budget=budget)
         else:
             with open(path, "rb") as f:
-                obj = _load_pickle_bytes_or_stream(f, path, compressed=False)
+                obj = _load_pickle_bytes_or_stream(f, path, compressed=False, budget=budget)
     except OSError as exc:
         raise WeightFileError(f"{path}: cannot read weight file ({exc})") from None
-    return _as_array_list(obj, path)
+    values = _as_array_list(obj, path)
+    for i, v in enumerate(values):
+        budget.take(v.shape, v.dtype, f"array {i}")
+    return _check_expected(values, path, expected_shapes)
 
 
 # --- a portable protocol-2 writer ---------------------------------------------
@@ -551,17 +793,77 @@ def _write_arrays(group, values: list[np.ndarray], names) -> None:
         group.create_dataset(f"{i:05d}", data=v)
 
 
-def _read_arrays(group, path, what) -> tuple[list[np.ndarray], list[str] | None]:
-    n = int(group.attrs.get("count", -1))
+#: Most arrays a checkpoint group may declare (a 10,000-layer network has fewer).
+MAX_ARRAYS = 100_000
+#: Most epochs a checkpoint or its history may record.
+MAX_EPOCH = 1_000_000
+
+
+def _read_arrays(group, path, what, budget, expected_shapes=None
+                 ) -> tuple[list[np.ndarray], list[str] | None]:
+    from .sizecheck import check_h5_attr, check_h5_dataset
+    count = check_h5_attr(group, "count", 64, path)
+    if count is None:
+        raise WeightFileError(f"{path}: corrupt checkpoint: group '{what}' has no 'count'")
+    if isinstance(count, np.ndarray) and count.shape == ():
+        count = count[()]
+    if not isinstance(count, (int, np.integer)) or isinstance(count, (bool, np.bool_)) \
+            or not 0 <= int(count) <= MAX_ARRAYS:
+        shown = count.item() if isinstance(count, np.generic) else count
+        raise WeightFileError(f"{path}: corrupt checkpoint: group '{what}' has count "
+                              f"{shown!r} (expected an integer in 0..{MAX_ARRAYS})")
+    n = int(count)
     keys = sorted(group.keys())
-    if n < 0 or keys != [f"{i:05d}" for i in range(n)]:
+    if len(keys) != n or keys != [f"{i:05d}" for i in range(n)]:
         raise WeightFileError(f"{path}: corrupt checkpoint: group '{what}' should hold "
                               f"datasets 00000..{max(n, 1) - 1:05d}, found {len(keys)}")
-    values = [np.asarray(group[k][()]) for k in keys]
+    if expected_shapes is not None and len(expected_shapes) != n:
+        raise WeightFileError(f"{path}: holds {n} parameter arrays, the network has "
+                              f"{len(expected_shapes)} parameters (is the checkpoint for "
+                              f"another architecture?)")
+    datasets = []
+    for i, k in enumerate(keys):
+        ds = group[k]
+        exp = None if expected_shapes is None else expected_shapes[i]
+        check_h5_dataset(ds, budget, f"dataset {what}/{k}", expected_shape=exp)
+        datasets.append(ds)
+    values = [np.asarray(ds[()]) for ds in datasets]
     names = None
-    if "names_json" in group.attrs:
-        names = json.loads(_attr_str(group.attrs["names_json"]))
+    raw = check_h5_attr(group, "names_json", 64 * (n + 1) + (1 << 16), path)
+    if raw is not None:
+        names = json.loads(_attr_str(raw))
+        if not isinstance(names, list) or len(names) != n \
+                or not all(isinstance(x, str) for x in names):
+            raise WeightFileError(f"{path}: corrupt checkpoint: group '{what}' names_json is "
+                                  f"not a list of {n} names")
     return values, names
+
+
+def _json_dict_attr(f, name, path):
+    from .sizecheck import check_h5_attr
+    raw = check_h5_attr(f, name, 1 << 22, path)
+    if raw is None:
+        return None
+    value = json.loads(_attr_str(raw))
+    if not isinstance(value, dict):
+        raise WeightFileError(f"{path}: corrupt checkpoint: attribute {name} is a JSON "
+                              f"{type(value).__name__}, expected an object")
+    return value
+
+
+def _int_attr(f, name, path, lo, hi):
+    from .sizecheck import check_h5_attr
+    v = check_h5_attr(f, name, 64, path)
+    if v is None:
+        return None
+    if isinstance(v, np.ndarray) and v.shape == ():
+        v = v[()]
+    if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)) \
+            or not lo <= int(v) <= hi:
+        shown = v.item() if isinstance(v, np.generic) else v
+        raise WeightFileError(f"{path}: corrupt checkpoint: attribute {name} is {shown!r} "
+                              f"(expected an integer in {lo}..{hi})")
+    return int(v)
 
 
 def _attr_str(v) -> str:
@@ -653,13 +955,22 @@ def save_checkpoint(path, param_values, *, arch=None, param_names=None, pixel_me
                 d.attrs["name"] = k
 
 
-def load_checkpoint(path) -> Checkpoint:
+def load_checkpoint(path, *, max_bytes=None, expected_shapes=None) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Every array's declared shape and type is checked before it is read: the
+    arrays may take at most ``max_bytes`` in all, and the parameters must have
+    ``expected_shapes`` when given. Metadata is validated (types, ranges).
 
     Parameters
     ----------
     path : str or os.PathLike
         The HDF5 file.
+    max_bytes : int, optional
+        Most bytes all arrays of the file may take (default
+        :data:`lasres.sizecheck.MAX_WEIGHT_BYTES`).
+    expected_shapes : sequence of tuple, optional
+        The shapes the parameter arrays must have (a network's parameters).
 
     Returns
     -------
@@ -669,57 +980,78 @@ def load_checkpoint(path) -> Checkpoint:
     ------
     WeightFileError
         If the file is missing, not HDF5, an HDF5 file without the lasres
-        format attribute (foreign), of a newer format version, or corrupt.
+        format attribute (foreign), of a newer format version, corrupt,
+        declares more than ``max_bytes`` or other shapes than
+        ``expected_shapes``, or holds metadata of the wrong type or range.
     """
     import h5py
+    from .sizecheck import check_h5_attr, check_h5_dataset
 
     path = os.fspath(path)
     head = _read_head(path, 8)
     if not head.startswith(_HDF5_MAGIC) and not h5py.is_hdf5(path):
         raise WeightFileError(f"{path}: not an HDF5 file (expected a lasres checkpoint)")
+    budget = _budget(path, max_bytes)
     try:
         f = h5py.File(path, "r")
-    except OSError as exc:
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
         raise WeightFileError(f"{path}: cannot open HDF5 checkpoint ({_first_line(exc)})"
                               ) from None
     try:
         with f:
-            fmt = f.attrs.get("lasres_format")
+            fmt = check_h5_attr(f, "lasres_format", 1024, path)
             if fmt is None or _attr_str(fmt) != CHECKPOINT_FORMAT:
                 raise WeightFileError(f"{path}: HDF5 file is not a lasres checkpoint (expected "
                                       f"root attribute lasres_format='{CHECKPOINT_FORMAT}')")
-            version = int(f.attrs.get("lasres_format_version", -1))
+            version = _int_attr(f, "lasres_format_version", path, -2**62, 2**62)
+            version = -1 if version is None else version
             if not 1 <= version <= CHECKPOINT_FORMAT_VERSION:
                 raise WeightFileError(f"{path}: checkpoint format version {version} is not "
                                       f"supported (expected 1..{CHECKPOINT_FORMAT_VERSION})")
             if "params" not in f:
                 raise WeightFileError(f"{path}: corrupt checkpoint: no 'params' group")
-            values, pnames = _read_arrays(f["params"], path, "params")
+            values, pnames = _read_arrays(f["params"], path, "params", budget, expected_shapes)
             ostate = onames = None
             if "optimizer" in f:
-                ostate, onames = _read_arrays(f["optimizer"], path, "optimizer")
-            pm = np.asarray(f["pixel_mean"][()]) if "pixel_mean" in f else None
+                ostate, onames = _read_arrays(f["optimizer"], path, "optimizer", budget)
+            pm = None
+            if "pixel_mean" in f:
+                ds = f["pixel_mean"]
+                check_h5_dataset(ds, budget, "dataset pixel_mean", max_ndim=4)
+                pm = np.asarray(ds[()])
             hist = None
             if "history" in f:
                 g = f["history"]
                 hist = {}
-                for k in sorted(g.keys()):
-                    hist[_attr_str(g[k].attrs["name"])] = [float(x) for x in g[k][()]]
-            arch = json.loads(_attr_str(f.attrs["arch_json"])) if "arch_json" in f.attrs else None
-            extra = (json.loads(_attr_str(f.attrs["extra_json"]))
-                     if "extra_json" in f.attrs else None)
-            epoch = int(f.attrs["epoch"]) if "epoch" in f.attrs else None
-            created = _attr_str(f.attrs["created"]) if "created" in f.attrs else None
+                keys = sorted(g.keys())
+                if len(keys) > 1000:
+                    raise WeightFileError(f"{path}: corrupt checkpoint: {len(keys)} history "
+                                          f"curves")
+                for k in keys:
+                    ds = g[k]
+                    check_h5_dataset(ds, budget, f"dataset history/{k}", max_ndim=1)
+                    if ds.shape[0] > MAX_EPOCH:
+                        raise WeightFileError(f"{path}: corrupt checkpoint: history/{k} has "
+                                              f"{ds.shape[0]} entries")
+                    name = _attr_str(check_h5_attr(ds, "name", 4096, path))
+                    hist[name] = [float(x) for x in ds[()]]
+            arch = _json_dict_attr(f, "arch_json", path)
+            extra = _json_dict_attr(f, "extra_json", path)
+            epoch = _int_attr(f, "epoch", path, 0, MAX_EPOCH)
+            created = check_h5_attr(f, "created", 1024, path)
+            created = None if created is None else _attr_str(created)
     except WeightFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError,
+            AttributeError, OverflowError, RecursionError) as exc:
         raise WeightFileError(f"{path}: corrupt checkpoint ({_first_line(exc)})") from None
     return Checkpoint(param_values=values, arch=arch, param_names=pnames, pixel_mean=pm,
                       epoch=epoch, optimizer_state=ostate, optimizer_state_names=onames,
                       history=hist, extra=extra, format_version=version, created=created)
 
 
-def load_weights(path, with_checkpoint: bool = False, network=None):
+def load_weights(path, with_checkpoint: bool = False, network=None, *, max_bytes=None,
+                 expected_shapes=None):
     """Load parameter values from any supported file, recognised by content.
 
     Parameters
@@ -733,6 +1065,12 @@ def load_weights(path, with_checkpoint: bool = False, network=None):
     network : Layer, optional
         Needed for Keras 1.x weight files, whose layers are matched to the
         network's by its graph (see :func:`lasres.keras_h5.load_keras_h5`).
+    max_bytes : int, optional
+        Most bytes the file's arrays may take (default
+        :data:`lasres.sizecheck.MAX_WEIGHT_BYTES`); checked before allocating.
+    expected_shapes : sequence of tuple, optional
+        The shapes the parameter arrays must have; for HDF5 files they are
+        checked before reading.
 
     Returns
     -------
@@ -751,7 +1089,7 @@ def load_weights(path, with_checkpoint: bool = False, network=None):
         values = load_keras_h5(path, network)
         return (values, None) if with_checkpoint else values
     if fmt == "hdf5":
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, max_bytes=max_bytes, expected_shapes=expected_shapes)
         return (ckpt.param_values, ckpt) if with_checkpoint else ckpt.param_values
-    values = load_pklz(path)
+    values = load_pklz(path, max_bytes=max_bytes, expected_shapes=expected_shapes)
     return (values, None) if with_checkpoint else values

@@ -74,8 +74,10 @@ _HERE = pathlib.Path(__file__).resolve().parent
 _REPO = _HERE.parent
 
 
-def _losses(n, floatX, seed=0):
+def _losses(n, floatX, seed=0, kernels=None):
     env = dict(os.environ)
+    if kernels:
+        env["LASRES_KERNELS"] = kernels
     env["PYTENSOR_FLAGS"] = ",".join(f for f in (env.get("PYTENSOR_FLAGS", ""),
                                                  f"floatX={floatX}") if f)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO), env.get("PYTHONPATH", "")) if p)
@@ -90,10 +92,10 @@ def _losses(n, floatX, seed=0):
 def bottleneck_losses():
     cache = {}
 
-    def get(n):
-        if n not in cache:
-            cache[n] = _losses(n, "float32"), _losses(n, "float64")
-        return cache[n]
+    def get(n, kernels=None):
+        if (n, kernels) not in cache:
+            cache[n, kernels] = _losses(n, "float32", kernels=kernels), _losses(n, "float64")
+        return cache[n, kernels]
     return get
 
 
@@ -107,8 +109,17 @@ def test_first_loss_float32_as_close_as_lasagne(bottleneck_losses, n):
 
 
 @pytest.mark.slow
-def test_three_legacy_steps_n1_float32_as_close_as_lasagne(bottleneck_losses):
+@pytest.mark.parametrize("kernels", [
+    "numpy",
+    # Known defect (issue 9, open): with the oneDNN convolutions the step-2/3
+    # losses of this net land 5.9e-7 / 1.0e-6 from float64 (step 1: 1.1e-7,
+    # within the bound); not yet located (a ReLU-kink flip or the kernels'
+    # accumulation). Kept visible as an expected failure, not a wider bound.
+    pytest.param("onednn", marks=pytest.mark.xfail(
+        reason="oneDNN float32 path drifts past Lasagne's spread at steps 2-3 (issue 9)",
+        strict=False))])
+def test_three_legacy_steps_n1_float32_as_close_as_lasagne(bottleneck_losses, kernels):
     """Three legacy steps (CE + L2 + Nesterov + BN averages) on bottleneck n=1:
     every loss within Lasagne's float32-vs-float64 spread for that net."""
-    l32, l64 = bottleneck_losses(1)
+    l32, l64 = bottleneck_losses(1, kernels)
     assert np.abs(l32 - l64).max() <= LASAGNE_N1_LOSS_SPREAD, (l32, l64)

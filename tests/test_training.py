@@ -54,14 +54,19 @@ class FakeTrainer:
         return []
 
 
-def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
-    tr = FakeTrainer([2.3, 2.2, "interrupt"])
+def test_ctrl_c_keeps_the_last_epoch_end_as_the_resume_point(tmp_path):
+    # 40 images, batch 8: 5 steps an epoch; interrupted at step 3 of epoch 2
+    tr = FakeTrainer([2.3] * 5 + [2.2, 2.2, "interrupt"])
+    lines = []
     with pytest.raises(KeyboardInterrupt):
         fit(tr, Data(), epochs=3, out_dir=str(tmp_path), batch_size=8, plot=False, progress=False,
-            log=lambda *a: None)
+            log=lines.append)
     ck = load_checkpoint(tmp_path / "last.h5")
-    assert ck.extra["completed"] is False and ck.epoch == 0
-    np.testing.assert_array_equal(ck.param_values[0], tr.network.W.get_value())  # 2 steps taken
+    # the end of epoch 1 (5 steps), not the 7 steps taken when Ctrl-C came
+    assert ck.extra["completed"] is True and ck.epoch == 1
+    # each fake step adds 1 to W: the live network is 2 steps past the checkpoint
+    np.testing.assert_array_equal(tr.network.W.get_value() - ck.param_values[0], 2.0)
+    assert "interrupted in epoch 2" in lines[-1] and "resume point" in lines[-1]
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path):

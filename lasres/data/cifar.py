@@ -44,7 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._atomic import atomic_path
-from ..errors import DataError
+from ..errors import DataError, LasresError
+from ..sizecheck import MAX_DATA_BYTES, format_bytes
 from ..weights import ForbiddenPickleError, restricted_load
 
 __all__ = [
@@ -94,18 +95,33 @@ def _str(v):
     return v.decode("latin1") if isinstance(v, (bytes, bytearray)) else v
 
 
+def _check_file_size(path, what):
+    """Refuse a data file larger than :data:`lasres.sizecheck.MAX_DATA_BYTES` before reading it."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    if size > MAX_DATA_BYTES:
+        raise DataError(f"{path}: {what} of {format_bytes(size)} refused (data files are capped "
+                        f"at {format_bytes(MAX_DATA_BYTES)}; a CIFAR-10 batch is 30 MiB)")
+    return size
+
+
 def _read_pickle(path, what):
     """Unpickle a CIFAR file safely; keys are returned as ``str``."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: missing {what}")
+    _check_file_size(path, what)
     try:
         with open(path, "rb") as f:
-            obj = restricted_load(f, encoding="bytes")
+            obj = restricted_load(f, encoding="bytes", max_bytes=MAX_DATA_BYTES)
     except ForbiddenPickleError as exc:
         raise DataError(f"{path}: refusing to load {what}: it references the forbidden object "
                         f"{exc.module}.{exc.name} (nothing was executed)") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    except LasresError as exc:
+        raise DataError(str(exc)) from None
     except Exception as exc:
         raise DataError(f"{path}: not a readable {what} (expected a pickled dict; "
                         f"{type(exc).__name__})") from None
@@ -150,6 +166,7 @@ def _read_py_batch(path):
 def _read_bin_batch(path):
     if not os.path.isfile(path):
         raise DataError(f"{path}: missing CIFAR-10 binary batch")
+    _check_file_size(path, "CIFAR-10 binary batch")
     try:
         raw = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
@@ -216,7 +233,8 @@ def find_cifar10(data_dir="data", layout="auto"):
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
         raise DataError(f"{data_dir}: CIFAR-10 data directory not found (expected a folder "
-                        f"holding {PY_DIR}/ or {BIN_DIR}/)")
+                        f"holding {PY_DIR}/ or {BIN_DIR}/; run train_nn.py with --download "
+                        f"to fetch it there)")
     # data_dir itself may be one of the layout folders
     own = []
     if os.path.exists(os.path.join(data_dir, TEST_BATCH)) or \
@@ -232,7 +250,8 @@ def find_cifar10(data_dir="data", layout="auto"):
             return folder, lay
     want = {"auto": f"{PY_DIR}/ or {BIN_DIR}/", "py": f"{PY_DIR}/", "bin": f"{BIN_DIR}/"}[layout]
     raise DataError(f"{data_dir}: no CIFAR-10 found (expected {want} in it; "
-                    f"lasres.data.download_cifar10 fetches the python layout)")
+                    f"run train_nn.py with --download to fetch it, or call "
+                    f"lasres.data.download_cifar10)")
 
 
 def load_cifar10(data_dir="data", layout="auto"):

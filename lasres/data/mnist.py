@@ -10,6 +10,7 @@ Files (gzip'd or not; ``train-images.idx3-ubyte`` spellings accepted too)::
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import struct
 import zlib
@@ -17,6 +18,7 @@ import zlib
 import numpy as np
 
 from ..errors import DataError
+from ..sizecheck import MAX_DATA_BYTES, format_bytes
 from .cifar import DatasetSplits
 
 __all__ = ["load_mnist", "read_idx", "MNIST_FILES"]
@@ -29,6 +31,23 @@ MNIST_FILES = {
 }
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def _gunzip_capped(raw, path, cap=None):
+    """``gzip.decompress`` that stops at ``cap`` bytes (a decompression bomb is refused)."""
+    cap = MAX_DATA_BYTES if cap is None else cap
+    out, total = [], 0
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
+        while True:
+            chunk = gz.read(1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > cap:
+                raise DataError(f"{path}: refusing to decompress: more than "
+                                f"{format_bytes(cap)} (the cap for data files)")
+            out.append(chunk)
+    return b"".join(out)
 
 
 def read_idx(path, expect_ndim=None):
@@ -53,10 +72,14 @@ def read_idx(path, expect_ndim=None):
     """
     path = os.fspath(path)
     try:
+        size = os.path.getsize(path)
+        if size > MAX_DATA_BYTES:
+            raise DataError(f"{path}: MNIST file of {format_bytes(size)} refused (data files are "
+                            f"capped at {format_bytes(MAX_DATA_BYTES)})")
         with open(path, "rb") as f:
             raw = f.read()
         if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+            raw = _gunzip_capped(raw, path)
     except FileNotFoundError:
         raise DataError(f"{path}: missing MNIST file") from None
     except (OSError, EOFError, zlib.error) as exc:
