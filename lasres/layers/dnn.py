@@ -8,10 +8,9 @@ by default — the weights trained with it are correlation kernels.
 """
 from .. import init, nonlinearities
 from ..ops.convnd import conv3d
-from .base import Layer
 from .conv import BaseConvLayer, Conv2DLayer
 from .normalization import BatchNormLayer, batch_norm
-from .pool import Pool2DLayer, Pool3DLayer, _spp_fast_level
+from .pool import Pool2DLayer, Pool3DLayer, SpatialPyramidPoolingLayer
 
 __all__ = ["Conv2DDNNLayer", "Conv3DDNNLayer", "Pool2DDNNLayer", "MaxPool2DDNNLayer",
            "Pool3DDNNLayer", "MaxPool3DDNNLayer", "SpatialPyramidPoolingDNNLayer",
@@ -87,30 +86,14 @@ class MaxPool3DDNNLayer(Pool3DDNNLayer):
         super().__init__(incoming, pool_size, stride, pad, ignore_border, mode="max", **kwargs)
 
 
-class SpatialPyramidPoolingDNNLayer(Layer):
+class SpatialPyramidPoolingDNNLayer(SpatialPyramidPoolingLayer):
     """Spatial pyramid pooling with the cuDNN layer's interface: the 'fast'
     implementation of :class:`lasres.layers.SpatialPyramidPoolingLayer`
     (window ``ceil(size / n)``, stride ``floor(size / n)`` per level)."""
 
     def __init__(self, incoming, pool_dims=[4, 2, 1], mode="max", **kwargs):
-        super().__init__(incoming, **kwargs)
-        if len(self.input_shape) != 4:
-            raise ValueError(f"Tried to create a SPP layer with input shape "
-                             f"{self.input_shape}. Expected 4 input dimensions "
-                             f"(batchsize, channels, 2 spatial dimensions).")
-        self.mode = mode
-        self.pool_dims = pool_dims
-
-    def get_output_for(self, input, **kwargs):
-        import pytensor.tensor as pt
-        input_size = tuple(symb if fixed is None else fixed
-                           for fixed, symb in zip(self.input_shape[2:],
-                                                  (input.shape[2], input.shape[3])))
-        return pt.concatenate([_spp_fast_level(input, input_size, d, self.mode)
-                               for d in self.pool_dims], axis=2)
-
-    def get_output_shape_for(self, input_shape):
-        return (input_shape[0], input_shape[1], sum(p * p for p in self.pool_dims))
+        super().__init__(incoming, pool_dims=pool_dims, mode=mode, implementation="fast",
+                         **kwargs)
 
 
 BatchNormDNNLayer = BatchNormLayer
