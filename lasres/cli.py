@@ -488,8 +488,7 @@ def train_main(argv=None):
     history, start_epoch = None, 0
     trainer = make_trainer(network, args, schedule[0][1])
     if ckpt is not None:
-        if hasattr(trainer, "sync_to_device"):
-            trainer.sync_to_device()
+        trainer.sync_to_device()
         history, start_epoch = restore_training_state(trainer, ckpt)
         print(f"resume | from {resume_path}, epoch {start_epoch}")
     if distributed.process_count() > 1:
@@ -521,8 +520,7 @@ def train_main(argv=None):
                           "must be on a filesystem all processes share")
     if all(found) and len(data.X_test):
         load_network_weights(network, best, arch)
-        if hasattr(trainer, "sync_to_device"):
-            trainer.sync_to_device()
+        trainer.sync_to_device()
         ev = evaluate_probabilities(predict_in_batches(trainer.predict_fn, data.X_test), data.y_test)
         print(f"done   | best checkpoint {best}: test accuracy {ev.accuracy:.2%} "
               f"(error {ev.error:.2%}) on {ev.count} images")
@@ -563,10 +561,8 @@ def test_main(argv=None):
     from .data import (CIFAR10_CLASSES, compute_pixel_mean, legacy_split, load_raw, preprocess,
                        scale255)
     from .evaluation import evaluate_probabilities, format_report
-    from .config import get_mode
-    from .layers import get_output
-    from .training import _input_var, predict_in_batches
-    import pytensor
+    from .recipe import compile_predict
+    from .training import predict_in_batches
 
     args = test_parser().parse_args(argv)
     _check_common_numbers(args)
@@ -601,8 +597,7 @@ def test_main(argv=None):
         X_test, y_test = X_test[:args.limit], y_test[:args.limit]
     X_test = scale255(X_test) if preprocessing == "scale255" else preprocess(X_test, mean)
     t0 = time.perf_counter()
-    predict_fn = pytensor.function([_input_var(network)], get_output(network, deterministic=True),
-                                   mode=get_mode(args.backend))
+    predict_fn = compile_predict(network, args.backend)
     compile_s = time.perf_counter() - t0
     batch = args.batch_size or 100
     first = predict_fn(X_test[:batch])

@@ -154,7 +154,8 @@ def run_comparison(requests, data, *, epochs, out_dir, batch_size=64, schedule=N
     from .cli import banner
     from .layers import count_params
     from .models import get_spec
-    from .training import LEGACY_SCHEDULE, Trainer, fit, predict_in_batches, _loss_acc
+    from .evaluation import loss_and_accuracy
+    from .training import LEGACY_SCHEDULE, Trainer, fit, predict_in_batches
 
     schedule = schedule or LEGACY_SCHEDULE
     results, histories = [], {}
@@ -175,8 +176,8 @@ def run_comparison(requests, data, *, epochs, out_dir, batch_size=64, schedule=N
                       progress=progress, log=log)
         test_acc = None
         if len(getattr(data, "X_test", ())):
-            _, test_acc = _loss_acc(predict_in_batches(trainer.predict_fn, data.X_test),
-                                    data.y_test)
+            _, test_acc = loss_and_accuracy(predict_in_batches(trainer.predict_fn, data.X_test),
+                                            data.y_test)
         seconds = time.time() - t0
         val = [a for a in history.val_acc if not math.isnan(a)]
         results.append({
