@@ -64,7 +64,7 @@ def parse_model(text):
     LasresError
         Unknown type, non-integer or impossible depth/width, unknown option.
     """
-    from .cli import _parse_options
+    from .cli import parse_options
     from .models import get_spec
     parts = [p.strip() for p in str(text).split(":")]
     if not parts or not parts[0]:
@@ -87,7 +87,7 @@ def parse_model(text):
     depth = values[0] if len(values) > 0 else spec.default_depth
     width = values[1] if len(values) > 1 else spec.default_width
     spec.validate(depth, width)
-    opts = _parse_options(options)
+    opts = parse_options(options)
     unknown = set(opts) - set(spec.options)
     if unknown:
         raise LasresError(f"bad model {text!r}: {spec.name} has no option "
@@ -213,9 +213,9 @@ def compare_main(argv=None):
     args = compare_parser().parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         raise LasresError("--epochs and --batch-size must be positive")
-    from .cli import _check_common_numbers, check_output_folder, make_output_folder
+    from .cli import check_common_numbers, check_output_folder, make_output_folder
     from .random import seed_everything
-    _check_common_numbers(args)
+    check_common_numbers(args)
     requests = [parse_model(m) for m in args.models]
     schedule = parse_schedule(args.lr_schedule)
     check_output_folder(args.out)

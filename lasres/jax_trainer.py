@@ -324,9 +324,9 @@ class JaxTrainer(TrainerBase):
 
     def __init__(self, network, l2=1e-4, momentum=0.9, learning_rate=0.01, devices=None,
                  precision="float32", device_augment=False, augment_pad=4, seed=0):
+        get_mode("jax")  # a clear error without jax; registers our ops' JAX implementations
         import jax
 
-        get_mode("jax")  # checks jax, registers our ops' JAX implementations
         if precision in ("bfloat16",):
             precision = "bf16"
         if precision not in PRECISIONS:
