@@ -3,8 +3,10 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
+from pytensor.tensor.random.utils import RandomStream
 
 from .. import init, nonlinearities
+from ..random import get_rng
 from ..utils import as_tuple, floatX
 from .base import Layer, MergeLayer
 
@@ -526,8 +528,7 @@ class RandomizedRectifierLayer(Layer):
 
     def __init__(self, incoming, lower=0.3, upper=0.8, shared_axes="auto", **kwargs):
         super().__init__(incoming, **kwargs)
-        from .noise import _stream
-        self._srng = _stream()
+        self._srng = RandomStream(get_rng().randint(1, 2147462579))  # as Lasagne seeds it
         self.lower = lower
         self.upper = upper
         if not isinstance(lower > upper, Variable) and lower > upper:
