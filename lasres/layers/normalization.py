@@ -123,12 +123,7 @@ def batch_norm(layer, **kwargs):
     Returns the topmost new layer. Keyword arguments go to the
     BatchNormLayer; its name defaults to the layer's name + '_bn'.
     """
-    nonlinearity = getattr(layer, "nonlinearity", None)
-    if nonlinearity is not None:
-        layer.nonlinearity = nonlinearities.identity
-    if hasattr(layer, "b") and layer.b is not None:
-        del layer.params[layer.b]
-        layer.b = None
+    nonlinearity = _steal_nonlinearity_and_bias(layer)
     bn_name = kwargs.pop("name", None) or (getattr(layer, "name", None) and layer.name + "_bn")
     layer = BatchNormLayer(layer, name=bn_name, **kwargs)
     if nonlinearity is not None:
