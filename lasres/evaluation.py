@@ -56,10 +56,8 @@ def evaluate_probabilities(probs, y, num_classes: Optional[int] = None) -> Evalu
 
     Parameters
     ----------
-    probs : array_like
-        ``(N, C)`` class probabilities.
-    y : array_like
-        ``(N,)`` integer labels.
+    probs, y : array_like
+        As for :func:`loss_and_accuracy`.
     num_classes : int, optional
         Size of the confusion matrix (default ``C``).
 

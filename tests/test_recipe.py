@@ -1,13 +1,10 @@
 """lasres.recipe (the legacy objective, written once), TrainerBase (what fit
 may call) and data.prepare_dataset (one preparation for every dataset),
 checked against values computed independently in NumPy."""
-import gzip
-import struct
-
 import numpy as np
 import pytest
 
-from _datasets import cifar10_subset
+from _datasets import cifar10_subset, write_mnist
 from lasres import layers as L
 from lasres.data import (PreparedCifar10, PreparedDataset, compute_pixel_mean, legacy_split,
                          load_cifar10, prepare_dataset, preprocess, scale255)
@@ -129,21 +126,8 @@ def test_prepare_dataset_test_only_computes_the_mean_of_the_legacy_training_part
     assert s.pixel_mean is None
 
 
-def _write_idx(path, arr, magic):
-    with gzip.open(path, "wb") as f:
-        f.write(struct.pack(">I", magic))
-        for d in arr.shape:
-            f.write(struct.pack(">I", d))
-        f.write(arr.tobytes())
-
-
 def test_prepare_dataset_mnist_is_not_cifar10(tmp_path):
-    rng = np.random.RandomState(0)
-    for split, n in (("train", 50), ("t10k", 20)):
-        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz",
-                   (rng.rand(n, 28, 28) * 255).astype(np.uint8), 2051)
-        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz",
-                   rng.randint(0, 10, n).astype(np.uint8), 2049)
+    write_mnist(tmp_path, 50, 20)
     pm = tmp_path / "mean.npy"
     with pytest.warns(UserWarning, match="computed"):
         d = prepare_dataset("mnist", tmp_path, pixel_mean_path=pm, limit=(40, 10), seed=1)
