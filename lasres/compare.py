@@ -23,6 +23,7 @@ import math
 import os
 import time
 import warnings
+from typing import Callable, List, Optional, Tuple
 
 from .errors import LasresError
 
@@ -56,7 +57,7 @@ class ModelRequest(object):
         return f"ModelRequest({self.label!r})"
 
 
-def parse_model(text):
+def parse_model(text: str) -> ModelRequest:
     """Parse ``TYPE[:DEPTH[:WIDTH]][:KEY=VALUE...]`` into a :class:`ModelRequest`.
 
     Raises
@@ -139,9 +140,11 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def run_comparison(requests, data, *, epochs, out_dir, batch_size=64, schedule=None,
-                   augment="batch", seed=0, l2=1e-4, momentum=0.9, backend=None, log=print,
-                   progress=True):
+def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: str,
+                   batch_size: int = 64, schedule=None, augment: Optional[str] = "batch",
+                   seed: int = 0, l2: float = 1e-4, momentum: float = 0.9,
+                   backend: Optional[str] = None, log: Callable = print,
+                   progress: bool = True) -> Tuple[List[dict], dict]:
     """Train each :class:`ModelRequest` on ``data`` with the same settings.
 
     Returns
@@ -205,7 +208,7 @@ def _json_safe(x):
     return x
 
 
-def compare_main(argv=None):
+def compare_main(argv: Optional[List[str]] = None) -> int:
     """``compare.py TYPE[:DEPTH[:WIDTH]] ... [options]``; returns an exit status."""
     from .plotting import plot_comparison
     from .training import parse_schedule

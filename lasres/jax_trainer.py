@@ -470,9 +470,8 @@ class JaxTrainer(TrainerBase):
 
         (out,) = clone_replace([out], replace={v: slot_var(v) for v in _shared_inputs([out])})
         inputs = [x] + self._p_compute + self._s_in
-        self.predict_fgraph = _rewritten_fgraph(inputs, [out])
-        self._predict_graph_fn = _to_jax_function(self.predict_fgraph, self.precision,
-                                                  "lasres_predict")
+        self._predict_graph_fn = _to_jax_function(_rewritten_fgraph(inputs, [out]),
+                                                  self.precision, "lasres_predict")
 
     # -- the jitted functions ------------------------------------------------
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from types import MappingProxyType
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import pytensor
@@ -33,6 +34,9 @@ __all__ = ["LEGACY_SCHEDULE", "parse_schedule", "learning_rate_at", "TrainerBase
            "History", "fit", "predict_in_batches", "OPTIMIZERS", "optimizer_updates",
            "restore_training_state", "check_resumable", "check_optimizer_state"]
 
+#: A learning-rate schedule: ``(first epoch, rate)`` pairs sorted by epoch.
+Schedule = Tuple[Tuple[int, float], ...]
+
 #: The Lasagne seed's schedule: (first epoch, learning rate).
 LEGACY_SCHEDULE = ((0, 0.01), (10, 0.1), (80, 0.01), (120, 0.001))
 
@@ -41,7 +45,7 @@ class TrainingDiverged(LasresError):
     """The training loss became NaN or infinite."""
 
 
-def parse_schedule(text):
+def parse_schedule(text: Optional[str]) -> Schedule:
     """Parse ``'0:0.01,10:0.1,80:0.01,120:0.001'`` (or ``'legacy'``) into a
     sorted tuple of ``(first_epoch, learning_rate)``; a single number means a
     constant rate."""
@@ -63,7 +67,7 @@ def parse_schedule(text):
     return tuple(pairs)
 
 
-def learning_rate_at(schedule, epoch):
+def learning_rate_at(schedule: Schedule, epoch: int) -> float:
     """The learning rate of ``epoch`` (0-based) under ``schedule``."""
     lr = schedule[0][1]
     for first, rate in schedule:
@@ -182,8 +186,9 @@ class Trainer(TrainerBase):
 
     exact_resume = True  # the C backend resumes exactly or not at all
 
-    def __init__(self, network, l2=1e-4, momentum=0.9, learning_rate=0.01, backend=None,
-                 optimizer="nesterov"):
+    def __init__(self, network, l2: float = 1e-4, momentum: float = 0.9,
+                 learning_rate: float = 0.01, backend: Optional[str] = None,
+                 optimizer: str = "nesterov"):
         self.network = network
         self.backend = backend
         mode = get_mode(backend)
@@ -206,7 +211,8 @@ class Trainer(TrainerBase):
 OPTIMIZERS = ("nesterov", "adam")
 
 
-def optimizer_updates(optimizer, loss, params, learning_rate, momentum=0.9):
+def optimizer_updates(optimizer: str, loss, params: list, learning_rate,
+                      momentum: float = 0.9) -> dict:
     """The update dictionary of ``optimizer`` (see :data:`OPTIMIZERS`)."""
     if optimizer == "nesterov":
         return lupdates.nesterov_momentum(loss, params, learning_rate, momentum)
@@ -215,7 +221,7 @@ def optimizer_updates(optimizer, loss, params, learning_rate, momentum=0.9):
     raise LasresError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
 
 
-def check_optimizer_state(values, shapes):
+def check_optimizer_state(values: Sequence, shapes: Sequence[tuple]) -> None:
     """Raise :class:`LasresError` unless ``values`` are one array per shape of ``shapes``."""
     if len(values) != len(shapes):
         raise LasresError(f"the checkpoint holds {len(values)} optimizer arrays, the "
@@ -226,7 +232,7 @@ def check_optimizer_state(values, shapes):
                               f"has shape {tuple(shape)}")
 
 
-def check_resumable(ckpt, network):
+def check_resumable(ckpt, network) -> None:
     """Raise :class:`LasresError` unless ``ckpt`` can resume training ``network``
     (checked before anything is compiled or written): written at the end of
     an epoch, with one optimizer array of the right shape per trainable
@@ -247,7 +253,7 @@ def check_resumable(ckpt, network):
         raise LasresError("the checkpoint's random-stream states are malformed")
 
 
-def restore_training_state(trainer, ckpt):
+def restore_training_state(trainer: TrainerBase, ckpt) -> Tuple["History", int]:
     """Set ``trainer``'s optimizer state and random streams from a checkpoint
     written by :func:`fit` (its parameters are loaded separately, e.g. by
     :func:`lasres.cli.load_network_weights`).
@@ -288,7 +294,8 @@ def restore_training_state(trainer, ckpt):
     return history, start
 
 
-def predict_in_batches(predict_fn, X, batch_size=500, progress=False, desc="predict"):
+def predict_in_batches(predict_fn: Callable, X: np.ndarray, batch_size: int = 500,
+                       progress: bool = False, desc: str = "predict") -> np.ndarray:
     """Probabilities for all of ``X``, computed ``batch_size`` images at a time."""
     from tqdm import tqdm
     out = []
@@ -342,11 +349,14 @@ class History:
             json.dump(self.as_dict(), f, indent=1)
 
 
-def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDULE,
-        augment="batch", seed=0, arch=None, history=None, start_epoch=0, progress=True,
-        log=print, plot=True, t_start=None):
-    """Train for ``epochs`` epochs on ``data`` (a :class:`lasres.data.PreparedCifar10`
-    or any object with ``X_train, y_train, X_valid, y_valid, pixel_mean``).
+def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: int = 64,
+        schedule: Schedule = LEGACY_SCHEDULE, augment: Optional[str] = "batch", seed: int = 0,
+        arch: Optional[dict] = None, history: Optional["History"] = None, start_epoch: int = 0,
+        progress: bool = True, log: Callable = print, plot: bool = True,
+        t_start: Optional[float] = None) -> "History":
+    """Train ``trainer`` (a :class:`TrainerBase`: fit calls nothing else) for
+    ``epochs`` epochs on ``data`` (a :class:`lasres.data.PreparedDataset` or
+    any object with ``X_train, y_train, X_valid, y_valid, pixel_mean``).
 
     Each epoch uses its own generator seeded from ``seed`` and the epoch, so a
     run resumed at an epoch boundary repeats the same batches. The best
