@@ -20,7 +20,8 @@ def one(model, depth, width, backend, predict_only):
     t0 = time.perf_counter()
     import lasres  # noqa: F401
     from lasres.models import build
-    from lasres.training import Trainer, _input_var
+    from lasres.recipe import compile_predict
+    from lasres.training import Trainer
     t_import = time.perf_counter() - t0
     t1 = time.perf_counter()
     net = build(model, depth, width)
@@ -28,12 +29,8 @@ def one(model, depth, width, backend, predict_only):
     row = {"model": model, "depth": depth, "width": width, "backend": backend or "c",
            "import_s": round(t_import, 2), "build_s": round(t_build, 2)}
     if predict_only:
-        import pytensor
-        from lasres.config import get_mode
-        from lasres.layers import get_output
         t2 = time.perf_counter()
-        f = pytensor.function([_input_var(net)], get_output(net, deterministic=True),
-                              mode=get_mode(backend))
+        f = compile_predict(net, backend)
         row["predict_compile_s"] = round(time.perf_counter() - t2, 2)
         row["predict_nodes"] = len(f.maker.fgraph.apply_nodes)
     else:

@@ -46,9 +46,9 @@ def calibrate(net, x):
     the agreement check would compare ones and zeros."""
     import pytensor
     from lasres.layers import BatchNormLayer, get_all_layers, get_output
-    from lasres.training import _input_var
+    from lasres.recipe import input_var
     bns = [l for l in get_all_layers(net) if isinstance(l, BatchNormLayer)]
-    f = pytensor.function([_input_var(net)], get_output(
+    f = pytensor.function([input_var(net)], get_output(
         [b.input_layer for b in bns], deterministic=True, batch_norm_use_averages=False))
     for bn, v in zip(bns, f(x)):
         bn.mean.set_value(v.mean(axis=bn.axes).astype("float32"))
@@ -65,7 +65,7 @@ def main():
     from lasres.export import to_onnx
     from lasres.layers import get_all_param_values, get_output
     from lasres.models import build
-    from lasres.training import _input_var
+    from lasres.recipe import input_var
     from torch_twin import PreActResNet
 
     torch.set_num_threads(args.threads)
@@ -82,7 +82,7 @@ def main():
         calibrate(net, x[:32])
         values = get_all_param_values(net)
 
-        predict = pytensor.function([_input_var(net)], get_output(net, deterministic=True),
+        predict = pytensor.function([input_var(net)], get_output(net, deterministic=True),
                                     mode=get_mode("c"))
         sessions = {}
         for label, fold in (("onnxruntime", False), ("onnxruntime fold_bn", True)):

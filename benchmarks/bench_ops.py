@@ -44,6 +44,13 @@ POOL_LAYERS = [
 ]
 
 
+def _restore_env(name, value):
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
 def timeit(fn, repeat):
     fn()
     times = []
@@ -132,9 +139,10 @@ def bench_compiled(batch, repeat):
     import pytensor
     import pytensor.tensor as pt
     from pytensor.compile.mode import Mode
-    from lasres.ops import onednn
+    from lasres.ops.onednn import KERNELS_ENV, kernels
 
-    kinds = ["numpy"] + (["onednn"] if onednn._library_paths() is not None else [])
+    kinds = ["numpy"] + (["onednn"] if kernels() == "onednn" else [])
+    saved = os.environ.get(KERNELS_ENV)
     rng = np.random.default_rng(2)
     for c, h, wd, f, k, s, p in CONV_LAYERS:
         xt, wt, bt, gt = pt.ftensor4("x"), pt.ftensor4("w"), pt.fvector("b"), pt.ftensor4("g")
@@ -142,10 +150,10 @@ def bench_compiled(batch, repeat):
         outs = [y] + pytensor.grad((y * gt).sum(), [xt, wt, bt])
         fns = {}
         for kind in kinds:
-            onednn._override = kind
+            os.environ[KERNELS_ENV] = kind  # read when the C code is generated
             fns[kind] = pytensor.function([xt, wt, bt, gt], outs,
                                           mode=Mode(linker="cvm", optimizer="fast_run"))
-        onednn._override = None
+        _restore_env(KERNELS_ENV, saved)
         x = rng.standard_normal((batch, c, h, wd)).astype(np.float32)
         w = rng.standard_normal((f, c, k, k)).astype(np.float32)
         b = rng.standard_normal(f).astype(np.float32)

@@ -60,11 +60,21 @@ def main():
     infer_batch = a.infer_batch or a.batch
     xi = (rng.randn(infer_batch, 3, 32, 32) * 50).astype("float32")
 
-    from lasres.ops import onednn
+    from lasres.ops.onednn import KERNELS_ENV
+    saved = os.environ.get(KERNELS_ENV)
+
+    def use_kernels(kind):  # read when the C code is generated; None: as the caller had it
+        if kind is not None:
+            os.environ[KERNELS_ENV] = kind
+        elif saved is None:
+            os.environ.pop(KERNELS_ENV, None)
+        else:
+            os.environ[KERNELS_ENV] = saved
+
     runners = {}
     for backend in a.backends:
         for kern in (a.kernels if backend == "c" else [None]):
-            onednn._override = kern
+            use_kernels(kern)
             name = f"lasres-{backend}" + (f"-{kern}" if kern else "")
             net = build(a.model, a.depth, a.width)
             t0 = time.perf_counter()
@@ -72,7 +82,7 @@ def main():
             _block(tr.train_fn(x, y))
             _block(tr.predict_fn(xi))
             runners[name] = (tr, time.perf_counter() - t0)
-    onednn._override = None
+    use_kernels(None)
     print(json.dumps({"lasres_kernels": lasres.ops.kernels(), "torch": torch.__version__,
                       "torch_threads": torch.get_num_threads(),
                       "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}), flush=True)
@@ -88,9 +98,9 @@ def main():
     check_net = build(a.model, a.depth, a.width)
     from lasres.layers import set_all_param_values
     set_all_param_values(check_net, values)
-    onednn._override = a.kernels[0] if a.backends[0] == "c" else None
+    use_kernels(a.kernels[0] if a.backends[0] == "c" else None)
     tr0 = Trainer(check_net, backend=a.backends[0])
-    onednn._override = None
+    use_kernels(None)
     model.eval()
     x_check = x / 50  # unit-scale inputs: with fresh BN statistics the outputs stay unsaturated
     with torch.no_grad():

@@ -23,6 +23,7 @@ import math
 import os
 import time
 import warnings
+from typing import Callable, List, Optional, Tuple
 
 from .errors import LasresError
 
@@ -56,7 +57,7 @@ class ModelRequest(object):
         return f"ModelRequest({self.label!r})"
 
 
-def parse_model(text):
+def parse_model(text: str) -> ModelRequest:
     """Parse ``TYPE[:DEPTH[:WIDTH]][:KEY=VALUE...]`` into a :class:`ModelRequest`.
 
     Raises
@@ -64,7 +65,7 @@ def parse_model(text):
     LasresError
         Unknown type, non-integer or impossible depth/width, unknown option.
     """
-    from .cli import _parse_options
+    from .cli import parse_options
     from .models import get_spec
     parts = [p.strip() for p in str(text).split(":")]
     if not parts or not parts[0]:
@@ -87,7 +88,7 @@ def parse_model(text):
     depth = values[0] if len(values) > 0 else spec.default_depth
     width = values[1] if len(values) > 1 else spec.default_width
     spec.validate(depth, width)
-    opts = _parse_options(options)
+    opts = parse_options(options)
     unknown = set(opts) - set(spec.options)
     if unknown:
         raise LasresError(f"bad model {text!r}: {spec.name} has no option "
@@ -139,9 +140,11 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def run_comparison(requests, data, *, epochs, out_dir, batch_size=64, schedule=None,
-                   augment="batch", seed=0, l2=1e-4, momentum=0.9, backend=None, log=print,
-                   progress=True):
+def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: str,
+                   batch_size: int = 64, schedule=None, augment: Optional[str] = "batch",
+                   seed: int = 0, l2: float = 1e-4, momentum: float = 0.9,
+                   backend: Optional[str] = None, log: Callable = print,
+                   progress: bool = True) -> Tuple[List[dict], dict]:
     """Train each :class:`ModelRequest` on ``data`` with the same settings.
 
     Returns
@@ -154,7 +157,8 @@ def run_comparison(requests, data, *, epochs, out_dir, batch_size=64, schedule=N
     from .cli import banner
     from .layers import count_params
     from .models import get_spec
-    from .training import LEGACY_SCHEDULE, Trainer, fit, predict_in_batches, _loss_acc
+    from .evaluation import loss_and_accuracy
+    from .training import LEGACY_SCHEDULE, Trainer, fit, predict_in_batches
 
     schedule = schedule or LEGACY_SCHEDULE
     results, histories = [], {}
@@ -175,8 +179,8 @@ def run_comparison(requests, data, *, epochs, out_dir, batch_size=64, schedule=N
                       progress=progress, log=log)
         test_acc = None
         if len(getattr(data, "X_test", ())):
-            _, test_acc = _loss_acc(predict_in_batches(trainer.predict_fn, data.X_test),
-                                    data.y_test)
+            _, test_acc = loss_and_accuracy(predict_in_batches(trainer.predict_fn, data.X_test),
+                                            data.y_test)
         seconds = time.time() - t0
         val = [a for a in history.val_acc if not math.isnan(a)]
         results.append({
@@ -204,7 +208,7 @@ def _json_safe(x):
     return x
 
 
-def compare_main(argv=None):
+def compare_main(argv: Optional[List[str]] = None) -> int:
     """``compare.py TYPE[:DEPTH[:WIDTH]] ... [options]``; returns an exit status."""
     from .plotting import plot_comparison
     from .training import parse_schedule
@@ -212,9 +216,9 @@ def compare_main(argv=None):
     args = compare_parser().parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         raise LasresError("--epochs and --batch-size must be positive")
-    from .cli import _check_common_numbers, check_output_folder, make_output_folder
+    from .cli import check_common_numbers, check_output_folder, make_output_folder
     from .random import seed_everything
-    _check_common_numbers(args)
+    check_common_numbers(args)
     requests = [parse_model(m) for m in args.models]
     schedule = parse_schedule(args.lr_schedule)
     check_output_folder(args.out)

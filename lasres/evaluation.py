@@ -1,10 +1,11 @@
 """Evaluation of a classifier's predictions: accuracy, loss, per-class
 accuracy and the confusion matrix, with a plain-text report."""
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["Evaluation", "evaluate_probabilities", "format_report"]
+__all__ = ["Evaluation", "evaluate_probabilities", "loss_and_accuracy", "format_report"]
 
 
 @dataclass
@@ -22,8 +23,48 @@ class Evaluation:
         return 1.0 - self.accuracy
 
 
-def evaluate_probabilities(probs, y, num_classes=None):
-    """Score class probabilities ``probs`` (N, C) against integer labels ``y``."""
+def loss_and_accuracy(probs, y) -> Tuple[float, float]:
+    """Mean cross-entropy and accuracy of class probabilities against labels.
+
+    The loss is the legacy objective's data term computed in NumPy
+    (probabilities below 1e-30 count as 1e-30).
+
+    Parameters
+    ----------
+    probs : array_like
+        ``(N, C)`` class probabilities.
+    y : array_like
+        ``(N,)`` integer labels.
+
+    Returns
+    -------
+    (float, float)
+        ``(loss, accuracy)``; both NaN for no images.
+    """
+    probs = np.asarray(probs)
+    y = np.asarray(y).astype(np.int64)
+    if not len(y):
+        return float("nan"), float("nan")
+    p = probs[np.arange(len(y)), y]
+    loss = float(-np.mean(np.log(np.maximum(p, 1e-30))))
+    accuracy = float(np.mean(probs.argmax(axis=1) == y))
+    return loss, accuracy
+
+
+def evaluate_probabilities(probs, y, num_classes: Optional[int] = None) -> Evaluation:
+    """Score class probabilities against integer labels.
+
+    Parameters
+    ----------
+    probs, y : array_like
+        As for :func:`loss_and_accuracy`.
+    num_classes : int, optional
+        Size of the confusion matrix (default ``C``).
+
+    Returns
+    -------
+    Evaluation
+    """
     probs = np.asarray(probs)
     y = np.asarray(y).astype(np.int64)
     num_classes = num_classes or probs.shape[1]
@@ -33,9 +74,7 @@ def evaluate_probabilities(probs, y, num_classes=None):
     support = confusion.sum(axis=1)
     per_class = np.divide(np.diag(confusion), support, out=np.full(num_classes, np.nan),
                           where=support > 0)
-    p = probs[np.arange(len(y)), y]
-    loss = float(-np.mean(np.log(np.maximum(p, 1e-30)))) if len(y) else float("nan")
-    accuracy = float(np.mean(pred == y)) if len(y) else float("nan")
+    loss, accuracy = loss_and_accuracy(probs, y)
     return Evaluation(accuracy, loss, per_class, confusion, len(y))
 
 

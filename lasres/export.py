@@ -775,14 +775,14 @@ def to_onnx(network, path, input_shape=None, pixel_mean=None, fold_bn=False):
 # --- scripts/export_onnx.py ---------------------------------------------------------
 def export_parser():
     import argparse
-    from .cli import _positional
+    from .cli import add_model_arguments
     p = argparse.ArgumentParser(
         prog="export_onnx.py", description="Export a network with its weights to ONNX (the "
         "deterministic inference graph), checked with onnx.checker.",
         epilog="--batch-size fixes the model's batch size (default: a dynamic batch axis); "
         "--data is where a pixel_mean.npy is looked for; --backend, --limit and --seed play "
         "no part in an export.")
-    _positional(p)
+    add_model_arguments(p)
     p.add_argument("--weights", default=None,
                    help="weight file (.pklz, .npz or lasres .h5); default: the seed's file in "
                         "weights/ or runs/TYPE_nN_kK/best.h5")
@@ -800,18 +800,18 @@ def export_parser():
 def export_main(argv=None):
     """``export_onnx.py TYPE DEPTH WIDTH --weights FILE --out model.onnx``;
     returns an exit status."""
-    from .cli import _build, _pixel_mean_for, find_weights, load_network_weights
+    from .cli import build_network, find_weights, load_network_weights, pixel_mean_for
     args = export_parser().parse_args(argv)
     if args.pixel_mean and args.no_pixel_mean:
         raise LasresError("give --pixel-mean or --no-pixel-mean, not both")
     _onnx()  # a clear error before any work when onnx is missing
-    spec, depth, width, options, network = _build(args)
+    spec, depth, width, options, network = build_network(args)
     arch = {"type": spec.name, "depth": depth, "width": width, **options}
     if args.dataset != "cifar10":
         arch["dataset"] = args.dataset
     path = find_weights(spec.name, depth, width, args.weights)
     ckpt = load_network_weights(network, path, arch)
-    mean, mean_from = (None, None) if args.no_pixel_mean else _pixel_mean_for(args, path, ckpt)
+    mean, mean_from = (None, None) if args.no_pixel_mean else pixel_mean_for(args, path, ckpt)
     input_shape = None
     if args.batch_size:
         input_shape = (args.batch_size,) + tuple(_input_shape(network)[1:])

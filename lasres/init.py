@@ -56,27 +56,38 @@ def _gain(gain):
     return np.sqrt(2) if gain == "relu" else gain
 
 
-class Glorot(Initializer):
-    """Glorot/Xavier: std = gain·sqrt(2 / ((fan_in + fan_out)·receptive field))."""
+class _FanScaled(Initializer):
+    """Samples of ``initializer`` with ``std = gain * sqrt(variance_scale(shape))``,
+    the shape Glorot and He share (``c01b``: cuda-convnet's filter layout)."""
 
     def __init__(self, initializer, gain=1.0, c01b=False):
         self.initializer = initializer
         self.gain = _gain(gain)
         self.c01b = c01b
 
+    def variance_scale(self, shape):
+        raise NotImplementedError
+
     def sample(self, shape):
+        if self.c01b and len(shape) != 4:
+            raise RuntimeError("If c01b is True, only shapes of length 4 are accepted")
+        if not self.c01b and len(shape) < 2:
+            raise RuntimeError("This initializer only works with shapes of length >= 2")
+        std = self.gain * np.sqrt(self.variance_scale(shape))
+        return self.initializer(std=std).sample(shape)
+
+
+class Glorot(_FanScaled):
+    """Glorot/Xavier: std = gain·sqrt(2 / ((fan_in + fan_out)·receptive field))."""
+
+    def variance_scale(self, shape):
         if self.c01b:
-            if len(shape) != 4:
-                raise RuntimeError("If c01b is True, only shapes of length 4 are accepted")
             n1, n2 = shape[0], shape[3]
             receptive_field_size = shape[1] * shape[2]
         else:
-            if len(shape) < 2:
-                raise RuntimeError("This initializer only works with shapes of length >= 2")
             n1, n2 = shape[:2]
             receptive_field_size = np.prod(shape[2:])
-        std = self.gain * np.sqrt(2.0 / ((n1 + n2) * receptive_field_size))
-        return self.initializer(std=std).sample(shape)
+        return 2.0 / ((n1 + n2) * receptive_field_size)
 
 
 class GlorotNormal(Glorot):
@@ -93,32 +104,21 @@ class GlorotUniform(Glorot):
         super().__init__(Uniform, gain, c01b)
 
 
-class He(Initializer):
+class He(_FanScaled):
     """He et al.: std = gain·sqrt(1 / fan_in); ``gain='relu'`` means sqrt(2).
 
     fan_in is ``shape[0]`` for dense weights and the product of the shape
     after the first axis for convolution filters.
     """
 
-    def __init__(self, initializer, gain=1.0, c01b=False):
-        self.initializer = initializer
-        self.gain = _gain(gain)
-        self.c01b = c01b
-
-    def sample(self, shape):
+    def variance_scale(self, shape):
         if self.c01b:
-            if len(shape) != 4:
-                raise RuntimeError("If c01b is True, only shapes of length 4 are accepted")
             fan_in = np.prod(shape[:3])
+        elif len(shape) == 2:
+            fan_in = shape[0]
         else:
-            if len(shape) == 2:
-                fan_in = shape[0]
-            elif len(shape) > 2:
-                fan_in = np.prod(shape[1:])
-            else:
-                raise RuntimeError("This initializer only works with shapes of length >= 2")
-        std = self.gain * np.sqrt(1.0 / fan_in)
-        return self.initializer(std=std).sample(shape)
+            fan_in = np.prod(shape[1:])
+        return 1.0 / fan_in
 
 
 class HeNormal(He):

@@ -69,11 +69,13 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 
-from . import objectives, regularization, updates as lupdates
+from . import updates as lupdates
 from .config import get_mode
 from .errors import LasresError
 from .distributed import broadcast, put
-from .layers import count_params, get_all_layers, get_all_params, get_output
+from .layers import get_all_params
+from .recipe import inference_output, legacy_objective
+from .training import TrainerBase
 
 __all__ = ["JaxTrainer", "HostScalar", "device_crop_flip", "PRECISIONS"]
 
@@ -160,11 +162,6 @@ def _as_input(a, dtype):
     if isinstance(a, jax.Array):
         return a if a.dtype == dtype else a.astype(dtype)
     return np.asarray(a, dtype=dtype)
-
-
-def _input_var(network):
-    from .training import _input_var as find
-    return find(network)
 
 
 def _shared_inputs(outputs):
@@ -264,7 +261,7 @@ def _to_jax_function(fgraph, precision, name):
 
 # --- the trainer -------------------------------------------------------------
 
-class JaxTrainer(object):
+class JaxTrainer(TrainerBase):
     """The legacy training step as one jitted JAX function with the state on
     the device.
 
@@ -327,9 +324,9 @@ class JaxTrainer(object):
 
     def __init__(self, network, l2=1e-4, momentum=0.9, learning_rate=0.01, devices=None,
                  precision="float32", device_augment=False, augment_pad=4, seed=0):
+        get_mode("jax")  # a clear error without jax; registers our ops' JAX implementations
         import jax
 
-        get_mode("jax")  # checks jax, registers our ops' JAX implementations
         if precision in ("bfloat16",):
             precision = "bf16"
         if precision not in PRECISIONS:
@@ -393,17 +390,10 @@ class JaxTrainer(object):
         shared variable replaced by an explicit input, rewritten for JAX."""
         from pytensor.graph.replace import clone_replace
 
-        floatX = pytensor.config.floatX
-        x = _input_var(network)
-        y = pt.ivector("targets")
-        lr = pt.scalar("learning_rate", dtype=floatX)
-        prediction = get_output(network)
-        loss = objectives.categorical_crossentropy(prediction, y).mean()
-        if l2:
-            loss = loss + l2 * regularization.regularize_layer_params(
-                get_all_layers(network), regularization.l2)
-        accuracy = objectives.categorical_accuracy(prediction, y).mean(dtype=floatX)
-        self.params = get_all_params(network, trainable=True)
+        obj = legacy_objective(network, l2)
+        x, y, loss, accuracy = obj.inputs, obj.targets, obj.loss, obj.accuracy
+        lr = pt.scalar("learning_rate", dtype=pytensor.config.floatX)
+        self.params = obj.params
         grads = pytensor.grad(loss, self.params)
 
         # The BN layers' statistic clones (memory-aliased with the stored
@@ -417,7 +407,7 @@ class JaxTrainer(object):
         # variables (BN statistics, ...) in get_all_params order.
         param_containers = [p.container for p in self.params]
         pid = {id(c): i for i, c in enumerate(param_containers)}
-        det_shared = _shared_inputs([get_output(network, deterministic=True)])
+        det_shared = _shared_inputs([inference_output(network)[1]])
         others = {}
         for v in get_all_params(network) + shared + _shared_inputs(stat_updates) + det_shared:
             if id(v.container) not in pid and id(v.container) not in others:
@@ -460,14 +450,12 @@ class JaxTrainer(object):
         fgraph = _rewritten_fgraph(inputs, outs)
         if len(fgraph.inputs) != len(inputs) or len(fgraph.outputs) != len(outs):
             raise LasresError("JaxTrainer: unexpected inputs/outputs in the compiled graph")
-        self.train_fgraph = fgraph
         self._step_graph_fn = _to_jax_function(fgraph, self.precision, "lasres_train_step")
 
     def _build_predict_graph(self, network):
         from pytensor.graph.replace import clone_replace
 
-        x = _input_var(network)
-        out = get_output(network, deterministic=True)
+        x, out = inference_output(network)
         pid = {id(p.container): i for i, p in enumerate(self.params)}
         sid = {id(s.container): i for i, s in enumerate(self._stat_vars)}
 
@@ -482,9 +470,8 @@ class JaxTrainer(object):
 
         (out,) = clone_replace([out], replace={v: slot_var(v) for v in _shared_inputs([out])})
         inputs = [x] + self._p_compute + self._s_in
-        self.predict_fgraph = _rewritten_fgraph(inputs, [out])
-        self._predict_graph_fn = _to_jax_function(self.predict_fgraph, self.precision,
-                                                  "lasres_predict")
+        self._predict_graph_fn = _to_jax_function(_rewritten_fgraph(inputs, [out]),
+                                                  self.precision, "lasres_predict")
 
     # -- the jitted functions ------------------------------------------------
 
@@ -646,27 +633,9 @@ class JaxTrainer(object):
         previous ones are donated to it and deleted)."""
         return self._state
 
-    @property
-    def num_params(self):
-        return count_params(self.network)
-
-    def optimizer_state(self):
-        """The velocities as NumPy arrays, in parameter order (syncs first)."""
-        self.sync_to_host()
-        return [v.get_value() for v in self.velocities]
-
     def set_optimizer_state(self, values):
         """Set the velocities (e.g. from a checkpoint), on host and device."""
-
-        if len(values) != len(self.velocities):
-            raise LasresError(f"the checkpoint holds {len(values)} optimizer arrays, the "
-                              f"network needs {len(self.velocities)}")
-        for v, val in zip(self.velocities, values):
-            if np.shape(val) != v.get_value(borrow=True).shape:
-                raise LasresError(f"optimizer array of shape {np.shape(val)} for a parameter "
-                                  f"of shape {v.get_value(borrow=True).shape}")
-        for v, val in zip(self.velocities, values):
-            v.set_value(np.asarray(val, dtype=v.dtype))
+        super().set_optimizer_state(values)
         params, old_vels, stats = self._state
         if self._multi_process:
             for v, val in zip(self.velocities, broadcast([v.get_value() for v in self.velocities])):

@@ -18,9 +18,18 @@ def _pyplot():
         return None
 
 
-def _save(fig, path):
+def _style(epochs):
+    """Markers on the curves of short runs."""
+    return {"marker": "o", "markersize": 3} if len(epochs) < 30 else {}
+
+
+def _finish(plt, fig, path):
+    """Lay out ``fig``, write it atomically to ``path`` (PNG), close it."""
+    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
 
 
 def plot_history(history, path, title=None):
@@ -30,7 +39,7 @@ def plot_history(history, path, title=None):
     if plt is None:
         return None
     fig, ax1 = plt.subplots(figsize=(7, 4.2))
-    style = {"marker": "o", "markersize": 3} if len(history.epoch) < 30 else {}
+    style = _style(history.epoch)
     ax1.plot(history.epoch, history.train_loss, color="tab:blue", label="training loss", **style)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("training loss", color="tab:blue")
@@ -40,10 +49,7 @@ def plot_history(history, path, title=None):
     ax2.set_ylabel("validation error (%)", color="tab:red")
     if title:
         ax1.set_title(title)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, path)
 
 
 def plot_comparison(histories, path, title=None, metric="val_error"):
@@ -55,7 +61,7 @@ def plot_comparison(histories, path, title=None, metric="val_error"):
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, h in histories.items():
-        style = {"marker": "o", "markersize": 3} if len(h.epoch) < 30 else {}
+        style = _style(h.epoch)
         ax1.plot(h.epoch, h.train_loss, label=label, **style)
         ax2.plot(h.epoch, [100.0 * (1.0 - a) for a in h.val_acc], label=label, **style)
     ax1.set_xlabel("epoch")
@@ -65,7 +71,4 @@ def plot_comparison(histories, path, title=None, metric="val_error"):
     ax2.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, path)

@@ -15,19 +15,27 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from types import MappingProxyType
+from typing import Callable, Optional, Sequence, Tuple
+
 import numpy as np
 import pytensor
-import pytensor.tensor as pt
 
 from ._atomic import atomic_path
-from . import objectives, regularization, updates as lupdates
+from . import updates as lupdates
 from .config import get_mode
 from .errors import LasresError
-from .layers import InputLayer, get_all_layers, get_all_params, get_output, count_params
+from .evaluation import loss_and_accuracy
+from .layers import count_params, get_all_params
+from .recipe import compile_predict, legacy_objective
 
-__all__ = ["LEGACY_SCHEDULE", "parse_schedule", "learning_rate_at", "Trainer", "TrainingDiverged",
+__all__ = ["LEGACY_SCHEDULE", "parse_schedule", "learning_rate_at", "TrainerBase", "Trainer",
+           "TrainingDiverged",
            "History", "fit", "predict_in_batches", "OPTIMIZERS", "optimizer_updates",
            "restore_training_state", "check_resumable", "check_optimizer_state"]
+
+#: A learning-rate schedule: ``(first epoch, rate)`` pairs sorted by epoch.
+Schedule = Tuple[Tuple[int, float], ...]
 
 #: The Lasagne seed's schedule: (first epoch, learning rate).
 LEGACY_SCHEDULE = ((0, 0.01), (10, 0.1), (80, 0.01), (120, 0.001))
@@ -37,7 +45,7 @@ class TrainingDiverged(LasresError):
     """The training loss became NaN or infinite."""
 
 
-def parse_schedule(text):
+def parse_schedule(text: Optional[str]) -> Schedule:
     """Parse ``'0:0.01,10:0.1,80:0.01,120:0.001'`` (or ``'legacy'``) into a
     sorted tuple of ``(first_epoch, learning_rate)``; a single number means a
     constant rate."""
@@ -59,7 +67,7 @@ def parse_schedule(text):
     return tuple(pairs)
 
 
-def learning_rate_at(schedule, epoch):
+def learning_rate_at(schedule: Schedule, epoch: int) -> float:
     """The learning rate of ``epoch`` (0-based) under ``schedule``."""
     lr = schedule[0][1]
     for first, rate in schedule:
@@ -68,14 +76,79 @@ def learning_rate_at(schedule, epoch):
     return lr
 
 
-def _input_var(network):
-    inputs = [l for l in get_all_layers(network) if isinstance(l, InputLayer)]
-    if len(inputs) != 1:
-        raise ValueError(f"the network must have one InputLayer, found {len(inputs)}")
-    return inputs[0].input_var
+class TrainerBase(object):
+    """What :func:`fit`, :func:`restore_training_state` and the front ends may
+    call on a trainer; :class:`Trainer` and
+    :class:`lasres.jax_trainer.JaxTrainer` are its two implementations.
+
+    A subclass sets :attr:`network`, :attr:`learning_rate`, :attr:`train_fn`,
+    :attr:`predict_fn` and :attr:`velocities`; the defaults here are those of
+    a trainer whose state lives in the network's shared variables, in one
+    process, on one device.
+
+    Attributes
+    ----------
+    network : Layer
+        Output layer.
+    learning_rate : shared variable or :class:`lasres.jax_trainer.HostScalar`
+        ``get_value()`` / ``set_value()``; :func:`fit` sets it each epoch.
+    train_fn : callable
+        ``train_fn(X, y) -> (loss, accuracy)``, one optimizer step.
+    predict_fn : callable
+        ``predict_fn(X) -> probabilities`` with the stored BN statistics.
+    velocities : list of shared variables
+        The optimizer state, in parameter order.
+    compile_seconds : dict
+    process_index : int
+        This process's index in a multi-process run; only process 0 writes files.
+    num_devices : int
+        Devices a training batch is split over (it must split evenly).
+    exact_resume : bool
+        True: the random streams of a checkpoint must fit, or resuming fails.
+    """
+
+    network = None
+    learning_rate = None
+    train_fn = None
+    predict_fn = None
+    velocities = ()
+    compile_seconds = MappingProxyType({})
+    process_index = 0
+    num_devices = 1
+    exact_resume = False
+
+    @property
+    def num_params(self) -> int:
+        """The number of parameter values of :attr:`network`."""
+        return count_params(self.network)
+
+    def sync_to_host(self) -> None:
+        """Bring the network's shared variables and :attr:`velocities` up to
+        date with the trainer's own copy of the state (nothing to do here)."""
+
+    def sync_to_device(self) -> None:
+        """Hand values set on the shared variables to the trainer's own copy of
+        the state (nothing to do here)."""
+
+    def optimizer_state(self) -> list:
+        """The optimizer state as NumPy arrays, in parameter order (syncs first)."""
+        self.sync_to_host()
+        return [v.get_value() for v in self.velocities]
+
+    def set_optimizer_state(self, values) -> None:
+        """Set the optimizer state (e.g. from a checkpoint).
+
+        Raises
+        ------
+        LasresError
+            Not one array of the right shape per optimizer variable.
+        """
+        check_optimizer_state(values, [v.get_value(borrow=True).shape for v in self.velocities])
+        for v, val in zip(self.velocities, values):
+            v.set_value(np.asarray(val, dtype=v.dtype))
 
 
-class Trainer(object):
+class Trainer(TrainerBase):
     """Compiled functions for training and evaluating ``network``.
 
     Parameters
@@ -87,12 +160,14 @@ class Trainer(object):
         1e-4; BN gammas included, as in Lasagne).
     momentum : float
         Nesterov momentum.
+    learning_rate : float
+        Initial value of :attr:`learning_rate`.
+    backend : str or None
+        ``'c'`` (default), ``'jax'``, ... (see :mod:`lasres.config`).
     optimizer : {'nesterov', 'adam'}
         ``'adam'``: Adam with Keras's and Lasagne's defaults (beta1 0.9,
         beta2 0.999, epsilon 1e-8), the RoR seed's optimizer; ``momentum``
         is then unused.
-    backend : str or None
-        ``'c'`` (default), ``'jax'``, ... (see :mod:`lasres.config`).
 
     Attributes
     ----------
@@ -101,55 +176,43 @@ class Trainer(object):
     predict_fn : callable
         ``predict_fn(X) -> probabilities`` with the stored BN statistics.
     learning_rate : shared variable
+    params : list of shared variables
+        The trainable parameters.
     velocities : list of shared variables
         The optimizer state, in parameter order (for Adam: the moments and
         the step counter).
     compile_seconds : dict
     """
 
-    def __init__(self, network, l2=1e-4, momentum=0.9, learning_rate=0.01, backend=None,
-                 optimizer="nesterov"):
+    exact_resume = True  # the C backend resumes exactly or not at all
+
+    def __init__(self, network, l2: float = 1e-4, momentum: float = 0.9,
+                 learning_rate: float = 0.01, backend: Optional[str] = None,
+                 optimizer: str = "nesterov"):
         self.network = network
         self.backend = backend
         mode = get_mode(backend)
-        x = _input_var(network)
-        y = pt.ivector("targets")
         self.learning_rate = pytensor.shared(np.float32(learning_rate), name="learning_rate")
-        prediction = get_output(network)
-        loss = objectives.categorical_crossentropy(prediction, y).mean()
-        if l2:
-            loss = loss + l2 * regularization.regularize_layer_params(
-                get_all_layers(network), regularization.l2)
-        accuracy = objectives.categorical_accuracy(prediction, y).mean(dtype=pytensor.config.floatX)
-        self.params = get_all_params(network, trainable=True)
-        upd = optimizer_updates(optimizer, loss, self.params, self.learning_rate, momentum)
+        obj = legacy_objective(network, l2)
+        self.params = obj.params
+        upd = optimizer_updates(optimizer, obj.loss, self.params, self.learning_rate, momentum)
         param_set = set(self.params)
         self.velocities = [v for v in upd if v not in param_set]
         self.compile_seconds = {}
         t0 = time.perf_counter()
-        self.train_fn = pytensor.function([x, y], [loss, accuracy], updates=upd, mode=mode)
+        self.train_fn = pytensor.function([obj.inputs, obj.targets], [obj.loss, obj.accuracy],
+                                          updates=upd, mode=mode)
         self.compile_seconds["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self.predict_fn = pytensor.function([x], get_output(network, deterministic=True), mode=mode)
+        self.predict_fn = compile_predict(network, backend)
         self.compile_seconds["predict"] = time.perf_counter() - t0
-
-    @property
-    def num_params(self):
-        return count_params(self.network)
-
-    def optimizer_state(self):
-        return [v.get_value() for v in self.velocities]
-
-    def set_optimizer_state(self, values):
-        check_optimizer_state(values, [v.get_value(borrow=True).shape for v in self.velocities])
-        for v, val in zip(self.velocities, values):
-            v.set_value(np.asarray(val, dtype=v.dtype))
 
 
 OPTIMIZERS = ("nesterov", "adam")
 
 
-def optimizer_updates(optimizer, loss, params, learning_rate, momentum=0.9):
+def optimizer_updates(optimizer: str, loss, params: list, learning_rate,
+                      momentum: float = 0.9) -> dict:
     """The update dictionary of ``optimizer`` (see :data:`OPTIMIZERS`)."""
     if optimizer == "nesterov":
         return lupdates.nesterov_momentum(loss, params, learning_rate, momentum)
@@ -158,7 +221,7 @@ def optimizer_updates(optimizer, loss, params, learning_rate, momentum=0.9):
     raise LasresError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
 
 
-def check_optimizer_state(values, shapes):
+def check_optimizer_state(values: Sequence, shapes: Sequence[tuple]) -> None:
     """Raise :class:`LasresError` unless ``values`` are one array per shape of ``shapes``."""
     if len(values) != len(shapes):
         raise LasresError(f"the checkpoint holds {len(values)} optimizer arrays, the "
@@ -169,7 +232,7 @@ def check_optimizer_state(values, shapes):
                               f"has shape {tuple(shape)}")
 
 
-def check_resumable(ckpt, network):
+def check_resumable(ckpt, network) -> None:
     """Raise :class:`LasresError` unless ``ckpt`` can resume training ``network``
     (checked before anything is compiled or written): written at the end of
     an epoch, with one optimizer array of the right shape per trainable
@@ -190,7 +253,7 @@ def check_resumable(ckpt, network):
         raise LasresError("the checkpoint's random-stream states are malformed")
 
 
-def restore_training_state(trainer, ckpt):
+def restore_training_state(trainer: TrainerBase, ckpt) -> Tuple["History", int]:
     """Set ``trainer``'s optimizer state and random streams from a checkpoint
     written by :func:`fit` (its parameters are loaded separately, e.g. by
     :func:`lasres.cli.load_network_weights`).
@@ -216,7 +279,7 @@ def restore_training_state(trainer, ckpt):
         try:
             set_stream_states(trainer.network, streams)
         except LasresError:
-            if isinstance(trainer, Trainer):  # the C backend resumes exactly or not at all
+            if trainer.exact_resume:
                 raise
     try:
         history = History.from_dict(ckpt.history)
@@ -231,7 +294,8 @@ def restore_training_state(trainer, ckpt):
     return history, start
 
 
-def predict_in_batches(predict_fn, X, batch_size=500, progress=False, desc="predict"):
+def predict_in_batches(predict_fn: Callable, X: np.ndarray, batch_size: int = 500,
+                       progress: bool = False, desc: str = "predict") -> np.ndarray:
     """Probabilities for all of ``X``, computed ``batch_size`` images at a time."""
     from tqdm import tqdm
     out = []
@@ -239,13 +303,6 @@ def predict_in_batches(predict_fn, X, batch_size=500, progress=False, desc="pred
     for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress):
         out.append(np.asarray(predict_fn(X[start:start + batch_size])))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-def _loss_acc(probs, y):
-    p = probs[np.arange(len(y)), y]
-    loss = float(-np.mean(np.log(np.maximum(p, 1e-30))))
-    acc = float(np.mean(probs.argmax(axis=1) == y))
-    return loss, acc
 
 
 @dataclass
@@ -292,11 +349,14 @@ class History:
             json.dump(self.as_dict(), f, indent=1)
 
 
-def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDULE,
-        augment="batch", seed=0, arch=None, history=None, start_epoch=0, progress=True,
-        log=print, plot=True, t_start=None):
-    """Train for ``epochs`` epochs on ``data`` (a :class:`lasres.data.PreparedCifar10`
-    or any object with ``X_train, y_train, X_valid, y_valid, pixel_mean``).
+def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: int = 64,
+        schedule: Schedule = LEGACY_SCHEDULE, augment: Optional[str] = "batch", seed: int = 0,
+        arch: Optional[dict] = None, history: Optional["History"] = None, start_epoch: int = 0,
+        progress: bool = True, log: Callable = print, plot: bool = True,
+        t_start: Optional[float] = None) -> "History":
+    """Train ``trainer`` (a :class:`TrainerBase`: fit calls nothing else) for
+    ``epochs`` epochs on ``data`` (a :class:`lasres.data.PreparedDataset` or
+    any object with ``X_train, y_train, X_valid, y_valid, pixel_mean``).
 
     Each epoch uses its own generator seeded from ``seed`` and the epoch, so a
     run resumed at an epoch boundary repeats the same batches. The best
@@ -325,7 +385,7 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
     from .weights import save_checkpoint
 
     # several processes (lasres.distributed): only process 0 writes files and reports
-    primary = getattr(trainer, "process_index", 0) == 0
+    primary = trainer.process_index == 0
     if primary:
         os.makedirs(out_dir, exist_ok=True)
     else:
@@ -338,7 +398,7 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
     def save(path, epoch, completed):
         if not primary:
             return
-        getattr(trainer, "sync_to_host", lambda: None)()  # device-resident trainers
+        trainer.sync_to_host()  # device-resident trainers
         save_checkpoint(path, [p.get_value() for p in params], arch=arch, param_names=names,
                         pixel_mean=getattr(data, "pixel_mean", None), epoch=epoch,
                         optimizer_state=trainer.optimizer_state(), history=history.as_dict(),
@@ -355,9 +415,8 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
             t0 = time.time()
             tot_loss = tot_acc = 0.0
             # data-parallel trainers need batches that split evenly over the devices
-            mesh = getattr(trainer, "mesh", None)
-            drop_last = mesh is not None and mesh.size > 1 and \
-                len(data.X_train) % batch_size % mesh.size != 0
+            devices = trainer.num_devices
+            drop_last = devices > 1 and len(data.X_train) % batch_size % devices != 0
             batches = iterate_minibatches(data.X_train, data.y_train, batch_size, shuffle=True,
                                           augment=bool(augment), mode=augment or "batch", rng=rng,
                                           drop_last=drop_last)
@@ -386,7 +445,7 @@ def fit(trainer, data, *, epochs, out_dir, batch_size=64, schedule=LEGACY_SCHEDU
             train_loss, train_acc = tot_loss / max(done, 1), tot_acc / max(done, 1)
             if len(getattr(data, "X_valid", ())):
                 probs = predict_in_batches(trainer.predict_fn, data.X_valid)
-                val_loss, val_acc = _loss_acc(probs, data.y_valid)
+                val_loss, val_acc = loss_and_accuracy(probs, data.y_valid)
             else:
                 val_loss, val_acc = float("nan"), float("nan")
             seconds = time.time() - t0

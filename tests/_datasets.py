@@ -124,3 +124,26 @@ def cifar10_subset(limit_train: int = 5000, limit_test: int = 1000) -> Path:
             _build(outdir, *key)
         _cache[key] = outdir
         return outdir
+
+
+def write_mnist(folder, n_train: int, n_test: int, seed: int = 0) -> None:
+    """Write random MNIST-layout IDX files (gzipped images and labels) of
+    ``n_train`` training and ``n_test`` test images into ``folder``."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    def write_idx(path, arr, magic):
+        with gzip.open(path, "wb") as f:
+            f.write(struct.pack(">I", magic))
+            for d in arr.shape:
+                f.write(struct.pack(">I", d))
+            f.write(arr.tobytes())
+
+    rng = np.random.RandomState(seed)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(Path(folder) / f"{split}-images-idx3-ubyte.gz",
+                  (rng.rand(n, 28, 28) * 255).astype(np.uint8), 2051)
+        write_idx(Path(folder) / f"{split}-labels-idx1-ubyte.gz",
+                  rng.randint(0, 10, n).astype(np.uint8), 2049)

@@ -1,15 +1,13 @@
 """Smoke runs of the other seed architectures through train_nn on the
 rebuilt CIFAR-10 subset, at the seeds' named configurations, and the
 dataset plumbing for MNIST (gzip IDX) and CIFAR-100 (python layout)."""
-import gzip
 import json
 import pickle
-import struct
 
 import numpy as np
 import pytest
 
-from _datasets import cifar10_subset
+from _datasets import cifar10_subset, write_mnist
 from lasres.cli import main_wrapper, train_main
 
 
@@ -38,21 +36,8 @@ def test_architectures_start_and_train(args, title, cifar, tmp_path, capsys):
     assert len(hist["epoch"]) == 1 and np.isfinite(hist["train_loss"][0])
 
 
-def _write_idx(path, arr, magic):
-    with gzip.open(path, "wb") as f:
-        f.write(struct.pack(">I", magic))
-        for d in arr.shape:
-            f.write(struct.pack(">I", d))
-        f.write(arr.tobytes())
-
-
 def test_mnist_plumbing(tmp_path, capsys):
-    rng = np.random.RandomState(0)
-    for split, n in (("train", 120), ("t10k", 40)):
-        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz",
-                   (rng.rand(n, 28, 28) * 255).astype(np.uint8), 2051)
-        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz",
-                   rng.randint(0, 10, n).astype(np.uint8), 2049)
+    write_mnist(tmp_path, 120, 40)
     rc = main_wrapper(train_main, ["cnn", "8", "1", "--dataset", "mnist", "--data", str(tmp_path),
                                    "--epochs", "1", "--batch-size", "32",
                                    "--out", str(tmp_path / "run"), "--no-plot"])

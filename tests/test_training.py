@@ -5,8 +5,8 @@ import pytest
 
 from lasres import layers as L
 from lasres.errors import LasresError
-from lasres.training import (LEGACY_SCHEDULE, History, TrainingDiverged, fit, learning_rate_at,
-                             parse_schedule)
+from lasres.training import (LEGACY_SCHEDULE, History, TrainerBase, TrainingDiverged, fit,
+                             learning_rate_at, parse_schedule)
 from lasres.weights import load_checkpoint
 
 
@@ -19,7 +19,7 @@ class Data:
         self.pixel_mean = np.zeros((3, 8, 8), "float32")
 
 
-class FakeTrainer:
+class FakeTrainer(TrainerBase):
     """A real network with a scripted train_fn (no compilation needed)."""
 
     def __init__(self, losses):

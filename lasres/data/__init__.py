@@ -7,9 +7,10 @@ Legacy CIFAR-10 preprocessing (the seed's ``utils.py``)
     :func:`legacy_split` (shuffled 90/10 train/validation split),
     :func:`compute_pixel_mean`, :func:`preprocess` (float32, per-pixel mean
     subtracted, no scaling), :func:`save_pixel_mean` /
-    :func:`load_pixel_mean` (``pixel_mean.npy``), all bundled in
-    :func:`prepare_cifar10`; :func:`scale255` is the RoR seed's Keras
-    preprocessing (``x / 255``, no mean).
+    :func:`load_pixel_mean` (``pixel_mean.npy``), all bundled, for every
+    dataset, in :func:`prepare_dataset` (:func:`prepare_cifar10` for
+    CIFAR-10); :func:`scale255` is the RoR seed's Keras preprocessing
+    (``x / 255``, no mean).
 Augmentation
     :func:`iterate_minibatches`: pad 4, random 32x32 crop, random
     left-right flip, per batch (legacy) or per image.
@@ -17,10 +18,11 @@ Download
     :func:`download_cifar10`.
 """
 from .augment import augment_batch, crop_flip, iterate_minibatches, keras_seed_transform
-from .cifar import (CIFAR10_CLASSES, DatasetSplits, PreparedCifar10, compute_pixel_mean,
-                    find_cifar10, legacy_split, load_cifar10, load_cifar100, load_pixel_mean,
-                    prepare_cifar10, preprocess, save_pixel_mean, scale255, PREPROCESSINGS)
-from .datasets import DATASETS, DatasetInfo, get_dataset, load_raw, prepare_dataset
+from .cifar import (CIFAR10_CLASSES, DatasetSplits, compute_pixel_mean, find_cifar10,
+                    legacy_split, load_cifar10, load_cifar100, load_pixel_mean, preprocess,
+                    save_pixel_mean, scale255, PREPROCESSINGS)
+from .datasets import (DATASETS, DatasetInfo, PreparedCifar10, PreparedDataset, get_dataset,
+                       load_raw, prepare_cifar10, prepare_dataset)
 from .download import OFFICIAL_MD5, OFFICIAL_URL, download_cifar10
 from .mnist import load_mnist, read_idx
 
@@ -28,7 +30,7 @@ __all__ = [
     "load_cifar10", "load_cifar100", "load_mnist", "read_idx", "find_cifar10",
     "DatasetSplits", "CIFAR10_CLASSES",
     "legacy_split", "compute_pixel_mean", "preprocess", "save_pixel_mean", "load_pixel_mean",
-    "prepare_cifar10", "PreparedCifar10", "scale255", "PREPROCESSINGS",
+    "prepare_cifar10", "PreparedCifar10", "PreparedDataset", "scale255", "PREPROCESSINGS",
     "iterate_minibatches", "augment_batch", "crop_flip", "keras_seed_transform",
     "download_cifar10", "OFFICIAL_URL", "OFFICIAL_MD5",
     "DATASETS", "DatasetInfo", "get_dataset", "load_raw", "prepare_dataset",

@@ -17,8 +17,8 @@ which builds nothing but NumPy arrays and builtin containers.
 
 The legacy pipeline of the seed's ``utils.py`` (``load_pickle_data_cv`` and
 ``load_pickle_data_test``) is reproduced by :func:`legacy_split`,
-:func:`compute_pixel_mean` and :func:`preprocess`, bundled as
-:func:`prepare_cifar10`:
+:func:`compute_pixel_mean` and :func:`preprocess`, bundled (for every
+dataset) as :func:`lasres.data.prepare_dataset` / :func:`lasres.data.prepare_cifar10`:
 
 1. the five training batches are concatenated (50,000 images), shuffled and
    split 90/10 into training and validation parts
@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections import namedtuple
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,7 +49,7 @@ from ..weights import ForbiddenPickleError, restricted_load
 __all__ = [
     "CIFAR10_CLASSES", "DatasetSplits", "load_cifar10", "load_cifar100",
     "find_cifar10", "legacy_split", "compute_pixel_mean", "preprocess",
-    "save_pixel_mean", "load_pixel_mean", "prepare_cifar10", "PreparedCifar10", "scale255",
+    "save_pixel_mean", "load_pixel_mean", "scale255",
     "PREPROCESSINGS",
 ]
 
@@ -524,94 +522,10 @@ def load_pixel_mean(path):
     return m.astype(np.float32)
 
 
-@dataclass
-class PreparedCifar10:
-    """CIFAR-10 after the legacy pipeline (see :func:`prepare_cifar10`).
-
-    Attributes
-    ----------
-    X_train, X_valid, X_test : numpy.ndarray
-        float32 ``(N, 3, 32, 32)``, mean subtracted, unscaled.
-    y_train, y_valid, y_test : numpy.ndarray
-        int32 labels.
-    pixel_mean : numpy.ndarray
-        float32 ``(3, 32, 32)``.
-    label_names : tuple of str
-    pixel_mean_computed : bool
-        True if the mean was computed from ``X_train`` here, False if read from a file.
-    """
-
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_valid: np.ndarray
-    y_valid: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-    pixel_mean: np.ndarray
-    label_names: tuple = CIFAR10_CLASSES
-    pixel_mean_computed: bool = True
-
-
-def prepare_cifar10(data_dir="data", pixel_mean_path=None, limit=None, seed=0,
-                    valid_fraction=0.1, layout="auto", preprocessing="mean"):
-    """Load CIFAR-10 and run the seed's preprocessing.
-
-    Parameters
-    ----------
-    data_dir : str or os.PathLike
-        As for :func:`load_cifar10`.
-    pixel_mean_path : str or os.PathLike, optional
-        If the file exists, the mean is read from it (as ``test_model.py``
-        did). Otherwise it is computed from the training part (after the
-        split), a warning is issued, and -- when a path was given -- it is
-        saved there (as ``train_nn.py`` saved ``data/pixel_mean.npy``).
-    limit : int or (int, int), optional
-        Use only the first ``limit`` training images (before the split) and
-        the first ``limit`` test images; a pair limits them separately. For
-        quick runs.
-    seed : int, RandomState, Generator or None
-        Seed of the train/validation permutation.
-    valid_fraction : float
-        Fraction of the training images held out for validation (0.1).
-    layout : {'auto', 'py', 'bin'}
-        As for :func:`load_cifar10`.
-    preprocessing : {'mean', 'scale255'}
-        ``'scale255'``: the RoR seed's ``x / 255`` (:func:`scale255`) instead
-        of the mean subtraction; no mean is read or written (``pixel_mean``
-        is None).
-
-    Returns
-    -------
-    PreparedCifar10
-    """
-    data = load_cifar10(data_dir, layout)
-    X, y, Xt, yt = data
-    if limit is not None:
-        lt, ls = (limit, limit) if np.isscalar(limit) else tuple(limit)
-        if lt is not None:
-            X, y = X[:int(lt)], y[:int(lt)]
-        if ls is not None:
-            Xt, yt = Xt[:int(ls)], yt[:int(ls)]
-    X_tr, y_tr, X_va, y_va = legacy_split(X, y, valid_fraction, seed)
-    if preprocessing == "scale255":
-        return PreparedCifar10(scale255(X_tr), y_tr, scale255(X_va), y_va, scale255(Xt), yt,
-                               None, data.label_names, False)
-    if preprocessing != "mean":
-        raise ValueError(f"preprocessing must be one of {PREPROCESSINGS}, got {preprocessing!r}")
-    computed = True
-    if pixel_mean_path is not None and os.path.exists(pixel_mean_path):
-        mean = load_pixel_mean(pixel_mean_path)
-        computed = False
-    else:
-        mean = compute_pixel_mean(X_tr)
-        if pixel_mean_path is None:
-            warnings.warn(f"no pixel mean file given: computed the per-pixel mean from the "
-                          f"{X_tr.shape[0]} training images (weights trained with another "
-                          f"mean will see shifted inputs)", stacklevel=2)
-        else:
-            save_pixel_mean(pixel_mean_path, mean)
-            warnings.warn(f"pixel mean file {os.fspath(pixel_mean_path)} not found: computed "
-                          f"it from the {X_tr.shape[0]} training images and saved it there",
-                          stacklevel=2)
-    return PreparedCifar10(preprocess(X_tr, mean), y_tr, preprocess(X_va, mean), y_va,
-                           preprocess(Xt, mean), yt, mean, data.label_names, computed)
+def __getattr__(name):
+    # prepare_cifar10 and PreparedCifar10 moved to lasres.data.datasets, with the
+    # preparation of every dataset; they stay reachable here under their old path
+    if name in ("prepare_cifar10", "PreparedCifar10"):
+        from . import datasets
+        return getattr(datasets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,17 +1,22 @@
-"""The datasets the scripts know, by name, with the legacy preprocessing
-(90/10 split, per-pixel mean of the training part) applied to each."""
+"""The datasets the scripts know, by name, and the one preparation every
+dataset goes through: the legacy split (90/10, shuffled), the per-pixel mean
+of the training part (read from a file, given, or computed and saved) and the
+preprocessing (mean subtracted, or the RoR seed's ``x / 255``)."""
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional, Tuple, Union
+
+import numpy as np
 
 from ..errors import DataError
-from .cifar import (PreparedCifar10, compute_pixel_mean, legacy_split, load_cifar10,
-                    load_cifar100, load_pixel_mean, prepare_cifar10, preprocess, save_pixel_mean,
+from .cifar import (CIFAR10_CLASSES, PREPROCESSINGS, compute_pixel_mean, legacy_split,
+                    load_cifar10, load_cifar100, load_pixel_mean, preprocess, save_pixel_mean,
                     scale255)
 from .mnist import load_mnist
 
-__all__ = ["DatasetInfo", "DATASETS", "get_dataset", "prepare_dataset", "load_raw"]
+__all__ = ["DatasetInfo", "DATASETS", "get_dataset", "load_raw", "prepare_dataset",
+           "prepare_cifar10", "PreparedDataset", "PreparedCifar10"]
 
 
 @dataclass(frozen=True)
@@ -36,43 +41,177 @@ DATASETS = {
 }
 
 
-def get_dataset(name):
-    """The :class:`DatasetInfo` of a dataset name."""
+def get_dataset(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of a dataset name.
+
+    Raises
+    ------
+    DataError
+        Unknown name.
+    """
     try:
         return DATASETS[name]
     except KeyError:
         raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}") from None
 
 
-def load_raw(name, data_dir):
-    """The dataset's raw splits (uint8 images, int32 labels)."""
+def load_raw(name: str, data_dir):
+    """The dataset's raw splits (uint8 images, int32 labels), a :class:`DatasetSplits`."""
     return get_dataset(name).loader(data_dir)
 
 
-def prepare_dataset(name, data_dir="data", pixel_mean_path=None, limit=None, seed=0,
-                    valid_fraction=0.1, preprocessing="mean"):
-    """Load a dataset and apply the legacy preprocessing (see
-    :func:`lasres.data.prepare_cifar10`, which this is for ``'cifar10'``);
-    ``preprocessing='scale255'`` divides by 255 instead of subtracting a mean."""
-    if name == "cifar10":
-        return prepare_cifar10(data_dir, pixel_mean_path=pixel_mean_path, limit=limit,
-                               seed=seed, valid_fraction=valid_fraction,
-                               preprocessing=preprocessing)
-    raw = load_raw(name, data_dir)
-    X, y, Xt, yt = raw
-    if limit is not None:
-        X, y, Xt, yt = X[:limit], y[:limit], Xt[:limit], yt[:limit]
-    X_tr, y_tr, X_va, y_va = legacy_split(X, y, valid_fraction, seed)
-    if preprocessing == "scale255":
-        return PreparedCifar10(scale255(X_tr), y_tr, scale255(X_va), y_va, scale255(Xt), yt,
-                               None, tuple(raw.label_names or ()), False)
+@dataclass
+class PreparedDataset:
+    """A dataset after the legacy pipeline (see :func:`prepare_dataset`).
+
+    Attributes
+    ----------
+    X_train, X_valid, X_test : numpy.ndarray
+        float32 ``(N, C, H, W)``: mean subtracted and unscaled, or divided by
+        255 (``preprocessing='scale255'``).
+    y_train, y_valid, y_test : numpy.ndarray
+        int32 labels.
+    pixel_mean : numpy.ndarray or None
+        float32 ``(C, H, W)``; None for ``'scale255'``.
+    label_names : tuple of str
+    pixel_mean_computed : bool
+        True if the mean was computed from ``X_train`` here, False if read
+        from a file or given.
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_valid: np.ndarray
+    y_valid: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    pixel_mean: Optional[np.ndarray]
+    label_names: tuple = ()
+    pixel_mean_computed: bool = True
+
+
+@dataclass
+class PreparedCifar10(PreparedDataset):
+    """CIFAR-10 after the legacy pipeline (see :func:`prepare_cifar10`)."""
+
+    label_names: tuple = CIFAR10_CLASSES
+
+
+def _limits(limit):
+    if limit is None:
+        return None, None
+    return (limit, limit) if np.isscalar(limit) else tuple(limit)
+
+
+def _mean_for(X_tr, pixel_mean, pixel_mean_path):
+    """``(mean, computed)``: given, read from ``pixel_mean_path``, or computed
+    from the training part (saved to ``pixel_mean_path`` when one was named),
+    with a warning when computed."""
+    if pixel_mean is not None:
+        return np.asarray(pixel_mean, dtype=np.float32), False
     if pixel_mean_path is not None and os.path.exists(pixel_mean_path):
-        mean, computed = load_pixel_mean(pixel_mean_path), False
+        return load_pixel_mean(pixel_mean_path), False
+    mean = compute_pixel_mean(X_tr)
+    if pixel_mean_path is None:
+        warnings.warn(f"no pixel mean file given: computed the per-pixel mean from the "
+                      f"{X_tr.shape[0]} training images (weights trained with another "
+                      f"mean will see shifted inputs)", stacklevel=3)
     else:
-        mean, computed = compute_pixel_mean(X_tr), True
-        if pixel_mean_path is not None:
-            save_pixel_mean(pixel_mean_path, mean)
-        else:
-            warnings.warn("computed the per-pixel mean from the training images", stacklevel=2)
-    return PreparedCifar10(preprocess(X_tr, mean), y_tr, preprocess(X_va, mean), y_va,
-                           preprocess(Xt, mean), yt, mean, tuple(raw.label_names or ()), computed)
+        save_pixel_mean(pixel_mean_path, mean)
+        warnings.warn(f"pixel mean file {os.fspath(pixel_mean_path)} not found: computed "
+                      f"it from the {X_tr.shape[0]} training images and saved it there",
+                      stacklevel=3)
+    return mean, True
+
+
+def prepare_dataset(name: str = "cifar10", data_dir="data", pixel_mean_path=None,
+                    limit: Union[None, int, Tuple[Optional[int], Optional[int]]] = None,
+                    seed=0, valid_fraction: float = 0.1, preprocessing: str = "mean",
+                    layout: str = "auto", pixel_mean=None,
+                    test_only: bool = False) -> PreparedDataset:
+    """Load a dataset and run the seed's pipeline on it.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`DATASETS` (``'cifar10'``, ``'cifar100'``, ``'mnist'``).
+    data_dir : str or os.PathLike
+        The folder the dataset's loader reads.
+    pixel_mean_path : str or os.PathLike, optional
+        If the file exists, the mean is read from it (as ``test_model.py``
+        did). Otherwise it is computed from the training part (after the
+        split), a warning is issued, and -- when a path was given -- it is
+        saved there (as ``train_nn.py`` saved ``data/pixel_mean.npy``).
+    limit : int or (int, int), optional
+        Use only the first ``limit`` training images (before the split) and
+        the first ``limit`` test images; a pair limits them separately
+        (``None`` in it: no limit). For quick runs.
+    seed : int, RandomState, Generator or None
+        Seed of the train/validation permutation.
+    valid_fraction : float
+        Fraction of the training images held out for validation (0.1).
+    preprocessing : {'mean', 'scale255'}
+        ``'scale255'``: the RoR seed's ``x / 255`` (:func:`scale255`) instead
+        of the mean subtraction; no mean is read or written (``pixel_mean``
+        is None).
+    layout : {'auto', 'py', 'bin'}
+        CIFAR-10 only: as for :func:`load_cifar10`.
+    pixel_mean : array_like, optional
+        The mean to subtract (wins over ``pixel_mean_path``).
+    test_only : bool
+        Preprocess only the test images (``X_train`` and ``X_valid`` are
+        then empty); the split is still made when the mean must be computed.
+
+    Returns
+    -------
+    PreparedDataset
+        A :class:`PreparedCifar10` for ``'cifar10'``.
+
+    Raises
+    ------
+    DataError
+        Unknown dataset, missing or malformed files.
+    ValueError
+        Unknown ``preprocessing``, or a ``layout`` for another dataset than CIFAR-10.
+    """
+    if preprocessing not in PREPROCESSINGS:
+        raise ValueError(f"preprocessing must be one of {PREPROCESSINGS}, got {preprocessing!r}")
+    info = get_dataset(name)
+    if layout != "auto" and name != "cifar10":
+        raise ValueError(f"layout={layout!r} is for CIFAR-10 only")
+    raw = load_cifar10(data_dir, layout) if name == "cifar10" else info.loader(data_dir)
+    X, y, Xt, yt = raw
+    lt, ls = _limits(limit)
+    if lt is not None:
+        X, y = X[:int(lt)], y[:int(lt)]
+    if ls is not None:
+        Xt, yt = Xt[:int(ls)], yt[:int(ls)]
+    result = PreparedCifar10 if name == "cifar10" else PreparedDataset
+    label_names = tuple(raw.label_names or ())
+    mean_given = pixel_mean is not None or (pixel_mean_path is not None
+                                            and os.path.exists(pixel_mean_path))
+    split = not test_only or (preprocessing == "mean" and not mean_given)
+    X_tr, y_tr, X_va, y_va = legacy_split(X, y, valid_fraction, seed) if split else (None,) * 4
+    mean, computed = None, False
+    if preprocessing == "mean":
+        mean, computed = _mean_for(X_tr, pixel_mean, pixel_mean_path)
+    if test_only:
+        X_tr, y_tr, X_va, y_va = X[:0], y[:0], X[:0], y[:0]
+    prep = scale255 if preprocessing == "scale255" else (lambda images: preprocess(images, mean))
+    return result(prep(X_tr), y_tr, prep(X_va), y_va, prep(Xt), yt, mean, label_names, computed)
+
+
+def prepare_cifar10(data_dir="data", pixel_mean_path=None, limit=None, seed=0,
+                    valid_fraction: float = 0.1, layout: str = "auto",
+                    preprocessing: str = "mean") -> PreparedCifar10:
+    """Load CIFAR-10 and run the seed's preprocessing:
+    ``prepare_dataset('cifar10', ...)`` (see :func:`prepare_dataset` for the
+    parameters).
+
+    Returns
+    -------
+    PreparedCifar10
+    """
+    return prepare_dataset("cifar10", data_dir, pixel_mean_path=pixel_mean_path, limit=limit,
+                           seed=seed, valid_fraction=valid_fraction,
+                           preprocessing=preprocessing, layout=layout)

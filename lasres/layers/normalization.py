@@ -10,6 +10,22 @@ __all__ = ["LocalResponseNormalization2DLayer", "BatchNormLayer", "batch_norm",
            "StandardizationLayer", "instance_norm", "layer_norm", "KerasBatchNormLayer"]
 
 
+def _normalized_axes(input_shape, axes, name):
+    """``(axes, parameter shape)``: the axes a batch norm averages over
+    (``'auto'``: all but the second) and the shape of its parameters, the
+    sizes of the other axes."""
+    if axes == "auto":
+        axes = (0,) + tuple(range(2, len(input_shape)))
+    elif isinstance(axes, int):
+        axes = (axes,)
+    axes = tuple(axes)
+    shape = [size for axis, size in enumerate(input_shape) if axis not in axes]
+    if any(size is None for size in shape):
+        raise ValueError(f"{name} needs specified input sizes for all axes not "
+                         "normalized over.")
+    return axes, shape
+
+
 class BatchNormLayer(Layer):
     """Batch normalisation (Ioffe & Szegedy 2015), as Lasagne did it.
 
@@ -42,17 +58,9 @@ class BatchNormLayer(Layer):
                  gamma=init.Constant(1), mean=init.Constant(0), inv_std=init.Constant(1),
                  **kwargs):
         super().__init__(incoming, **kwargs)
-        if axes == "auto":
-            axes = (0,) + tuple(range(2, len(self.input_shape)))
-        elif isinstance(axes, int):
-            axes = (axes,)
-        self.axes = tuple(axes)
+        self.axes, shape = _normalized_axes(self.input_shape, axes, "BatchNormLayer")
         self.epsilon = epsilon
         self.alpha = alpha
-        shape = [size for axis, size in enumerate(self.input_shape) if axis not in self.axes]
-        if any(size is None for size in shape):
-            raise ValueError("BatchNormLayer needs specified input sizes for all axes not "
-                             "normalized over.")
         self.beta = None if beta is None else self.add_param(
             beta, shape, "beta", trainable=True, regularizable=False)
         self.gamma = None if gamma is None else self.add_param(
@@ -115,12 +123,7 @@ def batch_norm(layer, **kwargs):
     Returns the topmost new layer. Keyword arguments go to the
     BatchNormLayer; its name defaults to the layer's name + '_bn'.
     """
-    nonlinearity = getattr(layer, "nonlinearity", None)
-    if nonlinearity is not None:
-        layer.nonlinearity = nonlinearities.identity
-    if hasattr(layer, "b") and layer.b is not None:
-        del layer.params[layer.b]
-        layer.b = None
+    nonlinearity = _steal_nonlinearity_and_bias(layer)
     bn_name = kwargs.pop("name", None) or (getattr(layer, "name", None) and layer.name + "_bn")
     layer = BatchNormLayer(layer, name=bn_name, **kwargs)
     if nonlinearity is not None:
@@ -169,17 +172,9 @@ class KerasBatchNormLayer(Layer):
                  gamma=init.Constant(1), beta=init.Constant(0), running_mean=init.Constant(0),
                  running_std=init.Constant(1), **kwargs):
         super().__init__(incoming, **kwargs)
-        if axes == "auto":
-            axes = (0,) + tuple(range(2, len(self.input_shape)))
-        elif isinstance(axes, int):
-            axes = (axes,)
-        self.axes = tuple(axes)
+        self.axes, shape = _normalized_axes(self.input_shape, axes, "KerasBatchNormLayer")
         self.epsilon = epsilon
         self.momentum = momentum
-        shape = [size for axis, size in enumerate(self.input_shape) if axis not in self.axes]
-        if any(size is None for size in shape):
-            raise ValueError("KerasBatchNormLayer needs specified input sizes for all axes not "
-                             "normalized over.")
         self.gamma = self.add_param(gamma, shape, "gamma", trainable=True, regularizable=True)
         self.beta = self.add_param(beta, shape, "beta", trainable=True, regularizable=False)
         self.running_mean = self.add_param(running_mean, shape, "running_mean", trainable=False,

@@ -3,8 +3,10 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
+from pytensor.tensor.random.utils import RandomStream
 
 from .. import init, nonlinearities
+from ..random import get_rng
 from ..utils import as_tuple, floatX
 from .base import Layer, MergeLayer
 
@@ -501,13 +503,18 @@ class ParametricRectifierLayer(Layer):
         return _relu(input, _broadcast_param(self.alpha, self.shared_axes, input.ndim))
 
 
+def _stack_instead_of_nonlinearity(layer, layer_class, **kwargs):
+    """Set ``layer``'s nonlinearity (if it has one) to the identity and stack
+    a ``layer_class(layer, **kwargs)`` on it, as Lasagne's prelu/rrelu do."""
+    if getattr(layer, "nonlinearity", None) is not None:
+        layer.nonlinearity = nonlinearities.identity
+    return layer_class(layer, **kwargs)
+
+
 def prelu(layer, **kwargs):
     """Replace ``layer``'s nonlinearity by a :class:`ParametricRectifierLayer`
     stacked on it (keyword arguments go to that layer); returns it."""
-    nonlinearity = getattr(layer, "nonlinearity", None)
-    if nonlinearity is not None:
-        layer.nonlinearity = nonlinearities.identity
-    return ParametricRectifierLayer(layer, **kwargs)
+    return _stack_instead_of_nonlinearity(layer, ParametricRectifierLayer, **kwargs)
 
 
 class RandomizedRectifierLayer(Layer):
@@ -526,8 +533,7 @@ class RandomizedRectifierLayer(Layer):
 
     def __init__(self, incoming, lower=0.3, upper=0.8, shared_axes="auto", **kwargs):
         super().__init__(incoming, **kwargs)
-        from .noise import _stream
-        self._srng = _stream()
+        self._srng = RandomStream(get_rng().randint(1, 2147462579))  # as Lasagne seeds it
         self.lower = lower
         self.upper = upper
         if not isinstance(lower > upper, Variable) and lower > upper:
@@ -552,7 +558,4 @@ class RandomizedRectifierLayer(Layer):
 def rrelu(layer, **kwargs):
     """Replace ``layer``'s nonlinearity by a :class:`RandomizedRectifierLayer`
     stacked on it (keyword arguments go to that layer); returns it."""
-    nonlinearity = getattr(layer, "nonlinearity", None)
-    if nonlinearity is not None:
-        layer.nonlinearity = nonlinearities.identity
-    return RandomizedRectifierLayer(layer, **kwargs)
+    return _stack_instead_of_nonlinearity(layer, RandomizedRectifierLayer, **kwargs)

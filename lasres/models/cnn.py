@@ -22,7 +22,7 @@ tanh layer; it is not reproduced, the paper's baseline is.)
 from ..layers import GlobalPoolLayer, InputLayer
 from .blocks import conv_bn_relu, softmax_head
 from .registry import register_model
-from .rir import check_depth, rir_depth, rir_plan
+from .rir import RIR_FAMILY, rir_family_builder, rir_plan
 
 __all__ = ["Plain_CNN"]
 
@@ -52,11 +52,5 @@ def Plain_CNN(input_shape=(None, 3, 32, 32), input_var=None, n_classes=10, depth
     return softmax_head(l, n_classes, name="softmax")
 
 
-@register_model("cnn", "plain CNN baseline of RiR (Targ et al. 2016), no shortcuts",
-                rir_depth, "D = 2B+2", default_depth=18, default_width=3, check=check_depth,
-                options=("block_layers",))
-def cnn(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 32, 32),
-        block_layers=2):
-    """``cnn D k``: :func:`Plain_CNN`."""
-    return Plain_CNN(input_shape=input_shape, input_var=input_var, n_classes=num_classes,
-                     depth=depth, width=width, block_layers=int(block_layers))
+cnn = register_model("cnn", "plain CNN baseline of RiR (Targ et al. 2016), no shortcuts",
+                     **RIR_FAMILY)(rir_family_builder(Plain_CNN, "cnn"))

@@ -69,6 +69,24 @@ class ModelSpec:
         """The note for arguments that look like a total depth, or None."""
         return self.hint(depth, width) if self.hint is not None else None
 
+    def build(self, depth: int, width: int, input_var=None, num_classes: int = 10,
+              input_shape: tuple = (None, 3, 32, 32), **options):
+        """Build this architecture from arguments already checked by
+        :meth:`validate` (see :func:`build`, which checks them first).
+
+        Raises
+        ------
+        ArchitectureError
+            An option the builder does not take.
+        """
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise ArchitectureError(f"{self.name}: unknown option(s) {', '.join(sorted(unknown))}"
+                                    + (f"; it takes {', '.join(self.options)}"
+                                       if self.options else ""))
+        return self.builder(depth, width, input_var=input_var, num_classes=num_classes,
+                            input_shape=tuple(input_shape), **options)
+
 
 def total_depth_hint(name, formula, total_depth, minimum, label=None):
     """A ``hint`` for a spec: when ``depth`` (at least ``minimum``) equals the
@@ -148,9 +166,5 @@ def build(type, depth=None, width=None, input_var=None, num_classes=10,
     depth = spec.default_depth if depth is None else depth
     width = spec.default_width if width is None else width
     spec.validate(depth, width)
-    unknown = set(options) - set(spec.options)
-    if unknown:
-        raise ArchitectureError(f"{type}: unknown option(s) {', '.join(sorted(unknown))}"
-                                + (f"; it takes {', '.join(spec.options)}" if spec.options else ""))
-    return spec.builder(depth, width, input_var=input_var, num_classes=num_classes,
-                        input_shape=tuple(input_shape), **options)
+    return spec.build(depth, width, input_var=input_var, num_classes=num_classes,
+                      input_shape=input_shape, **options)

@@ -56,7 +56,7 @@ from .registry import register_model
 from .resnet import identity_shortcut
 
 __all__ = ["ResNet_in_ResNet", "generalized_residual_layer", "rir_block", "rir_layout",
-           "rir_plan", "rir_depth"]
+           "rir_plan", "rir_depth", "rir_family_builder", "RIR_FAMILY"]
 
 def rir_layout(depth, block_layers=2):
     """Blocks per stage for a ``depth``-layer net: ``(depth - 2) / block_layers``
@@ -184,11 +184,23 @@ def check_depth(depth, width):
         rir_layout(depth, 1)
 
 
-@register_model("rir", "ResNet in ResNet (Targ et al. 2016), residual + transient streams",
-                rir_depth, "D = 2B+2", default_depth=18, default_width=3, check=check_depth,
-                options=("block_layers",))
-def rir(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 32, 32),
-        block_layers=2):
-    """``rir D k``: :func:`ResNet_in_ResNet`."""
-    return ResNet_in_ResNet(input_shape=input_shape, input_var=input_var, n_classes=num_classes,
-                            depth=depth, width=width, block_layers=int(block_layers))
+def rir_family_builder(network_fn, name):
+    """The registry's builder of an RiR-family network: ``network_fn`` takes
+    the seed's ``n_classes`` / ``depth`` / ``width`` / ``block_layers``; the
+    builder takes the registry's ``(depth, width, input_var, num_classes,
+    input_shape, block_layers)``."""
+    def builder(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 32, 32),
+                block_layers=2):
+        return network_fn(input_shape=input_shape, input_var=input_var, n_classes=num_classes,
+                          depth=depth, width=width, block_layers=int(block_layers))
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"``{name} D k``: :func:`{network_fn.__name__}`."
+    return builder
+
+
+#: The registry entries RiR and its plain-CNN baseline share.
+RIR_FAMILY = dict(total_depth=rir_depth, depth_formula="D = 2B+2", default_depth=18,
+                  default_width=3, check=check_depth, options=("block_layers",))
+
+rir = register_model("rir", "ResNet in ResNet (Targ et al. 2016), residual + transient streams",
+                     **RIR_FAMILY)(rir_family_builder(ResNet_in_ResNet, "rir"))

@@ -1,0 +1,45 @@
+"""Command-line front ends: ``scripts/train_nn.py`` and ``scripts/test_model.py``
+are thin wrappers over :func:`train_main` and :func:`test_main`.
+
+Both keep the Lasagne seed's positional interface ``[type] [depth] [width]``
+(defaults ``normal 18 1``; depth is the per-stage block multiplier n). Every
+user mistake ends with a one-line ``error: ...`` and exit status 2, never a
+traceback.
+
+One module per job:
+
+``runner``
+    :func:`main_wrapper` (errors to one line, the scripts' start time).
+``options``
+    ``--option KEY=VALUE``, the recipes, the preprocessing, the backend and
+    the numeric ranges.
+``network``
+    The positional arguments, the network they build, the banner.
+``weight_search``
+    Where the weights and the pixel mean are found, and loading them.
+``factory``
+    The trainer of a run (:class:`~lasres.training.Trainer` or
+    :class:`~lasres.jax_trainer.JaxTrainer`).
+``files``
+    Run folders and saved predictions.
+``run_train``, ``run_test``
+    The two mains.
+"""
+from .factory import make_trainer
+from .files import check_output_folder, check_output_path, make_output_folder, save_predictions
+from .network import ModelChoice, add_model_arguments, banner, build_network, depth_hint
+from .options import (PREPROCESSING_TEXT, RECIPES, check_backend, check_common_numbers,
+                      parse_options, preprocessing_for)
+from .run_test import test_main, test_parser
+from .run_train import train_main, train_parser
+from .runner import main_wrapper, start_time
+from .weight_search import (REPO_WEIGHTS, auto_layout, checkpoint_layout, find_weights,
+                            load_network_weights, pixel_mean_for)
+
+__all__ = ["train_main", "test_main", "banner", "depth_hint",
+           "find_weights", "load_network_weights", "main_wrapper", "RECIPES",
+           "preprocessing_for", "save_predictions", "check_output_folder", "make_output_folder",
+           "make_trainer", "train_parser", "test_parser", "PREPROCESSING_TEXT", "REPO_WEIGHTS",
+           "parse_options", "check_common_numbers", "check_backend", "check_output_path",
+           "add_model_arguments", "build_network", "ModelChoice", "pixel_mean_for",
+           "auto_layout", "checkpoint_layout", "start_time"]

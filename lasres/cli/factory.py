@@ -1,0 +1,39 @@
+"""The trainer a ``train_nn.py`` run asks for."""
+from typing import Optional
+
+from .options import check_backend
+
+__all__ = ["make_trainer"]
+
+
+def make_trainer(network, args, learning_rate: float, backend: Optional[str] = None):
+    """A :class:`lasres.training.Trainer`, or for ``--backend jax`` a
+    :class:`lasres.jax_trainer.JaxTrainer` (state on the device, optional
+    data parallelism and bf16).
+
+    Parameters
+    ----------
+    network : Layer
+    args : argparse.Namespace
+        ``train_nn.py``'s arguments (``l2``, ``momentum``, ``optimizer``,
+        ``devices``, ``precision``, ``device_augment``, ``seed``, ``backend``).
+    learning_rate : float
+        The initial learning rate.
+    backend : str, optional
+        The backend already checked by :func:`lasres.cli.check_backend`; by
+        default it is checked here.
+
+    Returns
+    -------
+    lasres.training.TrainerBase
+    """
+    backend = backend or check_backend(args)
+    if backend == "jax":
+        from ..jax_trainer import JaxTrainer
+        return JaxTrainer(network, l2=args.l2, momentum=args.momentum,
+                          learning_rate=learning_rate, devices=args.devices,
+                          precision=args.precision, device_augment=args.device_augment,
+                          seed=args.seed)
+    from ..training import Trainer
+    return Trainer(network, l2=args.l2, momentum=args.momentum, learning_rate=learning_rate,
+                   backend=backend, optimizer=getattr(args, "optimizer", "nesterov"))

@@ -1,0 +1,111 @@
+"""The network a front end asks for: built from the positional arguments
+``[type] [depth] [width]`` and ``--option``, checked once, and described in
+the banner."""
+from typing import NamedTuple, Optional
+
+from .options import parse_options
+
+__all__ = ["add_model_arguments", "ModelChoice", "build_network", "banner", "depth_hint"]
+
+
+def add_model_arguments(parser) -> None:
+    """Add the seed's positional ``[type] [depth] [width]`` and the options
+    every script shares (``--data``, ``--dataset``, ``--backend``,
+    ``--batch-size``, ``--limit``, ``--seed``, ``--option``) to ``parser``."""
+    from ..models import available
+    parser.add_argument("type", nargs="?", default="normal",
+                        help=f"architecture: {', '.join(available())} (default normal)")
+    parser.add_argument("depth", nargs="?", type=int, default=None,
+                        help="per-stage block multiplier n (default: the type's, 18 for normal)")
+    parser.add_argument("width", nargs="?", type=int, default=None,
+                        help="widening factor k (wide nets; default 1, 4 for wide)")
+    parser.add_argument("--data", default="data", help="folder holding cifar-10-batches-py/ or "
+                        "cifar-10-batches-bin/ (default data/)")
+    parser.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100", "mnist"),
+                        help="cifar10 (default), cifar100 (python layout) or mnist (IDX files)")
+    parser.add_argument("--backend", default=None, help="c (CPU, default), jax, numba, py")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use only the first N training and N test images (smoke runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="architecture option (e.g. dropout=0.3, preact=1, layout=keras for "
+                             "the RoR seed's exact Keras networks); repeatable")
+
+
+def depth_hint(type: str, depth: int, width: int) -> Optional[str]:
+    """A note when ``depth`` looks like a total depth rather than n, or None
+    (each architecture's registry entry knows its formula)."""
+    from ..models import get_spec
+    return get_spec(type).depth_hint(depth, width)
+
+
+class ModelChoice(NamedTuple):
+    """A network built from the command line (see :func:`build_network`)."""
+
+    spec: object  # lasres.models.ModelSpec
+    depth: int
+    width: int
+    options: dict
+    network: object  # the output Layer
+
+    def arch(self, dataset: str = "cifar10") -> dict:
+        """The ``arch`` record of checkpoints: type, depth, width, options, and
+        the dataset when it is not CIFAR-10."""
+        arch = {"type": self.spec.name, "depth": self.depth, "width": self.width, **self.options}
+        if dataset != "cifar10":
+            arch["dataset"] = dataset
+        return arch
+
+
+def build_network(args, log=print) -> ModelChoice:
+    """Build the network of parsed arguments (``type``, ``depth``, ``width``,
+    ``option``, ``dataset``), with the type's defaults for what is left out.
+
+    The arguments are validated once, then a note is logged when ``depth``
+    looks like a total depth.
+
+    Returns
+    -------
+    ModelChoice
+        ``(spec, depth, width, options, network)``.
+
+    Raises
+    ------
+    LasresError
+        Unknown type, dataset or option, or impossible depth/width.
+    """
+    from ..data import get_dataset
+    from ..models import get_spec
+    info = get_dataset(args.dataset)
+    spec = get_spec(args.type)
+    depth = spec.default_depth if args.depth is None else args.depth
+    width = spec.default_width if args.width is None else args.width
+    options = parse_options(args.option)
+    spec.validate(depth, width)
+    hint = spec.depth_hint(depth, width)
+    if hint:
+        log(hint)
+    network = spec.build(depth, width, num_classes=info.num_classes,
+                         input_shape=info.input_shape, **options)
+    return ModelChoice(spec, depth, width, options, network)
+
+
+def banner(spec, depth: int, width: int, network, backend: Optional[str],
+           options: Optional[dict] = None, log=print) -> None:
+    """Print what is being built: architecture, layers, parameters, backend, device."""
+    from ..config import default_backend, describe_device
+    from ..layers import count_params, get_all_layers
+    backend = backend or default_backend()
+    total = spec.total_depth(depth, width)
+    layers = get_all_layers(network)
+    opt = "" if not options else "  options " + ", ".join(f"{k}={v}" for k, v in options.items())
+    log(f"lasres | {spec.title}")
+    log(f"       | type {spec.name}, depth n={depth}, width k={width}: {total} weighted layers "
+        f"({spec.depth_formula}){opt}")
+    log(f"       | {len(layers)} lasres layers, {count_params(network):,} parameters "
+        f"({count_params(network, trainable=True):,} trainable)")
+    log(f"       | backend {backend}, device {describe_device(backend)}")
+    if backend.lower() == "c":  # the other backends run lasres ops' Python code or XLA
+        from ..ops import kernels
+        log(f"       | convolution kernels {kernels()} (LASRES_KERNELS=numpy|onednn to choose)")

@@ -1,0 +1,104 @@
+"""What the command-line values mean: ``--option KEY=VALUE``, the training
+recipes, the preprocessing, the backend and the numeric ranges; each is
+checked here, once."""
+from typing import Dict, Iterable, Optional
+
+from ..errors import LasresError
+
+__all__ = ["parse_options", "RECIPES", "PREPROCESSING_TEXT", "preprocessing_for",
+           "check_common_numbers", "check_backend"]
+
+#: What each preprocessing does, for the banners.
+PREPROCESSING_TEXT = {
+    "mean": "per-pixel mean subtracted, no scaling (the Lasagne seed's)",
+    "scale255": "x / 255, no mean subtracted (the RoR seed's Keras preprocessing)",
+}
+
+#: Training recipes: the defaults each sets (explicit flags still win).
+RECIPES = {
+    "legacy": {},
+    # the RoR seed's cifar10_ror_wrn.py: Adam 1e-3, no weight decay, batch 64,
+    # 300 epochs, ImageDataGenerator(rotation_range=15, width/height_shift_range=5/32)
+    "keras-seed": {"optimizer": "adam", "lr_schedule": "0.001", "l2": 0.0,
+                   "augment": "keras-seed", "epochs": 300},
+}
+
+
+def parse_options(items: Iterable[str]) -> Dict[str, object]:
+    """Architecture options from ``KEY=VALUE`` strings.
+
+    Values become int, float or bool (``true``/``false``/``yes``/``no``)
+    where they read as one, else stay strings; ``-`` in keys becomes ``_``.
+
+    Parameters
+    ----------
+    items : iterable of str
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    LasresError
+        An item without ``=``.
+    """
+    opts = {}
+    for item in items:
+        if "=" not in item:
+            raise LasresError(f"--option expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        for conv in (int, float):
+            try:
+                v = conv(v)
+                break
+            except ValueError:
+                continue
+        else:
+            v = {"true": True, "false": False, "yes": True, "no": False}.get(v.lower(), v)
+        opts[k.strip().replace("-", "_")] = v
+    return opts
+
+
+def preprocessing_for(options: Optional[dict]) -> str:
+    """``'scale255'`` (the RoR seed's ``x / 255``) for networks built with
+    ``layout=keras``, else ``'mean'`` (the Lasagne seed's mean subtraction)."""
+    return "scale255" if (options or {}).get("layout") == "keras" else "mean"
+
+
+def check_common_numbers(args) -> None:
+    """Raise :class:`LasresError` unless the numeric options the scripts
+    share (``--seed``, ``--limit``, ``--valid-fraction``) are in range."""
+    if not 0 <= args.seed < 2 ** 32:
+        raise LasresError(f"--seed must be in 0..{2 ** 32 - 1}, got {args.seed}")
+    if args.limit is not None and args.limit < 1:
+        raise LasresError(f"--limit must be positive, got {args.limit}")
+    vf = getattr(args, "valid_fraction", None)
+    if vf is not None and not 0.0 <= vf < 1.0:
+        raise LasresError(f"--valid-fraction must be in [0, 1), got {vf}")
+
+
+def check_backend(args) -> str:
+    """The backend name of ``train_nn.py``'s arguments, lower case.
+
+    Raises
+    ------
+    LasresError
+        An unknown backend, jax-only flags (``--devices``, ``--precision
+        bf16``, ``--device-augment``) on another backend, or an optimizer
+        other than Nesterov on jax.
+    """
+    from ..config import BACKENDS, default_backend
+    backend = (args.backend or default_backend()).lower()
+    if backend not in BACKENDS:
+        raise LasresError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    jax_only = [flag for flag, on in (("--devices", args.devices is not None),
+                                      ("--precision bf16", args.precision != "float32"),
+                                      ("--device-augment", args.device_augment)) if on]
+    if jax_only and backend != "jax":
+        raise LasresError(f"{', '.join(jax_only)} need(s) --backend jax")
+    optimizer = getattr(args, "optimizer", "nesterov")
+    if backend == "jax" and optimizer != "nesterov":
+        raise LasresError(f"--optimizer {optimizer} (e.g. --recipe keras-seed) needs the c "
+                          f"backend")
+    return backend

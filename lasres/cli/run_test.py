@@ -1,0 +1,90 @@
+"""``scripts/test_model.py``: evaluate a network on a dataset's test images."""
+import argparse
+import sys
+import time
+import warnings
+from typing import List, Optional
+
+import numpy as np
+
+from .files import check_output_path, save_predictions
+from .network import add_model_arguments, banner, build_network
+from .options import PREPROCESSING_TEXT, check_common_numbers, preprocessing_for
+from .runner import start_time
+from .weight_search import auto_layout, find_weights, load_network_weights, pixel_mean_for
+
+__all__ = ["test_parser", "test_main"]
+
+
+def test_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``test_model.py``."""
+    p = argparse.ArgumentParser(
+        prog="test_model.py", description="Evaluate a residual network on the CIFAR-10 test "
+        "images: accuracy, per-class accuracy, confusion matrix.")
+    add_model_arguments(p)
+    p.add_argument("--weights", default=None,
+                   help="weight file (.pklz, .npz, lasres .h5 or Keras 1 .h5, which selects "
+                        "layout=keras); default: the seed's file in "
+                        "weights/ or runs/TYPE_nN_kK/best.h5")
+    p.add_argument("--pixel-mean", default=None, help="pixel_mean.npy to subtract")
+    p.add_argument("--save-predictions", default=None, metavar="PATH.npy",
+                   help="write the softmax outputs (float32, images x classes, test-set order)")
+    return p
+
+
+def test_main(argv: Optional[List[str]] = None) -> int:
+    """``test_model.py [type] [depth] [width] [options]``; returns an exit status."""
+    from ..data import CIFAR10_CLASSES, prepare_dataset
+    from ..evaluation import evaluate_probabilities, format_report
+    from ..recipe import compile_predict
+    from ..training import predict_in_batches
+
+    args = test_parser().parse_args(argv)
+    check_common_numbers(args)
+    t_start = time.time() if start_time() is None else start_time()
+    if args.save_predictions:
+        check_output_path(args.save_predictions)
+    auto_layout(args)
+    model = build_network(args)
+    spec, depth, width, options, network = model
+    path = find_weights(spec.name, depth, width, args.weights)
+    banner(spec, depth, width, network, args.backend, options)
+    ckpt = load_network_weights(network, path, model.arch(args.dataset))
+    print(f"weights| {path}")
+    preprocessing = preprocessing_for(options)
+    mean = mean_from = None
+    if preprocessing == "mean":
+        mean, mean_from = pixel_mean_for(args, path, ckpt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        # the training part of the legacy split gives the mean when none was found
+        data = prepare_dataset(args.dataset, args.data, limit=(None, args.limit),
+                               seed=args.seed, valid_fraction=0.1, preprocessing=preprocessing,
+                               pixel_mean=mean, test_only=True)
+    print(f"prep   | {PREPROCESSING_TEXT[preprocessing]}")
+    if mean_from is not None:
+        print(f"mean   | pixel mean from {mean_from}")
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"warning: {w.message} (found none next to the weights or in the data "
+                  f"folder; give --pixel-mean for the exact one)", file=sys.stderr)
+    X_test, y_test = data.X_test, data.y_test
+    t0 = time.perf_counter()
+    predict_fn = compile_predict(network, args.backend)
+    compile_s = time.perf_counter() - t0
+    batch = args.batch_size or 100
+    first = predict_fn(X_test[:batch])
+    print(f"ready  | compiled in {compile_s:.1f}s; first prediction {time.time() - t_start:.1f}s "
+          f"after the start")
+    t0 = time.perf_counter()
+    rest = predict_in_batches(predict_fn, X_test[batch:], batch, progress=True, desc="test")
+    probs = np.concatenate([first, rest]) if len(rest) else first
+    seconds = time.perf_counter() - t0
+    ev = evaluate_probabilities(probs, y_test, num_classes=probs.shape[1])
+    names = data.label_names or (CIFAR10_CLASSES if args.dataset == "cifar10" else None)
+    print(format_report(ev, names))
+    print(f"({len(X_test)} images in {seconds:.1f}s after the first batch)")
+    if args.save_predictions:
+        save_predictions(args.save_predictions, probs)
+        print(f"saved  | softmax outputs {probs.shape} (float32) to {args.save_predictions}")
+    return 0

@@ -1,0 +1,198 @@
+"""``scripts/train_nn.py``: train a network with the legacy recipe."""
+import argparse
+import os
+import time
+import warnings
+from typing import List, Optional
+
+import numpy as np
+
+from ..errors import LasresError
+from .factory import make_trainer
+from .files import check_output_folder, make_output_folder
+from .network import add_model_arguments, banner, build_network
+from .options import (PREPROCESSING_TEXT, RECIPES, check_backend, check_common_numbers,
+                      preprocessing_for)
+from .runner import start_time
+from .weight_search import auto_layout, load_network_weights
+
+__all__ = ["train_parser", "train_main"]
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``train_nn.py``."""
+    p = argparse.ArgumentParser(
+        prog="train_nn.py", description="Train a residual network on CIFAR-10 with the legacy "
+        "recipe (batch 64, Nesterov momentum 0.9, L2 1e-4, lr 0.01/0.1/0.01/0.001 at epochs "
+        "0/10/80/120, per-batch crop+flip augmentation).")
+    add_model_arguments(p)
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--lr-schedule", default="legacy",
+                   help="'legacy', a constant rate, or EPOCH:RATE,... e.g. 0:0.1,30:0.01")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--l2", type=float, default=1e-4)
+    p.add_argument("--augment", choices=("batch", "image", "keras-seed", "none"), default=None,
+                   help="crop+flip per batch (legacy; the default for CIFAR), per image, the "
+                        "RoR seed's rotation+shift per image (keras-seed), or none (the default "
+                        "for MNIST)")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="legacy",
+                   help="legacy (the Lasagne seed's) or keras-seed (the RoR seed's: Adam 1e-3, "
+                        "no L2, rotation 15 deg + shifts 5/32, 300 epochs); explicit flags win")
+    p.add_argument("--optimizer", choices=("nesterov", "adam"), default="nesterov",
+                   help="nesterov (legacy, with --momentum) or adam")
+    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--weights", default=None, help="initialise from a weight file")
+    p.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="resume from OUT/last.h5 (or the given checkpoint)")
+    p.add_argument("--out", default=None, help="run folder (default runs/TYPE_nN_kK)")
+    p.add_argument("--download", action="store_true",
+                   help="download CIFAR-10 into --data when it is missing")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--devices", type=int, default=None,
+                   help="jax backend: data-parallel over N devices (the batch is split, "
+                        "gradients all-reduced; the same update as one device)")
+    p.add_argument("--precision", choices=("float32", "bf16"), default="float32",
+                   help="jax backend: bf16 mixed precision (float32 master weights)")
+    p.add_argument("--device-augment", action="store_true",
+                   help="jax backend: crop and flip on the device instead of the host")
+    from .. import distributed
+    distributed.add_arguments(p)
+    return p
+
+
+def train_main(argv: Optional[List[str]] = None) -> int:
+    """``train_nn.py [type] [depth] [width] [options]``; returns an exit status."""
+    from .. import distributed
+    from ..evaluation import evaluate_probabilities
+    from ..training import (check_resumable, fit, parse_schedule, predict_in_batches,
+                            restore_training_state)
+
+    parser = train_parser()
+    args = parser.parse_args(argv)
+    if RECIPES[args.recipe]:  # a recipe sets defaults; parse again so explicit flags win
+        parser.set_defaults(**RECIPES[args.recipe])
+        args = parser.parse_args(argv)
+    backend = check_backend(args)
+    dist = distributed.settings_from_args(args)  # None: a one-process run
+    if dist is not None:
+        if backend != "jax":
+            raise LasresError("a multi-process run (--coordinator, --num-processes, "
+                              "--process-id or $LASRES_*) needs --backend jax")
+        if not distributed.in_worker():
+            return distributed.supervise(argv, dist, t0=start_time())
+        distributed.initialize(dist)  # before anything touches a device
+        if not distributed.is_primary():
+            distributed.silence_stdout()  # process 0 reports for the run
+    batch_size = args.batch_size or 64
+    if batch_size < 1 or args.epochs < 1:
+        raise LasresError("--batch-size and --epochs must be positive")
+    check_common_numbers(args)
+    schedule = parse_schedule(args.lr_schedule)
+    t_start = time.time() if start_time() is None else start_time()
+    from ..random import seed_everything
+    seed_everything(args.seed)  # initial weights and dropout streams follow --seed
+    if args.weights:
+        auto_layout(args)
+    model = build_network(args)
+    spec, depth, width, options, network = model
+    arch = model.arch(args.dataset)
+    out = args.out or os.path.join("runs", f"{spec.name}_n{depth}_k{width}"
+                                   + ("" if args.dataset == "cifar10" else f"_{args.dataset}"))
+    check_output_folder(out)
+    augment = args.augment
+    if augment is None:
+        from ..data import get_dataset
+        augment = get_dataset(args.dataset).default_augment
+    banner(spec, depth, width, network, backend, options)
+    preprocessing = preprocessing_for(options)
+    print(f"prep   | {PREPROCESSING_TEXT[preprocessing]}; recipe {args.recipe} "
+          f"({args.optimizer}, augmentation {augment})")
+
+    # Everything that can be refused is checked before anything is created:
+    # the checkpoint to resume from, the initial weights, then the data.
+    ckpt = resume_path = None
+    if args.resume:
+        resume_path = os.path.join(out, "last.h5") if args.resume == "auto" else args.resume
+        found = distributed.all_agree(os.path.exists(resume_path))
+        if not all(found):
+            raise LasresError(f"nothing to resume: {resume_path} does not exist" + (
+                "" if not any(found) else " for process(es) " + ", ".join(
+                    str(i) for i, f in enumerate(found) if not f) + " (--out must be on a "
+                "filesystem all processes share)"))
+        ckpt = load_network_weights(network, resume_path, arch)
+        if ckpt is None:
+            raise LasresError(f"{resume_path} is not a lasres checkpoint (resume needs one, with "
+                              "the optimizer state)")
+        check_resumable(ckpt, network)
+        if (ckpt.epoch or 0) >= args.epochs:
+            raise LasresError(f"{resume_path} is at epoch {ckpt.epoch}: nothing left to do for "
+                              f"--epochs {args.epochs} (give more epochs to train further)")
+    elif args.weights:
+        load_network_weights(network, args.weights, arch)
+        print(f"init   | weights from {args.weights}")
+
+    if args.download and args.dataset == "cifar10":
+        from ..data import download_cifar10, find_cifar10
+        try:
+            find_cifar10(args.data)
+        except LasresError:
+            download_cifar10(args.data)
+    primary = distributed.is_primary()  # several processes: only process 0 writes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        from ..data import prepare_dataset, save_pixel_mean
+        # a missing or broken dataset fails here, with the run folder not yet created
+        mean_path = os.path.join(out, "pixel_mean.npy")
+        have_mean = os.path.isfile(mean_path)
+        data = prepare_dataset(args.dataset, args.data,
+                               pixel_mean_path=mean_path if have_mean else None,
+                               limit=args.limit, seed=args.seed,
+                               valid_fraction=args.valid_fraction, preprocessing=preprocessing)
+    if primary:
+        make_output_folder(out)
+        if not have_mean and data.pixel_mean is not None:
+            save_pixel_mean(mean_path, data.pixel_mean)
+    print(f"data   | {len(data.X_train)} training, {len(data.X_valid)} validation, "
+          f"{len(data.X_test)} test images from {args.data}")
+
+    history, start_epoch = None, 0
+    trainer = make_trainer(network, args, schedule[0][1], backend=backend)
+    if ckpt is not None:
+        trainer.sync_to_device()
+        history, start_epoch = restore_training_state(trainer, ckpt)
+        print(f"resume | from {resume_path}, epoch {start_epoch}")
+    if distributed.process_count() > 1:
+        import zlib
+        distributed.check_same(
+            training_images=len(data.X_train), validation_images=len(data.X_valid),
+            test_images=len(data.X_test), epochs=args.epochs, batch_size=batch_size,
+            seed=args.seed, start_epoch=start_epoch, parameters=trainer.num_params,
+            data_checksum=zlib.crc32(np.ascontiguousarray(data.y_train).tobytes() +
+                                     np.ascontiguousarray(data.X_train[:16]).tobytes()))
+    compile_s = sum(trainer.compile_seconds.values())
+    print(f"ready  | compiled in {compile_s:.1f}s; {time.time() - t_start:.1f}s from start to "
+          f"the first training step; writing to {out}/")
+
+    try:
+        history = fit(trainer, data, epochs=args.epochs, out_dir=out, batch_size=batch_size,
+                      schedule=schedule,
+                      augment=None if augment == "none" or args.device_augment else augment,
+                      seed=args.seed, arch=arch, history=history, start_epoch=start_epoch,
+                      plot=not args.no_plot, t_start=t_start)
+    except KeyboardInterrupt:
+        return 130
+    best = os.path.join(out, "best.h5")
+    distributed.barrier("lasres-fit-done")  # process 0 has written best.h5
+    found = distributed.all_agree(os.path.exists(best))
+    if any(found) and not all(found):
+        raise LasresError(f"{best} is missing for process(es) "
+                          f"{', '.join(str(i) for i, f in enumerate(found) if not f)}: --out "
+                          "must be on a filesystem all processes share")
+    if all(found) and len(data.X_test):
+        load_network_weights(network, best, arch)
+        trainer.sync_to_device()
+        ev = evaluate_probabilities(predict_in_batches(trainer.predict_fn, data.X_test),
+                                    data.y_test)
+        print(f"done   | best checkpoint {best}: test accuracy {ev.accuracy:.2%} "
+              f"(error {ev.error:.2%}) on {ev.count} images")
+    return 0

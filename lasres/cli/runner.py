@@ -1,0 +1,63 @@
+"""Running a front end: one ``error:`` line and exit status 2 for every user
+mistake, and the time the calling script started."""
+import contextlib
+import sys
+import warnings
+from typing import Callable, List, Optional
+
+from ..errors import LasresError
+
+__all__ = ["main_wrapper", "start_time"]
+
+#: When the scripts started (set by them before their imports), so that the
+#: reported start-up times include importing PyTensor.
+_T0 = None
+
+
+def start_time() -> Optional[float]:
+    """The ``time.time()`` at which the running script started, or None
+    (not started through :func:`main_wrapper` with a ``t0``)."""
+    return _T0
+
+
+@contextlib.contextmanager
+def _quiet_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def main_wrapper(fn: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None,
+                 t0: Optional[float] = None) -> int:
+    """Run ``fn(argv)``; turn user errors into one line and exit status 2.
+
+    Parameters
+    ----------
+    fn : callable
+        A main function, ``fn(argv) -> exit status``.
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``, as argparse reads them).
+    t0 : float, optional
+        When the calling script started (for the start-up times).
+
+    Returns
+    -------
+    int
+        ``fn``'s status; 2 after a :class:`LasresError` or an ``OSError``,
+        130 after Ctrl-C.
+    """
+    global _T0
+    _T0 = t0
+    try:
+        with _quiet_warnings():
+            return fn(argv)
+    except LasresError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a full disk, a folder removed under us, permissions...
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
