@@ -394,6 +394,32 @@ static lr_entry *lr_entry_for(lr_cache *cache, const lr_geom *g, int kind, int h
     return e;
 }
 
+/* The filters the correlation applies: w itself, or (flip) a flipped copy
+ * stored in *copy (to be freed by the caller); NULL on a memory error. */
+static void *lr_filters(PyArrayObject *w, const lr_geom *g, int flip, float **copy)
+{
+    if (!flip)
+        return PyArray_DATA(w);
+    if (!(*copy = (float *)malloc(sizeof(float) * PyArray_SIZE(w) + 1))) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    lr_flip(*copy, (const float *)PyArray_DATA(w), g->f * g->c, g->kh, g->kw);
+    return *copy;
+}
+
+/* The output gradient gz must have the output shape of geometry g. */
+static int lr_check_gz(PyArrayObject *gz, const lr_geom *g)
+{
+    if (PyArray_DIMS(gz)[2] == g->oh && PyArray_DIMS(gz)[3] == g->ow)
+        return 0;
+    PyErr_Format(PyExc_ValueError, "output gradient of spatial shape (%ld, %ld) does not fit "
+                 "an input of shape (%ld, %ld) (expected (%ld, %ld))",
+                 (long)PyArray_DIMS(gz)[2], (long)PyArray_DIMS(gz)[3], (long)g->h, (long)g->w,
+                 (long)g->oh, (long)g->ow);
+    return -1;
+}
+
 /* out = conv(x, w) + b */
 static int lr_conv_fwd(lr_cache *cache, PyArrayObject *x0, PyArrayObject *w0, PyArrayObject *b0,
                        PyArrayObject **out, int sh, int sw, int ph, int pw, int pad_mode, int flip)
@@ -429,13 +455,7 @@ static int lr_conv_fwd(lr_cache *cache, PyArrayObject *x0, PyArrayObject *w0, Py
     }
     if (!(e = lr_entry_for(cache, &g, LR_FWD, b != NULL))) goto done;
     handles[k++] = PyArray_DATA(x);
-    if (flip) {
-        if (!(wflip = (float *)malloc(sizeof(float) * PyArray_SIZE(w) + 1))) { PyErr_NoMemory(); goto done; }
-        lr_flip(wflip, (const float *)PyArray_DATA(w), g.f * g.c, g.kh, g.kw);
-        handles[k++] = wflip;
-    } else {
-        handles[k++] = PyArray_DATA(w);
-    }
+    if (!(handles[k++] = lr_filters(w, &g, flip, &wflip))) goto done;
     if (b) handles[k++] = PyArray_DATA(b);
     handles[k++] = PyArray_DATA(*out);
     rc = lr_run(e, handles);
@@ -466,27 +486,14 @@ static int lr_conv_bwd_data(lr_cache *cache, PyArrayObject *gz0, PyArrayObject *
                      (long)g.f, (long)PyArray_DIMS(w)[0]);
         goto done;
     }
-    if (lr_geometry(&g, pad_mode)) goto done;
-    if (PyArray_DIMS(gz)[2] != g.oh || PyArray_DIMS(gz)[3] != g.ow) {
-        PyErr_Format(PyExc_ValueError, "output gradient of spatial shape (%ld, %ld) does not fit "
-                     "an input of shape (%ld, %ld) (expected (%ld, %ld))",
-                     (long)PyArray_DIMS(gz)[2], (long)PyArray_DIMS(gz)[3], (long)h, (long)wd,
-                     (long)g.oh, (long)g.ow);
-        goto done;
-    }
+    if (lr_geometry(&g, pad_mode) || lr_check_gz(gz, &g)) goto done;
     if (lr_prepare_out(out, g.n, g.c, g.h, g.w)) goto done;
     if (g.he < g.h || g.we < g.w || g.f == 0)
         memset(PyArray_DATA(*out), 0, PyArray_NBYTES(*out));
     if (g.n == 0 || g.c == 0 || g.f == 0) { rc = 0; goto done; }   /* zeros */
     if (!(e = lr_entry_for(cache, &g, LR_BWD_DATA, 0))) goto done;
     handles[0] = PyArray_DATA(gz);
-    if (flip) {
-        if (!(wflip = (float *)malloc(sizeof(float) * PyArray_SIZE(w) + 1))) { PyErr_NoMemory(); goto done; }
-        lr_flip(wflip, (const float *)PyArray_DATA(w), g.f * g.c, g.kh, g.kw);
-        handles[1] = wflip;
-    } else {
-        handles[1] = PyArray_DATA(w);
-    }
+    if (!(handles[1] = lr_filters(w, &g, flip, &wflip))) goto done;
     handles[2] = PyArray_DATA(*out);
     rc = lr_run(e, handles);
 done:
@@ -516,14 +523,7 @@ static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject
                      (long)g.n, (long)PyArray_DIMS(gz)[0]);
         goto done;
     }
-    if (lr_geometry(&g, pad_mode)) goto done;
-    if (PyArray_DIMS(gz)[2] != g.oh || PyArray_DIMS(gz)[3] != g.ow) {
-        PyErr_Format(PyExc_ValueError, "output gradient of spatial shape (%ld, %ld) does not fit "
-                     "an input of shape (%ld, %ld) (expected (%ld, %ld))",
-                     (long)PyArray_DIMS(gz)[2], (long)PyArray_DIMS(gz)[3], (long)g.h, (long)g.w,
-                     (long)g.oh, (long)g.ow);
-        goto done;
-    }
+    if (lr_geometry(&g, pad_mode) || lr_check_gz(gz, &g)) goto done;
     if (lr_prepare_out(out, g.f, g.c, g.kh, g.kw)) goto done;
     if (g.n == 0 || g.c == 0 || g.f == 0) {
         memset(PyArray_DATA(*out), 0, PyArray_NBYTES(*out));
