@@ -437,8 +437,39 @@ def test_onednn_matches_numpy_kernels_random_configurations(monkeypatch):
     assert checked >= 12
 
 
+def test_onednn_weight_gradient_in_blocks_and_by_gemm(monkeypatch):
+    """The oneDNN weight gradient runs the batch in blocks of images summed in
+    float64 (with a shorter last block), and 1x1 stride-1 convolutions on
+    oneDNN's GEMM implementation: both against the float64 NumPy kernels."""
+    if onednn._library_paths() is None and not _onednn_expected():
+        pytest.skip("no oneDNN wheel for this platform")
+    monkeypatch.setattr(onednn, "_override", "onednn")
+    rng = np.random.default_rng(15)
+    # (n, c, f, h, w, k, stride, pad, flip): 5 blocks of one image; blocks of
+    # two and a last one of one; 1x1 stride 1 (GEMM) unpadded and padded
+    for n, c, f, h, wd, k, stride, pad, flip in [(5, 3, 4, 16, 16, 3, 1, 1, True),
+                                                 (11, 4, 3, 8, 8, 3, 1, "same", False),
+                                                 (3, 5, 6, 12, 12, 1, 1, 0, True),
+                                                 (4, 5, 6, 9, 11, 1, 1, 1, False)]:
+        props = dict(stride=stride, pad=pad, filter_flip=flip)
+        xt, gt = pt.ftensor4("x"), pt.ftensor4("g")
+        fn = pytensor.function([xt, gt], Conv2dGradWeights(**props)(xt, gt, (k, k)), mode=C_MODE)
+        _assert_conv_kernels(fn, "onednn")
+        kw_args = dict(stride=(stride, stride), pad=normalize_pad(pad), filter_flip=flip)
+        x = rng.normal(size=(n, c, h, wd)).astype("float32")
+        y = conv_numpy.conv2d_forward_numpy(x.astype("float64"), np.zeros((f, c, k, k)), None,
+                                            **kw_args)
+        gz = rng.normal(size=y.shape).astype("float32")
+        want = conv_numpy.conv2d_grad_weights_numpy(x.astype("float64"), gz.astype("float64"),
+                                                    (k, k), **kw_args)
+        got = fn(x, gz)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 def test_onednn_primitive_cache_over_many_shapes(monkeypatch):
-    """One compiled node fed more shapes than its cache has slots (4), and back."""
+    """One compiled node fed more shapes than its cache has slots (8, up to
+    three per shape for the weight gradient), and back."""
     if onednn._library_paths() is None and not _onednn_expected():
         pytest.skip("no oneDNN wheel for this platform")
     monkeypatch.setattr(onednn, "_override", "onednn")
