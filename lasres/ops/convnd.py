@@ -237,8 +237,25 @@ def conv3d(input: Any, filters: Any, input_shape: Optional[Sequence] = None,
     """3-d convolution with the keyword interface of Theano's
     ``theano.tensor.nnet.conv3d`` (what Lasagne's ``Conv3DLayer`` calls).
 
-    ``border_mode`` is 'valid', 'full', 'half', an int or a tuple of three
-    ints; ``input_shape`` is accepted and ignored (shapes are inferred).
+    Parameters
+    ----------
+    input : TensorVariable, shape (N, C, D, H, W)
+    filters : TensorVariable, shape (F, C, kd, kh, kw)
+    input_shape : tuple, optional
+        Accepted and ignored (shapes are inferred).
+    filter_shape : tuple, optional
+        Needed with a string ``border_mode`` when ``filters`` has no static
+        shape.
+    border_mode : 'valid', 'full', 'half', int or tuple of three ints
+    subsample : tuple of three ints
+        Strides.
+    filter_flip : bool
+        True convolves, False correlates.
+    filter_dilation : tuple of three ints
+
+    Returns
+    -------
+    TensorVariable, shape (N, F, D', H', W')
     """
     if isinstance(border_mode, str) and filter_shape is None:
         filter_shape = (None, None) + pt.as_tensor_variable(filters).type.shape[2:]

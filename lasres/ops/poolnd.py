@@ -39,7 +39,18 @@ def pool1d(input: Any, ws: Any = 2, stride: Any = None, pad: Any = 0, mode: str 
            ignore_border: bool = True) -> TensorVariable:
     """Pooling over the last axis of a 3-d ``(N, C, L)`` input.
 
-    Parameters are those of :func:`lasres.ops.pool.pool2d` for one axis.
+    Parameters
+    ----------
+    input : TensorVariable, shape (N, C, L)
+    ws, stride, pad : int
+        Window size, stride (defaults to ``ws``) and padding, as for
+        :func:`lasres.ops.pool.pool2d` along one axis.
+    mode : {'max', 'sum', 'average_inc_pad', 'average_exc_pad'}
+    ignore_border : bool
+
+    Returns
+    -------
+    TensorVariable, shape (N, C, L')
     """
     (ws,) = _triple(ws, "ws", 1)
     (stride,) = _triple(ws if stride is None else stride, "stride", 1)
