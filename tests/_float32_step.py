@@ -1,5 +1,6 @@
-"""Run the legacy training step three times on a randomised bottleneck net and
-print the three losses as JSON: ``python _float32_step.py N SEED``.
+"""Run the legacy training step three times on a randomised bottleneck net
+(``python _float32_step.py N SEED``) or on a legacy fixture's net
+(``python _float32_step.py fixture NAME``) and print the three losses as JSON.
 
 Run by ``test_float32_precision.py`` in a fresh process per precision, since
 ``floatX`` is fixed when lasres is imported (``PYTENSOR_FLAGS=floatX=...``).
@@ -65,8 +66,39 @@ def three_losses(n, seed):
     return [float(trainer.train_fn(X, y)[0]) for _ in range(3)]
 
 
+def fixture_losses(name):
+    """The losses of three legacy training steps on the legacy fixture
+    ``name`` (``../shared/fixtures/legacy``): the network, parameters, batch
+    and learning rate with which the real Lasagne measured its own
+    float32-vs-float64 spread (``<name>_tol.json``)."""
+    import pathlib
+
+    import pytensor
+    import pytensor.tensor as T
+
+    from lasres.layers import set_all_param_values
+    from lasres.training import Trainer
+    from lasres.weights import load_pklz
+    from test_legacy_fixtures import seed_network
+
+    shared = os.environ.get("LASRES_SHARED",
+                            pathlib.Path(__file__).resolve().parents[2] / "shared")
+    legacy = pathlib.Path(shared) / "fixtures" / "legacy"
+    with open(legacy / f"{name}.json") as f:
+        cfg = json.load(f)["config"]
+    net, _ = seed_network(cfg["type"], cfg["n"], cfg["k"], T.tensor4("inputs"))
+    set_all_param_values(net, load_pklz(legacy / f"{name}.pklz"))
+    io, train = np.load(legacy / f"{name}_io.npz"), np.load(legacy / f"{name}_train.npz")
+    trainer = Trainer(net, l2=1e-4, momentum=0.9, learning_rate=float(train["lr"]), backend="c")
+    X = io["X"].astype(pytensor.config.floatX)
+    return [float(trainer.train_fn(X, io["y"])[0]) for _ in range(3)]
+
+
 if __name__ == "__main__":
     import pytensor
 
-    n, seed = int(sys.argv[1]), int(sys.argv[2])
-    print(json.dumps({"floatX": pytensor.config.floatX, "losses": three_losses(n, seed)}))
+    if sys.argv[1] == "fixture":
+        losses = fixture_losses(sys.argv[2])
+    else:
+        losses = three_losses(int(sys.argv[1]), int(sys.argv[2]))
+    print(json.dumps({"floatX": pytensor.config.floatX, "losses": losses}))

@@ -8,7 +8,8 @@ import pytensor.tensor as pt
 from pytensor.compile.mode import Mode
 from pytensor.gradient import verify_grad
 
-from lasres.ops import conv as conv_module
+from lasres.ops import conv_numpy
+from lasres.ops._args import normalize_pad
 from lasres.ops import onednn
 from lasres.ops.conv import Conv2d, Conv2dGradInputs, Conv2dGradWeights, conv2d
 
@@ -136,8 +137,8 @@ def test_matches_scipy_convolve_and_correlate():
     x, w = rng.normal(size=(2, 3, 6, 7)), rng.normal(size=(2, 3, 3, 2))
     for flip, fn in ((True, scipy_signal.convolve2d), (False, scipy_signal.correlate2d)):
         for pad, smode in (("valid", "valid"), ("full", "full")):
-            got = conv_module.conv2d_forward_numpy(
-                x, w, None, (1, 1), conv_module._normalize_pad(pad), flip)
+            got = conv_numpy.conv2d_forward_numpy(
+                x, w, None, (1, 1), normalize_pad(pad), flip)
             want = np.array([[sum(fn(x[n, c], w[f, c], mode=smode) for c in range(3))
                               for f in range(2)] for n in range(2)])
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
@@ -156,18 +157,18 @@ def test_numpy_kernels_random_configurations(monkeypatch):
         ph, pw = _ref_pad(pad, kh, kw)
         if h + 2 * ph < kh or wd + 2 * pw < kw:
             continue
-        monkeypatch.setattr(conv_module, "CHUNK_BYTES", int(rng.choice([1, 2000, 1 << 21])))
+        monkeypatch.setattr(conv_numpy, "CHUNK_BYTES", int(rng.choice([1, 2000, 1 << 21])))
         flip = bool(trial % 3)
         x, w = rng.normal(size=(n, c, h, wd)), rng.normal(size=(f, c, kh, kw))
-        kw_args = dict(stride=stride, pad=conv_module._normalize_pad(pad), filter_flip=flip)
-        y = conv_module.conv2d_forward_numpy(x, w, None, **kw_args)
+        kw_args = dict(stride=stride, pad=normalize_pad(pad), filter_flip=flip)
+        y = conv_numpy.conv2d_forward_numpy(x, w, None, **kw_args)
         np.testing.assert_allclose(y, ref_conv(x, w, None, stride, pad, flip), atol=1e-10)
         gz = rng.normal(size=y.shape)
         gx_ref, gw_ref = ref_conv_grads(x, w, gz, stride, pad, flip)
         np.testing.assert_allclose(
-            conv_module.conv2d_grad_inputs_numpy(gz, w, (h, wd), **kw_args), gx_ref, atol=1e-10)
+            conv_numpy.conv2d_grad_inputs_numpy(gz, w, (h, wd), **kw_args), gx_ref, atol=1e-10)
         np.testing.assert_allclose(
-            conv_module.conv2d_grad_weights_numpy(x, gz, (kh, kw), **kw_args), gw_ref, atol=1e-10)
+            conv_numpy.conv2d_grad_weights_numpy(x, gz, (kh, kw), **kw_args), gw_ref, atol=1e-10)
         checked += 1
     assert checked > 80
 
@@ -203,7 +204,7 @@ def test_verify_grad_of_gradient_ops(stride, pad, flip):
     rng = np.random.default_rng(4)
     in_hw, k_hw = (8, 7), (3, 2)
     x, w = rng.normal(size=(2, 2) + in_hw), rng.normal(size=(3, 2) + k_hw)
-    y = conv_module.conv2d_forward_numpy(x, w, None, stride, conv_module._normalize_pad(pad), flip)
+    y = conv_numpy.conv2d_forward_numpy(x, w, None, stride, normalize_pad(pad), flip)
     gz = rng.normal(size=y.shape)
     props = dict(stride=stride, pad=pad, filter_flip=flip)
     verify_grad(lambda g, w: Conv2dGradInputs(**props)(g, w, in_hw), [gz, w], rng=rng,
@@ -321,7 +322,7 @@ def test_errors():
     with pytest.raises(ValueError, match="empty"):
         f(np.zeros((1, 2, 2, 5)), np.zeros((1, 2, 3, 3)))
     with pytest.raises(ValueError, match="bias"):
-        conv_module.conv2d_forward_numpy(np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3)),
+        conv_numpy.conv2d_forward_numpy(np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3)),
                                          np.zeros(2))
     gi = Conv2dGradInputs(stride=2)
     with pytest.raises(ValueError):
@@ -424,20 +425,51 @@ def test_onednn_matches_numpy_kernels_random_configurations(monkeypatch):
                                               Conv2dGradWeights(**props)(xt, gt, (kh, kw))],
                                mode=C_MODE)
         _assert_conv_kernels(fn, "onednn")
-        kw_args = dict(stride=stride, pad=conv_module._normalize_pad(pad), filter_flip=flip)
+        kw_args = dict(stride=stride, pad=normalize_pad(pad), filter_flip=flip)
         x64, w64 = x.astype("float64"), w.astype("float64")
-        y = conv_module.conv2d_forward_numpy(x64, w64, None, **kw_args)
+        y = conv_numpy.conv2d_forward_numpy(x64, w64, None, **kw_args)
         gz = rng.normal(size=y.shape).astype("float32")
-        want = [y, conv_module.conv2d_grad_inputs_numpy(gz.astype("float64"), w64, (h, wd), **kw_args),
-                conv_module.conv2d_grad_weights_numpy(x64, gz.astype("float64"), (kh, kw), **kw_args)]
+        want = [y, conv_numpy.conv2d_grad_inputs_numpy(gz.astype("float64"), w64, (h, wd), **kw_args),
+                conv_numpy.conv2d_grad_weights_numpy(x64, gz.astype("float64"), (kh, kw), **kw_args)]
         for got, ref in zip(fn(x, w, gz), want):
             np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
         checked += 1
     assert checked >= 12
 
 
+def test_onednn_weight_gradient_in_blocks_and_by_gemm(monkeypatch):
+    """The oneDNN weight gradient runs the batch in blocks of images summed in
+    float64 (with a shorter last block), and 1x1 stride-1 convolutions on
+    oneDNN's GEMM implementation: both against the float64 NumPy kernels."""
+    if onednn._library_paths() is None and not _onednn_expected():
+        pytest.skip("no oneDNN wheel for this platform")
+    monkeypatch.setattr(onednn, "_override", "onednn")
+    rng = np.random.default_rng(15)
+    # (n, c, f, h, w, k, stride, pad, flip): 5 blocks of one image; blocks of
+    # two and a last one of one; 1x1 stride 1 (GEMM) unpadded and padded
+    for n, c, f, h, wd, k, stride, pad, flip in [(5, 3, 4, 16, 16, 3, 1, 1, True),
+                                                 (11, 4, 3, 8, 8, 3, 1, "same", False),
+                                                 (3, 5, 6, 12, 12, 1, 1, 0, True),
+                                                 (4, 5, 6, 9, 11, 1, 1, 1, False)]:
+        props = dict(stride=stride, pad=pad, filter_flip=flip)
+        xt, gt = pt.ftensor4("x"), pt.ftensor4("g")
+        fn = pytensor.function([xt, gt], Conv2dGradWeights(**props)(xt, gt, (k, k)), mode=C_MODE)
+        _assert_conv_kernels(fn, "onednn")
+        kw_args = dict(stride=(stride, stride), pad=normalize_pad(pad), filter_flip=flip)
+        x = rng.normal(size=(n, c, h, wd)).astype("float32")
+        y = conv_numpy.conv2d_forward_numpy(x.astype("float64"), np.zeros((f, c, k, k)), None,
+                                            **kw_args)
+        gz = rng.normal(size=y.shape).astype("float32")
+        want = conv_numpy.conv2d_grad_weights_numpy(x.astype("float64"), gz.astype("float64"),
+                                                    (k, k), **kw_args)
+        got = fn(x, gz)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 def test_onednn_primitive_cache_over_many_shapes(monkeypatch):
-    """One compiled node fed more shapes than its cache has slots (4), and back."""
+    """One compiled node fed more shapes than its cache has slots (8, up to
+    three per shape for the weight gradient), and back."""
     if onednn._library_paths() is None and not _onednn_expected():
         pytest.skip("no oneDNN wheel for this platform")
     monkeypatch.setattr(onednn, "_override", "onednn")

@@ -8,7 +8,7 @@ import pytensor.tensor as pt
 from pytensor.compile.mode import Mode
 from pytensor.gradient import verify_grad
 
-from lasres.ops import pool as pool_module
+from lasres.ops import pool_numpy
 from lasres.ops.pool import Pool2d, Pool2dGrad, Pool2dGradGrad, pool2d
 
 C_MODE = Mode(linker="cvm", optimizer="fast_run")
@@ -131,10 +131,10 @@ def test_numpy_kernels_random_configurations():
         x = rng.normal(size=(2, 2) + tuple(int(v) for v in rng.integers(1, 9, size=2)))
         if trial % 5 == 0:
             x = np.round(x)                     # ties
-        y = pool_module.pool2d_forward_numpy(x, ws, st, pad, mode, ib)
+        y = pool_numpy.pool2d_forward_numpy(x, ws, st, pad, mode, ib)
         np.testing.assert_allclose(y, ref_pool(x, ws, st, pad, mode, ib), atol=1e-12)
         gz = rng.normal(size=y.shape)
-        np.testing.assert_allclose(pool_module.pool2d_grad_numpy(x, y, gz, ws, st, pad, mode, ib),
+        np.testing.assert_allclose(pool_numpy.pool2d_grad_numpy(x, y, gz, ws, st, pad, mode, ib),
                                    ref_pool_grad(x, gz, ws, st, pad, mode, ib), atol=1e-12)
 
 
@@ -166,7 +166,7 @@ def test_verify_grad_of_gradient_ops(mode):
     rng = np.random.default_rng(3)
     props = dict(ws=(3, 2), stride=(2, 1), pad=(1, 1), mode=mode, ignore_border=True)
     x = _distinct_values((2, 2, 6, 5), rng)
-    z = pool_module.pool2d_forward_numpy(x, (3, 2), (2, 1), (1, 1), mode, True)
+    z = pool_numpy.pool2d_forward_numpy(x, (3, 2), (2, 1), (1, 1), mode, True)
     gz = rng.normal(size=z.shape)
     if mode == "max":
         verify_grad(lambda g: Pool2dGrad(**props)(x, z, g), [gz], rng=rng, mode=C_MODE)

@@ -21,7 +21,9 @@ import platform
 import sys
 import sysconfig
 import zlib
+from typing import Tuple
 
+from pytensor.graph.basic import Apply
 from pytensor.graph.utils import MethodNotDefined
 from pytensor.link.c.op import COp
 
@@ -52,7 +54,7 @@ def _library_paths():
     return inc, lib
 
 
-def kernels():
+def kernels() -> str:
     """Which convolution kernels the C backend runs: ``'onednn'`` or ``'numpy'``.
 
     Returns
@@ -166,8 +168,22 @@ class OneDNNConvCOp(COp):
         return f"lr_cache_free(&lr_cache_{name});"
 
 
-def shape_pair_c(node, index, var):
-    """C expressions of the ``(h, w)`` held by the shape input ``node.inputs[index]``."""
+def shape_pair_c(node: Apply, index: int, var: str) -> Tuple[str, str]:
+    """C expressions of the ``(h, w)`` held by the shape input ``node.inputs[index]``.
+
+    Parameters
+    ----------
+    node : Apply
+        A gradient op's node.
+    index : int
+        Position of its shape input (a vector or a 4-d shape donor).
+    var : str
+        The C name of that input in the node's ``c_code``.
+
+    Returns
+    -------
+    pair of str
+    """
     if node.inputs[index].ndim == 4:
         return f"PyArray_DIMS({var})[2]", f"PyArray_DIMS({var})[3]"
     get = f"((dtype_{var}*)PyArray_GETPTR1({var}, %d))[0]"

@@ -14,9 +14,14 @@ pooling all receive the gradient, as in Theano) and its JAX implementation.
 Under the JAX backend, :func:`pool3d` needs the input's static shape (the
 reshapes between the two passes turn unknown sizes into traced values).
 """
+from typing import Any
+
 import pytensor.tensor as pt
 
-from .pool import pool2d, pool_output_length
+from pytensor.tensor.variable import TensorVariable
+
+from .pool import pool2d
+from .shape import pool_output_length
 
 __all__ = ["pool1d", "pool3d"]
 
@@ -30,10 +35,22 @@ def _triple(value, name, n):
     return value
 
 
-def pool1d(input, ws=2, stride=None, pad=0, mode="max", ignore_border=True):
+def pool1d(input: Any, ws: Any = 2, stride: Any = None, pad: Any = 0, mode: str = "max",
+           ignore_border: bool = True) -> TensorVariable:
     """Pooling over the last axis of a 3-d ``(N, C, L)`` input.
 
-    Parameters are those of :func:`lasres.ops.pool.pool2d` for one axis.
+    Parameters
+    ----------
+    input : TensorVariable, shape (N, C, L)
+    ws, stride, pad : int
+        Window size, stride (defaults to ``ws``) and padding, as for
+        :func:`lasres.ops.pool.pool2d` along one axis.
+    mode : {'max', 'sum', 'average_inc_pad', 'average_exc_pad'}
+    ignore_border : bool
+
+    Returns
+    -------
+    TensorVariable, shape (N, C, L')
     """
     (ws,) = _triple(ws, "ws", 1)
     (stride,) = _triple(ws if stride is None else stride, "stride", 1)
@@ -46,7 +63,8 @@ def pool1d(input, ws=2, stride=None, pad=0, mode="max", ignore_border=True):
     return pooled[:, :, :, 0]
 
 
-def pool3d(input, ws=(2, 2, 2), stride=None, pad=(0, 0, 0), mode="max", ignore_border=True):
+def pool3d(input: Any, ws: Any = (2, 2, 2), stride: Any = None, pad: Any = (0, 0, 0),
+           mode: str = "max", ignore_border: bool = True) -> TensorVariable:
     """Pooling over the three trailing axes of a 5-d ``(N, C, D, H, W)`` input.
 
     Parameters

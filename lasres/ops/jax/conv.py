@@ -1,22 +1,9 @@
 """JAX implementations of the convolution ops (``jax.lax.conv_general_dilated``)."""
-from pytensor.graph.basic import Constant
 from pytensor.link.jax.dispatch import jax_funcify
 
-from ..conv import Conv2d, Conv2dGradInputs, Conv2dGradWeights, ConvLength, _resolve_pad
-
-
-def _jax_static_shape(op, node):
-    """Return a function mapping the runtime shape argument to a static (h, w)."""
-    shape = node.inputs[2]
-    if shape.ndim == 4:
-        return lambda value: tuple(value.shape[2:])
-    if isinstance(shape, Constant):
-        hw = tuple(int(v) for v in shape.data)
-        return lambda value: hw
-    raise NotImplementedError(
-        f"{op}: the JAX backend needs a static shape; pass a constant (h, w) or a "
-        "4-d tensor of the right shape as the `shape` input")
-
+from .._args import resolve_pad
+from ..conv import Conv2d, Conv2dGradInputs, Conv2dGradWeights
+from .shape import static_shape
 
 
 def _jax_conv(x, w, stride, pad):
@@ -30,7 +17,7 @@ def _jax_funcify_conv2d(op, node=None, **kwargs):
     stride, pad, flip = op.stride, op.pad, op.filter_flip
 
     def conv2d_jax(x, w, *bias):
-        p = _resolve_pad(pad, w.shape[2:])
+        p = resolve_pad(pad, w.shape[2:])
         out = _jax_conv(x, w[:, :, ::-1, ::-1] if flip else w, stride, p)
         if bias:
             out = out + bias[0].reshape(1, -1, 1, 1)
@@ -38,23 +25,16 @@ def _jax_funcify_conv2d(op, node=None, **kwargs):
 
     return conv2d_jax
 
-@jax_funcify.register(ConvLength)
-def _jax_funcify_conv_length(op, node=None, **kwargs):
-    def conv_length_jax(length, kernel):
-        return op.length(length, kernel)
-
-    return conv_length_jax
-
 @jax_funcify.register(Conv2dGradInputs)
 def _jax_funcify_conv2d_grad_inputs(op, node=None, **kwargs):
     import jax
     stride, pad, flip = op.stride, op.pad, op.filter_flip
-    static_hw = _jax_static_shape(op, node)
+    static_hw = static_shape(op, node, 2)
 
     def conv2d_grad_inputs_jax(gz, w, shape):
         h, wd = static_hw(shape)
         f, c, kh, kw = w.shape
-        ph, pw = _resolve_pad(pad, (kh, kw))
+        ph, pw = resolve_pad(pad, (kh, kw))
         oh, ow = gz.shape[2:]
         # remainder of the input not reached by any window (strided convs)
         rh = h + 2 * ph - ((oh - 1) * stride[0] + kh)
@@ -73,11 +53,11 @@ def _jax_funcify_conv2d_grad_inputs(op, node=None, **kwargs):
 def _jax_funcify_conv2d_grad_weights(op, node=None, **kwargs):
     import jax
     stride, pad, flip = op.stride, op.pad, op.filter_flip
-    static_hw = _jax_static_shape(op, node)
+    static_hw = static_shape(op, node, 2)
 
     def conv2d_grad_weights_jax(x, gz, shape):
         kh, kw = static_hw(shape)
-        ph, pw = _resolve_pad(pad, (kh, kw))
+        ph, pw = resolve_pad(pad, (kh, kw))
         h, wd = x.shape[2:]
         oh, ow = gz.shape[2:]
         # batch axis of x/gz is contracted (feature role), channels of x

@@ -2,7 +2,8 @@
 the gradient ops are its VJPs, so XLA sees the transposed convolutions)."""
 from pytensor.link.jax.dispatch import jax_funcify
 
-from ..convnd import ConvNd, ConvNdGradInputs, ConvNdGradWeights, ConvNdLength, _shape_static
+from ..convnd import ConvNd, ConvNdGradInputs, ConvNdGradWeights
+from .shape import static_shape
 
 _SPATIAL = "DHWXYZUV"
 
@@ -23,60 +24,39 @@ def _forward(op):
     return conv
 
 
-def _static_shape(op, node):
-    """A function from the runtime shape input to a static spatial shape."""
-    shape = node.inputs[2]
-    if shape.ndim == op.n + 2:
-        # a shape donor: its array shape is concrete while tracing
-        return lambda value: tuple(value.shape[2:])
-    static = _shape_static(shape, op.n)
-    if any(s is None for s in static):
-        raise NotImplementedError(
-            f"{op}: the JAX backend needs a static shape input (a constant vector or a "
-            "tensor whose trailing axes give it)")
-    return lambda value: static
-
-
 @jax_funcify.register(ConvNd)
 def _jax_funcify_convnd(op, node=None, **kwargs):
     return _forward(op)
 
 
-@jax_funcify.register(ConvNdGradInputs)
-def _jax_funcify_convnd_grad_inputs(op, node=None, **kwargs):
+def _transposed(op, node, wrt_input):
+    """The VJP of the forward convolution with respect to its input
+    (``wrt_input``: inputs ``(gz, w, shape)``) or its filters (``(x, gz, shape)``)."""
     import jax
     import jax.numpy as jnp
 
     conv = _forward(op)
-    spatial = _static_shape(op, node)
+    spatial = static_shape(op, node, op.n)
 
-    def convnd_grad_inputs(gz, w, shape):
-        x0 = jnp.zeros((gz.shape[0], w.shape[1]) + spatial(shape), gz.dtype)
-        _, vjp = jax.vjp(lambda x: conv(x, w), x0)
+    def transposed(a, b, shape):
+        if wrt_input:
+            gz, w = a, b
+            zero = jnp.zeros((gz.shape[0], w.shape[1]) + spatial(shape), gz.dtype)
+            _, vjp = jax.vjp(lambda x: conv(x, w), zero)
+        else:
+            x, gz = a, b
+            zero = jnp.zeros((gz.shape[1], x.shape[1]) + spatial(shape), x.dtype)
+            _, vjp = jax.vjp(lambda w: conv(x, w), zero)
         return vjp(gz)[0]
 
-    return convnd_grad_inputs
+    return transposed
+
+
+@jax_funcify.register(ConvNdGradInputs)
+def _jax_funcify_convnd_grad_inputs(op, node=None, **kwargs):
+    return _transposed(op, node, wrt_input=True)
 
 
 @jax_funcify.register(ConvNdGradWeights)
 def _jax_funcify_convnd_grad_weights(op, node=None, **kwargs):
-    import jax
-    import jax.numpy as jnp
-
-    conv = _forward(op)
-    spatial = _static_shape(op, node)
-
-    def convnd_grad_weights(x, gz, shape):
-        w0 = jnp.zeros((gz.shape[1], x.shape[1]) + spatial(shape), x.dtype)
-        _, vjp = jax.vjp(lambda w: conv(x, w), w0)
-        return vjp(gz)[0]
-
-    return convnd_grad_weights
-
-
-@jax_funcify.register(ConvNdLength)
-def _jax_funcify_convnd_length(op, node=None, **kwargs):
-    def convnd_length(length, kernel):
-        return op.length(length, kernel)
-
-    return convnd_length
+    return _transposed(op, node, wrt_input=False)

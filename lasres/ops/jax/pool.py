@@ -2,11 +2,12 @@
 import numpy as np
 from pytensor.link.jax.dispatch import jax_funcify
 
-from ..pool import Pool2d, Pool2dGrad, Pool2dGradGrad, PoolLength, _Geometry
+from ..pool import Pool2d, Pool2dGrad, Pool2dGradGrad
+from ..pool_numpy import PoolGeometry
 
 
 def _jax_geometry(op, x):
-    return _Geometry(x.shape[2:], op.ws, op.stride, op.pad, op.ignore_border)
+    return PoolGeometry(x.shape[2:], op.ws, op.stride, op.pad, op.ignore_border)
 
 def _jax_pad(x, g, fill):
     import jax
@@ -50,13 +51,6 @@ def _jax_pool(op, x):
     if op.mode.startswith("average"):
         out = out / g.divisor(op.mode, x.dtype)
     return out
-
-@jax_funcify.register(PoolLength)
-def _jax_funcify_pool_length(op, node=None, **kwargs):
-    def pool_length_jax(length):
-        return op.length(length)
-
-    return pool_length_jax
 
 @jax_funcify.register(Pool2d)
 def _jax_funcify_pool2d(op, node=None, **kwargs):
