@@ -7,6 +7,7 @@ from .. import init, nonlinearities
 from ..ops import conv2d
 from ..ops.conv import Conv2dGradInputs, Conv2dGradWeights
 from ..ops.convnd import conv3d, ConvNdGradInputs
+from ..ops import shape
 from ..theano_extensions import conv as _conv1d
 from ..utils import as_tuple
 from .base import Layer
@@ -19,20 +20,22 @@ _int_types = (int, np.integer)
 
 
 def conv_output_length(input_length, filter_size, stride, pad=0):
-    """Output length of a convolution along one axis (None if unknown)."""
+    """Output length of a convolution along one axis (None if unknown).
+
+    Lasagne's function: ``pad`` is an int or ``'valid'``, ``'full'`` or
+    ``'same'``; the arithmetic is the ops' one formula
+    (:func:`lasres.ops.shape.conv_output_length`)."""
     if input_length is None:
         return None
+    if pad == "same":
+        return (input_length + stride - 1) // stride
     if pad == "valid":
-        output_length = input_length - filter_size + 1
+        pad = 0
     elif pad == "full":
-        output_length = input_length + filter_size - 1
-    elif pad == "same":
-        output_length = input_length
-    elif isinstance(pad, int):
-        output_length = input_length + 2 * pad - filter_size + 1
-    else:
+        pad = filter_size - 1
+    elif not isinstance(pad, int):
         raise ValueError(f"Invalid pad: {pad}")
-    return (output_length + stride - 1) // stride
+    return shape.conv_output_length(input_length, filter_size, stride, pad)
 
 
 def conv_input_length(output_length, filter_size, stride, pad=0):

@@ -3,6 +3,7 @@ import pytensor.tensor as pt
 
 from ..ops import pool2d
 from ..ops.poolnd import pool1d, pool3d
+from ..ops import shape
 from ..utils import as_tuple
 from .base import Layer
 
@@ -13,19 +14,13 @@ __all__ = ["pool_output_length", "Pool1DLayer", "MaxPool1DLayer", "Pool2DLayer",
 
 
 def pool_output_length(input_length, pool_size, stride, pad, ignore_border):
-    """Output length of a pooling along one axis (None if unknown)."""
+    """Output length of a pooling along one axis (None if unknown): Theano's
+    rule, the ops' one formula (:func:`lasres.ops.shape.pool_output_length`)."""
     if input_length is None or pool_size is None:
         return None
-    if ignore_border:
-        output_length = input_length + 2 * pad - pool_size + 1
-        output_length = (output_length + stride - 1) // stride
-    else:
+    if not ignore_border:
         assert pad == 0
-        if stride >= pool_size:
-            output_length = (input_length + stride - 1) // stride
-        else:
-            output_length = max(0, (input_length - pool_size + stride - 1) // stride) + 1
-    return output_length
+    return shape.pool_output_length(input_length, pool_size, stride, pad, ignore_border)
 
 
 class Pool2DLayer(Layer):

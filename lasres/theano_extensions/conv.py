@@ -22,6 +22,7 @@ import numpy as np
 import pytensor.tensor as pt
 
 from ..ops import conv2d
+from ..ops.shape import conv_output_length
 
 __all__ = ["conv1d_sc", "conv1d_mc0", "conv1d_mc1", "conv1d_unstrided", "conv1d_sd",
            "conv1d_md"]
@@ -135,7 +136,7 @@ def conv1d_sd(input, filters, image_shape, filter_shape, border_mode="valid", su
     stride = subsample[0]
     _check_stride(filter_length, stride)
     steps = filter_length // stride
-    output_length = (input_length - filter_length + stride) // stride
+    output_length = conv_output_length(input_length, filter_length, stride)
     padded_length = (input_length // filter_length) * filter_length + (steps - 1) * stride
     kept = min(input_length, padded_length)
     b = input.shape[0]
@@ -166,7 +167,7 @@ def conv1d_md(input, filters, image_shape, filter_shape, border_mode="valid", su
     stride = subsample[0]
     _check_stride(filter_length, stride)
     steps = filter_length // stride
-    output_length = (input_length - filter_length + stride) // stride
+    output_length = conv_output_length(input_length, filter_length, stride)
     b = input.shape[0]
     k = filters[:, :, ::-1] if filter_flip else filters
     conved = pt.zeros((b, num_filters, output_length), dtype=input.dtype)
