@@ -47,7 +47,8 @@ from .errors import WeightFileError
 __all__ = ["is_keras_h5", "read_keras_h5", "keras_layer_order", "load_keras_h5",
            "save_keras_h5", "KerasLayerWeights"]
 
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+#: First bytes of an HDF5 file (without a user block).
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 class KerasLayerWeights(object):
@@ -102,7 +103,7 @@ def is_keras_h5(path) -> bool:
     except OSError:
         return False
     import h5py
-    if head != _HDF5_MAGIC and not h5py.is_hdf5(path):
+    if head != HDF5_MAGIC and not h5py.is_hdf5(path):
         return False
     try:
         with h5py.File(path, "r") as f:
