@@ -225,17 +225,12 @@ def preprocessing_for(options):
 
 def _checkpoint_layout(path):
     """The ``layout`` option recorded in a lasres checkpoint, or None."""
-    import json
-    import h5py
+    from .weights import checkpoint_arch
     try:
-        with h5py.File(path, "r") as f:
-            arch = f.attrs.get("arch_json")
-            if arch is None:
-                return None
-            arch = json.loads(arch.decode() if isinstance(arch, bytes) else str(arch))
-            return arch.get("layout") if isinstance(arch, dict) else None
-    except Exception:
-        return None
+        arch = checkpoint_arch(path)
+    except LasresError:
+        return None  # the regular path reports it
+    return (arch or {}).get("layout")
 
 
 def _auto_layout(args):

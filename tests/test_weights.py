@@ -3,6 +3,10 @@ import gzip
 import os
 import pickle
 import pickletools
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -383,3 +387,151 @@ def test_data_reads_pickles_without_the_weights_package():
     tree = ast.parse(open(cifar.__file__).read())
     sources = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert "safepickle" in sources and "weights" not in sources
+
+
+# --- untrusted HDF5 read in a child process (issue 12: libhdf5 hangs) --------
+HANG = Path(__file__).resolve().parent / "fuzz_cases" / "hdf5_hang_bitflip.h5"
+
+
+def _run_bounded(code, timeout=180):
+    """Run ``code`` in a fresh interpreter; a hang fails the test (instead of CI)."""
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=timeout, env=env, cwd=str(repo))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still reading after {timeout} s: the reader hangs")
+    return p, time.monotonic() - t0
+
+
+def _shrink_global_heap_free_space(raw, by=0x400):
+    """The corruption of ``hdf5_hang_bitflip.h5``, made on purpose: the size of the
+    free-space object (index 0) of the first global heap collection (``GCOL``,
+    where h5py keeps variable-length strings) made ``by`` bytes smaller, so that
+    libhdf5 then parses zero bytes as an object of size 0, forever."""
+    b = bytearray(raw)
+    start = b.index(b"GCOL")
+    assert b[start + 4] == 1  # version
+    end = start + int.from_bytes(b[start + 8:start + 16], "little")
+    p = start + 16
+    while p < end:
+        index = int.from_bytes(b[p:p + 2], "little")
+        size = int.from_bytes(b[p + 8:p + 16], "little")
+        if index == 0:
+            assert size > by
+            b[p + 8:p + 16] = (size - by).to_bytes(8, "little")
+            return bytes(b)
+        p += 16 + (size + 7) // 8 * 8
+    raise AssertionError("no free-space object in the global heap")
+
+
+def test_hang_file_is_the_global_heap_corruption(tmp_path):
+    # The kept fuzz case differs from a fresh checkpoint of the same weights in
+    # 'created' and ten flipped bits; the one that hangs is this one.
+    assert HANG.is_file()
+    raw = HANG.read_bytes()
+    gcol = raw.index(b"GCOL")
+    assert int.from_bytes(raw[gcol + 8:gcol + 16], "little") == 4096  # the collection's size
+    free = gcol + 0x268  # the free-space object (index 0), after 8 strings of 'created', ...
+    assert raw[free:free + 2] == b"\x00\x00"
+    size = int.from_bytes(raw[free + 8:free + 16], "little")
+    assert size == 4096 - 0x268 - 0x400  # 0x998 instead of 0xd98: one flipped bit (0x400)
+    fresh = tmp_path / "fresh.h5"
+    save_checkpoint(fresh, load_pklz(FIXTURES / "normal_n1_k1.pklz"), arch={"type": "normal"})
+    assert _shrink_global_heap_free_space(fresh.read_bytes()) != fresh.read_bytes()
+
+
+def test_hdf5_hang_is_one_clean_error_within_seconds(tmp_path):
+    made = tmp_path / "made_hang.h5"
+    save_checkpoint(tmp_path / "good.h5", _values(), arch={"type": "normal"}, epoch=1)
+    made.write_bytes(_shrink_global_heap_free_space((tmp_path / "good.h5").read_bytes()))
+    code = f"""
+import os, sys, time
+import lasres.keras_h5 as K, lasres.weights as W
+from lasres.errors import WeightFileError
+for path in ({str(HANG)!r}, {str(made)!r}):
+    for name in ('load_weights', 'load_checkpoint', 'checkpoint_arch', 'read_keras_h5'):
+        t0 = time.monotonic()
+        try:
+            (getattr(W, name, None) or getattr(K, name))(path)
+            print('LOADED', name)
+        except WeightFileError as e:
+            print('ERR', name, round(time.monotonic() - t0, 1), str(e))
+try:
+    os.waitpid(-1, os.WNOHANG)
+    print('CHILD LEFT')
+except ChildProcessError:
+    print('NO CHILD LEFT')
+"""
+    p, seconds = _run_bounded(code)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.splitlines()
+    assert lines[-1] == "NO CHILD LEFT", p.stdout
+    errors = [l for l in lines if l.startswith("ERR")]
+    assert len(errors) == 8, p.stdout  # 2 files x 4 readers, none loaded
+    hangs = [l for l in errors if "did not finish reading in 5 s: corrupt?" in l]
+    assert len(hangs) == 6, p.stdout  # read_keras_h5: "not a Keras weight file" first
+    assert all(float(l.split()[2]) < 20 for l in hangs), p.stdout
+    assert seconds < 120
+
+
+def test_hdf5_hang_in_the_scripts_is_one_error_line(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "test_model.py"
+    code = (f"import subprocess, sys; p = subprocess.run([sys.executable, {str(script)!r}, "
+            f"'normal', '1', '--weights', {str(HANG)!r}], capture_output=True, text=True); "
+            f"print(p.returncode); print(p.stderr)")
+    p, _ = _run_bounded(code, timeout=300)
+    rc, *err = p.stdout.splitlines()
+    err = [l for l in err if l.strip()]
+    assert rc == "2" and len(err) == 1, p.stdout
+    assert err[0].startswith("error: ") and "did not finish reading" in err[0]
+    assert "Traceback" not in p.stdout
+
+
+def test_normal_checkpoint_loads_identically_through_the_reader_process(tmp_path):
+    kw = _full_checkpoint_kwargs()
+    p = tmp_path / "ckpt.h5"
+    save_checkpoint(p, kw.pop("param_values"), **kw)
+    ck = load_checkpoint(p)
+    _same(ck.param_values, _values())
+    assert all(v.flags.writeable and v.flags.c_contiguous for v in ck.param_values)
+    assert ck.history == kw["history"] and all(isinstance(x, float) for x in
+                                               ck.history["valid_error"])
+    assert ck.epoch == 17 and isinstance(ck.epoch, int) and ck.arch == kw["arch"]
+
+
+def test_run_isolated_turns_hang_crash_and_memory_into_errors():
+    import signal
+    from lasres.isolation import run_isolated
+
+    def crash():
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    def greedy():
+        return np.ones(2 * 1024 ** 3, dtype=np.uint8)  # 2 GiB, past the child's limit
+
+    def forbidden():
+        return {"x": Path("/")}  # not plain data: refused by the parent
+
+    t0 = time.monotonic()
+    with pytest.raises(WeightFileError, match=r"f.h5: HDF5 file did not finish reading in "
+                                              r"1 s: corrupt\?"):
+        run_isolated(time.sleep, 60, path="f.h5", max_bytes=0, timeout=1)
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(WeightFileError, match="crashed the reader .signal SIGSEGV"):
+        run_isolated(crash, path="f.h5", max_bytes=0)
+    with pytest.raises(WeightFileError, match="needed more than"):
+        run_isolated(greedy, path="f.h5", max_bytes=1024 ** 2)
+    with pytest.raises(WeightFileError, match="f.h5: refusing what the reader"):
+        run_isolated(forbidden, path="f.h5", max_bytes=0)
+    with pytest.raises(WeightFileError, match="^inner message$"):
+        run_isolated(lambda: (_ for _ in ()).throw(WeightFileError("inner message")),
+                     path="f.h5", max_bytes=0)
+    big = run_isolated(np.arange, 1000, path="f.h5", max_bytes=8000)
+    np.testing.assert_array_equal(big, np.arange(1000))
+    with pytest.raises(WeightFileError, match="refusing what the reader"):
+        run_isolated(np.zeros, 10 ** 8, np.uint8, path="f.h5", max_bytes=1000)  # over the cap
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # every reader was reaped

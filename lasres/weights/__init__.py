@@ -35,13 +35,13 @@ from ..errors import WeightFileError
 from ..keras_h5 import load_keras_h5, save_keras_h5
 from ..safepickle import ForbiddenPickleError, restricted_load
 from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, MAX_ARRAYS, MAX_EPOCH,
-                         Checkpoint, load_checkpoint, save_checkpoint)
+                         Checkpoint, checkpoint_arch, load_checkpoint, save_checkpoint)
 from .formats import detect_format
 from .pklz import load_pklz, save_pklz, write_portable_pickle
 
 __all__ = [
     "load_pklz", "save_pklz", "load_weights", "load_weights_with_checkpoint",
-    "save_checkpoint", "load_checkpoint", "Checkpoint", "CHECKPOINT_FORMAT",
+    "save_checkpoint", "load_checkpoint", "checkpoint_arch", "Checkpoint", "CHECKPOINT_FORMAT",
     "CHECKPOINT_FORMAT_VERSION", "MAX_ARRAYS", "MAX_EPOCH", "detect_format",
     "restricted_load", "ForbiddenPickleError", "load_keras_h5", "save_keras_h5",
     "write_portable_pickle",

@@ -4,6 +4,7 @@ extra metadata (:func:`save_checkpoint`, written atomically;
 :func:`load_checkpoint`, every declared size and metadata value checked)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -13,10 +14,11 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..errors import WeightFileError
+from ..isolation import run_isolated
 from ..sizecheck import check_h5_attr, check_h5_dataset
 from .formats import HDF5_MAGIC, check_target, check_values, first_line, read_head, weight_budget
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT",
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_arch", "CHECKPOINT_FORMAT",
            "CHECKPOINT_FORMAT_VERSION", "MAX_ARRAYS", "MAX_EPOCH"]
 
 #: Value of the ``lasres_format`` root attribute of a lasres HDF5 checkpoint.
@@ -252,42 +254,14 @@ def save_checkpoint(path, param_values, *, arch=None, param_names=None, pixel_me
                 d.attrs["name"] = k
 
 
-def load_checkpoint(path, *, max_bytes=None, expected_shapes=None) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`.
-
-    Every array's declared shape and type is checked before it is read: the
-    arrays may take at most ``max_bytes`` in all, and the parameters must have
-    ``expected_shapes`` when given. Metadata is validated (types, ranges).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The HDF5 file.
-    max_bytes : int, optional
-        Most bytes all arrays of the file may take (default
-        :data:`lasres.sizecheck.MAX_WEIGHT_BYTES`).
-    expected_shapes : sequence of tuple, optional
-        The shapes the parameter arrays must have (a network's parameters).
-
-    Returns
-    -------
-    Checkpoint
-
-    Raises
-    ------
-    WeightFileError
-        If the file is missing, not HDF5, an HDF5 file without the lasres
-        format attribute (foreign), of a newer format version, corrupt,
-        declares more than ``max_bytes`` or other shapes than
-        ``expected_shapes``, or holds metadata of the wrong type or range.
-    """
+@contextlib.contextmanager
+def _opened_checkpoint(path):
+    """Open ``path`` (in the reader process), check that it is a lasres checkpoint
+    of a supported version and yield ``(file, version)``; any error of h5py or
+    of the file's content inside the block becomes a :class:`WeightFileError`."""
     import h5py
-
-    path = os.fspath(path)
-    head = read_head(path, 8)
-    if not head.startswith(HDF5_MAGIC) and not h5py.is_hdf5(path):
+    if not read_head(path, 8).startswith(HDF5_MAGIC) and not h5py.is_hdf5(path):
         raise WeightFileError(f"{path}: not an HDF5 file (expected a lasres checkpoint)")
-    budget = weight_budget(path, max_bytes)
     try:
         f = h5py.File(path, "r")
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
@@ -304,43 +278,123 @@ def load_checkpoint(path, *, max_bytes=None, expected_shapes=None) -> Checkpoint
             if not 1 <= version <= CHECKPOINT_FORMAT_VERSION:
                 raise WeightFileError(f"{path}: checkpoint format version {version} is not "
                                       f"supported (expected 1..{CHECKPOINT_FORMAT_VERSION})")
-            if "params" not in f:
-                raise WeightFileError(f"{path}: corrupt checkpoint: no 'params' group")
-            values, pnames = _read_arrays(f["params"], path, "params", budget, expected_shapes)
-            ostate = onames = None
-            if "optimizer" in f:
-                ostate, onames = _read_arrays(f["optimizer"], path, "optimizer", budget)
-            pm = None
-            if "pixel_mean" in f:
-                ds = f["pixel_mean"]
-                check_h5_dataset(ds, budget, "dataset pixel_mean", max_ndim=4)
-                pm = np.asarray(ds[()])
-            hist = None
-            if "history" in f:
-                g = f["history"]
-                hist = {}
-                keys = sorted(g.keys())
-                if len(keys) > 1000:
-                    raise WeightFileError(f"{path}: corrupt checkpoint: {len(keys)} history "
-                                          f"curves")
-                for k in keys:
-                    ds = g[k]
-                    check_h5_dataset(ds, budget, f"dataset history/{k}", max_ndim=1)
-                    if ds.shape[0] > MAX_EPOCH:
-                        raise WeightFileError(f"{path}: corrupt checkpoint: history/{k} has "
-                                              f"{ds.shape[0]} entries")
-                    name = _attr_str(check_h5_attr(ds, "name", 4096, path))
-                    hist[name] = [float(x) for x in ds[()]]
-            arch = _json_dict_attr(f, "arch_json", path)
-            extra = _json_dict_attr(f, "extra_json", path)
-            epoch = _int_attr(f, "epoch", path, 0, MAX_EPOCH)
-            created = check_h5_attr(f, "created", 1024, path)
-            created = None if created is None else _attr_str(created)
+            yield f, version
     except WeightFileError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError,
             AttributeError, OverflowError, RecursionError) as exc:
         raise WeightFileError(f"{path}: corrupt checkpoint ({first_line(exc)})") from None
-    return Checkpoint(param_values=values, arch=arch, param_names=pnames, pixel_mean=pm,
-                      epoch=epoch, optimizer_state=ostate, optimizer_state_names=onames,
-                      history=hist, extra=extra, format_version=version, created=created)
+
+
+def _read_checkpoint(path, max_bytes, expected_shapes) -> dict:
+    """The fields of a :class:`Checkpoint` (history curves as float64 arrays);
+    runs in the reader process of :func:`lasres.isolation.run_isolated`."""
+    budget = weight_budget(path, max_bytes)
+    with _opened_checkpoint(path) as (f, version):
+        if "params" not in f:
+            raise WeightFileError(f"{path}: corrupt checkpoint: no 'params' group")
+        values, pnames = _read_arrays(f["params"], path, "params", budget, expected_shapes)
+        ostate = onames = None
+        if "optimizer" in f:
+            ostate, onames = _read_arrays(f["optimizer"], path, "optimizer", budget)
+        pm = None
+        if "pixel_mean" in f:
+            ds = f["pixel_mean"]
+            check_h5_dataset(ds, budget, "dataset pixel_mean", max_ndim=4)
+            pm = np.asarray(ds[()])
+        hist = None
+        if "history" in f:
+            g = f["history"]
+            hist = {}
+            keys = sorted(g.keys())
+            if len(keys) > 1000:
+                raise WeightFileError(f"{path}: corrupt checkpoint: {len(keys)} history "
+                                      f"curves")
+            for k in keys:
+                ds = g[k]
+                check_h5_dataset(ds, budget, f"dataset history/{k}", max_ndim=1)
+                if ds.shape[0] > MAX_EPOCH:
+                    raise WeightFileError(f"{path}: corrupt checkpoint: history/{k} has "
+                                          f"{ds.shape[0]} entries")
+                name = _attr_str(check_h5_attr(ds, "name", 4096, path))
+                hist[name] = np.asarray([float(x) for x in ds[()]], np.float64)
+        arch = _json_dict_attr(f, "arch_json", path)
+        extra = _json_dict_attr(f, "extra_json", path)
+        epoch = _int_attr(f, "epoch", path, 0, MAX_EPOCH)
+        created = check_h5_attr(f, "created", 1024, path)
+        created = None if created is None else _attr_str(created)
+    return dict(param_values=values, arch=arch, param_names=pnames, pixel_mean=pm,
+                epoch=epoch, optimizer_state=ostate, optimizer_state_names=onames,
+                history=hist, extra=extra, format_version=version, created=created)
+
+
+def _read_arch(path):
+    with _opened_checkpoint(path) as (f, _):
+        return _json_dict_attr(f, "arch_json", path)
+
+
+def load_checkpoint(path, *, max_bytes: int | None = None, expected_shapes=None) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Every array's declared shape and type is checked before it is read: the
+    arrays may take at most ``max_bytes`` in all, and the parameters must have
+    ``expected_shapes`` when given. Metadata is validated (types, ranges).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The HDF5 file.
+    max_bytes : int, optional
+        Most bytes all arrays of the file may take (default
+        :data:`lasres.sizecheck.MAX_WEIGHT_BYTES`).
+    expected_shapes : sequence of tuple, optional
+        The shapes the parameter arrays must have (a network's parameters).
+
+    The file is parsed by :func:`lasres.isolation.run_isolated`: in a child
+    process, under a memory limit and a timeout, so that a damaged file on
+    which libhdf5 loops forever or crashes is one :class:`WeightFileError`.
+
+    Returns
+    -------
+    Checkpoint
+
+    Raises
+    ------
+    WeightFileError
+        If the file is missing, not HDF5, an HDF5 file without the lasres
+        format attribute (foreign), of a newer format version, corrupt,
+        declares more than ``max_bytes`` or other shapes than
+        ``expected_shapes``, holds metadata of the wrong type or range, or
+        could not be read within the time and memory allowed.
+    """
+    path = os.fspath(path)
+    read_head(path, 8)
+    limit = weight_budget(path, max_bytes).limit
+    shapes = None if expected_shapes is None else [tuple(s) for s in expected_shapes]
+    fields = run_isolated(_read_checkpoint, path, max_bytes, shapes, path=path,
+                          max_bytes=limit, what="HDF5 checkpoint")
+    if fields["history"] is not None:
+        fields["history"] = {k: v.tolist() for k, v in fields["history"].items()}
+    return Checkpoint(**fields)
+
+
+def checkpoint_arch(path) -> dict | None:
+    """The architecture recorded in a lasres checkpoint, without reading its arrays.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    dict or None
+        The ``arch`` of :func:`save_checkpoint`, None if none was recorded.
+
+    Raises
+    ------
+    WeightFileError
+        As :func:`load_checkpoint`.
+    """
+    path = os.fspath(path)
+    read_head(path, 8)
+    return run_isolated(_read_arch, path, path=path, max_bytes=0, what="HDF5 checkpoint")

@@ -9,6 +9,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import WeightFileError
+from ..isolation import run_isolated
 from ..keras_h5 import HDF5_MAGIC, is_keras_h5
 from ..sizecheck import MAX_WEIGHT_BYTES, ByteBudget
 
@@ -76,7 +77,8 @@ def detect_format(path) -> str:
     Raises
     ------
     WeightFileError
-        If the file is missing or in none of these formats.
+        If the file is missing or in none of these formats, or libhdf5 does
+        not finish inspecting it in time (see :func:`lasres.isolation.run_isolated`).
     """
     head = read_head(path, 8)
     if head.startswith(GZIP_MAGIC):
@@ -89,10 +91,12 @@ def detect_format(path) -> str:
         return "pickle"
     try:  # HDF5 with a user block: signature at 512, 1024, ...
         import h5py
-        if h5py.is_hdf5(os.fspath(path)):
-            return "keras" if is_keras_h5(path) else "hdf5"
-    except Exception:  # pragma: no cover - h5py missing or odd file
-        pass
+        path = os.fspath(path)
+        hdf5 = run_isolated(h5py.is_hdf5, path, path=path, max_bytes=0)
+    except ImportError:  # pragma: no cover - h5py missing
+        hdf5 = False
+    if hdf5:
+        return "keras" if is_keras_h5(path) else "hdf5"
     raise WeightFileError(
         f"{os.fspath(path)}: unknown weight file format (expected gzip'd pickle .pklz, "
         f"pickle, .npz or lasres HDF5 checkpoint)")
