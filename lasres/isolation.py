@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import gc
 import io
 import os
 import pickle
@@ -139,6 +140,9 @@ def _child(func, args, rfd, wfd, limit, mask):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which kills us
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         faulthandler.disable()  # a crash is reported by the parent, in one line
+        # The cyclic collector would walk (and so copy-on-write) every object the
+        # parent has; the reader lives a fraction of a second.
+        gc.disable()
         os.close(rfd)
         if limit is not None:
             import resource
@@ -163,15 +167,19 @@ def _child(func, args, rfd, wfd, limit, mask):
 
 
 def _reap(pid, deadline):
-    """Wait for the child until ``deadline``, then kill it; return its wait status."""
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() >= deadline:
-            os.kill(pid, signal.SIGKILL)
-            return os.waitpid(pid, 0)[1]
-        time.sleep(0.001)
+    """Wait for the child until ``deadline``, then kill it; return its wait status
+    (0 where SIGCHLD is ignored and the system reaped it)."""
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            if time.monotonic() >= deadline:
+                os.kill(pid, signal.SIGKILL)
+                return os.waitpid(pid, 0)[1]
+            time.sleep(0.001)
+    except (ChildProcessError, ProcessLookupError):
+        return 0
 
 
 def run_isolated(func: Callable[..., Any], *args, path, max_bytes: int,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from _datasets import legacy_fixtures_dir
+from _memlimit import run_bounded, shrink_global_heap_free_space
 from lasres.errors import LasresError, WeightFileError
 from lasres.weights import (CHECKPOINT_FORMAT_VERSION, Checkpoint, detect_format,
                             load_checkpoint, load_pklz, load_weights, load_weights_with_checkpoint,
@@ -393,40 +394,6 @@ def test_data_reads_pickles_without_the_weights_package():
 HANG = Path(__file__).resolve().parent / "fuzz_cases" / "hdf5_hang_bitflip.h5"
 
 
-def _run_bounded(code, timeout=180):
-    """Run ``code`` in a fresh interpreter; a hang fails the test (instead of CI)."""
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    t0 = time.monotonic()
-    try:
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           timeout=timeout, env=env, cwd=str(repo))
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"still reading after {timeout} s: the reader hangs")
-    return p, time.monotonic() - t0
-
-
-def _shrink_global_heap_free_space(raw, by=0x400):
-    """The corruption of ``hdf5_hang_bitflip.h5``, made on purpose: the size of the
-    free-space object (index 0) of the first global heap collection (``GCOL``,
-    where h5py keeps variable-length strings) made ``by`` bytes smaller, so that
-    libhdf5 then parses zero bytes as an object of size 0, forever."""
-    b = bytearray(raw)
-    start = b.index(b"GCOL")
-    assert b[start + 4] == 1  # version
-    end = start + int.from_bytes(b[start + 8:start + 16], "little")
-    p = start + 16
-    while p < end:
-        index = int.from_bytes(b[p:p + 2], "little")
-        size = int.from_bytes(b[p + 8:p + 16], "little")
-        if index == 0:
-            assert size > by
-            b[p + 8:p + 16] = (size - by).to_bytes(8, "little")
-            return bytes(b)
-        p += 16 + (size + 7) // 8 * 8
-    raise AssertionError("no free-space object in the global heap")
-
-
 def test_hang_file_is_the_global_heap_corruption(tmp_path):
     # The kept fuzz case differs from a fresh checkpoint of the same weights in
     # 'created' and ten flipped bits; the one that hangs is this one.
@@ -440,13 +407,13 @@ def test_hang_file_is_the_global_heap_corruption(tmp_path):
     assert size == 4096 - 0x268 - 0x400  # 0x998 instead of 0xd98: one flipped bit (0x400)
     fresh = tmp_path / "fresh.h5"
     save_checkpoint(fresh, load_pklz(FIXTURES / "normal_n1_k1.pklz"), arch={"type": "normal"})
-    assert _shrink_global_heap_free_space(fresh.read_bytes()) != fresh.read_bytes()
+    assert shrink_global_heap_free_space(fresh.read_bytes()) != fresh.read_bytes()
 
 
 def test_hdf5_hang_is_one_clean_error_within_seconds(tmp_path):
     made = tmp_path / "made_hang.h5"
     save_checkpoint(tmp_path / "good.h5", _values(), arch={"type": "normal"}, epoch=1)
-    made.write_bytes(_shrink_global_heap_free_space((tmp_path / "good.h5").read_bytes()))
+    made.write_bytes(shrink_global_heap_free_space((tmp_path / "good.h5").read_bytes()))
     code = f"""
 import os, sys, time
 import lasres.keras_h5 as K, lasres.weights as W
@@ -465,7 +432,7 @@ try:
 except ChildProcessError:
     print('NO CHILD LEFT')
 """
-    p, seconds = _run_bounded(code)
+    p, seconds = run_bounded(code)
     assert p.returncode == 0, p.stderr[-3000:]
     lines = p.stdout.splitlines()
     assert lines[-1] == "NO CHILD LEFT", p.stdout
@@ -482,7 +449,7 @@ def test_hdf5_hang_in_the_scripts_is_one_error_line(tmp_path):
     code = (f"import subprocess, sys; p = subprocess.run([sys.executable, {str(script)!r}, "
             f"'normal', '1', '--weights', {str(HANG)!r}], capture_output=True, text=True); "
             f"print(p.returncode); print(p.stderr)")
-    p, _ = _run_bounded(code, timeout=300)
+    p, _ = run_bounded(code, timeout=300)
     rc, *err = p.stdout.splitlines()
     err = [l for l in err if l.strip()]
     assert rc == "2" and len(err) == 1, p.stdout
