@@ -361,6 +361,7 @@ def test_fuzz_weight_readers(sources, tmp_path):
     worker = Worker()
     base = dict(worker.last)
     peak = {"rss": 0, "vm": 0, "children_rss": 0}
+    stopped = collections.Counter()
     n = 0
 
     def run(path, kind, src, mode="weights"):
@@ -368,6 +369,9 @@ def test_fuzz_weight_readers(sources, tmp_path):
         rep = worker.load(path, mode)
         out = rep["outcome"]
         outcomes[out] += 1
+        for what in ("did not finish reading", "crashed the reader", "needed more than"):
+            if what in rep.get("msg", ""):
+                stopped[what] += 1  # the reader process stopped a hang, a crash, a memory hog
         by_kind[kind.split("+")[0]][out] += 1
         if "rss_peak" in rep:
             peak["rss"] = max(peak["rss"], rep["rss_peak"])
@@ -381,11 +385,13 @@ def test_fuzz_weight_readers(sources, tmp_path):
                 worker.close()
                 worker = Worker()
 
-    t0 = time.time()
     try:
+        t0 = time.time()
         for case in CASES:  # the seed corpus: each kept case is read by both readers
             run(str(case), "seed-" + case.stem, "seed")
             run(str(case), "seed-keras-" + case.stem, "seed", "keras")
+        seed_seconds = time.time() - t0
+        t0 = time.time()  # the mutation loop gets its full time
         while time.time() - t0 < seconds:
             n += 1
             src = rng.choice(["pklz", "pklz", "npz", "h5", "h5", "h5", "keras", "keras"])
@@ -408,11 +414,11 @@ def test_fuzz_weight_readers(sources, tmp_path):
         worker.close()
     figures = {
         "seconds": round(time.time() - t0, 1), "seed": seed, "mutants": n,
-        "outcomes": dict(outcomes),
+        "outcomes": dict(outcomes), "stopped_by_the_reader_process": dict(stopped),
         "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
         "byte_cap": CAP, "address_space_limit": base["limit"],
         "vm_after_imports": base["vm_base"], "rss_after_imports": base["rss_peak"],
-        "seed_cases": [c.name for c in CASES],
+        "seed_cases": [c.name for c in CASES], "seed_seconds": round(seed_seconds, 1),
         "peak_rss": peak["rss"], "peak_vm": peak["vm"],
         "peak_rss_over_start_MiB": round((peak["rss"] - base["rss_peak"]) / MiB, 1),
         "peak_rss_of_reader_children_MiB": round(peak["children_rss"] / MiB, 1),
