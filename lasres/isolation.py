@@ -255,7 +255,10 @@ def run_isolated(func: Callable[..., Any], *args, path, max_bytes: int,
     if reply is None or not isinstance(reply, tuple) or len(reply) != 2:
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
-            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else sig
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:
+                name = sig
             raise WeightFileError(f"{path}: reading the {what} crashed the reader (signal "
                                   f"{name}): corrupt?")
         raise WeightFileError(f"{path}: reading the {what} failed (reader exit status "
