@@ -43,11 +43,16 @@ import numpy as np
 
 from ._atomic import atomic_path
 from .errors import WeightFileError
+from .isolation import run_isolated
+from .sizecheck import MAX_WEIGHT_BYTES, ByteBudget, check_h5_attr, check_h5_dataset
 
 __all__ = ["is_keras_h5", "read_keras_h5", "keras_layer_order", "load_keras_h5",
            "save_keras_h5", "KerasLayerWeights"]
 
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+#: Most bytes the ``layer_names`` / ``weight_names`` attributes may declare.
+MAX_NAMES_BYTES = 16 * 1024 ** 2
+#: First bytes of an HDF5 file (without a user block).
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 class KerasLayerWeights(object):
@@ -92,36 +97,106 @@ def _weights_group(f):
     return None
 
 
-def is_keras_h5(path) -> bool:
-    """Whether ``path`` is a Keras 1.x weight file: HDF5 with a root
-    attribute ``layer_names`` whose groups carry ``weight_names``."""
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError:
-        return False
+def _probe(path) -> bool:
+    """Whether ``path`` is a Keras weight file; runs in the reader process."""
     import h5py
-    if head != _HDF5_MAGIC and not h5py.is_hdf5(path):
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head != HDF5_MAGIC and not h5py.is_hdf5(path):
         return False
     try:
         with h5py.File(path, "r") as f:
             top = _weights_group(f)
             if top is None:
                 return False
-            names = _names(top.attrs["layer_names"])
+            names = _names(check_h5_attr(top, "layer_names", MAX_NAMES_BYTES, path))
             return bool(names) and all(n in top and "weight_names" in top[n].attrs
                                        for n in names)
     except Exception:
         return False
 
 
-def read_keras_h5(path) -> list:
-    """The layers of a Keras 1.x weight file, in the file's (``model.layers``) order.
+def is_keras_h5(path) -> bool:
+    """Whether ``path`` is a Keras 1.x weight file: HDF5 with a root
+    attribute ``layer_names`` whose groups carry ``weight_names``.
+
+    The file is inspected in a child process (:func:`lasres.isolation.run_isolated`).
 
     Parameters
     ----------
     path : str or os.PathLike
+
+    Returns
+    -------
+    bool
+        False also for a missing or unreadable file.
+
+    Raises
+    ------
+    WeightFileError
+        If libhdf5 does not finish inspecting the file in time, or crashes on it.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return False
+    return bool(run_isolated(_probe, path, path=path, max_bytes=MAX_NAMES_BYTES))
+
+
+def _read_layers(path, max_bytes) -> list:
+    """``[(name, weight_names, values), ...]`` of a Keras weight file; runs in
+    the reader process."""
+    import h5py
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightFileError(f"{path}: cannot open as HDF5 (truncated or corrupt? {first})"
+                              ) from None
+    budget = ByteBudget(MAX_WEIGHT_BYTES if max_bytes is None else max_bytes, path,
+                        None if max_bytes is not None else "the cap for weight files")
+    layers = []
+    try:
+        with f:
+            top = _weights_group(f)
+            if top is None:
+                raise WeightFileError(f"{path}: HDF5 file is not a Keras weight file (no "
+                                      f"attribute layer_names at its root or in model_weights)")
+            for name in _names(check_h5_attr(top, "layer_names", MAX_NAMES_BYTES, path)):
+                if name not in top or "weight_names" not in top[name].attrs:
+                    raise WeightFileError(f"{path}: corrupt Keras weight file: layer {name} "
+                                          f"listed in layer_names has no group with "
+                                          f"weight_names")
+                g = top[name]
+                wnames = _names(check_h5_attr(g, "weight_names", MAX_NAMES_BYTES, path))
+                values = []
+                for w in wnames:
+                    if w not in g:
+                        raise WeightFileError(f"{path}: corrupt Keras weight file: layer {name} "
+                                              f"lists weight {w} but has no such dataset")
+                    check_h5_dataset(g[w], budget, f"dataset {name}/{w}")
+                    values.append(np.asarray(g[w][()]))
+                layers.append((name, wnames, values))
+    except WeightFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise WeightFileError(f"{path}: corrupt Keras weight file ({type(exc).__name__}"
+                              f"{': ' + first if first else ''})") from None
+    return layers
+
+
+def read_keras_h5(path, max_bytes: int | None = None) -> list:
+    """The layers of a Keras 1.x weight file, in the file's (``model.layers``) order.
+
+    The file is read in a child process (:func:`lasres.isolation.run_isolated`),
+    every dataset's declared size checked before it is read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    max_bytes : int, optional
+        Most bytes the file's arrays may take (default
+        :data:`lasres.sizecheck.MAX_WEIGHT_BYTES`).
 
     Returns
     -------
@@ -131,46 +206,17 @@ def read_keras_h5(path) -> list:
     Raises
     ------
     WeightFileError
-        Missing, not HDF5, truncated or corrupt, or not a Keras weight file.
+        Missing, not HDF5, truncated or corrupt, not a Keras weight file,
+        more than ``max_bytes`` of arrays, or not read within the time and
+        memory allowed.
     """
-    import h5py
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise WeightFileError(f"{path}: weight file not found")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightFileError(f"{path}: cannot open as HDF5 (truncated or corrupt? {first})"
-                              ) from None
-    layers = []
-    try:
-        with f:
-            top = _weights_group(f)
-            if top is None:
-                raise WeightFileError(f"{path}: HDF5 file is not a Keras weight file (no "
-                                      f"attribute layer_names at its root or in model_weights)")
-            for name in _names(top.attrs["layer_names"]):
-                if name not in top or "weight_names" not in top[name].attrs:
-                    raise WeightFileError(f"{path}: corrupt Keras weight file: layer {name} "
-                                          f"listed in layer_names has no group with "
-                                          f"weight_names")
-                g = top[name]
-                wnames = _names(g.attrs["weight_names"])
-                values = []
-                for w in wnames:
-                    if w not in g:
-                        raise WeightFileError(f"{path}: corrupt Keras weight file: layer {name} "
-                                              f"lists weight {w} but has no such dataset")
-                    values.append(np.asarray(g[w][()]))
-                layers.append(KerasLayerWeights(name, wnames, values))
-    except WeightFileError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise WeightFileError(f"{path}: corrupt Keras weight file ({type(exc).__name__}"
-                              f"{': ' + first if first else ''})") from None
-    return layers
+    limit = MAX_WEIGHT_BYTES if max_bytes is None else max_bytes
+    layers = run_isolated(_read_layers, path, max_bytes, path=path, max_bytes=limit,
+                          what="Keras weight file")
+    return [KerasLayerWeights(name, wnames, values) for name, wnames, values in layers]
 
 
 # --------------------------------------------------------------------------

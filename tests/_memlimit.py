@@ -5,11 +5,19 @@ lasres there, then caps the address space (``RLIMIT_AS``) at what the
 process maps after those imports plus ``headroom`` bytes, and runs ``code``.
 A reader that allocates what a crafted file declares then fails with
 MemoryError (reported, not hidden) instead of taking the machine's memory.
+
+``run_bounded(code, timeout)`` runs ``code`` under a wall-clock limit: a
+reader that hangs fails the test instead of stalling CI.
+``shrink_global_heap_free_space(raw)`` makes the corruption on which
+libhdf5 loops forever (``tests/fuzz_cases/hdf5_hang_bitflip.h5``).
 """
 import json
 import os
 import subprocess
 import sys
+import time
+
+import pytest
 
 import lasres
 
@@ -68,3 +76,36 @@ def start_limited(code, headroom, args=(), env=None):
     return subprocess.Popen([sys.executable, "-c", full, str(int(headroom)), *map(str, args)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=e, bufsize=1)
+
+
+def run_bounded(code, timeout=180):
+    """Run ``code`` in a fresh interpreter; a hang fails the test (instead of CI)."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=timeout, env=env, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still reading after {timeout} s: the reader hangs")
+    return p, time.monotonic() - t0
+
+
+def shrink_global_heap_free_space(raw, by=0x400):
+    """The corruption of ``hdf5_hang_bitflip.h5``, made on purpose: the size of the
+    free-space object (index 0) of the first global heap collection (``GCOL``,
+    where h5py keeps variable-length strings) made ``by`` bytes smaller, so that
+    libhdf5 then parses zero bytes as an object of size 0, forever."""
+    b = bytearray(raw)
+    start = b.index(b"GCOL")
+    assert b[start + 4] == 1  # version
+    end = start + int.from_bytes(b[start + 8:start + 16], "little")
+    p = start + 16
+    while p < end:
+        index = int.from_bytes(b[p:p + 2], "little")
+        size = int.from_bytes(b[p + 8:p + 16], "little")
+        if index == 0:
+            assert size > by
+            b[p + 8:p + 16] = (size - by).to_bytes(8, "little")
+            return bytes(b)
+        p += 16 + (size + 7) // 8 * 8
+    raise AssertionError("no free-space object in the global heap")

@@ -2,14 +2,19 @@
 
 A seeded mutation loop, bounded in time, mutates real files: the Lasagne
 ``normal_n1_k1.pklz`` of the shared fixtures (raw gzip bytes and the pickle
-inside it), its ``.npz``, and a lasres HDF5 checkpoint of the same weights
-(raw bytes, and structural edits made with h5py: attributes, dataset shapes
-and types, missing or extra members). Each mutant is loaded by
-:func:`lasres.weights.load_weights` in a worker subprocess whose address
-space is capped (``RLIMIT_AS`` = what it maps after its imports + 768 MiB).
+inside it), its ``.npz``, a lasres HDF5 checkpoint of the same weights and
+the Keras 1.2.2 weight files of ``fixtures/keras`` (raw bytes, and
+structural edits made with h5py: attributes, dataset shapes and types,
+missing or extra members). Each mutant is loaded by
+:func:`lasres.weights.load_weights` (Keras mutants mostly by
+:func:`lasres.keras_h5.read_keras_h5`) in a worker subprocess whose address
+space is capped (``RLIMIT_AS`` = what it maps after its imports + 768 MiB;
+the HDF5 readers fork their own, more tightly capped, reader processes).
 Every load must end in a clean :class:`WeightFileError` or a correct load
 (a list of numeric arrays within the byte cap); any other exception, a
 MemoryError, a crash or a hang fails the test, and the mutant is kept.
+The mutants kept in ``tests/fuzz_cases`` (e.g. the HDF5 file on which
+libhdf5 loops forever) are the seed corpus: every run reads them first.
 
 ``LASRES_FUZZ_SECONDS`` sets the time (default 45 s, for CI);
 ``LASRES_FUZZ_SEED`` the seed (default 12); ``LASRES_FUZZ_REPORT`` a JSON
@@ -20,6 +25,7 @@ import gzip
 import io
 import json
 import os
+import pathlib
 import random
 import re
 import queue
@@ -41,17 +47,22 @@ CAP = 64 * MiB  # max_bytes given to load_weights: 150 times the fixture's array
 PER_FILE_TIMEOUT = 60
 
 WORKER = r"""
-import traceback
+import resource, traceback
 from lasres.errors import WeightFileError
+from lasres.keras_h5 import read_keras_h5
 cap = int(sys.argv[2])
 _report(outcome='ready')
 for line in sys.stdin:
-    path = line.strip()
+    mode, path = line.rstrip('\n').split('\t', 1)
     out = {}
     try:
-        vals = lasres.weights.load_weights(path, max_bytes=cap)
-        ok = isinstance(vals, list) and len(vals) > 0 and all(
-            isinstance(v, np.ndarray) and v.dtype.kind in 'biufc' for v in vals)
+        if mode == 'keras':
+            vals = [v for layer in read_keras_h5(path, max_bytes=cap) for v in layer.values]
+            ok = all(isinstance(v, np.ndarray) and v.dtype.kind in 'biufc' for v in vals)
+        else:
+            vals = lasres.weights.load_weights(path, max_bytes=cap)
+            ok = isinstance(vals, list) and len(vals) > 0 and all(
+                isinstance(v, np.ndarray) and v.dtype.kind in 'biufc' for v in vals)
         out = {'outcome': 'loaded' if ok else 'bad-load',
                'nbytes': int(sum(getattr(v, 'nbytes', 0) for v in vals))}
     except WeightFileError as e:
@@ -60,6 +71,8 @@ for line in sys.stdin:
         out = {'outcome': 'MemoryError', 'tb': traceback.format_exc()[-2000:]}
     except BaseException as e:
         out = {'outcome': 'other', 'type': type(e).__name__, 'tb': traceback.format_exc()[-2000:]}
+    # the readers run in forked children: their peak resident memory counts too
+    out['children_rss_peak'] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     _report(**out)
 """
 
@@ -168,6 +181,38 @@ ATTR_VALUES = [-5, -1, 0, 10 ** 9, 2 ** 62, 3.5, "x", "", "[1, 2]", "{", '{"a": 
                '"s"', np.arange(1000), np.zeros((2, 2)), b"\xff\xfe", True]
 
 
+def _replace_dataset(rng, grp, key):
+    """Replace dataset ``grp[key]`` by one of another form (keeping its attributes);
+    returns the form's name."""
+    old_attrs = dict(grp[key].attrs)
+    del grp[key]
+    form = rng.choice(["huge-chunked", "huge-chunked", "shape", "string", "compound",
+                       "group", "scalar", "vlen", "2d"])
+    if form == "huge-chunked":
+        shape = tuple(rng.choice([200000, 10 ** 6, 2 ** 31]) for _ in range(rng.randint(1, 3)))
+        ds = grp.create_dataset(key, shape=shape, dtype="f4", chunks=(1,) * len(shape))
+    elif form == "shape":
+        ds = grp.create_dataset(key, data=np.zeros(tuple(rng.randint(0, 9) for _ in
+                                                           range(rng.randint(0, 4)))))
+    elif form == "string":
+        ds = grp.create_dataset(key, data=np.array([b"abc", b"de"]))
+    elif form == "compound":
+        ds = grp.create_dataset(key, data=np.zeros(3, dtype=[("a", "f4"), ("b", "i2")]))
+    elif form == "group":
+        grp.create_group(key)
+        return form
+    elif form == "scalar":
+        ds = grp.create_dataset(key, data=np.float32(1.5))
+    elif form == "vlen":
+        dt = h5py.vlen_dtype(np.dtype("f4"))
+        ds = grp.create_dataset(key, shape=(2,), dtype=dt)
+    else:
+        ds = grp.create_dataset(key, data=np.zeros((3, 4)))
+    for k, v in old_attrs.items():
+        ds.attrs[k] = v
+    return form
+
+
 def _h5_edit(rng, f):
     """One structural edit of an open checkpoint; returns its name."""
     kind = rng.choice(["attr", "attr", "dataset", "dataset", "delete", "pixel_mean", "history"])
@@ -186,33 +231,7 @@ def _h5_edit(rng, f):
         else:
             grp = f["history"]
             key = rng.choice(sorted(grp.keys()))
-        old_attrs = dict(grp[key].attrs)
-        del grp[key]
-        form = rng.choice(["huge-chunked", "huge-chunked", "shape", "string", "compound",
-                           "group", "scalar", "vlen", "2d"])
-        if form == "huge-chunked":
-            shape = tuple(rng.choice([200000, 10 ** 6, 2 ** 31]) for _ in range(rng.randint(1, 3)))
-            ds = grp.create_dataset(key, shape=shape, dtype="f4", chunks=(1,) * len(shape))
-        elif form == "shape":
-            ds = grp.create_dataset(key, data=np.zeros(tuple(rng.randint(0, 9) for _ in
-                                                               range(rng.randint(0, 4)))))
-        elif form == "string":
-            ds = grp.create_dataset(key, data=np.array([b"abc", b"de"]))
-        elif form == "compound":
-            ds = grp.create_dataset(key, data=np.zeros(3, dtype=[("a", "f4"), ("b", "i2")]))
-        elif form == "group":
-            grp.create_group(key)
-            return f"h5-{kind}-{form}"
-        elif form == "scalar":
-            ds = grp.create_dataset(key, data=np.float32(1.5))
-        elif form == "vlen":
-            dt = h5py.vlen_dtype(np.dtype("f4"))
-            ds = grp.create_dataset(key, shape=(2,), dtype=dt)
-        else:
-            ds = grp.create_dataset(key, data=np.zeros((3, 4)))
-        for k, v in old_attrs.items():
-            ds.attrs[k] = v
-        return f"h5-{kind}-{form}"
+        return f"h5-{kind}-{_replace_dataset(rng, grp, key)}"
     victim = rng.choice(["params", "optimizer", "pixel_mean", "history", "params/00000",
                          "history/00000"])
     if victim in f:
@@ -220,18 +239,39 @@ def _h5_edit(rng, f):
     return f"h5-delete-{victim.split('/')[0]}"
 
 
-def mutate_h5(rng, raw, path):
+def _keras_edit(rng, f):
+    """One structural edit of an open Keras 1.x weight file; returns its name."""
+    layers = [n for n in f if isinstance(f[n], h5py.Group) and len(f[n].attrs["weight_names"])]
+    layer = f[rng.choice(layers)]
+    kind = rng.choice(["attr", "attr", "dataset", "dataset", "delete"])
+    if kind == "attr":
+        target, name = rng.choice([(f, "layer_names"), (layer, "weight_names")])
+        value = rng.choice(ATTR_VALUES + [np.array([b"x" * 100] * 500),
+                                          np.array([b"missing", b"names"])])
+        target.attrs[name] = value
+        return f"keras-attr-{name}"
+    if kind == "dataset":
+        return "keras-dataset-" + _replace_dataset(rng, layer, rng.choice(sorted(layer.keys())))
+    victim = rng.choice([layer.name, layer.name + "/" + rng.choice(sorted(layer.keys()))])
+    del f[victim]
+    return "keras-delete-" + ("layer" if "/" not in victim.strip("/") else "dataset")
+
+
+def mutate_h5(rng, raw, path, edit=None, prefix="h5"):
+    """A mutant of an HDF5 file: raw byte mutations, or structural edits made
+    with h5py by ``edit`` (default: checkpoint edits), then perhaps raw ones."""
+    edit = edit or _h5_edit
     if rng.random() < 0.4:
         b, kind = mutate_bytes(rng, raw)
-        return b, "h5-raw-" + kind
+        return b, f"{prefix}-raw-" + kind
     with open(path, "wb") as fh:
         fh.write(raw)
     with h5py.File(path, "r+") as f:
-        kind = _h5_edit(rng, f)
+        kind = edit(rng, f)
         if rng.random() < 0.3:
             try:
-                kind += "+" + _h5_edit(rng, f)
-            except (KeyError, ValueError, TypeError):  # the first edit removed its target
+                kind += "+" + edit(rng, f)
+            except (KeyError, ValueError, TypeError, IndexError, OSError):  # target gone
                 pass
     with open(path, "rb") as fh:
         b = fh.read()
@@ -269,9 +309,9 @@ class Worker:
             if line.startswith("@@"):
                 return json.loads(line[2:])
 
-    def load(self, path):
+    def load(self, path, mode="weights"):
         try:
-            self.proc.stdin.write(path + "\n")
+            self.proc.stdin.write(f"{mode}\t{path}\n")
             self.proc.stdin.flush()
         except BrokenPipeError:
             return {"outcome": "crash", "rc": self.proc.wait()}
@@ -286,8 +326,12 @@ class Worker:
         self.proc.wait()
 
 
+#: Mutants kept because they once broke a reader: the seed corpus, loaded first in every run.
+CASES = sorted((pathlib.Path(__file__).resolve().parent / "fuzz_cases").iterdir())
+
+
 @pytest.fixture(scope="module")
-def sources(tmp_path_factory, legacy_dir):
+def sources(tmp_path_factory, legacy_dir, shared_dir):
     d = tmp_path_factory.mktemp("fuzz-src")
     pklz = (legacy_dir / "normal_n1_k1.pklz").read_bytes()
     npz = (legacy_dir / "normal_n1_k1.npz").read_bytes()
@@ -299,7 +343,10 @@ def sources(tmp_path_factory, legacy_dir):
                     optimizer_state=[np.zeros_like(v) for v in values[:5]],
                     history={"train_loss": [2.1, 1.9, 1.7], "val_acc": [0.2, 0.3, 0.4]},
                     extra={"completed": True, "seed": 1})
-    return {"pklz": pklz, "pickle": gzip.decompress(pklz), "npz": npz, "h5": h5.read_bytes()}
+    keras = shared_dir / "fixtures" / "keras"
+    return {"pklz": pklz, "pickle": gzip.decompress(pklz), "npz": npz, "h5": h5.read_bytes(),
+            "keras": (keras / "ror_wrn_N1_k1.h5").read_bytes(),
+            "keras-big": (keras / "ror_N1.h5").read_bytes()}
 
 
 def test_fuzz_weight_readers(sources, tmp_path):
@@ -313,48 +360,68 @@ def test_fuzz_weight_readers(sources, tmp_path):
     failures = []
     worker = Worker()
     base = dict(worker.last)
-    peak_rss = peak_vm = 0
+    peak = {"rss": 0, "vm": 0, "children_rss": 0}
+    stopped = collections.Counter()
     n = 0
-    t0 = time.time()
+
+    def run(path, kind, src, mode="weights"):
+        nonlocal worker
+        rep = worker.load(path, mode)
+        out = rep["outcome"]
+        outcomes[out] += 1
+        for what in ("did not finish reading", "crashed the reader", "needed more than"):
+            if what in rep.get("msg", ""):
+                stopped[what] += 1  # the reader process stopped a hang, a crash, a memory hog
+        by_kind[kind.split("+")[0]][out] += 1
+        if "rss_peak" in rep:
+            peak["rss"] = max(peak["rss"], rep["rss_peak"])
+            peak["vm"] = max(peak["vm"], rep["vm_peak"])
+            peak["children_rss"] = max(peak["children_rss"], rep["children_rss_peak"])
+        if out not in ("WeightFileError", "loaded") or (out == "loaded" and rep["nbytes"] > CAP):
+            kept = keep / f"{n:05d}-{kind.replace('/', '_')}.{src}"
+            shutil.copy(path, kept)
+            failures.append((str(kept), kind, rep))
+            if out in ("crash", "hang"):
+                worker.close()
+                worker = Worker()
+
     try:
+        t0 = time.time()
+        for case in CASES:  # the seed corpus: each kept case is read by both readers
+            run(str(case), "seed-" + case.stem, "seed")
+            run(str(case), "seed-keras-" + case.stem, "seed", "keras")
+        seed_seconds = time.time() - t0
+        t0 = time.time()  # the mutation loop gets its full time
         while time.time() - t0 < seconds:
             n += 1
-            src = rng.choice(["pklz", "pklz", "npz", "h5", "h5", "h5"])
+            src = rng.choice(["pklz", "pklz", "npz", "h5", "h5", "h5", "keras", "keras"])
             path = str(tmp_path / f"mutant.{src}")
+            mode = "weights"
             if src == "pklz":
                 data, kind = mutate_pklz(rng, sources["pklz"], sources["pickle"])
             elif src == "npz":
                 data, kind = mutate_npz(rng, sources["npz"])
-            else:
+            elif src == "h5":
                 data, kind = mutate_h5(rng, sources["h5"], path)
+            else:
+                raw = sources["keras-big" if rng.random() < 0.1 else "keras"]
+                data, kind = mutate_h5(rng, raw, path, _keras_edit, "keras")
+                mode = rng.choice(["keras", "keras", "weights"])  # the reader, or detection
             with open(path, "wb") as fh:
                 fh.write(data)
-            rep = worker.load(path)
-            out = rep["outcome"]
-            outcomes[out] += 1
-            by_kind[kind.split("+")[0]][out] += 1
-            if "rss_peak" in rep:
-                peak_rss = max(peak_rss, rep["rss_peak"])
-                peak_vm = max(peak_vm, rep["vm_peak"])
-            bad = out not in ("WeightFileError", "loaded") or \
-                (out == "loaded" and rep["nbytes"] > CAP)
-            if bad:
-                kept = keep / f"{n:05d}-{kind.replace('/', '_')}.{src}"
-                shutil.copy(path, kept)
-                failures.append((str(kept), kind, rep))
-                if out in ("crash", "hang"):
-                    worker.close()
-                    worker = Worker()
+            run(path, kind, src, mode)
     finally:
         worker.close()
     figures = {
         "seconds": round(time.time() - t0, 1), "seed": seed, "mutants": n,
-        "outcomes": dict(outcomes),
+        "outcomes": dict(outcomes), "stopped_by_the_reader_process": dict(stopped),
         "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
         "byte_cap": CAP, "address_space_limit": base["limit"],
         "vm_after_imports": base["vm_base"], "rss_after_imports": base["rss_peak"],
-        "peak_rss": peak_rss, "peak_vm": peak_vm,
-        "peak_rss_over_start_MiB": round((peak_rss - base["rss_peak"]) / MiB, 1),
+        "seed_cases": [c.name for c in CASES], "seed_seconds": round(seed_seconds, 1),
+        "peak_rss": peak["rss"], "peak_vm": peak["vm"],
+        "peak_rss_over_start_MiB": round((peak["rss"] - base["rss_peak"]) / MiB, 1),
+        "peak_rss_of_reader_children_MiB": round(peak["children_rss"] / MiB, 1),
         "failures": failures[:20],
     }
     print("\nfuzz figures: " + json.dumps(figures, indent=1))

@@ -769,3 +769,35 @@ def test_tf_dense_rows_follow_keras_flatten():
     assert np.allclose(F.transpose(1, 2, 0).ravel() @ Wk, F.ravel() @ Wl)
     assert np.array_equal(_to_keras("dense", dense, [Wl, b], "tf", True)[0], Wk)
     assert _dense_tf_rows(DenseLayer(FlattenLayer(InputLayer((None, 3, 1, 1))), 5)) is None
+
+
+def test_keras_file_that_hangs_libhdf5_is_one_error(keras_dir, tmp_path):
+    # A Keras weight file whose weight_names attribute is a variable-length
+    # string (kept in the global heap), the heap damaged as in
+    # tests/fuzz_cases/hdf5_hang_bitflip.h5: libhdf5 would loop forever.
+    import h5py
+    from _memlimit import run_bounded, shrink_global_heap_free_space
+    good = tmp_path / "vlen.h5"
+    good.write_bytes((keras_dir / "ror_wrn_N1_k1.h5").read_bytes())
+    with h5py.File(good, "r+") as f:
+        name = next(n for n in f if len(f[n].attrs["weight_names"]))
+        f[name].attrs["weight_names"] = f"{name}_W"  # a str: variable length, in the heap
+    bad = tmp_path / "hang.h5"
+    bad.write_bytes(shrink_global_heap_free_space(good.read_bytes()))
+    code = f"""
+from lasres.errors import WeightFileError
+from lasres.keras_h5 import read_keras_h5
+from lasres.weights import detect_format
+print(detect_format({str(bad)!r}))
+try:
+    read_keras_h5({str(bad)!r})
+    print('LOADED')
+except WeightFileError as e:
+    print('ERR', e)
+"""
+    p, seconds = run_bounded(code, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    fmt, result = p.stdout.splitlines()[-2:]
+    assert fmt == "keras" and result.startswith("ERR "), p.stdout
+    assert "Keras weight file did not finish reading in 5 s: corrupt?" in result
+    assert seconds < 60

@@ -158,9 +158,9 @@ def test_numpy_array_state_must_match_its_data(tmp_path):
     good = tmp_path / "good.pkl"
     with open(good, "wb") as f:
         import io
-        from lasres.weights import _portable_dumps
+        from lasres.weights import write_portable_pickle
         buf = io.BytesIO()
-        _portable_dumps([np.arange(4, dtype=np.float32)], buf)
+        write_portable_pickle([np.arange(4, dtype=np.float32)], buf)
         f.write(buf.getvalue())
     assert np.array_equal(load_pklz(good)[0], np.arange(4, dtype=np.float32))
     raw = good.read_bytes().replace(b"K\x04\x85", b"J\x00\x00\x00\x10\x85", 1)

@@ -3,15 +3,20 @@ import gzip
 import os
 import pickle
 import pickletools
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from _datasets import legacy_fixtures_dir
+from _memlimit import run_bounded, shrink_global_heap_free_space
 from lasres.errors import LasresError, WeightFileError
 from lasres.weights import (CHECKPOINT_FORMAT_VERSION, Checkpoint, detect_format,
-                            load_checkpoint, load_pklz, load_weights, save_checkpoint,
-                            save_pklz)
+                            load_checkpoint, load_pklz, load_weights, load_weights_with_checkpoint,
+                            save_checkpoint, save_pklz)
 
 FIXTURES = legacy_fixtures_dir()
 PKLZ = sorted(FIXTURES.glob("*.pklz"))
@@ -264,7 +269,7 @@ def test_checkpoint_roundtrip(tmp_path):
     assert ck.optimizer_state_names == kw["optimizer_state_names"]
     np.testing.assert_array_equal(ck.pixel_mean, kw["pixel_mean"])
     assert ck.format_version == CHECKPOINT_FORMAT_VERSION and ck.created
-    values, ck2 = load_weights(p, with_checkpoint=True)
+    values, ck2 = load_weights_with_checkpoint(p)
     _same(values, ck.param_values)
     assert ck2.arch == kw["arch"]
     assert detect_format(p) == "hdf5"
@@ -279,7 +284,7 @@ def test_checkpoint_minimal_and_legacy_values(tmp_path):
     _same(ck.param_values, legacy)
     assert ck.arch is None and ck.param_names is None and ck.pixel_mean is None
     assert ck.epoch is None and ck.optimizer_state is None and ck.history is None
-    _, none = load_weights(FIXTURES / "wide_n1_k2.pklz", with_checkpoint=True)
+    _, none = load_weights_with_checkpoint(FIXTURES / "wide_n1_k2.pklz")
     assert none is None
 
 
@@ -316,7 +321,7 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
 
 def test_interrupted_pklz_save_keeps_previous(tmp_path, monkeypatch):
-    import lasres.weights as W
+    import lasres.weights.pklz as W
     p = tmp_path / "w.pklz"
     save_pklz(p, [np.ones(3)])
 
@@ -361,3 +366,139 @@ def test_future_version_and_corrupt_hdf5(tmp_path):
     q.write_bytes(gzip.compress(b"hello"))
     with pytest.raises(WeightFileError, match="not an HDF5"):
         load_checkpoint(q)
+
+
+def test_with_checkpoint_flag_is_a_deprecated_alias(tmp_path):
+    p = tmp_path / "ckpt.h5"
+    save_checkpoint(p, _values(), epoch=4)
+    assert isinstance(load_weights(p), list)  # one return type without the flag
+    with pytest.warns(DeprecationWarning, match="load_weights_with_checkpoint"):
+        values, ck = load_weights(p, with_checkpoint=True)
+    _same(values, _values())
+    assert isinstance(ck, Checkpoint) and ck.epoch == 4
+    with pytest.warns(DeprecationWarning):
+        _, none = load_weights(FIXTURES / "wide_n1_k2.pklz", with_checkpoint=True)
+    assert none is None
+
+
+def test_data_reads_pickles_without_the_weights_package():
+    # lasres.data depends on the restricted unpickler, not on lasres.weights
+    import ast
+    import lasres.data.cifar as cifar
+    tree = ast.parse(open(cifar.__file__).read())
+    sources = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "safepickle" in sources and "weights" not in sources
+
+
+# --- untrusted HDF5 read in a child process (issue 12: libhdf5 hangs) --------
+HANG = Path(__file__).resolve().parent / "fuzz_cases" / "hdf5_hang_bitflip.h5"
+
+
+def test_hang_file_is_the_global_heap_corruption(tmp_path):
+    # The kept fuzz case differs from a fresh checkpoint of the same weights in
+    # 'created' and ten flipped bits; the one that hangs is this one.
+    assert HANG.is_file()
+    raw = HANG.read_bytes()
+    gcol = raw.index(b"GCOL")
+    assert int.from_bytes(raw[gcol + 8:gcol + 16], "little") == 4096  # the collection's size
+    free = gcol + 0x268  # the free-space object (index 0), after 8 strings of 'created', ...
+    assert raw[free:free + 2] == b"\x00\x00"
+    size = int.from_bytes(raw[free + 8:free + 16], "little")
+    assert size == 4096 - 0x268 - 0x400  # 0x998 instead of 0xd98: one flipped bit (0x400)
+    fresh = tmp_path / "fresh.h5"
+    save_checkpoint(fresh, load_pklz(FIXTURES / "normal_n1_k1.pklz"), arch={"type": "normal"})
+    assert shrink_global_heap_free_space(fresh.read_bytes()) != fresh.read_bytes()
+
+
+def test_hdf5_hang_is_one_clean_error_within_seconds(tmp_path):
+    made = tmp_path / "made_hang.h5"
+    save_checkpoint(tmp_path / "good.h5", _values(), arch={"type": "normal"}, epoch=1)
+    made.write_bytes(shrink_global_heap_free_space((tmp_path / "good.h5").read_bytes()))
+    code = f"""
+import os, sys, time
+import lasres.keras_h5 as K, lasres.weights as W
+from lasres.errors import WeightFileError
+for path in ({str(HANG)!r}, {str(made)!r}):
+    for name in ('load_weights', 'load_checkpoint', 'checkpoint_arch', 'read_keras_h5'):
+        t0 = time.monotonic()
+        try:
+            (getattr(W, name, None) or getattr(K, name))(path)
+            print('LOADED', name)
+        except WeightFileError as e:
+            print('ERR', name, round(time.monotonic() - t0, 1), str(e))
+try:
+    os.waitpid(-1, os.WNOHANG)
+    print('CHILD LEFT')
+except ChildProcessError:
+    print('NO CHILD LEFT')
+"""
+    p, seconds = run_bounded(code)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.splitlines()
+    assert lines[-1] == "NO CHILD LEFT", p.stdout
+    errors = [l for l in lines if l.startswith("ERR")]
+    assert len(errors) == 8, p.stdout  # 2 files x 4 readers, none loaded
+    hangs = [l for l in errors if "did not finish reading in 5 s: corrupt?" in l]
+    assert len(hangs) == 6, p.stdout  # read_keras_h5: "not a Keras weight file" first
+    assert all(float(l.split()[2]) < 20 for l in hangs), p.stdout
+    assert seconds < 120
+
+
+def test_hdf5_hang_in_the_scripts_is_one_error_line(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "test_model.py"
+    code = (f"import subprocess, sys; p = subprocess.run([sys.executable, {str(script)!r}, "
+            f"'normal', '1', '--weights', {str(HANG)!r}], capture_output=True, text=True); "
+            f"print(p.returncode); print(p.stderr)")
+    p, _ = run_bounded(code, timeout=300)
+    rc, *err = p.stdout.splitlines()
+    err = [l for l in err if l.strip()]
+    assert rc == "2" and len(err) == 1, p.stdout
+    assert err[0].startswith("error: ") and "did not finish reading" in err[0]
+    assert "Traceback" not in p.stdout
+
+
+def test_normal_checkpoint_loads_identically_through_the_reader_process(tmp_path):
+    kw = _full_checkpoint_kwargs()
+    p = tmp_path / "ckpt.h5"
+    save_checkpoint(p, kw.pop("param_values"), **kw)
+    ck = load_checkpoint(p)
+    _same(ck.param_values, _values())
+    assert all(v.flags.writeable and v.flags.c_contiguous for v in ck.param_values)
+    assert ck.history == kw["history"] and all(isinstance(x, float) for x in
+                                               ck.history["valid_error"])
+    assert ck.epoch == 17 and isinstance(ck.epoch, int) and ck.arch == kw["arch"]
+
+
+def test_run_isolated_turns_hang_crash_and_memory_into_errors():
+    import signal
+    from lasres.isolation import run_isolated
+
+    def crash():
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    def greedy():
+        return np.ones(2 * 1024 ** 3, dtype=np.uint8)  # 2 GiB, past the child's limit
+
+    def forbidden():
+        return {"x": Path("/")}  # not plain data: refused by the parent
+
+    t0 = time.monotonic()
+    with pytest.raises(WeightFileError, match=r"f.h5: HDF5 file did not finish reading in "
+                                              r"1 s: corrupt\?"):
+        run_isolated(time.sleep, 60, path="f.h5", max_bytes=0, timeout=1)
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(WeightFileError, match="crashed the reader .signal SIGSEGV"):
+        run_isolated(crash, path="f.h5", max_bytes=0)
+    with pytest.raises(WeightFileError, match="needed more than"):
+        run_isolated(greedy, path="f.h5", max_bytes=1024 ** 2)
+    with pytest.raises(WeightFileError, match="f.h5: refusing what the reader"):
+        run_isolated(forbidden, path="f.h5", max_bytes=0)
+    with pytest.raises(WeightFileError, match="^inner message$"):
+        run_isolated(lambda: (_ for _ in ()).throw(WeightFileError("inner message")),
+                     path="f.h5", max_bytes=0)
+    big = run_isolated(np.arange, 1000, path="f.h5", max_bytes=8000)
+    np.testing.assert_array_equal(big, np.arange(1000))
+    with pytest.raises(WeightFileError, match="refusing what the reader"):
+        run_isolated(np.zeros, 10 ** 8, np.uint8, path="f.h5", max_bytes=1000)  # over the cap
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # every reader was reaped

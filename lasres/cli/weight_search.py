@@ -1,6 +1,5 @@
 """Where a front end finds its weights and pixel mean, and how it loads them
 into a network."""
-import json
 import os
 from typing import Optional, Tuple
 
@@ -67,13 +66,13 @@ def load_network_weights(network, path, arch: Optional[dict] = None):
     """
     from ..layers import get_all_params, set_all_param_values
     from ..sizecheck import network_budget
-    from ..weights import detect_format, load_weights
+    from ..weights import detect_format, load_weights_with_checkpoint
     params = get_all_params(network)
     shapes = [p.get_value(borrow=True).shape for p in params]
     limit, reason = network_budget([(sh, p.dtype) for sh, p in zip(shapes, params)])
     expected = shapes if detect_format(path) == "hdf5" else None
-    values, ckpt = load_weights(path, with_checkpoint=True, network=network, max_bytes=limit,
-                                expected_shapes=expected)
+    values, ckpt = load_weights_with_checkpoint(path, network=network, max_bytes=limit,
+                                               expected_shapes=expected)
     if ckpt is not None and ckpt.arch and arch:
         keys = ("type", "depth", "width", "dataset")
         theirs = {k: ckpt.arch.get(k) for k in keys}
@@ -91,17 +90,14 @@ def load_network_weights(network, path, arch: Optional[dict] = None):
 
 
 def checkpoint_layout(path) -> Optional[str]:
-    """The ``layout`` option recorded in a lasres checkpoint, or None."""
-    import h5py
+    """The ``layout`` option recorded in a lasres checkpoint, or None (the
+    file is read by the isolated reader: a damaged file cannot hang here)."""
+    from ..weights import checkpoint_arch
     try:
-        with h5py.File(path, "r") as f:
-            arch = f.attrs.get("arch_json")
-            if arch is None:
-                return None
-            arch = json.loads(arch.decode() if isinstance(arch, bytes) else str(arch))
-            return arch.get("layout") if isinstance(arch, dict) else None
-    except Exception:
-        return None
+        arch = checkpoint_arch(path)
+    except LasresError:
+        return None  # the regular load reports it
+    return (arch or {}).get("layout")
 
 
 def auto_layout(args) -> None:

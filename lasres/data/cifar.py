@@ -12,7 +12,7 @@ The readers accept the official distribution layouts:
 * ``cifar-100-python/`` -- ``train``, ``test``, ``meta`` (keys
   ``fine_labels`` / ``coarse_labels``).
 
-Pickles are read with the restricted unpickler of :mod:`lasres.weights`,
+Pickles are read with the restricted unpickler of :mod:`lasres.safepickle`,
 which builds nothing but NumPy arrays and builtin containers.
 
 The legacy pipeline of the seed's ``utils.py`` (``load_pickle_data_cv`` and
@@ -44,7 +44,7 @@ import numpy as np
 from .._atomic import atomic_path
 from ..errors import DataError, LasresError
 from ..sizecheck import MAX_DATA_BYTES, format_bytes
-from ..weights import ForbiddenPickleError, restricted_load
+from ..safepickle import ForbiddenPickleError, restricted_load
 
 __all__ = [
     "CIFAR10_CLASSES", "DatasetSplits", "load_cifar10", "load_cifar100",
