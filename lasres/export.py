@@ -191,7 +191,7 @@ def _conv(ctx, layer, x, base):
         scale = gamma * inv_std
         W = W * scale[:, None, None, None]
         b = ((0.0 if b is None else b) - mean) * scale + beta
-    pad = layer._int_pad()
+    pad = layer.explicit_pad()
     inputs = [x, g.const(W, base + ".W")]
     untied = b is not None and layer.untie_biases
     if b is not None and not untied:
@@ -409,7 +409,7 @@ def _scale(ctx, layer, x, base):
 
 def _pad(ctx, layer, x, base):
     ndim = len(ctx.shapes[layer])
-    widths = layer._widths(ndim)
+    widths = layer.pad_widths(ndim)
     before = [0] * layer.batch_ndim + [lo for lo, _ in widths]
     after = [0] * layer.batch_ndim + [hi for _, hi in widths]
     g = ctx.g
@@ -518,7 +518,7 @@ def _converters():
         (L.ScaleLayer, _scale, ("get_output_for",)),
         (L.DropoutLayer, _identity, ("get_output_for",)),
         (L.GaussianNoiseLayer, _identity, ("get_output_for",)),
-        (L.PadLayer, _pad, ("get_output_for", "_widths")),
+        (L.PadLayer, _pad, ("get_output_for", "pad_widths")),
         (L.SliceLayer, _slice, ("get_output_for",)),
         (L.FlattenLayer, _flatten, ("get_output_for",)),
         (L.ReshapeLayer, _reshape, ("get_output_for",)),

@@ -208,7 +208,9 @@ class Conv2DLayer(BaseConvLayer):
                          nonlinearity, flip_filters, n=2, **kwargs)
         self.convolution = convolution
 
-    def _int_pad(self):
+    def explicit_pad(self):
+        """The padding as one int per spatial axis ('same' and 'full'
+        resolved as Lasagne's convolution applies them)."""
         if self.pad == "same":
             return tuple(f // 2 for f in self.filter_size)
         if self.pad == "full":
@@ -224,10 +226,10 @@ class Conv2DLayer(BaseConvLayer):
                                     filter_flip=self.flip_filters, **extra)
         if self.num_groups > 1:
             return self._grouped(lambda x, w: conv2d(x, w, stride=self.stride,
-                                                     pad=self._int_pad(),
+                                                     pad=self.explicit_pad(),
                                                      filter_flip=self.flip_filters),
                                  input, self.W)
-        return conv2d(input, self.W, bias=bias, stride=self.stride, pad=self._int_pad(),
+        return conv2d(input, self.W, bias=bias, stride=self.stride, pad=self.explicit_pad(),
                       filter_flip=self.flip_filters)
 
     def get_output_for(self, input, **kwargs):

@@ -172,7 +172,8 @@ class PadLayer(Layer):
         self.val = val
         self.batch_ndim = batch_ndim
 
-    def _widths(self, ndim):
+    def pad_widths(self, ndim):
+        """``(before, after)`` padding of each padded axis of an ``ndim``-d input."""
         n = ndim - self.batch_ndim
         if isinstance(self.width, int):
             widths = [(self.width, self.width)] * n
@@ -182,14 +183,14 @@ class PadLayer(Layer):
 
     def get_output_shape_for(self, input_shape):
         output_shape = list(input_shape)
-        for k, (lo, hi) in enumerate(self._widths(len(input_shape))):
+        for k, (lo, hi) in enumerate(self.pad_widths(len(input_shape))):
             d = self.batch_ndim + k
             if output_shape[d] is not None:
                 output_shape[d] += lo + hi
         return tuple(output_shape)
 
     def get_output_for(self, input, **kwargs):
-        widths = self._widths(input.ndim)
+        widths = self.pad_widths(input.ndim)
         out_shape = [input.shape[d] for d in range(input.ndim)]
         idx = [slice(None)] * input.ndim
         for k, (lo, hi) in enumerate(widths):
