@@ -13,12 +13,23 @@ Numerics follow Lasagne's ``BatchNormLayer`` exactly: over the ``axes``,
 
 The statistics are accumulated in float64 and the result cast back to the
 input's dtype.
+
+Kernels: the C backend runs the C code of ``c/bn.c`` for float32 and
+float64 inputs normalised over the channel axes ``(0, 2, ...)`` (no Python
+call per node); every other case, and the Python and Numba backends, run
+``perform`` (a numba kernel for the channel axes, NumPy otherwise).
 """
+import functools
+import os
+import sys
+import zlib
+
 import numpy as np
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType
 from pytensor.graph.basic import Apply
-from pytensor.graph.op import Op
+from pytensor.graph.utils import MethodNotDefined
+from pytensor.link.c.op import COp
 
 __all__ = ["BatchNormTrain", "BatchNormTrainGrad", "BatchNormInfer",
            "batch_norm_train", "batch_norm_infer"]
@@ -69,7 +80,53 @@ def _moments(x, axes):
     return mean, centred, var
 
 
-class BatchNormTrain(Op):
+_SOURCE = os.path.join(os.path.dirname(__file__), "c", "bn.c")
+
+
+@functools.lru_cache(maxsize=None)
+def _source():
+    with open(_SOURCE) as f:
+        return f.read()
+
+
+class _ChannelCOp(COp):
+    """C code (``c/bn.c``) for float32/float64 inputs normalised over the
+    channel axes; ``perform`` for everything else."""
+
+    def _use_c(self, node):
+        x = node.inputs[0]
+        return _is_channel_axes(x.ndim, self.axes) and x.dtype in ("float32", "float64")
+
+    def make_thunk(self, node, storage_map, compute_map, no_recycling, impl=None):
+        # decided here, not only in c_code: a module found in PyTensor's
+        # compile cache is loaded without calling c_code
+        if not self._use_c(node):
+            impl = "py"
+        return super().make_thunk(node, storage_map, compute_map, no_recycling, impl=impl)
+
+    def _c_call(self, inputs, outputs):
+        raise NotImplementedError
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        if not self._use_c(node):
+            raise MethodNotDefined("batch norm C code: channel axes, float32/float64 only")
+        return f"if ({self._c_call(inputs, outputs)}) {{ {sub['fail']} }}"
+
+    def c_code_cache_version(self):
+        return (1, zlib.crc32(_source().encode()))
+
+    def c_headers(self, **kwargs):
+        return ["<math.h>"]
+
+    def c_support_code(self, **kwargs):
+        return _source()
+
+    def c_compile_args(self, **kwargs):
+        # OpenMP over the channels, in the libgomp pool that oneDNN uses too
+        return ["-ffp-contract=off"] + (["-fopenmp"] if sys.platform.startswith("linux") else [])
+
+
+class BatchNormTrain(_ChannelCOp):
     """Training-mode batch normalisation with the batch's own statistics.
 
     Inputs ``x, gamma, beta``; outputs ``y, mean, inv_std`` (the statistics
@@ -132,6 +189,11 @@ class BatchNormTrain(Op):
         xs, gs, _ = shapes
         return [xs, gs, gs]
 
+    def _c_call(self, inputs, outputs):
+        x, gamma, beta = inputs
+        y, mean, inv_std = outputs
+        return f"lr_bn_train({x}, {gamma}, {beta}, {self.epsilon!r}, &{y}, &{mean}, &{inv_std})"
+
     def pullback(self, inputs, outputs, cotangents):
         x, gamma, beta = inputs
         _, mean, inv_std = outputs
@@ -155,7 +217,7 @@ class BatchNormTrain(Op):
         return [[True, True, True], [True, False, False], [True, False, False]]
 
 
-class BatchNormTrainGrad(Op):
+class BatchNormTrainGrad(_ChannelCOp):
     """Gradient of :class:`BatchNormTrain` w.r.t. ``x, gamma, beta`` given the
     gradient ``gy`` of its normalised output.
 
@@ -220,8 +282,12 @@ class BatchNormTrainGrad(Op):
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0], shapes[2], shapes[2]]
 
+    def _c_call(self, inputs, outputs):
+        gx, ggamma, gbeta = outputs
+        return f"lr_bn_train_grad({', '.join(inputs)}, &{gx}, &{ggamma}, &{gbeta})"
 
-class BatchNormInfer(Op):
+
+class BatchNormInfer(_ChannelCOp):
     """Inference-mode batch normalisation with stored statistics:
     ``y = (x - mean) * (gamma * inv_std) + beta``."""
 
@@ -252,6 +318,9 @@ class BatchNormInfer(Op):
 
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0]]
+
+    def _c_call(self, inputs, outputs):
+        return f"lr_bn_infer({', '.join(inputs)}, &{outputs[0]})"
 
     def pullback(self, inputs, outputs, cotangents):
         x, gamma, beta, mean, inv_std = inputs
