@@ -42,7 +42,14 @@ warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
 #: in-place elementwise pass, whose validation is quadratic in the graph size
 #: (35 s of a 62 s compile for the ResNet-110 training step; see
 #: benchmarks/RESULTS.md) while lasres's heavy ops allocate their own outputs.
-_EXCLUDED_REWRITES = ("scan_eqopt1", "scan_eqopt2", "scan_make_inplace", "inplace_elemwise")
+#: And the additive canonicaliser, which flattens every chain of sums into
+#: one n-ary sum even where the partial sums are used elsewhere: a residual
+#: stage's ``x + f1 + f2 + ...`` (and its gradient's accumulations) became
+#: one sum per block over all earlier block outputs, O(n^2) memory passes per
+#: stage; without it each sum stays binary, in the model's order (single-use
+#: chains are still merged by PyTensor's ``flatten_nested_add_mul`` and fusion).
+_EXCLUDED_REWRITES = ("scan_eqopt1", "scan_eqopt2", "scan_make_inplace", "inplace_elemwise",
+                      "local_add_canonizer")
 
 BACKENDS = ("c", "jax", "numba", "py")
 
