@@ -54,8 +54,19 @@ _EXCLUDED_REWRITES = ("scan_eqopt1", "scan_eqopt2", "scan_make_inplace", "inplac
 BACKENDS = ("c", "jax", "numba", "py")
 
 
+#: Position of lasres's own rewrites in the C mode: after canonicalisation
+#: and specialisation, before the elementwise fusion (49).
+_LASRES_REWRITES_POSITION = 48.5
+
+
 def _c_mode():
-    return Mode(linker="cvm", optimizer="fast_run").excluding(*_EXCLUDED_REWRITES)
+    from pytensor.graph.rewriting.basic import in2out
+
+    from .ops.reduce import local_channel_sum
+
+    mode = Mode(linker="cvm", optimizer="fast_run").excluding(*_EXCLUDED_REWRITES)
+    return mode.register((in2out(local_channel_sum, name="lasres_channel_sum"),
+                          _LASRES_REWRITES_POSITION))
 
 
 def get_mode(backend=None):
