@@ -62,11 +62,13 @@ _LASRES_REWRITES_POSITION = 48.5
 def _c_mode():
     from pytensor.graph.rewriting.basic import in2out
 
+    from .ops.bn import local_bn_infer_relu, local_bn_train_relu
     from .ops.reduce import local_channel_sum
 
     mode = Mode(linker="cvm", optimizer="fast_run").excluding(*_EXCLUDED_REWRITES)
-    return mode.register((in2out(local_channel_sum, name="lasres_channel_sum"),
-                          _LASRES_REWRITES_POSITION))
+    kernels = in2out(local_channel_sum, local_bn_train_relu, local_bn_infer_relu,
+                     name="lasres_c_kernels")
+    return mode.register((kernels, _LASRES_REWRITES_POSITION))
 
 
 def get_mode(backend=None):

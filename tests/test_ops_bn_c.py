@@ -170,3 +170,196 @@ def test_c_shape_errors_are_value_errors():
 
 def test_c_source_ships_next_to_the_module():
     assert bn._source().startswith("/*")
+
+
+def _infer_relu_graph(dtype, ndim):
+    x = pt.tensor("x", dtype=dtype, shape=(None,) * ndim)
+    params = [pt.vector(n, dtype=dtype) for n in ("g", "b", "m", "i")]
+    y = batch_norm_infer(x, *params, axes=_axes(ndim))
+    return [x] + params, y
+
+
+@pytest.mark.parametrize("shape", [(64, 16, 8, 8), (3, 5, 7, 3), (4, 3, 5), (2, 3, 4, 3, 5)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bn_infer_relu_fused_bit_for_bit(shape, dtype):
+    """The C mode fuses relu(batch_norm_infer(...)) into one node with the
+    values of the two nodes, bit for bit (zeros of the normalised output too)."""
+    from lasres.config import get_mode
+    from lasres.ops.bn import BatchNormInferRelu
+    from lasres.ops.elemwise import relu
+
+    ins, y = _infer_relu_graph(dtype, len(shape))
+    fused = pytensor.function(ins, relu(y), mode=get_mode("c"))
+    plain = pytensor.function(ins, relu(y), mode=C_MODE)
+    assert BatchNormInferRelu in [type(n.op) for n in fused.maker.fgraph.toposort()]
+    assert BatchNormInferRelu not in [type(n.op) for n in plain.maker.fgraph.toposort()]
+    rng = np.random.default_rng(6)
+    c = shape[1]
+    xv = rng.normal(0, 1, shape).astype(dtype)
+    mean = rng.normal(0, 0.1, c).astype(dtype)
+    beta = rng.normal(0, 1, c).astype(dtype)
+    beta[0] = 0
+    xv[:, 0].flat[::3] = mean[0]  # normalised output exactly 0 there
+    args = [xv, rng.uniform(0.5, 1.5, c).astype(dtype), beta, mean,
+            rng.uniform(0.5, 1.5, c).astype(dtype)]
+    got, want = fused(*args), plain(*args)
+    assert np.any(want == 0) and np.any(want > 0)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(_functions_perform_infer_relu(dtype, len(shape))(*args), want)
+
+
+def _functions_perform_infer_relu(dtype, ndim):
+    from lasres.ops.bn import BatchNormInferRelu
+
+    ins, _ = _infer_relu_graph(dtype, ndim)
+    return pytensor.function(ins, BatchNormInferRelu(_axes(ndim))(*ins), mode=PY_MODE)
+
+
+def test_bn_infer_relu_not_fused_when_the_normalised_output_is_used_elsewhere():
+    from lasres.config import get_mode
+    from lasres.ops.bn import BatchNormInferRelu
+    from lasres.ops.elemwise import relu
+
+    ins, y = _infer_relu_graph("float32", 4)
+    f = pytensor.function(ins, [relu(y), y * 2], mode=get_mode("c"))
+    assert BatchNormInferRelu not in [type(n.op) for n in f.maker.fgraph.toposort()]
+
+
+def test_verify_grad_bn_infer_relu():
+    from lasres.ops.bn import BatchNormInferRelu
+
+    rng = np.random.default_rng(7)
+    # inputs well away from the rectifier's kink
+    xv = rng.choice([-1.0, 1.0], (3, 2, 3, 3)) * rng.uniform(1.0, 2.0, (3, 2, 3, 3))
+    args = [xv, rng.uniform(0.5, 1.5, 2), np.zeros(2), np.zeros(2), rng.uniform(0.5, 1.5, 2)]
+    verify_grad(lambda *a: BatchNormInferRelu()(*a), args, rng=rng, mode=C_MODE)
+
+
+def _train_relu_graph(dtype, ndim):
+    x = pt.tensor("x", dtype=dtype, shape=(None,) * ndim)
+    w = x.type("w")
+    g, b = pt.vector("g", dtype=dtype), pt.vector("b", dtype=dtype)
+    from lasres.ops.elemwise import relu
+
+    y, mean, inv = batch_norm_train(x, g, b, axes=_axes(ndim))
+    r = relu(y)
+    cost = (r * w).sum() + mean.sum() * 0.3 + (inv ** 2).sum() * 0.2
+    return [x, g, b, w], [r, mean, inv] + pytensor.grad(cost, [x, g, b])
+
+
+def _train_relu_data(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    xv = rng.normal(0.5, 2.0, shape).astype(dtype)
+    xv[:, 0] = np.resize(np.array([-1.0, 0.0, 1.0], dtype), xv[:, 0].shape)  # exact zeros of y
+    xv[:, 0].flat[-1] = 0.0
+    beta = rng.normal(0, 1, c).astype(dtype)
+    beta[0] = 0
+    return [xv, rng.uniform(0.5, 1.5, c).astype(dtype), beta, rng.normal(size=shape).astype(dtype)]
+
+
+@pytest.mark.parametrize("shape", [(64, 16, 8, 8), (3, 5, 7, 3), (4, 3, 5), (2, 3, 4, 3, 5)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bn_train_relu_fused_bit_for_bit(shape, dtype):
+    """The C mode fuses batch norm + rectifier forward and their gradients
+    backward, with the values of the separate nodes bit for bit."""
+    from lasres.config import get_mode
+    from lasres.ops.bn import BatchNormReluTrainGrad, BatchNormTrainRelu
+
+    ins, outs = _train_relu_graph(dtype, len(shape))
+    fused = pytensor.function(ins, outs, mode=get_mode("c"))
+    plain = pytensor.function(ins, outs, mode=C_MODE)
+    ops = [type(n.op) for n in fused.maker.fgraph.toposort()]
+    assert BatchNormTrainRelu in ops and BatchNormReluTrainGrad in ops
+    assert BatchNormTrain not in ops and BatchNormTrainGrad not in ops
+    assert BatchNormTrainRelu not in [type(n.op) for n in plain.maker.fgraph.toposort()]
+    args = _train_relu_data(shape, dtype, 8)
+    want = plain(*args)
+    assert np.any(want[0] == 0) and np.any(want[0] > 0)
+    for a, e in zip(fused(*args), want):
+        np.testing.assert_array_equal(a, e)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bn_train_relu_perform_matches_c(dtype):
+    from lasres.ops.bn import BatchNormReluTrainGrad, BatchNormTrainRelu
+
+    shape = (3, 5, 7, 3)
+    x = pt.tensor4("x", dtype=dtype)
+    gr = x.type("gr")
+    g, b = pt.vector("g", dtype=dtype), pt.vector("b", dtype=dtype)
+    r, mean, inv, scale = BatchNormTrainRelu()(x, g, b)
+    grads = BatchNormReluTrainGrad()(x, gr, g, b, mean, scale, inv)
+    outs = [r, mean, inv, scale] + list(grads)
+    args = _train_relu_data(shape, dtype, 9)
+    got = pytensor.function([x, g, b, gr], outs, mode=C_MODE)(*args)
+    want = pytensor.function([x, g, b, gr], outs, mode=PY_MODE)(*args)
+    tol = 1e-13 if dtype == "float64" else 1e-6
+    for a, e in zip(got, want):
+        np.testing.assert_allclose(a, e, rtol=0, atol=tol * max(1.0, np.max(np.abs(e))))
+
+
+def test_bn_train_relu_not_fused_when_y_is_used_elsewhere():
+    from lasres.config import get_mode
+    from lasres.ops.bn import BatchNormTrainRelu
+    from lasres.ops.elemwise import relu
+
+    x = pt.tensor4("x")
+    g, b = pt.vector("g"), pt.vector("b")
+    y, _, _ = batch_norm_train(x, g, b)
+    cost = relu(y).sum() + (y ** 2).sum()
+    f = pytensor.function([x, g, b], pytensor.grad(cost, [x, g, b]), mode=get_mode("c"))
+    assert BatchNormTrainRelu not in [type(n.op) for n in f.maker.fgraph.toposort()]
+
+
+@pytest.mark.parametrize("mode", [C_MODE, PY_MODE], ids=["c", "py"])
+def test_verify_grad_bn_train_relu(mode):
+    from lasres.ops.bn import BatchNormTrainRelu
+
+    rng = np.random.default_rng(10)
+    xv = rng.normal(size=(4, 3, 2, 3))
+    gv, bv = rng.uniform(0.5, 1.5, 3), rng.normal(size=3)
+    for out in range(3):
+        verify_grad(lambda x, g, b: BatchNormTrainRelu()(x, g, b)[out], [xv, gv, bv],
+                    rng=rng, mode=mode)
+
+
+def test_bn_train_relu_fused_with_a_broadcast_gradient():
+    """The gradient reaching the rectifier may be broadcast (a global mean
+    pooling follows): fused and separate nodes still agree bit for bit."""
+    from lasres.config import get_mode
+    from lasres.ops.bn import BatchNormTrainRelu
+    from lasres.ops.elemwise import relu
+
+    x = pt.tensor4("x")
+    g, b = pt.vector("g"), pt.vector("b")
+    w = pt.matrix("w")
+    y, _, _ = batch_norm_train(x, g, b)
+    cost = (relu(y).mean(axis=(2, 3)) * w).sum()
+    outs = [cost] + pytensor.grad(cost, [x, g, b])
+    fused = pytensor.function([x, g, b, w], outs, mode=get_mode("c"))
+    plain = pytensor.function([x, g, b, w], outs, mode=C_MODE)
+    assert BatchNormTrainRelu in [type(n.op) for n in fused.maker.fgraph.toposort()]
+    xv, gv, bv, _ = _train_relu_data((8, 3, 4, 4), "float32", 11)
+    wv = np.random.default_rng(12).normal(size=(8, 3)).astype("float32")
+    for a, e in zip(fused(xv, gv, bv, wv), plain(xv, gv, bv, wv)):
+        np.testing.assert_array_equal(a, e)
+
+
+def test_training_step_keeps_updating_the_running_averages():
+    """attach() is looked through by the fusion; the BN running averages of
+    every layer still move in a training step."""
+    from lasres.layers import BatchNormLayer, get_all_layers
+    from lasres.models import build
+    from lasres.ops.bn import BatchNormTrainRelu
+    from lasres.training import Trainer
+
+    net = build("normal", 1, 1)
+    trainer = Trainer(net, backend="c")
+    assert BatchNormTrainRelu in [type(n.op) for n in trainer.train_fn.maker.fgraph.apply_nodes]
+    bns = [layer for layer in get_all_layers(net) if isinstance(layer, BatchNormLayer)]
+    before = [layer.mean.get_value().copy() for layer in bns]
+    rng = np.random.default_rng(13)
+    trainer.train_fn(rng.normal(size=(4, 3, 32, 32)).astype("float32"),
+                     np.arange(4).astype("int32"))
+    assert all(not np.array_equal(layer.mean.get_value(), b) for layer, b in zip(bns, before))

@@ -101,10 +101,11 @@ static double lr_bn_sqdev_##SUF(const T *x, npy_intp n_, npy_intp c_, npy_intp m
     return tail;                                                                         \
 }                                                                                        \
                                                                                          \
-/* y = (x - mean) * (gamma * inv_std) + beta; mean and inv_std out (double). */          \
+/* y = (x - mean) * (gamma * inv_std) + beta; mean, inv_std and the scale used out;     \
+ * with relu, the rectifier 0.5 * (y + |y|) of lasres's Rectify applied to y. */         \
 static void lr_bn_train_fwd_##SUF(const T *x, const T *gamma, const T *beta, double eps,\
                                   npy_intp n_, npy_intp c_, npy_intp m_, T *y,          \
-                                  T *mean_out, T *inv_out)                               \
+                                  T *mean_out, T *inv_out, T *scale_out, int relu)       \
 {                                                                                        \
     const double count = (double)(n_ * m_);                                              \
     LR_BN_PARALLEL                                                                       \
@@ -115,11 +116,19 @@ static void lr_bn_train_fwd_##SUF(const T *x, const T *gamma, const T *beta, dou
         mean_out[c] = (T)mu;                                                             \
         inv_out[c] = (T)inv;                                                             \
         const T mu_t = (T)mu, scale_t = (T)((double)gamma[c] * inv), b = beta[c];        \
+        if (scale_out)                                                                   \
+            scale_out[c] = scale_t;                                                      \
         for (npy_intp n = 0; n < n_; n++) {                                              \
             const T *p = x + (n * c_ + c) * m_;                                          \
             T *q = y + (n * c_ + c) * m_;                                                \
-            for (npy_intp i = 0; i < m_; i++)                                            \
-                q[i] = (p[i] - mu_t) * scale_t + b;                                      \
+            if (relu)                                                                    \
+                for (npy_intp i = 0; i < m_; i++) {                                      \
+                    T v = (p[i] - mu_t) * scale_t + b;                                   \
+                    q[i] = (T)(0.5 * (v + fabs(v)));                                     \
+                }                                                                        \
+            else                                                                         \
+                for (npy_intp i = 0; i < m_; i++)                                        \
+                    q[i] = (p[i] - mu_t) * scale_t + b;                                  \
         }                                                                                \
     }                                                                                    \
 }                                                                                        \
@@ -128,17 +137,34 @@ static void lr_bn_train_fwd_##SUF(const T *x, const T *gamma, const T *beta, dou
  * gx = (gy - gbeta / count - xhat * ggamma / count) * gamma * inv_std. */               \
 static void lr_bn_train_bwd_##SUF(const T *x, const T *gy, const T *gamma, const T *mean,\
                                   const T *inv_std, npy_intp n_, npy_intp c_,            \
-                                  npy_intp m_, T *gx, T *ggamma_out, T *gbeta_out)       \
+                                  npy_intp m_, T *gx, T *ggamma_out, T *gbeta_out,       \
+                                  const T *beta, const T *scale, T *gyc)                 \
 {                                                                                        \
     const double count = (double)(n_ * m_);                                              \
     LR_BN_PARALLEL                                                                       \
     for (npy_intp c = 0; c < c_; c++) {                                                  \
         const double mu = (double)mean[c], inv = (double)inv_std[c];                     \
+        if (scale) {                                                                     \
+            /* gy is the gradient of relu(y): the rectifier's gradient, from y          \
+             * recomputed as the forward pass computed it, into this channel of gyc     \
+             * (the channel of gx: each value is read before it is overwritten) */      \
+            const T mu_t = mean[c], scale_t = scale[c], b = beta[c];                     \
+            for (npy_intp n = 0; n < n_; n++) {                                          \
+                const T *p = x + (n * c_ + c) * m_;                                      \
+                const T *g = gy + (n * c_ + c) * m_;                                     \
+                T *q = gyc + (n * c_ + c) * m_;                                          \
+                for (npy_intp i = 0; i < m_; i++) {                                      \
+                    T v = (p[i] - mu_t) * scale_t + b;                                   \
+                    q[i] = (v > 0) ? g[i] : ((v == 0) ? (T)(0.5 * g[i]) : (T)0);         \
+                }                                                                        \
+            }                                                                            \
+        }                                                                                \
+        const T *gy_ = scale ? gyc : gy;                                                 \
         double sb[LR_BN_LANES] = {0}, sg[LR_BN_LANES] = {0};                             \
         double tb = 0.0, tg = 0.0;                                                       \
         for (npy_intp n = 0; n < n_; n++) {                                              \
             const T *p = x + (n * c_ + c) * m_;                                          \
-            const T *g = gy + (n * c_ + c) * m_;                                         \
+            const T *g = gy_ + (n * c_ + c) * m_;                                         \
             npy_intp i = 0;                                                              \
             for (; i + LR_BN_LANES <= m_; i += LR_BN_LANES)                              \
                 for (int k = 0; k < LR_BN_LANES; k++) {                                  \
@@ -161,7 +187,7 @@ static void lr_bn_train_bwd_##SUF(const T *x, const T *gy, const T *gamma, const
         const double k_ = (double)gamma[c] * inv, mb = tb / count, mg = tg / count;      \
         for (npy_intp n = 0; n < n_; n++) {                                              \
             const T *p = x + (n * c_ + c) * m_;                                          \
-            const T *g = gy + (n * c_ + c) * m_;                                         \
+            const T *g = gy_ + (n * c_ + c) * m_;                                         \
             T *q = gx + (n * c_ + c) * m_;                                               \
             for (npy_intp i = 0; i < m_; i++) {                                          \
                 double xhat = ((double)p[i] - mu) * inv;                                 \
@@ -171,10 +197,11 @@ static void lr_bn_train_bwd_##SUF(const T *x, const T *gy, const T *gamma, const
     }                                                                                    \
 }                                                                                        \
                                                                                          \
-/* y = (x - mean) * (gamma * inv_std) + beta, in T. */                                   \
+/* y = (x - mean) * (gamma * inv_std) + beta, in T; with relu, the rectifier       \
+ * 0.5 * (y + |y|) applied as lasres's Rectify computes it (ops/elemwise.py). */         \
 static void lr_bn_infer_##SUF(const T *x, const T *gamma, const T *beta, const T *mean, \
                               const T *inv_std, npy_intp n_, npy_intp c_, npy_intp m_,   \
-                              T *y)                                                      \
+                              T *y, int relu)                                            \
 {                                                                                        \
     LR_BN_PARALLEL                                                                       \
     for (npy_intp c = 0; c < c_; c++) {                                                  \
@@ -182,8 +209,14 @@ static void lr_bn_infer_##SUF(const T *x, const T *gamma, const T *beta, const T
         for (npy_intp n = 0; n < n_; n++) {                                              \
             const T *p = x + (n * c_ + c) * m_;                                          \
             T *q = y + (n * c_ + c) * m_;                                                \
-            for (npy_intp i = 0; i < m_; i++)                                            \
-                q[i] = (p[i] - mu) * scale + b;                                          \
+            if (relu)                                                                    \
+                for (npy_intp i = 0; i < m_; i++) {                                      \
+                    T v = (p[i] - mu) * scale + b;                                       \
+                    q[i] = (T)(0.5 * (v + fabs(v)));                                     \
+                }                                                                        \
+            else                                                                         \
+                for (npy_intp i = 0; i < m_; i++)                                        \
+                    q[i] = (p[i] - mu) * scale + b;                                      \
         }                                                                                \
     }                                                                                    \
 }
@@ -203,8 +236,11 @@ static void lr_bn_ncm(PyArrayObject *x, npy_intp *n, npy_intp *c, npy_intp *m)
 
 /* Entry points called by the ops' c_code; 0 on success, -1 with a Python error set. */
 
+/* Training forward; with scale != NULL also the per-channel scale used, and the
+ * output rectified (BatchNormTrainRelu). */
 static int lr_bn_train(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0, double eps,
-                       PyArrayObject **y, PyArrayObject **mean, PyArrayObject **inv_std)
+                       PyArrayObject **y, PyArrayObject **mean, PyArrayObject **inv_std,
+                       PyArrayObject **scale)
 {
     int tn = PyArray_TYPE(x0), rc = -1;
     PyArrayObject *x = lr_bn_contig(x0, tn), *g = lr_bn_contig(g0, tn), *b = lr_bn_contig(b0, tn);
@@ -213,18 +249,20 @@ static int lr_bn_train(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0, 
     lr_bn_ncm(x, &n, &c, &m);
     if (lr_bn_check_vec(g, c, "gamma") || lr_bn_check_vec(b, c, "beta")) goto done;
     if (lr_bn_out(y, PyArray_NDIM(x), PyArray_DIMS(x), tn) || lr_bn_out(mean, 1, &c, tn)
-        || lr_bn_out(inv_std, 1, &c, tn)) goto done;
+        || lr_bn_out(inv_std, 1, &c, tn) || (scale && lr_bn_out(scale, 1, &c, tn))) goto done;
     Py_BEGIN_ALLOW_THREADS
     if (tn == NPY_FLOAT32)
         lr_bn_train_fwd_f32((const float *)PyArray_DATA(x), (const float *)PyArray_DATA(g),
                             (const float *)PyArray_DATA(b), eps, n, c, m,
                             (float *)PyArray_DATA(*y), (float *)PyArray_DATA(*mean),
-                            (float *)PyArray_DATA(*inv_std));
+                            (float *)PyArray_DATA(*inv_std),
+                            scale ? (float *)PyArray_DATA(*scale) : NULL, scale != NULL);
     else
         lr_bn_train_fwd_f64((const double *)PyArray_DATA(x), (const double *)PyArray_DATA(g),
                             (const double *)PyArray_DATA(b), eps, n, c, m,
                             (double *)PyArray_DATA(*y), (double *)PyArray_DATA(*mean),
-                            (double *)PyArray_DATA(*inv_std));
+                            (double *)PyArray_DATA(*inv_std),
+                            scale ? (double *)PyArray_DATA(*scale) : NULL, scale != NULL);
     Py_END_ALLOW_THREADS
     rc = 0;
 done:
@@ -232,16 +270,21 @@ done:
     return rc;
 }
 
+/* Training backward; with beta0 and scale0 (BatchNormReluTrainGrad), gy0 is the
+ * gradient of the rectified output and the rectifier's gradient is applied first. */
 static int lr_bn_train_grad(PyArrayObject *x0, PyArrayObject *gy0, PyArrayObject *g0,
                             PyArrayObject *mu0, PyArrayObject *inv0, PyArrayObject **gx,
-                            PyArrayObject **ggamma, PyArrayObject **gbeta)
+                            PyArrayObject **ggamma, PyArrayObject **gbeta,
+                            PyArrayObject *beta0, PyArrayObject *scale0)
 {
     int tn = PyArray_TYPE(x0), rc = -1;
     PyArrayObject *x = lr_bn_contig(x0, tn), *gy = lr_bn_contig(gy0, tn),
                   *g = lr_bn_contig(g0, tn), *mu = lr_bn_contig(mu0, tn),
-                  *inv = lr_bn_contig(inv0, tn);
+                  *inv = lr_bn_contig(inv0, tn), *beta = NULL, *scale = NULL;
     npy_intp n, c, m;
     if (!x || !gy || !g || !mu || !inv) goto done;
+    if (scale0 && (!(beta = lr_bn_contig(beta0, tn)) || !(scale = lr_bn_contig(scale0, tn))))
+        goto done;
     lr_bn_ncm(x, &n, &c, &m);
     if (PyArray_NDIM(gy) != PyArray_NDIM(x)
         || !PyArray_CompareLists(PyArray_DIMS(gy), PyArray_DIMS(x), PyArray_NDIM(x))) {
@@ -250,30 +293,43 @@ static int lr_bn_train_grad(PyArrayObject *x0, PyArrayObject *gy0, PyArrayObject
     }
     if (lr_bn_check_vec(g, c, "gamma") || lr_bn_check_vec(mu, c, "mean")
         || lr_bn_check_vec(inv, c, "inv_std")) goto done;
+    if (scale && (lr_bn_check_vec(beta, c, "beta") || lr_bn_check_vec(scale, c, "scale")))
+        goto done;
     if (lr_bn_out(gx, PyArray_NDIM(x), PyArray_DIMS(x), tn) || lr_bn_out(ggamma, 1, &c, tn)
         || lr_bn_out(gbeta, 1, &c, tn)) goto done;
+    if (*gx == gy) {  /* never: a fresh or recycled output is not an input */
+        PyErr_SetString(PyExc_RuntimeError, "batch norm gradient: output aliases gy");
+        goto done;
+    }
     Py_BEGIN_ALLOW_THREADS
     if (tn == NPY_FLOAT32)
         lr_bn_train_bwd_f32((const float *)PyArray_DATA(x), (const float *)PyArray_DATA(gy),
                             (const float *)PyArray_DATA(g), (const float *)PyArray_DATA(mu),
                             (const float *)PyArray_DATA(inv), n, c, m,
                             (float *)PyArray_DATA(*gx), (float *)PyArray_DATA(*ggamma),
-                            (float *)PyArray_DATA(*gbeta));
+                            (float *)PyArray_DATA(*gbeta),
+                            scale ? (const float *)PyArray_DATA(beta) : NULL,
+                            scale ? (const float *)PyArray_DATA(scale) : NULL,
+                            (float *)PyArray_DATA(*gx));
     else
         lr_bn_train_bwd_f64((const double *)PyArray_DATA(x), (const double *)PyArray_DATA(gy),
                             (const double *)PyArray_DATA(g), (const double *)PyArray_DATA(mu),
                             (const double *)PyArray_DATA(inv), n, c, m,
                             (double *)PyArray_DATA(*gx), (double *)PyArray_DATA(*ggamma),
-                            (double *)PyArray_DATA(*gbeta));
+                            (double *)PyArray_DATA(*gbeta),
+                            scale ? (const double *)PyArray_DATA(beta) : NULL,
+                            scale ? (const double *)PyArray_DATA(scale) : NULL,
+                            (double *)PyArray_DATA(*gx));
     Py_END_ALLOW_THREADS
     rc = 0;
 done:
     Py_XDECREF(x); Py_XDECREF(gy); Py_XDECREF(g); Py_XDECREF(mu); Py_XDECREF(inv);
+    Py_XDECREF(beta); Py_XDECREF(scale);
     return rc;
 }
 
 static int lr_bn_infer(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0,
-                       PyArrayObject *mu0, PyArrayObject *inv0, PyArrayObject **y)
+                       PyArrayObject *mu0, PyArrayObject *inv0, PyArrayObject **y, int relu)
 {
     int tn = PyArray_TYPE(x0), rc = -1;
     PyArrayObject *x = lr_bn_contig(x0, tn), *g = lr_bn_contig(g0, tn),
@@ -289,11 +345,13 @@ static int lr_bn_infer(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0,
     if (tn == NPY_FLOAT32)
         lr_bn_infer_f32((const float *)PyArray_DATA(x), (const float *)PyArray_DATA(g),
                         (const float *)PyArray_DATA(b), (const float *)PyArray_DATA(mu),
-                        (const float *)PyArray_DATA(inv), n, c, m, (float *)PyArray_DATA(*y));
+                        (const float *)PyArray_DATA(inv), n, c, m, (float *)PyArray_DATA(*y),
+                        relu);
     else
         lr_bn_infer_f64((const double *)PyArray_DATA(x), (const double *)PyArray_DATA(g),
                         (const double *)PyArray_DATA(b), (const double *)PyArray_DATA(mu),
-                        (const double *)PyArray_DATA(inv), n, c, m, (double *)PyArray_DATA(*y));
+                        (const double *)PyArray_DATA(inv), n, c, m, (double *)PyArray_DATA(*y),
+                        relu);
     Py_END_ALLOW_THREADS
     rc = 0;
 done:
