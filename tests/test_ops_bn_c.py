@@ -363,3 +363,25 @@ def test_training_step_keeps_updating_the_running_averages():
     trainer.train_fn(rng.normal(size=(4, 3, 32, 32)).astype("float32"),
                      np.arange(4).astype("int32"))
     assert all(not np.array_equal(layer.mean.get_value(), b) for layer, b in zip(bns, before))
+
+
+def test_fused_ops_have_jax_versions():
+    """Graphs the C mode rewrote can still run on JAX: the fused ops and
+    ChannelSum against the C kernels."""
+    pytest.importorskip("jax")
+    from lasres.config import get_mode
+    from lasres.ops.bn import BatchNormInferRelu, BatchNormReluTrainGrad, BatchNormTrainRelu
+    from lasres.ops.reduce import channel_sum
+
+    x = pt.tensor4("x")
+    gr = x.type("gr")
+    g, b = pt.vector("g"), pt.vector("b")
+    r, mean, inv, scale = BatchNormTrainRelu()(x, g, b)
+    grads = BatchNormReluTrainGrad()(x, gr, g, b, mean, scale, inv)
+    ri = BatchNormInferRelu()(x, g, b, mean, inv)
+    outs = [r, mean, inv, scale, ri, channel_sum(gr)] + list(grads)
+    args = _train_relu_data((4, 3, 5, 5), "float32", 14)
+    got = pytensor.function([x, g, b, gr], outs, mode=get_mode("jax"))(*args)
+    want = pytensor.function([x, g, b, gr], outs, mode=C_MODE)(*args)
+    for a, e in zip(got, want):
+        np.testing.assert_allclose(np.asarray(a), e, rtol=2e-5, atol=2e-5)
