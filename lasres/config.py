@@ -9,9 +9,12 @@ way lasres intends.
 
 Backends
 --------
-``c``      PyTensor's C virtual machine (the CPU default): each lasres op runs
-           its NumPy/BLAS ``perform``; elementwise code is fused and compiled
-           to C.
+``c``      PyTensor's C virtual machine (the CPU default): the convolutions
+           run oneDNN C code (float32), batch norm and the per-channel sums
+           lasres's C code (``lasres/ops/c``), elementwise code is fused and
+           compiled to C; the other ops run their NumPy ``perform``. The mode
+           adds lasres's rewrites (``ChannelSum``, batch norm fused with the
+           ReLU) and leaves out a few of PyTensor's (below).
 ``jax``    PyTensor's JAX linker: the whole function becomes one XLA program
            (GPU when jax has CUDA, else CPU).
 ``numba``  PyTensor's numba linker (lasres ops fall back to object mode).
