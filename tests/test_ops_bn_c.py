@@ -385,3 +385,25 @@ def test_fused_ops_have_jax_versions():
     want = pytensor.function([x, g, b, gr], outs, mode=C_MODE)(*args)
     for a, e in zip(got, want):
         np.testing.assert_allclose(np.asarray(a), e, rtol=2e-5, atol=2e-5)
+
+
+def test_serial_kernels_with_the_numpy_convolutions(monkeypatch):
+    """With the NumPy convolution kernels (OpenBLAS's thread pool) the batch
+    norm and channel-sum kernels run serially: a module of its own, the same
+    values as the threaded one."""
+    from lasres.ops import onednn
+    from lasres.ops.reduce import channel_sum
+    from lasres.ops.threads import openmp_threads
+
+    shape = (64, 8, 16, 16)
+    args = _data(shape, "float32", seed=15)
+    x = pt.tensor4("x")
+    threaded = _functions("float32", 4, C_MODE)(*args)
+    sum_threaded = pytensor.function([x], channel_sum(x), mode=C_MODE)(args[0])
+    monkeypatch.setattr(onednn, "_override", "numpy")
+    assert not openmp_threads()
+    assert BatchNormTrain().c_code_cache_version()[-1] == 0
+    serial = _functions("float32", 4, C_MODE)(*args)
+    sum_serial = pytensor.function([x], channel_sum(x), mode=C_MODE)(args[0])
+    for a, e in zip(serial + [sum_serial], threaded + [sum_threaded]):
+        np.testing.assert_array_equal(a, e)

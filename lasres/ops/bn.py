@@ -42,6 +42,7 @@ from pytensor.link.c.op import COp
 
 from .elemwise import relu, relu_grad
 from .fused import Attach
+from .threads import openmp_threads
 
 __all__ = ["BatchNormTrain", "BatchNormTrainGrad", "BatchNormInfer", "BatchNormTrainRelu",
            "BatchNormReluTrainGrad", "BatchNormInferRelu", "batch_norm_train", "batch_norm_infer",
@@ -123,10 +124,11 @@ class _ChannelCOp(COp):
     def c_code(self, node, name, inputs, outputs, sub):
         if not self._use_c(node):
             raise MethodNotDefined("batch norm C code: channel axes, float32/float64 only")
-        return f"if ({self._c_call(inputs, outputs)}) {{ {sub['fail']} }}"
+        return (f"lr_bn_parallel = {int(openmp_threads())};\n"
+                f"if ({self._c_call(inputs, outputs)}) {{ {sub['fail']} }}")
 
     def c_code_cache_version(self):
-        return (1, zlib.crc32(_source().encode()))
+        return (2, zlib.crc32(_source().encode()), int(openmp_threads()))
 
     def c_headers(self, **kwargs):
         return ["<math.h>"]

@@ -24,6 +24,8 @@ from pytensor.graph.utils import MethodNotDefined
 from pytensor.link.c.op import COp
 from pytensor.tensor.math import Sum
 
+from .threads import openmp_threads
+
 __all__ = ["ChannelSum", "channel_sum", "local_channel_sum"]
 
 _SOURCE = os.path.join(os.path.dirname(__file__), "c", "channel_sum.c")
@@ -77,10 +79,11 @@ class ChannelSum(COp):
     def c_code(self, node, name, inputs, outputs, sub):
         if node.inputs[0].dtype not in _C_DTYPES:
             raise MethodNotDefined("ChannelSum C code: float32/float64 only")
-        return f"if (lr_channel_sum({inputs[0]}, &{outputs[0]})) {{ {sub['fail']} }}"
+        return (f"lr_cs_parallel = {int(openmp_threads())};\n"
+                f"if (lr_channel_sum({inputs[0]}, &{outputs[0]})) {{ {sub['fail']} }}")
 
     def c_code_cache_version(self):
-        return (1, zlib.crc32(_source().encode()))
+        return (2, zlib.crc32(_source().encode()), int(openmp_threads()))
 
     def c_support_code(self, **kwargs):
         return _source()

@@ -18,9 +18,12 @@
 
 /* Channels are independent: with OpenMP (the pool oneDNN uses too) they are
  * shared out among the threads (the pool's default size), for tensors of
- * at least 32768 values (below, a parallel region costs more than it saves). */
+ * at least 32768 values (below, a parallel region costs more than it saves),
+ * unless the op's c_code cleared lr_bn_parallel (the NumPy convolution
+ * kernels run OpenBLAS's own thread pool, which a second pool would fight). */
+static int lr_bn_parallel = 1;
 #ifdef _OPENMP
-#define LR_BN_PARALLEL _Pragma("omp parallel for schedule(static) if (n_ * c_ * m_ >= 32768)")
+#define LR_BN_PARALLEL _Pragma("omp parallel for schedule(static) if (lr_bn_parallel && n_ * c_ * m_ >= 32768)")
 #else
 #define LR_BN_PARALLEL
 #endif

@@ -11,8 +11,11 @@
 #ifndef LR_CS_LANES
 #define LR_CS_LANES 8
 
+/* cleared by the op's c_code when the NumPy convolution kernels (OpenBLAS's
+ * thread pool) run: two pools on the same cores fight */
+static int lr_cs_parallel = 1;
 #ifdef _OPENMP
-#define LR_CS_PARALLEL _Pragma("omp parallel for schedule(static) if (n_ * c_ * m_ >= 32768)")
+#define LR_CS_PARALLEL _Pragma("omp parallel for schedule(static) if (lr_cs_parallel && n_ * c_ * m_ >= 32768)")
 #else
 #define LR_CS_PARALLEL
 #endif
