@@ -9,9 +9,12 @@ way lasres intends.
 
 Backends
 --------
-``c``      PyTensor's C virtual machine (the CPU default): each lasres op runs
-           its NumPy/BLAS ``perform``; elementwise code is fused and compiled
-           to C.
+``c``      PyTensor's C virtual machine (the CPU default): the convolutions
+           run oneDNN C code (float32), batch norm and the per-channel sums
+           lasres's C code (``lasres/ops/c``), elementwise code is fused and
+           compiled to C; the other ops run their NumPy ``perform``. The mode
+           adds lasres's rewrites (``ChannelSum``, batch norm fused with the
+           ReLU) and leaves out a few of PyTensor's (below).
 ``jax``    PyTensor's JAX linker: the whole function becomes one XLA program
            (GPU when jax has CUDA, else CPU).
 ``numba``  PyTensor's numba linker (lasres ops fall back to object mode).
@@ -42,13 +45,33 @@ warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
 #: in-place elementwise pass, whose validation is quadratic in the graph size
 #: (35 s of a 62 s compile for the ResNet-110 training step; see
 #: benchmarks/RESULTS.md) while lasres's heavy ops allocate their own outputs.
-_EXCLUDED_REWRITES = ("scan_eqopt1", "scan_eqopt2", "scan_make_inplace", "inplace_elemwise")
+#: And the additive canonicaliser, which flattens every chain of sums into
+#: one n-ary sum even where the partial sums are used elsewhere: a residual
+#: stage's ``x + f1 + f2 + ...`` (and its gradient's accumulations) became
+#: one sum per block over all earlier block outputs, O(n^2) memory passes per
+#: stage; without it each sum stays binary, in the model's order (single-use
+#: chains are still merged by PyTensor's ``flatten_nested_add_mul`` and fusion).
+_EXCLUDED_REWRITES = ("scan_eqopt1", "scan_eqopt2", "scan_make_inplace", "inplace_elemwise",
+                      "local_add_canonizer")
 
 BACKENDS = ("c", "jax", "numba", "py")
 
 
+#: Position of lasres's own rewrites in the C mode: after canonicalisation
+#: and specialisation, before the elementwise fusion (49).
+_LASRES_REWRITES_POSITION = 48.5
+
+
 def _c_mode():
-    return Mode(linker="cvm", optimizer="fast_run").excluding(*_EXCLUDED_REWRITES)
+    from pytensor.graph.rewriting.basic import in2out
+
+    from .ops.bn import local_bn_infer_relu, local_bn_train_relu
+    from .ops.reduce import local_channel_sum
+
+    mode = Mode(linker="cvm", optimizer="fast_run").excluding(*_EXCLUDED_REWRITES)
+    kernels = in2out(local_channel_sum, local_bn_train_relu, local_bn_infer_relu,
+                     name="lasres_c_kernels")
+    return mode.register((kernels, _LASRES_REWRITES_POSITION))
 
 
 def get_mode(backend=None):

@@ -13,15 +13,40 @@ Numerics follow Lasagne's ``BatchNormLayer`` exactly: over the ``axes``,
 
 The statistics are accumulated in float64 and the result cast back to the
 input's dtype.
+
+Kernels: the C backend runs the C code of ``c/bn.c`` for float32 and
+float64 inputs normalised over the channel axes ``(0, 2, ...)`` (no Python
+call per node); every other case, and the Python and Numba backends, run
+``perform`` (a numba kernel for the channel axes, NumPy otherwise).
+
+Fusion with the rectifier: in the C backend's mode, a batch norm whose
+output feeds only lasres's ``relu`` (and, in training, its gradient) is
+replaced by :class:`BatchNormTrainRelu` / :class:`BatchNormReluTrainGrad` /
+:class:`BatchNormInferRelu` (rewrites :data:`local_bn_train_relu`,
+:data:`local_bn_infer_relu`): one pass less over the activations each way,
+the same values bit for bit (the backward pass recomputes the normalised
+output from the forward pass's exact per-channel scale instead of storing it).
 """
+import functools
+import os
+import sys
+import zlib
+
 import numpy as np
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType
 from pytensor.graph.basic import Apply
-from pytensor.graph.op import Op
+from pytensor.graph.rewriting.basic import node_rewriter
+from pytensor.graph.utils import MethodNotDefined
+from pytensor.link.c.op import COp
 
-__all__ = ["BatchNormTrain", "BatchNormTrainGrad", "BatchNormInfer",
-           "batch_norm_train", "batch_norm_infer"]
+from .elemwise import relu, relu_grad
+from .fused import Attach
+from .threads import openmp_threads
+
+__all__ = ["BatchNormTrain", "BatchNormTrainGrad", "BatchNormInfer", "BatchNormTrainRelu",
+           "BatchNormReluTrainGrad", "BatchNormInferRelu", "batch_norm_train", "batch_norm_infer",
+           "local_bn_train_relu", "local_bn_infer_relu"]
 
 
 def _param_pattern(ndim, axes):
@@ -69,7 +94,54 @@ def _moments(x, axes):
     return mean, centred, var
 
 
-class BatchNormTrain(Op):
+_SOURCE = os.path.join(os.path.dirname(__file__), "c", "bn.c")
+
+
+@functools.lru_cache(maxsize=None)
+def _source():
+    with open(_SOURCE) as f:
+        return f.read()
+
+
+class _ChannelCOp(COp):
+    """C code (``c/bn.c``) for float32/float64 inputs normalised over the
+    channel axes; ``perform`` for everything else."""
+
+    def _use_c(self, node):
+        x = node.inputs[0]
+        return _is_channel_axes(x.ndim, self.axes) and x.dtype in ("float32", "float64")
+
+    def make_thunk(self, node, storage_map, compute_map, no_recycling, impl=None):
+        # decided here, not only in c_code: a module found in PyTensor's
+        # compile cache is loaded without calling c_code
+        if not self._use_c(node):
+            impl = "py"
+        return super().make_thunk(node, storage_map, compute_map, no_recycling, impl=impl)
+
+    def _c_call(self, inputs, outputs):
+        raise NotImplementedError
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        if not self._use_c(node):
+            raise MethodNotDefined("batch norm C code: channel axes, float32/float64 only")
+        return (f"lr_bn_parallel = {int(openmp_threads())};\n"
+                f"if ({self._c_call(inputs, outputs)}) {{ {sub['fail']} }}")
+
+    def c_code_cache_version(self):
+        return (2, zlib.crc32(_source().encode()), int(openmp_threads()))
+
+    def c_headers(self, **kwargs):
+        return ["<math.h>"]
+
+    def c_support_code(self, **kwargs):
+        return _source()
+
+    def c_compile_args(self, **kwargs):
+        # OpenMP over the channels, in the libgomp pool that oneDNN uses too
+        return ["-ffp-contract=off"] + (["-fopenmp"] if sys.platform.startswith("linux") else [])
+
+
+class BatchNormTrain(_ChannelCOp):
     """Training-mode batch normalisation with the batch's own statistics.
 
     Inputs ``x, gamma, beta``; outputs ``y, mean, inv_std`` (the statistics
@@ -132,6 +204,12 @@ class BatchNormTrain(Op):
         xs, gs, _ = shapes
         return [xs, gs, gs]
 
+    def _c_call(self, inputs, outputs):
+        x, gamma, beta = inputs
+        y, mean, inv_std = outputs
+        return (f"lr_bn_train({x}, {gamma}, {beta}, {self.epsilon!r}, &{y}, &{mean}, &{inv_std}, "
+                "NULL)")
+
     def pullback(self, inputs, outputs, cotangents):
         x, gamma, beta = inputs
         _, mean, inv_std = outputs
@@ -155,7 +233,7 @@ class BatchNormTrain(Op):
         return [[True, True, True], [True, False, False], [True, False, False]]
 
 
-class BatchNormTrainGrad(Op):
+class BatchNormTrainGrad(_ChannelCOp):
     """Gradient of :class:`BatchNormTrain` w.r.t. ``x, gamma, beta`` given the
     gradient ``gy`` of its normalised output.
 
@@ -220,8 +298,12 @@ class BatchNormTrainGrad(Op):
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0], shapes[2], shapes[2]]
 
+    def _c_call(self, inputs, outputs):
+        gx, ggamma, gbeta = outputs
+        return f"lr_bn_train_grad({', '.join(inputs)}, &{gx}, &{ggamma}, &{gbeta}, NULL, NULL)"
 
-class BatchNormInfer(Op):
+
+class BatchNormInfer(_ChannelCOp):
     """Inference-mode batch normalisation with stored statistics:
     ``y = (x - mean) * (gamma * inv_std) + beta``."""
 
@@ -253,6 +335,9 @@ class BatchNormInfer(Op):
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0]]
 
+    def _c_call(self, inputs, outputs):
+        return f"lr_bn_infer({', '.join(inputs)}, &{outputs[0]}, 0)"
+
     def pullback(self, inputs, outputs, cotangents):
         x, gamma, beta, mean, inv_std = inputs
         (gy,) = cotangents
@@ -266,6 +351,172 @@ class BatchNormInfer(Op):
                 gbeta,
                 -gbeta * gamma * inv_std,
                 gxc * gamma]
+
+
+class BatchNormInferRelu(BatchNormInfer):
+    """:class:`BatchNormInfer` followed by lasres's rectifier
+    (:data:`lasres.ops.elemwise.relu`, ``0.5 * (y + |y|)``) in one pass, with
+    the same values bit for bit. The C mode puts it in place of a
+    ``relu(batch_norm_infer(...))`` whose normalised output has no other use
+    (:data:`local_bn_infer_relu`)."""
+
+    def perform(self, node, inputs, output_storage):
+        super().perform(node, inputs, output_storage)
+        y = output_storage[0][0]
+        output_storage[0][0] = relu.scalar_op.impl(y)
+
+    def _c_call(self, inputs, outputs):
+        return f"lr_bn_infer({', '.join(inputs)}, &{outputs[0]}, 1)"
+
+    def pullback(self, inputs, outputs, cotangents):
+        y = BatchNormInfer(self.axes)(*inputs)
+        return BatchNormInfer.pullback(self, inputs, [y], [relu_grad(y, cotangents[0])])
+
+
+@node_rewriter([relu])
+def local_bn_infer_relu(fgraph, node):
+    """``relu(BatchNormInfer(...))`` -> :class:`BatchNormInferRelu` when the
+    normalised output feeds only the rectifier."""
+    (y,) = node.inputs
+    bn = y.owner
+    if bn is None or type(bn.op) is not BatchNormInfer or len(fgraph.clients[y]) != 1:
+        return None
+    if y in fgraph.outputs:
+        return None
+    return [BatchNormInferRelu(bn.op.axes)(*bn.inputs)]
+
+
+class BatchNormTrainRelu(BatchNormTrain):
+    """:class:`BatchNormTrain` followed by lasres's rectifier
+    (:data:`lasres.ops.elemwise.relu`) in one pass: outputs
+    ``relu(y), mean, inv_std, scale`` with ``scale`` the per-channel factor
+    ``gamma * inv_std`` exactly as the forward pass rounded it (so that
+    :class:`BatchNormReluTrainGrad` recomputes ``y`` bit for bit instead of
+    storing it). The C mode puts it in place of a BatchNormTrain whose
+    normalised output feeds only a rectifier and its gradient
+    (:data:`local_bn_train_relu`)."""
+
+    def make_node(self, x, gamma, beta):
+        node = super().make_node(x, gamma, beta)
+        return Apply(self, node.inputs, [o.type() for o in node.outputs] + [node.outputs[1].type()])
+
+    def perform(self, node, inputs, output_storage):
+        x, gamma, beta = inputs
+        super().perform(node, inputs, output_storage[:3])
+        y, mean, inv_std = (o[0] for o in output_storage[:3])
+        scale = _train_scale(x, gamma, inv_std, self.axes, self.epsilon)
+        output_storage[0][0] = relu.scalar_op.impl(y)
+        output_storage[3][0] = scale
+
+    def infer_shape(self, fgraph, node, shapes):
+        xs, gs, _ = shapes
+        return [xs, gs, gs, gs]
+
+    def _c_call(self, inputs, outputs):
+        x, gamma, beta = inputs
+        r, mean, inv_std, scale = outputs
+        return (f"lr_bn_train({x}, {gamma}, {beta}, {self.epsilon!r}, &{r}, &{mean}, &{inv_std}, "
+                f"&{scale})")
+
+    def pullback(self, inputs, outputs, cotangents):
+        y, mean, inv_std = BatchNormTrain(self.axes, self.epsilon)(*inputs)
+        gr, gmean, ginv = cotangents[:3]
+        if not isinstance(gr.type, DisconnectedType):
+            gr = relu_grad(y, gr)
+        return BatchNormTrain.pullback(self, inputs, [y, mean, inv_std], [gr, gmean, ginv])
+
+    def connection_pattern(self, node):
+        return [[True, True, True, False], [True, False, False, False],
+                [True, False, False, False]]
+
+
+def _train_scale(x, gamma, inv_std, axes, epsilon):
+    """NumPy: the per-channel scale ``gamma * inv_std`` exactly as
+    :meth:`BatchNormTrain.perform` used it: rounded once from the float64
+    inverse deviation by the numba kernel, else ``gamma * inv_std`` in the
+    data type."""
+    if _is_channel_axes(x.ndim, axes) and _bn_kernels is not None:
+        n, c = x.shape[:2]
+        x3 = np.ascontiguousarray(x).reshape(n, c, -1)
+        mu64, inv64 = np.empty(c), np.empty(c)
+        _bn_kernels.bn_train_forward(x3, gamma, np.zeros_like(gamma), epsilon,
+                                     np.empty_like(x3), mu64, inv64)
+        return (gamma.astype(np.float64) * inv64).astype(x.dtype)
+    return (gamma * inv_std).astype(x.dtype)
+
+
+class BatchNormReluTrainGrad(BatchNormTrainGrad):
+    """Gradient of :class:`BatchNormTrainRelu` w.r.t. ``x, gamma, beta``
+    given the gradient ``gr`` of its rectified output: inputs
+    ``x, gr, gamma, beta, mean, scale, inv_std``. The rectifier's gradient
+    (:data:`lasres.ops.elemwise.relu_grad`) is applied to ``gr`` with ``y``
+    recomputed from ``x, mean, scale, beta``, then :class:`BatchNormTrainGrad`'s
+    formulas: the same values as the two nodes, bit for bit."""
+
+    def make_node(self, x, gr, gamma, beta, mean, scale, inv_std):
+        x = pt.as_tensor_variable(x)
+        args = [pt.as_tensor_variable(v).astype(x.dtype)
+                for v in (gr, gamma, beta, mean, scale, inv_std)]
+        return Apply(self, [x] + args, [x.type(), args[1].type(), args[1].type()])
+
+    def perform(self, node, inputs, output_storage):
+        x, gr, gamma, beta, mean, scale, inv_std = inputs
+        nd, axes = x.ndim, self.axes
+        y = x - _bcast(mean, nd, axes)
+        y *= _bcast(scale, nd, axes)
+        y += _bcast(beta, nd, axes)
+        gy = relu_grad.scalar_op.impl(y, gr)
+        super().perform(node, [x, gy, gamma, mean, inv_std], output_storage)
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [shapes[0], shapes[2], shapes[2]]
+
+    def _c_call(self, inputs, outputs):
+        x, gr, gamma, beta, mean, scale, inv_std = inputs
+        gx, ggamma, gbeta = outputs
+        return (f"lr_bn_train_grad({x}, {gr}, {gamma}, {mean}, {inv_std}, &{gx}, &{ggamma}, "
+                f"&{gbeta}, {beta}, {scale})")
+
+
+@node_rewriter([BatchNormTrainGrad])
+def local_bn_train_relu(fgraph, node):
+    """``BatchNormTrain`` -> ``relu`` forward and ``relu_grad`` ->
+    ``BatchNormTrainGrad`` backward become :class:`BatchNormTrainRelu` and
+    :class:`BatchNormReluTrainGrad` when the normalised output ``y`` (or the
+    view of it that :func:`lasres.ops.fused.attach` makes) is used by nothing
+    else (it is then never stored)."""
+    if type(node.op) is not BatchNormTrainGrad:
+        return None
+    x, gy, gamma, mean, inv_std = node.inputs
+    bn = mean.owner
+    if bn is None or type(bn.op) is not BatchNormTrain or bn.op.axes != node.op.axes:
+        return None
+    y = bn.outputs[0]
+    if list(bn.inputs[:1]) != [x] or bn.inputs[1] is not gamma or inv_std is not bn.outputs[2] \
+            or y in fgraph.outputs or gy in fgraph.outputs:
+        return None
+    # BatchNormLayer passes y through attach() (running-average updates): look through it
+    users = fgraph.clients[y]
+    if len(users) == 1 and isinstance(users[0][0].op, Attach) and users[0][1] == 0:
+        y = users[0][0].outputs[0]
+        if y in fgraph.outputs:
+            return None
+    grad_node = gy.owner
+    if grad_node is None or grad_node.op != relu_grad or grad_node.inputs[0] is not y \
+            or len(fgraph.clients[gy]) != 1:
+        return None
+    users = fgraph.clients[y]
+    fwd = [c for c, i in users if c.op == relu and i == 0]
+    if len(users) != 2 or len(fwd) != 1 or not any(c is grad_node for c, _ in users):
+        return None
+    beta, gr = bn.inputs[2], grad_node.inputs[1]
+    if gr.type.broadcastable != x.type.broadcastable:  # e.g. the gradient of a mean pooling
+        gr = pt.broadcast_to(gr, x.shape)
+    r, mean2, inv2, scale = BatchNormTrainRelu(bn.op.axes, bn.op.epsilon)(*bn.inputs)
+    gx, ggamma, gbeta = BatchNormReluTrainGrad(node.op.axes)(
+        x, gr, gamma, beta, mean2, scale, inv2)
+    return {fwd[0].outputs[0]: r, bn.outputs[1]: mean2, bn.outputs[2]: inv2,
+            node.outputs[0]: gx, node.outputs[1]: ggamma, node.outputs[2]: gbeta}
 
 
 def batch_norm_train(x, gamma, beta, axes=(0, 2, 3), epsilon=1e-4):

@@ -1,7 +1,8 @@
 """JAX implementations of the batch-normalisation ops."""
 from pytensor.link.jax.dispatch import jax_funcify
 
-from ..bn import BatchNormInfer, BatchNormTrain, BatchNormTrainGrad
+from ..bn import (BatchNormInfer, BatchNormInferRelu, BatchNormReluTrainGrad, BatchNormTrain,
+                  BatchNormTrainGrad, BatchNormTrainRelu)
 
 
 def _jax_bcast(p, ndim, axes):
@@ -57,3 +58,48 @@ def _jax_bn_infer(op, node=None, **kwargs):
                 + _jax_bcast(beta, nd, axes)).astype(x.dtype)
 
     return bn_infer
+
+
+# The fused ops exist only in graphs the C mode has rewritten; their JAX
+# versions compose the ones above (subclasses must not inherit those).
+
+def _jax_relu(y):
+    import jax.numpy as jnp
+    return (0.5 * (y + jnp.abs(y))).astype(y.dtype)
+
+
+@jax_funcify.register(BatchNormTrainRelu)
+def _jax_bn_train_relu(op, node=None, **kwargs):
+    train = _jax_bn_train(op, node=node, **kwargs)
+
+    def bn_train_relu(x, gamma, beta):
+        y, mean, inv_std = train(x, gamma, beta)
+        return _jax_relu(y), mean, inv_std, (gamma * inv_std).astype(x.dtype)
+
+    return bn_train_relu
+
+
+@jax_funcify.register(BatchNormReluTrainGrad)
+def _jax_bn_relu_train_grad(op, node=None, **kwargs):
+    import jax.numpy as jnp
+    grad = _jax_bn_train_grad(op, node=node, **kwargs)
+    axes = op.axes
+
+    def bn_relu_train_grad(x, gr, gamma, beta, mean, scale, inv_std):
+        nd = x.ndim
+        y = (x - _jax_bcast(mean, nd, axes)) * _jax_bcast(scale, nd, axes) \
+            + _jax_bcast(beta, nd, axes)
+        gy = jnp.where(y > 0, gr, jnp.where(y == 0, 0.5 * gr, 0 * gr)).astype(gr.dtype)
+        return grad(x, gy, gamma, mean, inv_std)
+
+    return bn_relu_train_grad
+
+
+@jax_funcify.register(BatchNormInferRelu)
+def _jax_bn_infer_relu(op, node=None, **kwargs):
+    infer = _jax_bn_infer(op, node=node, **kwargs)
+
+    def bn_infer_relu(*args):
+        return _jax_relu(infer(*args))
+
+    return bn_infer_relu

@@ -2,6 +2,7 @@
 from pytensor.link.jax.dispatch import jax_funcify
 
 from ..fused import Attach, SumOfSquares
+from ..reduce import ChannelSum
 
 
 @jax_funcify.register(Attach)
@@ -21,3 +22,13 @@ def _jax_sum_of_squares(op, node=None, **kwargs):
         return jnp.sum(jnp.square(x))
 
     return sum_of_squares_
+
+
+@jax_funcify.register(ChannelSum)
+def _jax_channel_sum(op, node=None, **kwargs):
+    import jax.numpy as jnp
+
+    def channel_sum_(x):
+        return jnp.sum(x, axis=(0,) + tuple(range(2, x.ndim))).astype(x.dtype)
+
+    return channel_sum_

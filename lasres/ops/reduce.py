@@ -1,0 +1,111 @@
+"""Per-channel sum: the sum of an ``(N, C, ...)`` tensor over every axis but 1.
+
+Every convolution with a bias contributes such a sum to a training graph
+(the bias gradient ``gz.sum(axis=(0, 2, 3))``). PyTensor's ``Sum`` with a
+float64 accumulator computes it in a generic strided loop; :class:`ChannelSum`
+computes the same thing — float64 accumulation, the result in the input's
+dtype — in C (``c/channel_sum.c``): channel by channel over contiguous rows,
+in independent partial sums, the channels shared among OpenMP threads.
+
+The C backend's mode (:mod:`lasres.config`) replaces such ``Sum`` nodes
+with :class:`ChannelSum` through the rewrite :data:`local_channel_sum`, so
+graphs keep being written with ``.sum(axis=...)``.
+"""
+import functools
+import os
+import sys
+import zlib
+
+import numpy as np
+import pytensor.tensor as pt
+from pytensor.graph.basic import Apply
+from pytensor.graph.rewriting.basic import node_rewriter
+from pytensor.graph.utils import MethodNotDefined
+from pytensor.link.c.op import COp
+from pytensor.tensor.math import Sum
+
+from .threads import openmp_threads
+
+__all__ = ["ChannelSum", "channel_sum", "local_channel_sum"]
+
+_SOURCE = os.path.join(os.path.dirname(__file__), "c", "channel_sum.c")
+_C_DTYPES = ("float32", "float64")
+
+
+@functools.lru_cache(maxsize=None)
+def _source():
+    with open(_SOURCE) as f:
+        return f.read()
+
+
+def _other_axes(ndim):
+    return (0,) + tuple(range(2, ndim))
+
+
+class ChannelSum(COp):
+    """Sum over every axis but axis 1, accumulated in float64, returned in
+    the input's dtype: ``x.sum(axis=(0, 2, ...), acc_dtype='float64')``."""
+
+    __props__ = ()
+
+    def make_node(self, x):
+        x = pt.as_tensor_variable(x)
+        if x.ndim < 2:
+            raise TypeError(f"ChannelSum needs an input of at least 2 dimensions, got {x.ndim}")
+        out = pt.tensor(dtype=x.dtype, shape=(x.type.shape[1],))
+        return Apply(self, [x], [out])
+
+    def perform(self, node, inputs, output_storage):
+        (x,) = inputs
+        total = x.sum(axis=_other_axes(x.ndim), dtype=np.float64)
+        output_storage[0][0] = np.asarray(total, dtype=x.dtype)
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [(shapes[0][1],)]
+
+    def pullback(self, inputs, outputs, cotangents):
+        (x,) = inputs
+        (gz,) = cotangents
+        pattern = ["x", 0] + ["x"] * (x.ndim - 2)
+        return [pt.zeros_like(x) + gz.dimshuffle(pattern)]
+
+    def make_thunk(self, node, storage_map, compute_map, no_recycling, impl=None):
+        # decided here, not only in c_code: a module found in PyTensor's
+        # compile cache is loaded without calling c_code
+        if node.inputs[0].dtype not in _C_DTYPES:
+            impl = "py"
+        return super().make_thunk(node, storage_map, compute_map, no_recycling, impl=impl)
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        if node.inputs[0].dtype not in _C_DTYPES:
+            raise MethodNotDefined("ChannelSum C code: float32/float64 only")
+        return (f"lr_cs_parallel = {int(openmp_threads())};\n"
+                f"if (lr_channel_sum({inputs[0]}, &{outputs[0]})) {{ {sub['fail']} }}")
+
+    def c_code_cache_version(self):
+        return (2, zlib.crc32(_source().encode()), int(openmp_threads()))
+
+    def c_support_code(self, **kwargs):
+        return _source()
+
+    def c_compile_args(self, **kwargs):
+        # no FMA contraction; OpenMP over the channels in libgomp's pool (oneDNN's too)
+        return ["-ffp-contract=off"] + (["-fopenmp"] if sys.platform.startswith("linux") else [])
+
+
+channel_sum = ChannelSum()
+
+
+@node_rewriter([Sum])
+def local_channel_sum(fgraph, node):
+    """``Sum`` over all axes but 1 with a float64 accumulator (float32 or
+    float64 in and out) -> :class:`ChannelSum`."""
+    (x,) = node.inputs
+    op = node.op
+    if x.ndim < 2 or op.axis is None or tuple(sorted(op.axis)) != _other_axes(x.ndim):
+        return None
+    if x.dtype not in _C_DTYPES or node.outputs[0].dtype != x.dtype:
+        return None
+    if op.acc_dtype != "float64":
+        return None
+    return [channel_sum(x)]

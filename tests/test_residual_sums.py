@@ -1,0 +1,53 @@
+"""Residual sums in the C mode: the chain ``x + f1 + f2 + ...`` of a residual
+stage stays a chain of binary sums in the model's order (PyTensor's additive
+canonicaliser, which would flatten it into O(n^2) n-ary sums, is excluded)."""
+import collections
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.scalar import basic as ps
+from pytensor.tensor.elemwise import Elemwise
+
+import lasres  # noqa: F401  (modes)
+from lasres.config import get_mode
+
+
+def _nary_adds(fn):
+    """How many 4-d elementwise additions of each arity the compiled graph holds."""
+    count = collections.Counter()
+    for node in fn.maker.fgraph.apply_nodes:
+        if isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.Add) \
+                and node.outputs[0].ndim == 4:
+            count[len(node.inputs)] += 1
+    return count
+
+
+def test_residual_sums_stay_binary_in_the_training_step():
+    """The residual chain ``x + f1 + f2 + ...`` of a stage (and the gradient
+    accumulations along it) is not flattened into n-ary sums over all earlier
+    block outputs (O(n^2) memory passes per stage)."""
+    from lasres.models import build
+    from lasres.training import Trainer
+
+    trainer = Trainer(build("normal", 3, 1), backend="c")
+    adds = _nary_adds(trainer.train_fn)
+    assert adds and set(adds) == {2}, adds
+
+
+def test_residual_chain_in_lasagnes_order_bit_for_bit():
+    """Each block's output is ``previous + branch`` in float32, as Lasagne's
+    ElemwiseSumLayer adds, even where the partial sums have other uses."""
+    xs = [pt.tensor4(f"x{i}") for i in range(5)]
+    partial, outs = xs[0], []
+    for x in xs[1:]:
+        partial = partial + x
+        outs.append(pt.sqr(partial))  # a second use of every partial sum
+    f = pytensor.function(xs, outs, mode=get_mode("c"))
+    rng = np.random.default_rng(4)
+    vals = [rng.normal(0, 10.0 ** k, (2, 3, 4, 4)).astype(np.float32) for k in range(5)]
+    got = f(*vals)
+    acc = vals[0]
+    for v, g in zip(vals[1:], got):
+        acc = acc + v
+        np.testing.assert_array_equal(g, np.square(acc))
