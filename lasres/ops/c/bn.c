@@ -104,6 +104,25 @@ static double lr_bn_sqdev_##SUF(const T *x, npy_intp n_, npy_intp c_, npy_intp m
     return tail;                                                                         \
 }                                                                                        \
                                                                                          \
+/* One channel's output: y = (x - mu) * scale + b, with relu the rectifier               \
+ * 0.5 * (y + |y|) of lasres's Rectify applied to y (all in T, as the references). */    \
+static void lr_bn_apply_##SUF(const T *x, npy_intp n_, npy_intp c_, npy_intp m_,        \
+                              npy_intp c, T mu, T scale, T b, T *y, int relu)            \
+{                                                                                        \
+    for (npy_intp n = 0; n < n_; n++) {                                                  \
+        const T *p = x + (n * c_ + c) * m_;                                              \
+        T *q = y + (n * c_ + c) * m_;                                                    \
+        if (relu)                                                                        \
+            for (npy_intp i = 0; i < m_; i++) {                                          \
+                T v = (p[i] - mu) * scale + b;                                           \
+                q[i] = (T)(0.5 * (v + fabs(v)));                                         \
+            }                                                                            \
+        else                                                                             \
+            for (npy_intp i = 0; i < m_; i++)                                            \
+                q[i] = (p[i] - mu) * scale + b;                                          \
+    }                                                                                    \
+}                                                                                        \
+                                                                                         \
 /* y = (x - mean) * (gamma * inv_std) + beta; mean, inv_std and the scale used out;     \
  * with relu, the rectifier 0.5 * (y + |y|) of lasres's Rectify applied to y. */         \
 static void lr_bn_train_fwd_##SUF(const T *x, const T *gamma, const T *beta, double eps,\
@@ -121,18 +140,7 @@ static void lr_bn_train_fwd_##SUF(const T *x, const T *gamma, const T *beta, dou
         const T mu_t = (T)mu, scale_t = (T)((double)gamma[c] * inv), b = beta[c];        \
         if (scale_out)                                                                   \
             scale_out[c] = scale_t;                                                      \
-        for (npy_intp n = 0; n < n_; n++) {                                              \
-            const T *p = x + (n * c_ + c) * m_;                                          \
-            T *q = y + (n * c_ + c) * m_;                                                \
-            if (relu)                                                                    \
-                for (npy_intp i = 0; i < m_; i++) {                                      \
-                    T v = (p[i] - mu_t) * scale_t + b;                                   \
-                    q[i] = (T)(0.5 * (v + fabs(v)));                                     \
-                }                                                                        \
-            else                                                                         \
-                for (npy_intp i = 0; i < m_; i++)                                        \
-                    q[i] = (p[i] - mu_t) * scale_t + b;                                  \
-        }                                                                                \
+        lr_bn_apply_##SUF(x, n_, c_, m_, c, mu_t, scale_t, b, y, relu);                  \
     }                                                                                    \
 }                                                                                        \
                                                                                          \
@@ -209,18 +217,7 @@ static void lr_bn_infer_##SUF(const T *x, const T *gamma, const T *beta, const T
     LR_BN_PARALLEL                                                                       \
     for (npy_intp c = 0; c < c_; c++) {                                                  \
         const T scale = gamma[c] * inv_std[c], mu = mean[c], b = beta[c];                \
-        for (npy_intp n = 0; n < n_; n++) {                                              \
-            const T *p = x + (n * c_ + c) * m_;                                          \
-            T *q = y + (n * c_ + c) * m_;                                                \
-            if (relu)                                                                    \
-                for (npy_intp i = 0; i < m_; i++) {                                      \
-                    T v = (p[i] - mu) * scale + b;                                       \
-                    q[i] = (T)(0.5 * (v + fabs(v)));                                     \
-                }                                                                        \
-            else                                                                         \
-                for (npy_intp i = 0; i < m_; i++)                                        \
-                    q[i] = (p[i] - mu) * scale + b;                                      \
-        }                                                                                \
+        lr_bn_apply_##SUF(x, n_, c_, m_, c, mu, scale, b, y, relu);                      \
     }                                                                                    \
 }
 
