@@ -65,28 +65,29 @@ def conv1d_sc(input, filters, image_shape=None, filter_shape=None, border_mode="
     return conved[:, :, 0, :]
 
 
+def _conv1d_as_2d(input, filters, border_mode, stride, filter_flip, num_groups, axis):
+    """1D convolution as a 2D one with a unit-length spatial axis inserted at
+    ``axis`` (2: rows of height 1, 3: columns of width 1)."""
+    if isinstance(border_mode, tuple):
+        (border_mode,) = border_mode
+    pattern = (0, 1, "x", 2) if axis == 2 else (0, 1, 2, "x")
+    if isinstance(border_mode, (int, np.integer)):
+        border_mode = (0, int(border_mode)) if axis == 2 else (int(border_mode), 0)
+    conved = _conv2d(input.dimshuffle(*pattern), filters.dimshuffle(*pattern), border_mode,
+                     (1, stride) if axis == 2 else (stride, 1), filter_flip, num_groups)
+    return conved[:, :, 0, :] if axis == 2 else conved[:, :, :, 0]
+
+
 def conv1d_mc0(input, filters, image_shape=None, filter_shape=None, border_mode="valid",
                subsample=(1,), filter_flip=True, num_groups=1):
     """1D convolution as a 2D convolution with rows of height 1."""
-    if isinstance(border_mode, tuple):
-        (border_mode,) = border_mode
-    if isinstance(border_mode, (int, np.integer)):
-        border_mode = (0, int(border_mode))
-    conved = _conv2d(input.dimshuffle(0, 1, "x", 2), filters.dimshuffle(0, 1, "x", 2),
-                     border_mode, (1, subsample[0]), filter_flip, num_groups)
-    return conved[:, :, 0, :]
+    return _conv1d_as_2d(input, filters, border_mode, subsample[0], filter_flip, num_groups, 2)
 
 
 def conv1d_mc1(input, filters, image_shape=None, filter_shape=None, border_mode="valid",
                subsample=(1,), filter_flip=True, num_groups=1):
     """1D convolution as a 2D convolution with columns of width 1."""
-    if isinstance(border_mode, tuple):
-        (border_mode,) = border_mode
-    if isinstance(border_mode, (int, np.integer)):
-        border_mode = (int(border_mode), 0)
-    conved = _conv2d(input.dimshuffle(0, 1, 2, "x"), filters.dimshuffle(0, 1, 2, "x"),
-                     border_mode, (subsample[0], 1), filter_flip, num_groups)
-    return conved[:, :, :, 0]
+    return _conv1d_as_2d(input, filters, border_mode, subsample[0], filter_flip, num_groups, 3)
 
 
 def _check_stride(filter_length, stride):
