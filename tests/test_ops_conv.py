@@ -445,8 +445,9 @@ def test_onednn_weight_gradient_in_blocks_and_by_gemm(monkeypatch):
         pytest.skip("no oneDNN wheel for this platform")
     monkeypatch.setattr(onednn, "_override", "onednn")
     rng = np.random.default_rng(15)
-    # (n, c, f, h, w, k, stride, pad, flip): 5 blocks of one image; blocks of
-    # two and a last one of one; 1x1 stride 1 (GEMM) unpadded and padded
+    # (n, c, f, h, w, k, stride, pad, flip): blocks of 512 output positions:
+    # 2, 2 and 1 images of 16x16; 8 and 3 of 8x8; 1x1 stride 1 (GEMM)
+    # unpadded and padded
     for n, c, f, h, wd, k, stride, pad, flip in [(5, 3, 4, 16, 16, 3, 1, 1, True),
                                                  (11, 4, 3, 8, 8, 3, 1, "same", False),
                                                  (3, 5, 6, 12, 12, 1, 1, 0, True),

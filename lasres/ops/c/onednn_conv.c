@@ -28,7 +28,7 @@
 #define LR_MAXARGS 4
 #define LR_KEYLEN 12
 /* output positions per call of the direct backward-weights (see lr_bwdw_block) */
-#define LR_BWDW_TERMS 128
+#define LR_BWDW_TERMS 512
 
 typedef struct {
     int exec_arg;
