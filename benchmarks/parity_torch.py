@@ -51,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--frameworks", default="lasres,torch")
     p.add_argument("--out", default="runs/parity")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--report", action="store_true",
+                   help="only write parity.json and the PNG from the finished runs in --out")
     return p.parse_args(argv)
 
 
@@ -193,7 +195,14 @@ def run_framework(run, data, args, schedule, out):
         _save_state(path, run.state(), history)
     _, te = evaluate(run.predict, data.X_test, data.y_test)
     history["test_error"] = te
+    _write_json(os.path.join(out, f"history_{run.name}.json"), history)
     return history
+
+
+def _write_json(path, obj):
+    from lasres._atomic import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
 
 
 def plot(histories, path, title):
@@ -228,15 +237,24 @@ def main(argv=None):
     init = lasres.layers.get_all_param_values(lasres.models.build(args.type, args.depth,
                                                                   args.width))
     runs = {"lasres": LasresRun, "torch": TorchRun}
+    if not args.report:
+        for name in args.frameworks.split(","):
+            run_framework(runs[name](args, init), data, args, schedule, args.out)
+    # The report covers every framework that has finished in --out, so two
+    # processes (one per framework, e.g. one thread each on a 2-core machine)
+    # can share one --out and the last to finish writes the joint report.
     histories = {}
-    for name in args.frameworks.split(","):
-        histories[name] = run_framework(runs[name](args, init), data, args, schedule, args.out)
+    for name in runs:
+        path = os.path.join(args.out, f"history_{name}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                histories[name] = json.load(f)
+    if not histories:
+        raise SystemExit(f"error: no finished run in {args.out}")
     summary = {name: {"test_error": h["test_error"], "train_seconds": float(np.sum(h["seconds"])),
                       "final_val_error": h["val_error"][-1]} for name, h in histories.items()}
     summary["config"] = vars(args)
-    from lasres._atomic import atomic_path
-    with atomic_path(os.path.join(args.out, "parity.json")) as tmp, open(tmp, "w") as f:
-        json.dump({"summary": summary, "histories": histories}, f, indent=1)
+    _write_json(os.path.join(args.out, "parity.json"), {"summary": summary, "histories": histories})
     title = (f"{args.type} {args.depth} {args.width}: {len(data.X_train)} training images, "
              f"{args.epochs} epochs, identical batches")
     plot(histories, os.path.join(args.out, "parity.png"), title)

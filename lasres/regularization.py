@@ -25,6 +25,10 @@ def l2(x):
 
 def apply_penalty(tensor_or_tensors, penalty, **kwargs):
     """Sum of ``penalty`` over one tensor or a list of tensors."""
+    if penalty is l2 and not kwargs and isinstance(tensor_or_tensors, (list, tuple)) \
+            and tensor_or_tensors:
+        # one node for the whole list (same float64 sums, added in order)
+        return sum_of_squares(*tensor_or_tensors)
     try:
         return sum(penalty(x, **kwargs) for x in tensor_or_tensors)
     except (TypeError, ValueError):

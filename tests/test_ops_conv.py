@@ -640,3 +640,32 @@ def test_jax_dynamic_shapes_in_shape_graphs():
     got = pytensor.function([xt, wt], outs, mode="JAX")(x, w)
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_onednn_source_shared_across_strides_and_pads(kernel_path):
+    """Stride, padding and flip are run-time parameters of the oneDNN C code:
+    convolutions that differ only in them generate the same C source (so
+    PyTensor compiles one module for all of them), while the NumPy path has
+    no C code at all."""
+    from pytensor.graph.fg import FunctionGraph
+    from pytensor.graph.utils import MethodNotDefined
+    from pytensor.link.c.basic import CLinker
+
+    def source(op, *inputs):
+        node = op(*inputs).owner
+        fg = FunctionGraph(node.inputs, node.outputs, clone=True)
+        return CLinker().accept(fg).get_src_code()
+
+    x, w, gz = pt.ftensor4("x"), pt.ftensor4("w"), pt.ftensor4("gz")
+    shape = pt.lvector("shape")
+    variants = [dict(stride=(1, 1), pad=(1, 1), filter_flip=True),
+                dict(stride=(2, 2), pad=(0, 0), filter_flip=False),
+                dict(stride=(1, 2), pad="same", filter_flip=True)]
+    for cls, inputs in ((Conv2d, (x, w)), (Conv2dGradInputs, (gz, w, shape)),
+                        (Conv2dGradWeights, (x, gz, shape))):
+        if kernel_path == "numpy":
+            with pytest.raises(MethodNotDefined):
+                source(cls(**variants[0]), *inputs)
+            continue
+        sources = {source(cls(**v), *inputs) for v in variants}
+        assert len(sources) == 1, cls.__name__

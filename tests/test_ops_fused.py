@@ -97,3 +97,32 @@ def test_fused_nesterov_equals_lasagne_composition():
         updates.sgd(loss, p, 0.01), momentum=0.9))
     np.testing.assert_allclose(l1, l2, rtol=1e-5)
     np.testing.assert_allclose(w1, w2, rtol=1e-5, atol=1e-6)
+
+
+def test_sum_of_squares_of_many_tensors_is_one_node():
+    xs = [RNG.normal(size=(3, 4)), RNG.normal(size=5), RNG.normal(size=(2, 2, 2))]
+    verify_grad(lambda *v: sum_of_squares(*v) * 0.5, xs, rng=RNG)
+    vs = [pt.dmatrix(), pt.dvector(), pt.dtensor3()]
+    total = sum_of_squares(*vs)
+    assert total.owner.op is sum_of_squares and total.owner.inputs == vs
+    f = pytensor.function(vs, [total] + pytensor.grad(2 * total, vs))
+    got = f(*xs)
+    # float64: exactly the per-tensor sums added in order, as sum(...) does
+    assert got[0] == sum(float(np.sum(x ** 2)) for x in xs)
+    for g, x in zip(got[1:], xs):
+        np.testing.assert_allclose(g, 4 * x, rtol=1e-15)
+    with pytest.raises(TypeError):
+        sum_of_squares()
+
+
+def test_l2_penalty_of_a_list_is_one_node():
+    from lasres.regularization import apply_penalty, l1, l2
+    ps = [pt.dmatrix(), pt.dvector(), pt.dtensor4()]
+    pen = apply_penalty(ps, l2)
+    assert pen.owner.op is sum_of_squares and pen.owner.inputs == ps
+    vals = [RNG.normal(size=(2, 3)), RNG.normal(size=4), RNG.normal(size=(1, 2, 2, 2))]
+    expected = sum(float(np.sum(v ** 2)) for v in vals)
+    assert pytensor.function(ps, pen)(*vals) == expected
+    # other penalties keep Lasagne's sum of per-tensor terms
+    np.testing.assert_allclose(pytensor.function(ps, apply_penalty(ps, l1))(*vals),
+                               sum(np.abs(v).sum() for v in vals), rtol=1e-14)

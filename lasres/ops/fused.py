@@ -12,6 +12,7 @@ import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
+from pytensor.scalar import upcast as pytensor_upcast
 from pytensor.tensor.elemwise import Elemwise
 
 __all__ = ["fused_elemwise", "Attach", "attach", "SumOfSquares", "sum_of_squares"]
@@ -84,28 +85,40 @@ attach = Attach()
 
 
 class SumOfSquares(Op):
-    """``sum(x ** 2)`` as one node (accumulated in float64), with gradient
-    ``2 * x * gz`` as one fused node: the L2 penalty of a deep net touches
-    every weight tensor, and written with stock ops it adds some ten nodes
-    per tensor to a training graph."""
+    """``sum(x ** 2)`` summed over one or several tensors, as one node.
+
+    Each tensor's sum of squares is accumulated in float64 and the per-tensor
+    sums are added in float64 in the order given (so a float64 graph adds
+    exactly as ``sum(sum(x ** 2) for x in xs)`` does), then cast once to the
+    output dtype.  The gradient of each input is ``2 * x * gz`` as one fused
+    node.  The L2 penalty of a deep net touches every weight tensor: written
+    with stock ops it adds some ten nodes per tensor to a training graph, and
+    a chain of scalar sums becomes one fused C kernel with a few hundred
+    inputs whose one-time compilation alone took 12 s for ResNet-110.
+    """
 
     __props__ = ()
 
-    def make_node(self, x):
-        x = pt.as_tensor_variable(x)
-        return Apply(self, [x], [pt.scalar(dtype=x.dtype)])
+    def make_node(self, *xs):
+        if not xs:
+            raise TypeError("sum_of_squares needs at least one tensor")
+        xs = [pt.as_tensor_variable(x) for x in xs]
+        dtype = pytensor_upcast(*[x.dtype for x in xs])
+        return Apply(self, xs, [pt.scalar(dtype=dtype)])
 
     def perform(self, node, inputs, output_storage):
-        (x,) = inputs
-        output_storage[0][0] = np.asarray(np.sum(np.square(x, dtype=np.float64)), dtype=x.dtype)
+        total = 0.0
+        for x in inputs:
+            total += np.sum(np.square(x, dtype=np.float64))
+        output_storage[0][0] = np.asarray(total, dtype=node.outputs[0].dtype)
 
     def infer_shape(self, fgraph, node, shapes):
         return [()]
 
     def pullback(self, inputs, outputs, cotangents):
-        (x,) = inputs
         (gz,) = cotangents
-        return [fused_elemwise(lambda x_, g, two: two * x_ * g, x, gz, 2)]
+        return [fused_elemwise(lambda x_, g, two: two * x_ * g, x, gz.astype(x.dtype), 2)
+                for x in inputs]
 
 
 sum_of_squares = SumOfSquares()

@@ -26,6 +26,8 @@ from typing import Tuple
 from pytensor.graph.basic import Apply
 from pytensor.graph.utils import MethodNotDefined
 from pytensor.link.c.op import COp
+from pytensor.link.c.params_type import ParamsType
+from pytensor.scalar import int64
 
 from ..errors import LasresError
 
@@ -109,7 +111,21 @@ class OneDNNConvCOp(COp):
     entry points of ``c/onednn_conv.c``.  ``c_code`` raises
     ``MethodNotDefined`` (so PyTensor runs ``perform``) for float64 and when
     :func:`kernels` is ``'numpy'``.
+
+    Stride, padding and flip reach the C code at run time (a ``ParamsType``),
+    not as literals: the generated source is then the same for every
+    convolution of a class with the same input types, and PyTensor compiles
+    it once instead of once per (stride, padding) pair.
     """
+
+    params_type = ParamsType(stride_h=int64, stride_w=int64, pad_h=int64, pad_w=int64,
+                             pad_mode=int64, flip=int64)
+
+    def get_params(self, node):
+        ph, pw, mode = _pad_args(self.pad)
+        return self.params_type.get_params(stride_h=self.stride[0], stride_w=self.stride[1],
+                                           pad_h=ph, pad_w=pw, pad_mode=mode,
+                                           flip=int(self.filter_flip))
 
     def _onednn_call(self, node, cache, inputs, out, params):
         raise NotImplementedError
@@ -128,14 +144,14 @@ class OneDNNConvCOp(COp):
     def c_code(self, node, name, inputs, outputs, sub):
         if not self._use_onednn(node):
             raise MethodNotDefined("oneDNN kernels off or not float32")
-        ph, pw, mode = _pad_args(self.pad)
-        params = (f"{self.stride[0]}, {self.stride[1]}, {ph}, {pw}, {mode}, "
-                  f"{int(self.filter_flip)}")
+        p = sub["params"]
+        params = ", ".join(f"(int){p}->{field}" for field in
+                           ("stride_h", "stride_w", "pad_h", "pad_w", "pad_mode", "flip"))
         call = self._onednn_call(node, f"&lr_cache_{name}", inputs, f"&{outputs[0]}", params)
         return f"if ({call}) {{ {sub['fail']} }}"
 
     def c_code_cache_version(self):
-        return (1, zlib.crc32(_source().encode()))
+        return (2, zlib.crc32(_source().encode()))
 
     def c_headers(self, **kwargs):
         return ["<oneapi/dnnl/dnnl.h>", "<stdlib.h>", "<string.h>"]

@@ -18,8 +18,11 @@ def _jax_attach(op, node=None, **kwargs):
 def _jax_sum_of_squares(op, node=None, **kwargs):
     import jax.numpy as jnp
 
-    def sum_of_squares_(x):
-        return jnp.sum(jnp.square(x))
+    def sum_of_squares_(*xs):
+        total = jnp.sum(jnp.square(xs[0]))
+        for x in xs[1:]:
+            total = total + jnp.sum(jnp.square(x))
+        return total
 
     return sum_of_squares_
 
