@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["lasres", "lasres.*"]),
     python_requires=">=3.10",
-    package_data={"lasres.ops": ["c/*.c"]},
+    package_data={"lasres.ops": ["c/*.c", "c/*.h"]},
     install_requires=[
         "pytensor>=3.0", "numpy", "scipy", "h5py", "tqdm",
         # oneDNN 3.2 convolution kernels (OpenMP build; the 2024+ wheels need

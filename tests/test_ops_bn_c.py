@@ -12,7 +12,6 @@ from pytensor.compile.mode import Mode
 from pytensor.gradient import verify_grad
 
 import lasres  # noqa: F401  (modes)
-from lasres.ops import bn
 from lasres.ops.bn import (BatchNormInfer, BatchNormTrain, BatchNormTrainGrad,
                            batch_norm_infer, batch_norm_train)
 
@@ -168,8 +167,20 @@ def test_c_shape_errors_are_value_errors():
         f(xv, gv[:2], bv, gyv)
 
 
-def test_c_source_ships_next_to_the_module():
-    assert bn._source().startswith("/*")
+def test_c_sources_ship_with_the_package():
+    """Every file of lasres/ops/c is read by an op and matched by setup.py's
+    package_data (a header left out would break installed copies only)."""
+    import fnmatch
+    import os
+    import re
+    from lasres.ops._csource import c_source
+    assert c_source("channel.h", "bn.c").startswith("/*")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "setup.py")) as f:
+        patterns = re.findall(r'"(c/[^"]+)"', f.read())
+    files = os.listdir(os.path.join(root, "lasres", "ops", "c"))
+    assert files and all(any(fnmatch.fnmatch(f"c/{name}", p) for p in patterns)
+                         for name in files), (files, patterns)
 
 
 def _infer_relu_graph(dtype, ndim):

@@ -27,10 +27,7 @@ replaced by :class:`BatchNormTrainRelu` / :class:`BatchNormReluTrainGrad` /
 the same values bit for bit (the backward pass recomputes the normalised
 output from the forward pass's exact per-channel scale instead of storing it).
 """
-import functools
-import os
 import sys
-import zlib
 
 import numpy as np
 import pytensor.tensor as pt
@@ -42,6 +39,7 @@ from pytensor.link.c.op import COp
 
 from .elemwise import relu, relu_grad
 from .fused import Attach
+from ._csource import c_source, c_source_crc
 from .threads import openmp_threads
 
 __all__ = ["BatchNormTrain", "BatchNormTrainGrad", "BatchNormInfer", "BatchNormTrainRelu",
@@ -94,13 +92,7 @@ def _moments(x, axes):
     return mean, centred, var
 
 
-_SOURCE = os.path.join(os.path.dirname(__file__), "c", "bn.c")
-
-
-@functools.lru_cache(maxsize=None)
-def _source():
-    with open(_SOURCE) as f:
-        return f.read()
+_SOURCES = ("channel.h", "bn.c")
 
 
 class _ChannelCOp(COp):
@@ -128,13 +120,13 @@ class _ChannelCOp(COp):
                 f"if ({self._c_call(inputs, outputs)}) {{ {sub['fail']} }}")
 
     def c_code_cache_version(self):
-        return (2, zlib.crc32(_source().encode()), int(openmp_threads()))
+        return (2, c_source_crc(*_SOURCES), int(openmp_threads()))
 
     def c_headers(self, **kwargs):
         return ["<math.h>"]
 
     def c_support_code(self, **kwargs):
-        return _source()
+        return c_source(*_SOURCES)
 
     def c_compile_args(self, **kwargs):
         # OpenMP over the channels, in the libgomp pool that oneDNN uses too

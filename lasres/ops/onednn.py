@@ -20,7 +20,6 @@ import os
 import platform
 import sys
 import sysconfig
-import zlib
 from typing import Tuple
 
 from pytensor.graph.basic import Apply
@@ -30,13 +29,12 @@ from pytensor.link.c.params_type import ParamsType
 from pytensor.scalar import int64
 
 from ..errors import LasresError
+from ._csource import c_source, c_source_crc
 
 __all__ = ["kernels", "KERNELS_ENV"]
 
 #: Environment variable that selects the convolution kernels.
 KERNELS_ENV = "LASRES_KERNELS"
-
-_SOURCE = os.path.join(os.path.dirname(__file__), "c", "onednn_conv.c")
 
 #: Set by tests to force a kernel family in-process (None: follow the environment).
 _override = None
@@ -87,12 +85,6 @@ def kernels() -> str:
                               "x86-64 Linux only)")
         return "numpy"
     return "onednn"
-
-
-@functools.lru_cache(maxsize=None)
-def _source():
-    with open(_SOURCE) as f:
-        return f.read()
 
 
 def _pad_args(pad):
@@ -151,7 +143,7 @@ class OneDNNConvCOp(COp):
         return f"if ({call}) {{ {sub['fail']} }}"
 
     def c_code_cache_version(self):
-        return (2, zlib.crc32(_source().encode()))
+        return (2, c_source_crc("onednn_conv.c"))
 
     def c_headers(self, **kwargs):
         return ["<oneapi/dnnl/dnnl.h>", "<stdlib.h>", "<string.h>"]
@@ -172,7 +164,7 @@ class OneDNNConvCOp(COp):
         return [f"-Wl,-rpath,{paths[1]}"] if paths else []
 
     def c_support_code(self, **kwargs):
-        return _source()
+        return c_source("onednn_conv.c")
 
     def c_support_code_struct(self, node, name):
         return f"lr_cache lr_cache_{name};"

@@ -11,10 +11,7 @@ The C backend's mode (:mod:`lasres.config`) replaces such ``Sum`` nodes
 with :class:`ChannelSum` through the rewrite :data:`local_channel_sum`, so
 graphs keep being written with ``.sum(axis=...)``.
 """
-import functools
-import os
 import sys
-import zlib
 
 import numpy as np
 import pytensor.tensor as pt
@@ -24,18 +21,13 @@ from pytensor.graph.utils import MethodNotDefined
 from pytensor.link.c.op import COp
 from pytensor.tensor.math import Sum
 
+from ._csource import c_source, c_source_crc
 from .threads import openmp_threads
 
 __all__ = ["ChannelSum", "channel_sum", "local_channel_sum"]
 
-_SOURCE = os.path.join(os.path.dirname(__file__), "c", "channel_sum.c")
+_SOURCES = ("channel.h", "channel_sum.c")
 _C_DTYPES = ("float32", "float64")
-
-
-@functools.lru_cache(maxsize=None)
-def _source():
-    with open(_SOURCE) as f:
-        return f.read()
 
 
 def _other_axes(ndim):
@@ -83,10 +75,10 @@ class ChannelSum(COp):
                 f"if (lr_channel_sum({inputs[0]}, &{outputs[0]})) {{ {sub['fail']} }}")
 
     def c_code_cache_version(self):
-        return (2, zlib.crc32(_source().encode()), int(openmp_threads()))
+        return (2, c_source_crc(*_SOURCES), int(openmp_threads()))
 
     def c_support_code(self, **kwargs):
-        return _source()
+        return c_source(*_SOURCES)
 
     def c_compile_args(self, **kwargs):
         # no FMA contraction; OpenMP over the channels in libgomp's pool (oneDNN's too)

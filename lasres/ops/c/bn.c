@@ -3,9 +3,8 @@
  * Layout: x viewed as (N, C, M) -- statistics over axes 0 and 2 (the
  * "channel axes" (0, 2, 3) of an NCHW tensor).  Channel by channel, so that
  * one channel's N * M values stay in the cache across the passes; every sum
- * is accumulated in double in LR_BN_LANES independent partial sums (which
- * lets the compiler vectorise without reordering any one sum), whatever the
- * data type.  Forward: a pass for the mean, one for the variance of the
+ * is accumulated in double in LR_LANES independent partial sums (channel.h),
+ * whatever the data type.  Forward: a pass for the mean, one for the variance of the
  * centred values, one for the output.  Backward: one pass for both sums,
  * one for the input gradient.
  *
@@ -13,8 +12,8 @@
  */
 #include <math.h>
 
-#ifndef LR_BN_LANES
-#define LR_BN_LANES 8
+#ifndef LR_BN_C
+#define LR_BN_C
 
 /* Channels are independent: with OpenMP (the pool oneDNN uses too) they are
  * shared out among the threads (the pool's default size), for tensors of
@@ -28,29 +27,6 @@ static int lr_bn_parallel = 1;
 #define LR_BN_PARALLEL
 #endif
 
-/* Allocate (or reuse) a C-contiguous output of the given shape and type. */
-static int lr_bn_out(PyArrayObject **out, int nd, const npy_intp *dims, int typenum)
-{
-    if (*out != NULL && PyArray_NDIM(*out) == nd && PyArray_ISCARRAY(*out)
-        && PyArray_TYPE(*out) == typenum) {
-        int same = 1;
-        for (int d = 0; d < nd; d++)
-            same &= PyArray_DIMS(*out)[d] == dims[d];
-        if (same)
-            return 0;
-    }
-    Py_XDECREF(*out);
-    *out = (PyArrayObject *)PyArray_EMPTY(nd, (npy_intp *)dims, typenum, 0);
-    return *out == NULL ? -1 : 0;
-}
-
-/* A C-contiguous array of the given type (new reference) or NULL. */
-static PyArrayObject *lr_bn_contig(PyArrayObject *a, int typenum)
-{
-    return (PyArrayObject *)PyArray_FromAny((PyObject *)a, PyArray_DescrFromType(typenum),
-                                            0, 0, NPY_ARRAY_CARRAY_RO, NULL);
-}
-
 /* Check that p is a vector of c values; sets a Python error otherwise. */
 static int lr_bn_check_vec(PyArrayObject *p, npy_intp c, const char *what)
 {
@@ -62,35 +38,16 @@ static int lr_bn_check_vec(PyArrayObject *p, npy_intp c, const char *what)
 }
 
 #define LR_BN_KERNELS(T, SUF)                                                            \
-static double lr_bn_sum_##SUF(const T *x, npy_intp n_, npy_intp c_, npy_intp m_,        \
-                              npy_intp c)                                                \
-{                                                                                        \
-    double s[LR_BN_LANES] = {0};                                                         \
-    double tail = 0.0;                                                                   \
-    for (npy_intp n = 0; n < n_; n++) {                                                  \
-        const T *p = x + (n * c_ + c) * m_;                                              \
-        npy_intp i = 0;                                                                  \
-        for (; i + LR_BN_LANES <= m_; i += LR_BN_LANES)                                  \
-            for (int k = 0; k < LR_BN_LANES; k++)                                        \
-                s[k] += (double)p[i + k];                                                \
-        for (; i < m_; i++)                                                              \
-            tail += (double)p[i];                                                        \
-    }                                                                                    \
-    for (int k = 0; k < LR_BN_LANES; k++)                                                \
-        tail += s[k];                                                                    \
-    return tail;                                                                         \
-}                                                                                        \
-                                                                                         \
 static double lr_bn_sqdev_##SUF(const T *x, npy_intp n_, npy_intp c_, npy_intp m_,      \
                                 npy_intp c, double mu)                                   \
 {                                                                                        \
-    double s[LR_BN_LANES] = {0};                                                         \
+    double s[LR_LANES] = {0};                                                         \
     double tail = 0.0;                                                                   \
     for (npy_intp n = 0; n < n_; n++) {                                                  \
         const T *p = x + (n * c_ + c) * m_;                                              \
         npy_intp i = 0;                                                                  \
-        for (; i + LR_BN_LANES <= m_; i += LR_BN_LANES)                                  \
-            for (int k = 0; k < LR_BN_LANES; k++) {                                      \
+        for (; i + LR_LANES <= m_; i += LR_LANES)                                  \
+            for (int k = 0; k < LR_LANES; k++) {                                      \
                 double d = (double)p[i + k] - mu;                                        \
                 s[k] += d * d;                                                           \
             }                                                                            \
@@ -99,7 +56,7 @@ static double lr_bn_sqdev_##SUF(const T *x, npy_intp n_, npy_intp c_, npy_intp m
             tail += d * d;                                                               \
         }                                                                                \
     }                                                                                    \
-    for (int k = 0; k < LR_BN_LANES; k++)                                                \
+    for (int k = 0; k < LR_LANES; k++)                                                \
         tail += s[k];                                                                    \
     return tail;                                                                         \
 }                                                                                        \
@@ -132,7 +89,7 @@ static void lr_bn_train_fwd_##SUF(const T *x, const T *gamma, const T *beta, dou
     const double count = (double)(n_ * m_);                                              \
     LR_BN_PARALLEL                                                                       \
     for (npy_intp c = 0; c < c_; c++) {                                                  \
-        double mu = lr_bn_sum_##SUF(x, n_, c_, m_, c) / count;                           \
+        double mu = lr_channel_total_##SUF(x, n_, c_, m_, c) / count;                           \
         double var = lr_bn_sqdev_##SUF(x, n_, c_, m_, c, mu) / count;                    \
         double inv = 1.0 / sqrt(var + eps);                                              \
         mean_out[c] = (T)mu;                                                             \
@@ -171,14 +128,14 @@ static void lr_bn_train_bwd_##SUF(const T *x, const T *gy, const T *gamma, const
             }                                                                            \
         }                                                                                \
         const T *gy_ = scale ? gyc : gy;                                                 \
-        double sb[LR_BN_LANES] = {0}, sg[LR_BN_LANES] = {0};                             \
+        double sb[LR_LANES] = {0}, sg[LR_LANES] = {0};                             \
         double tb = 0.0, tg = 0.0;                                                       \
         for (npy_intp n = 0; n < n_; n++) {                                              \
             const T *p = x + (n * c_ + c) * m_;                                          \
             const T *g = gy_ + (n * c_ + c) * m_;                                         \
             npy_intp i = 0;                                                              \
-            for (; i + LR_BN_LANES <= m_; i += LR_BN_LANES)                              \
-                for (int k = 0; k < LR_BN_LANES; k++) {                                  \
+            for (; i + LR_LANES <= m_; i += LR_LANES)                              \
+                for (int k = 0; k < LR_LANES; k++) {                                  \
                     double gv = (double)g[i + k];                                        \
                     sb[k] += gv;                                                         \
                     sg[k] += gv * (((double)p[i + k] - mu) * inv);                       \
@@ -189,7 +146,7 @@ static void lr_bn_train_bwd_##SUF(const T *x, const T *gy, const T *gamma, const
                 tg += gv * (((double)p[i] - mu) * inv);                                  \
             }                                                                            \
         }                                                                                \
-        for (int k = 0; k < LR_BN_LANES; k++) {                                          \
+        for (int k = 0; k < LR_LANES; k++) {                                          \
             tb += sb[k];                                                                 \
             tg += sg[k];                                                                 \
         }                                                                                \
@@ -243,13 +200,13 @@ static int lr_bn_train(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0, 
                        PyArrayObject **scale)
 {
     int tn = PyArray_TYPE(x0), rc = -1;
-    PyArrayObject *x = lr_bn_contig(x0, tn), *g = lr_bn_contig(g0, tn), *b = lr_bn_contig(b0, tn);
+    PyArrayObject *x = lr_contig(x0, tn), *g = lr_contig(g0, tn), *b = lr_contig(b0, tn);
     npy_intp n, c, m;
     if (!x || !g || !b) goto done;
     lr_bn_ncm(x, &n, &c, &m);
     if (lr_bn_check_vec(g, c, "gamma") || lr_bn_check_vec(b, c, "beta")) goto done;
-    if (lr_bn_out(y, PyArray_NDIM(x), PyArray_DIMS(x), tn) || lr_bn_out(mean, 1, &c, tn)
-        || lr_bn_out(inv_std, 1, &c, tn) || (scale && lr_bn_out(scale, 1, &c, tn))) goto done;
+    if (lr_out_array(y, PyArray_NDIM(x), PyArray_DIMS(x), tn) || lr_out_array(mean, 1, &c, tn)
+        || lr_out_array(inv_std, 1, &c, tn) || (scale && lr_out_array(scale, 1, &c, tn))) goto done;
     Py_BEGIN_ALLOW_THREADS
     if (tn == NPY_FLOAT32)
         lr_bn_train_fwd_f32((const float *)PyArray_DATA(x), (const float *)PyArray_DATA(g),
@@ -278,12 +235,12 @@ static int lr_bn_train_grad(PyArrayObject *x0, PyArrayObject *gy0, PyArrayObject
                             PyArrayObject *beta0, PyArrayObject *scale0)
 {
     int tn = PyArray_TYPE(x0), rc = -1;
-    PyArrayObject *x = lr_bn_contig(x0, tn), *gy = lr_bn_contig(gy0, tn),
-                  *g = lr_bn_contig(g0, tn), *mu = lr_bn_contig(mu0, tn),
-                  *inv = lr_bn_contig(inv0, tn), *beta = NULL, *scale = NULL;
+    PyArrayObject *x = lr_contig(x0, tn), *gy = lr_contig(gy0, tn),
+                  *g = lr_contig(g0, tn), *mu = lr_contig(mu0, tn),
+                  *inv = lr_contig(inv0, tn), *beta = NULL, *scale = NULL;
     npy_intp n, c, m;
     if (!x || !gy || !g || !mu || !inv) goto done;
-    if (scale0 && (!(beta = lr_bn_contig(beta0, tn)) || !(scale = lr_bn_contig(scale0, tn))))
+    if (scale0 && (!(beta = lr_contig(beta0, tn)) || !(scale = lr_contig(scale0, tn))))
         goto done;
     lr_bn_ncm(x, &n, &c, &m);
     if (PyArray_NDIM(gy) != PyArray_NDIM(x)
@@ -295,8 +252,8 @@ static int lr_bn_train_grad(PyArrayObject *x0, PyArrayObject *gy0, PyArrayObject
         || lr_bn_check_vec(inv, c, "inv_std")) goto done;
     if (scale && (lr_bn_check_vec(beta, c, "beta") || lr_bn_check_vec(scale, c, "scale")))
         goto done;
-    if (lr_bn_out(gx, PyArray_NDIM(x), PyArray_DIMS(x), tn) || lr_bn_out(ggamma, 1, &c, tn)
-        || lr_bn_out(gbeta, 1, &c, tn)) goto done;
+    if (lr_out_array(gx, PyArray_NDIM(x), PyArray_DIMS(x), tn) || lr_out_array(ggamma, 1, &c, tn)
+        || lr_out_array(gbeta, 1, &c, tn)) goto done;
     if (*gx == gy) {  /* never: a fresh or recycled output is not an input */
         PyErr_SetString(PyExc_RuntimeError, "batch norm gradient: output aliases gy");
         goto done;
@@ -332,15 +289,15 @@ static int lr_bn_infer(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0,
                        PyArrayObject *mu0, PyArrayObject *inv0, PyArrayObject **y, int relu)
 {
     int tn = PyArray_TYPE(x0), rc = -1;
-    PyArrayObject *x = lr_bn_contig(x0, tn), *g = lr_bn_contig(g0, tn),
-                  *b = lr_bn_contig(b0, tn), *mu = lr_bn_contig(mu0, tn),
-                  *inv = lr_bn_contig(inv0, tn);
+    PyArrayObject *x = lr_contig(x0, tn), *g = lr_contig(g0, tn),
+                  *b = lr_contig(b0, tn), *mu = lr_contig(mu0, tn),
+                  *inv = lr_contig(inv0, tn);
     npy_intp n, c, m;
     if (!x || !g || !b || !mu || !inv) goto done;
     lr_bn_ncm(x, &n, &c, &m);
     if (lr_bn_check_vec(g, c, "gamma") || lr_bn_check_vec(b, c, "beta")
         || lr_bn_check_vec(mu, c, "mean") || lr_bn_check_vec(inv, c, "inv_std")) goto done;
-    if (lr_bn_out(y, PyArray_NDIM(x), PyArray_DIMS(x), tn)) goto done;
+    if (lr_out_array(y, PyArray_NDIM(x), PyArray_DIMS(x), tn)) goto done;
     Py_BEGIN_ALLOW_THREADS
     if (tn == NPY_FLOAT32)
         lr_bn_infer_f32((const float *)PyArray_DATA(x), (const float *)PyArray_DATA(g),
@@ -359,4 +316,4 @@ done:
     return rc;
 }
 
-#endif /* LR_BN_LANES */
+#endif /* LR_BN_C */

@@ -1,15 +1,15 @@
 /* Per-channel sum of lasres's C backend (lasres/ops/reduce.py).
  *
  * x viewed as (N, C, M); out[c] = sum over n and i of x[n, c, i], accumulated
- * in double in LR_CS_LANES independent partial sums (vectorisable without
- * reordering any one sum), returned in x's type.  Channels are independent:
+ * in double as bn.c's statistics are (lr_channel_total, channel.h), returned
+ * in x's type.  Channels are independent:
  * with OpenMP they are shared among the threads of libgomp's pool (oneDNN's
  * pool too) for tensors of at least 32768 values.
  *
  * Compiled as C++ by PyTensor.
  */
-#ifndef LR_CS_LANES
-#define LR_CS_LANES 8
+#ifndef LR_CHANNEL_SUM_C
+#define LR_CHANNEL_SUM_C
 
 /* cleared by the op's c_code when the NumPy convolution kernels (OpenBLAS's
  * thread pool) run: two pools on the same cores fight */
@@ -25,22 +25,8 @@ static void lr_channel_sum_##SUF(const T *x, npy_intp n_, npy_intp c_, npy_intp 
                                  T *out)                                                 \
 {                                                                                        \
     LR_CS_PARALLEL                                                                       \
-    for (npy_intp c = 0; c < c_; c++) {                                                  \
-        double s[LR_CS_LANES] = {0};                                                     \
-        double tail = 0.0;                                                               \
-        for (npy_intp n = 0; n < n_; n++) {                                              \
-            const T *p = x + (n * c_ + c) * m_;                                          \
-            npy_intp i = 0;                                                              \
-            for (; i + LR_CS_LANES <= m_; i += LR_CS_LANES)                              \
-                for (int k = 0; k < LR_CS_LANES; k++)                                    \
-                    s[k] += (double)p[i + k];                                            \
-            for (; i < m_; i++)                                                          \
-                tail += (double)p[i];                                                    \
-        }                                                                                \
-        for (int k = 0; k < LR_CS_LANES; k++)                                            \
-            tail += s[k];                                                                \
-        out[c] = (T)tail;                                                                \
-    }                                                                                    \
+    for (npy_intp c = 0; c < c_; c++)                                                    \
+        out[c] = (T)lr_channel_total_##SUF(x, n_, c_, m_, c);                           \
 }
 
 LR_CS_KERNEL(float, f32)
@@ -50,21 +36,15 @@ LR_CS_KERNEL(double, f64)
 static int lr_channel_sum(PyArrayObject *x0, PyArrayObject **out)
 {
     int tn = PyArray_TYPE(x0);
-    PyArrayObject *x = (PyArrayObject *)PyArray_FromAny(
-        (PyObject *)x0, PyArray_DescrFromType(tn), 0, 0, NPY_ARRAY_CARRAY_RO, NULL);
+    PyArrayObject *x = lr_contig(x0, tn);
     if (x == NULL)
         return -1;
     npy_intp n_ = PyArray_DIMS(x)[0], c_ = PyArray_DIMS(x)[1], m_ = 1;
     for (int d = 2; d < PyArray_NDIM(x); d++)
         m_ *= PyArray_DIMS(x)[d];
-    if (!(*out != NULL && PyArray_NDIM(*out) == 1 && PyArray_ISCARRAY(*out)
-          && PyArray_TYPE(*out) == tn && PyArray_DIMS(*out)[0] == c_)) {
-        Py_XDECREF(*out);
-        *out = (PyArrayObject *)PyArray_EMPTY(1, &c_, tn, 0);
-        if (*out == NULL) {
-            Py_DECREF(x);
-            return -1;
-        }
+    if (lr_out_array(out, 1, &c_, tn)) {
+        Py_DECREF(x);
+        return -1;
     }
     Py_BEGIN_ALLOW_THREADS
     if (tn == NPY_FLOAT32)
@@ -78,4 +58,4 @@ static int lr_channel_sum(PyArrayObject *x0, PyArrayObject **out)
     return 0;
 }
 
-#endif /* LR_CS_LANES */
+#endif /* LR_CHANNEL_SUM_C */
