@@ -66,11 +66,12 @@ def _c_mode():
     from pytensor.graph.rewriting.basic import in2out
 
     from .ops.bn import local_bn_infer_relu, local_bn_train_relu
+    from .ops.inline import local_inline_softmax
     from .ops.reduce import local_channel_sum
 
     mode = Mode(linker="cvm", optimizer="fast_run").excluding(*_EXCLUDED_REWRITES)
-    kernels = in2out(local_channel_sum, local_bn_train_relu, local_bn_infer_relu,
-                     name="lasres_c_kernels")
+    kernels = in2out(local_inline_softmax, local_channel_sum, local_bn_train_relu,
+                     local_bn_infer_relu, name="lasres_c_kernels")
     return mode.register((kernels, _LASRES_REWRITES_POSITION))
 
 
