@@ -8,7 +8,9 @@ a user meets it: runs the real scripts and reads the times they report
 ``test_model.py bottleneck 18`` needs a weight file; without the seed's
 ``resnet164_fullpreactivation.pklz`` a freshly initialised network is saved
 in the legacy format and used (same shapes, same work). Pass
-``--fresh-cache`` to time a cold PyTensor compile cache as well.
+``--fresh-cache`` to time a cold PyTensor compile cache instead: each
+command then gets its own empty compile directory (nothing compiled by one
+command is reused by the other, PyTensor's own helper modules included).
 """
 import argparse
 import json
@@ -38,24 +40,31 @@ def main():
     a = ap.parse_args()
     env = dict(os.environ)
     tmp = tempfile.mkdtemp(prefix="lasres-startup-")
-    if a.fresh_cache:
-        env["PYTENSOR_FLAGS"] = f"compiledir={os.path.join(tmp, 'compiledir')}"
+
+    def fresh(name):
+        if not a.fresh_cache:
+            return env
+        flags = [f for f in env.get("PYTENSOR_FLAGS", "").split(",") if f and
+                 not f.startswith("compiledir=")]
+        return dict(env, PYTENSOR_FLAGS=",".join(flags + [
+            f"compiledir={os.path.join(tmp, 'compiledir-' + name)}"]))
+
     weights = os.path.join(tmp, "bottleneck18.pklz")
     subprocess.run([sys.executable, "-c",
                     "import lasres, sys; from lasres.models import build; "
                     "from lasres.layers import get_all_param_values; "
                     "from lasres.weights import save_pklz; "
                     "save_pklz(sys.argv[1], get_all_param_values(build('bottleneck', 18)))",
-                    weights], check=True, env=env)
+                    weights], check=True, env=fresh("weights"))
     out, wall = run([sys.executable, os.path.join(REPO, "scripts", "test_model.py"), "bottleneck",
-                     "18", "--data", a.data, "--weights", weights, "--limit", "500"], env)
+                     "18", "--data", a.data, "--weights", weights, "--limit", "500"], fresh("test_model"))
     first = float(re.search(r"first prediction ([0-9.]+)s", out).group(1))
     print(json.dumps({"command": "test_model.py bottleneck 18", "to_first_prediction_s": first,
                       "wall_s_500_images": round(wall, 1),
                       "cold_cache": a.fresh_cache}), flush=True)
     out, wall = run([sys.executable, os.path.join(REPO, "scripts", "train_nn.py"), "normal", "18",
                      "--data", a.data, "--epochs", "1", "--limit", "128", "--no-plot",
-                     "--out", os.path.join(tmp, "run")], env)
+                     "--out", os.path.join(tmp, "run")], fresh("train_nn"))
     ready = float(re.search(r"([0-9.]+)s from start to the first training step", out).group(1))
     first = float(re.search(r"first training step done ([0-9.]+)s", out).group(1))
     print(json.dumps({"command": "train_nn.py normal 18", "to_first_step_start_s": ready,
