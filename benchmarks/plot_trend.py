@@ -50,7 +50,7 @@ def plot(runs, path, title):
     for ax, kind in zip(axes[0], kinds):
         for r in sorted((r for r in runs if r["type"] == kind), key=lambda r: r["layers"]):
             h = r["history"]
-            epochs = [e + 1 for e in h["epoch"]]
+            epochs = h["epoch"]  # 1-based in compare.json
             c = colours.setdefault(r["layers"], f"C{len(colours)}")
             name = f"{kind}-{r['layers']}"
             ax.plot(epochs, [100 * (1 - a) for a in h["train_acc"]], "--", color=c, lw=1,
