@@ -100,14 +100,17 @@ def parse_model(text: str) -> ModelRequest:
 def compare_parser():
     p = argparse.ArgumentParser(
         prog="compare.py", description="Train several architectures for the same budget on "
-        "CIFAR-10 and plot their training loss and validation error together.")
+        "one dataset (CIFAR-10 by default) and plot their training loss and validation error "
+        "together.")
     p.add_argument("models", nargs="+", metavar="TYPE[:DEPTH[:WIDTH]]",
                    help="models to compare, e.g. resnet:3 plain:3 rir:8:1 cnn:8:1")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--limit", type=int, default=None,
                    help="use only the first N training and N test images")
     p.add_argument("--data", default="data", help="folder holding cifar-10-batches-py/ or "
-                   "cifar-10-batches-bin/ (default data/)")
+                   "cifar-10-batches-bin/ (default data/), or the dataset's files")
+    from .cli import add_dataset_argument
+    add_dataset_argument(p)
     p.add_argument("--out", default=os.path.join("runs", "compare"),
                    help="output folder (default runs/compare)")
     p.add_argument("--lr-schedule", default="legacy",
@@ -115,12 +118,18 @@ def compare_parser():
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--l2", type=float, default=1e-4)
-    p.add_argument("--augment", choices=("batch", "image", "none"), default="batch")
+    p.add_argument("--augment", choices=("batch", "image", "none"), default=None,
+                   help="legacy crop+flip per batch or per image, or none (default: the "
+                        "dataset's: batch for CIFAR, none for the MNISTs)")
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default=None, help="c (CPU, default), jax, numba, py")
     p.add_argument("--title", default=None, help="title of the plot")
     return p
+
+
+DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "mnist": "MNIST",
+                  "fashion-mnist": "Fashion-MNIST"}
 
 
 def _fmt_pct(x):
@@ -144,7 +153,7 @@ def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: 
                    batch_size: int = 64, schedule=None, augment: Optional[str] = "batch",
                    seed: int = 0, l2: float = 1e-4, momentum: float = 0.9,
                    backend: Optional[str] = None, log: Callable = print,
-                   progress: bool = True) -> Tuple[List[dict], dict]:
+                   progress: bool = True, dataset: str = "cifar10") -> Tuple[List[dict], dict]:
     """Train each :class:`ModelRequest` on ``data`` with the same settings.
 
     Returns
@@ -166,13 +175,16 @@ def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: 
         label = req.label if req.label not in histories else f"{req.label}#{i}"
         spec = get_spec(req.type)
         log(f"\n=== [{i}/{len(requests)}] {label} ===")
-        network = getattr(req, "network", None) or req.build(tuple(data.X_train.shape[1:]))
+        network = getattr(req, "network", None) or req.build(
+            tuple(data.X_train.shape[1:]), len(getattr(data, "label_names", ())) or 10)
         req.network = None  # the request does not keep the trained net alive
         banner(spec, req.depth, req.width, network, backend, req.options, log=log)
         t0 = time.time()
         trainer = Trainer(network, l2=l2, momentum=momentum, learning_rate=schedule[0][1],
                           backend=backend)
         arch = {"type": req.type, "depth": req.depth, "width": req.width, **req.options}
+        if dataset != "cifar10":  # as train_nn.py records it in checkpoints
+            arch["dataset"] = dataset
         run_dir = os.path.join(out_dir, req.folder if label == req.label else f"{req.folder}_{i}")
         history = fit(trainer, data, epochs=epochs, out_dir=run_dir, batch_size=batch_size,
                       schedule=schedule, augment=augment, seed=seed, arch=arch, plot=False,
@@ -222,13 +234,16 @@ def compare_main(argv: Optional[List[str]] = None) -> int:
     requests = [parse_model(m) for m in args.models]
     schedule = parse_schedule(args.lr_schedule)
     check_output_folder(args.out)
+    from .data import get_dataset, prepare_dataset
+    info = get_dataset(args.dataset)
+    augment = args.augment or info.default_augment
     seed_everything(args.seed)  # initial weights follow --seed
     for req in requests:  # every network is built (checked) before any training
-        req.network = req.build()
+        req.network = req.build(info.input_shape[1:], info.num_classes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        from .data import prepare_cifar10
-        data = prepare_cifar10(args.data, pixel_mean_path=os.path.join(args.out, "pixel_mean.npy"),
+        data = prepare_dataset(args.dataset, args.data,
+                               pixel_mean_path=os.path.join(args.out, "pixel_mean.npy"),
                                limit=args.limit, seed=args.seed,
                                valid_fraction=args.valid_fraction)
     make_output_folder(args.out)
@@ -237,17 +252,19 @@ def compare_main(argv: Optional[List[str]] = None) -> int:
           f"schedule {','.join(f'{e}:{lr:g}' for e, lr in schedule)}")
     results, histories = run_comparison(
         requests, data, epochs=args.epochs, out_dir=args.out, batch_size=args.batch_size,
-        schedule=schedule, augment=None if args.augment == "none" else args.augment,
-        seed=args.seed, l2=args.l2, momentum=args.momentum, backend=args.backend)
+        schedule=schedule, augment=None if augment == "none" else augment,
+        seed=args.seed, l2=args.l2, momentum=args.momentum, backend=args.backend,
+        dataset=args.dataset)
     print()
     print(format_table(results))
-    title = args.title or (f"CIFAR-10, {len(data.X_train)} training images, "
+    title = args.title or (f"{DATASET_TITLES.get(args.dataset, args.dataset)}, "
+                           f"{len(data.X_train)} training images, "
                            f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}")
     png = os.path.join(args.out, "compare.png")
     written = plot_comparison(histories, png, title=title)
     record = {"title": title, "epochs": args.epochs, "limit": args.limit,
               "batch_size": args.batch_size, "schedule": [list(s) for s in schedule],
-              "augment": args.augment, "seed": args.seed, "l2": args.l2,
+              "dataset": args.dataset, "augment": augment, "seed": args.seed, "l2": args.l2,
               "momentum": args.momentum, "backend": args.backend or "default",
               "train_images": len(data.X_train), "valid_images": len(data.X_valid),
               "test_images": len(data.X_test), "runs": results}

@@ -49,6 +49,31 @@ def test_compare_two_models_end_to_end(cifar, tmp_path, capsys):
         assert os.path.exists(os.path.join(r["run_dir"], "history.json"))
 
 
+def test_compare_on_an_mnist_format_dataset(tmp_path, capsys):
+    """--dataset: the nets are built for 1 x 28 x 28 input, the dataset's
+    default augmentation (none) is used and recorded with the dataset."""
+    from test_data import _write_mnist
+    _write_mnist(tmp_path / "fashion-mnist", n_train=40, n_test=8)
+    out = tmp_path / "cmp"
+    rc = main_wrapper(compare_main, ["cnn:8:1", "rir:8:1", "--dataset", "fashion-mnist",
+                                     "--epochs", "1", "--data", str(tmp_path), "--out", str(out),
+                                     "--lr-schedule", "0.05", "--batch-size", "8"])
+    stdout = capsys.readouterr().out
+    assert rc == 0, stdout
+    assert "36 training, 4 validation, 8 test images" in stdout
+    record = json.loads((out / "compare.json").read_text())
+    assert record["dataset"] == "fashion-mnist" and record["augment"] == "none"
+    assert record["title"].startswith("Fashion-MNIST, 36 training images")
+    runs = {r["label"]: r for r in record["runs"]}
+    assert set(runs) == {"cnn:8:1", "rir:8:1"}
+    assert runs["cnn:8:1"]["params"] == runs["rir:8:1"]["params"]  # same size, as the paper says
+    # the stem reads one channel instead of three: 2 x 3 x 3 x 32 weights fewer
+    from lasres.layers import count_params
+    assert runs["cnn:8:1"]["params"] == count_params(parse_model("cnn:8:1").build()) - 2 * 9 * 32
+    assert all(len(r["history"]["train_loss"]) == 1 for r in runs.values())
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_model_specs():
     r = parse_model("rir")
     assert (r.type, r.depth, r.width) == ("rir", 18, 3)

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from _datasets import cifar10_subset
-from lasres.data import (CIFAR10_CLASSES, compute_pixel_mean, crop_flip, download_cifar10,
-                         find_cifar10, iterate_minibatches, legacy_split, load_cifar10,
-                         load_cifar100, load_mnist, load_pixel_mean, prepare_cifar10,
-                         preprocess, save_pixel_mean)
+from lasres.data import (CIFAR10_CLASSES, FASHION_MNIST_CLASSES, compute_pixel_mean, crop_flip,
+                         download_cifar10, find_cifar10, iterate_minibatches, legacy_split,
+                         load_cifar10, load_cifar100, load_fashion_mnist, load_mnist,
+                         load_pixel_mean, prepare_cifar10, prepare_dataset, preprocess,
+                         save_pixel_mean)
 from lasres.errors import DataError, LasresError
 
 N_TRAIN, N_TEST = 500, 100
@@ -416,6 +417,24 @@ def test_mnist_errors(tmp_path):
     labels.write_bytes(gzip.compress(raw))
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz: missing"):
         load_mnist(tmp_path)
+
+
+def test_fashion_mnist(tmp_path):
+    """Same IDX files as MNIST, its own subfolder, its class names; a
+    missing copy is named as Fashion-MNIST in the error."""
+    with pytest.raises(DataError, match="no Fashion-MNIST"):
+        load_fashion_mnist(tmp_path)
+    data = _write_mnist(tmp_path / "fashion-mnist", rng=np.random.RandomState(3))
+    for where in (tmp_path, tmp_path / "fashion-mnist"):
+        splits = load_fashion_mnist(where)
+        np.testing.assert_array_equal(splits.X_train[:, 0], data["train"][0])
+        np.testing.assert_array_equal(splits.y_test, data["t10k"][1])
+        assert splits.label_names == FASHION_MNIST_CLASSES and len(set(splits.label_names)) == 10
+        assert splits.label_names[9] == "Ankle boot"  # label 9 of Zalando's list
+    assert load_mnist(tmp_path / "fashion-mnist").label_names[9] == "9"
+    prepared = prepare_dataset("fashion-mnist", tmp_path, limit=(10, 4), seed=0)
+    assert prepared.X_train.shape[1:] == (1, 28, 28) and len(prepared.X_test) == 4
+    assert prepared.label_names == FASHION_MNIST_CLASSES
 
 
 # --- CIFAR-100 ------------------------------------------------------------------------

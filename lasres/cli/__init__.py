@@ -27,7 +27,8 @@ One module per job:
 """
 from .factory import make_trainer
 from .files import check_output_folder, check_output_path, make_output_folder, save_predictions
-from .network import ModelChoice, add_model_arguments, banner, build_network, depth_hint
+from .network import (ModelChoice, add_dataset_argument, add_model_arguments, banner,
+                      build_network, depth_hint)
 from .options import (PREPROCESSING_TEXT, RECIPES, check_backend, check_common_numbers,
                       parse_options, preprocessing_for)
 from .run_test import test_main, test_parser
@@ -41,5 +42,5 @@ __all__ = ["train_main", "test_main", "banner", "depth_hint",
            "preprocessing_for", "save_predictions", "check_output_folder", "make_output_folder",
            "make_trainer", "train_parser", "test_parser", "PREPROCESSING_TEXT", "REPO_WEIGHTS",
            "parse_options", "check_common_numbers", "check_backend", "check_output_path",
-           "add_model_arguments", "build_network", "ModelChoice", "pixel_mean_for",
+           "add_model_arguments", "add_dataset_argument", "build_network", "ModelChoice", "pixel_mean_for",
            "auto_layout", "checkpoint_layout", "start_time"]

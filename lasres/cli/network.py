@@ -5,7 +5,7 @@ from typing import NamedTuple, Optional
 
 from .options import parse_options
 
-__all__ = ["add_model_arguments", "ModelChoice", "build_network", "banner", "depth_hint"]
+__all__ = ["add_model_arguments", "add_dataset_argument", "ModelChoice", "build_network", "banner", "depth_hint"]
 
 
 def add_model_arguments(parser) -> None:
@@ -21,8 +21,7 @@ def add_model_arguments(parser) -> None:
                         help="widening factor k (wide nets; default 1, 4 for wide)")
     parser.add_argument("--data", default="data", help="folder holding cifar-10-batches-py/ or "
                         "cifar-10-batches-bin/ (default data/)")
-    parser.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100", "mnist"),
-                        help="cifar10 (default), cifar100 (python layout) or mnist (IDX files)")
+    add_dataset_argument(parser)
     parser.add_argument("--backend", default=None, help="c (CPU, default), jax, numba, py")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--limit", type=int, default=None,
@@ -31,6 +30,14 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="architecture option (e.g. dropout=0.3, preact=1, layout=keras for "
                              "the RoR seed's exact Keras networks); repeatable")
+
+
+def add_dataset_argument(parser) -> None:
+    """``--dataset``: one of :data:`lasres.data.DATASETS` (default cifar10)."""
+    from ..data import DATASETS
+    parser.add_argument("--dataset", default="cifar10", choices=tuple(DATASETS),
+                        help="cifar10 (default), cifar100 (python layout), mnist or "
+                             "fashion-mnist (the four IDX files)")
 
 
 def depth_hint(type: str, depth: int, width: int) -> Optional[str]:

@@ -2,7 +2,7 @@
 
 Readers
     :func:`load_cifar10` (python or binary layout), :func:`load_cifar100`,
-    :func:`load_mnist` -- uint8 ``(N, C, H, W)`` images and int32 labels.
+    :func:`load_mnist`, :func:`load_fashion_mnist` -- uint8 ``(N, C, H, W)`` images and int32 labels.
 Legacy CIFAR-10 preprocessing (the seed's ``utils.py``)
     :func:`legacy_split` (shuffled 90/10 train/validation split),
     :func:`compute_pixel_mean`, :func:`preprocess` (float32, per-pixel mean
@@ -24,11 +24,11 @@ from .cifar import (CIFAR10_CLASSES, DatasetSplits, compute_pixel_mean, find_cif
 from .datasets import (DATASETS, DatasetInfo, PreparedCifar10, PreparedDataset, get_dataset,
                        load_raw, prepare_cifar10, prepare_dataset)
 from .download import OFFICIAL_MD5, OFFICIAL_URL, download_cifar10
-from .mnist import load_mnist, read_idx
+from .mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, load_mnist, read_idx
 
 __all__ = [
-    "load_cifar10", "load_cifar100", "load_mnist", "read_idx", "find_cifar10",
-    "DatasetSplits", "CIFAR10_CLASSES",
+    "load_cifar10", "load_cifar100", "load_mnist", "load_fashion_mnist", "read_idx",
+    "find_cifar10", "DatasetSplits", "CIFAR10_CLASSES", "FASHION_MNIST_CLASSES",
     "legacy_split", "compute_pixel_mean", "preprocess", "save_pixel_mean", "load_pixel_mean",
     "prepare_cifar10", "PreparedCifar10", "PreparedDataset", "scale255", "PREPROCESSINGS",
     "iterate_minibatches", "augment_batch", "crop_flip", "keras_seed_transform",

@@ -13,7 +13,7 @@ from ..errors import DataError
 from .cifar import (CIFAR10_CLASSES, PREPROCESSINGS, compute_pixel_mean, legacy_split,
                     load_cifar10, load_cifar100, load_pixel_mean, preprocess, save_pixel_mean,
                     scale255)
-from .mnist import load_mnist
+from .mnist import load_fashion_mnist, load_mnist
 
 __all__ = ["DatasetInfo", "DATASETS", "get_dataset", "load_raw", "prepare_dataset",
            "prepare_cifar10", "PreparedDataset", "PreparedCifar10"]
@@ -38,6 +38,9 @@ DATASETS = {
                             "cifar-100-python/"),
     "mnist": DatasetInfo("mnist", load_mnist, (None, 1, 28, 28), 10, "none",
                          "train-images-idx3-ubyte.gz and the three other IDX files"),
+    "fashion-mnist": DatasetInfo("fashion-mnist", load_fashion_mnist, (None, 1, 28, 28), 10,
+                                 "none", "train-images-idx3-ubyte.gz and the three other IDX "
+                                 "files (Fashion-MNIST)"),
 }
 
 
@@ -134,7 +137,8 @@ def prepare_dataset(name: str = "cifar10", data_dir="data", pixel_mean_path=None
     Parameters
     ----------
     name : str
-        A key of :data:`DATASETS` (``'cifar10'``, ``'cifar100'``, ``'mnist'``).
+        A key of :data:`DATASETS` (``'cifar10'``, ``'cifar100'``, ``'mnist'``,
+        ``'fashion-mnist'``).
     data_dir : str or os.PathLike
         The folder the dataset's loader reads.
     pixel_mean_path : str or os.PathLike, optional

@@ -21,7 +21,7 @@ from ..errors import DataError
 from ..sizecheck import MAX_DATA_BYTES, format_bytes
 from .cifar import DatasetSplits
 
-__all__ = ["load_mnist", "read_idx", "MNIST_FILES"]
+__all__ = ["load_mnist", "load_fashion_mnist", "read_idx", "MNIST_FILES", "FASHION_MNIST_CLASSES"]
 
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -29,6 +29,10 @@ MNIST_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+# Fashion-MNIST (Xiao, Rasul & Vollgraf 2017) ships the same four IDX files,
+# 28 x 28 grey images and labels 0..9, naming these classes.
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
@@ -134,17 +138,25 @@ def load_mnist(data_dir="data"):
     DataError
         Missing folder or file, bad magic number, inconsistent counts.
     """
+    return _load_idx_dataset(data_dir, "MNIST", ("mnist", os.path.join("MNIST", "raw")),
+                             tuple(str(i) for i in range(10)))
+
+
+def _load_idx_dataset(data_dir, name, subfolders, label_names):
+    """The four IDX files of an MNIST-format dataset in ``data_dir`` or one of
+    its ``subfolders``, checked, as a :class:`DatasetSplits`."""
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
-        raise DataError(f"{data_dir}: MNIST data directory not found")
+        raise DataError(f"{data_dir}: {name} data directory not found")
     folder = None
-    for cand in (data_dir, os.path.join(data_dir, "mnist"), os.path.join(data_dir, "MNIST", "raw")):
+    for cand in (data_dir,) + tuple(os.path.join(data_dir, sub) for sub in subfolders):
         if _find(cand, MNIST_FILES["train_images"]):
             folder = cand
             break
     if folder is None:
-        raise DataError(f"{data_dir}: no MNIST found (expected {MNIST_FILES['train_images']}.gz "
-                        f"and the three other IDX files in it or in mnist/)")
+        raise DataError(f"{data_dir}: no {name} found (expected "
+                        f"{MNIST_FILES['train_images']}.gz and the three other IDX files in it "
+                        f"or in {subfolders[0]}/)")
     out = []
     for split in ("train", "test"):
         paths = {}
@@ -152,7 +164,7 @@ def load_mnist(data_dir="data"):
             stem = MNIST_FILES[f"{split}_{kind}"]
             p = _find(folder, stem)
             if p is None:
-                raise DataError(f"{os.path.join(folder, stem)}.gz: missing MNIST file")
+                raise DataError(f"{os.path.join(folder, stem)}.gz: missing {name} file")
             paths[kind] = p
         X = read_idx(paths["images"], expect_ndim=3)
         y = read_idx(paths["labels"], expect_ndim=1)
@@ -163,4 +175,31 @@ def load_mnist(data_dir="data"):
         if y.size and y.max() > 9:
             raise DataError(f"{paths['labels']}: label {int(y.max())} outside 0..9")
         out += [np.ascontiguousarray(X[:, None]), y.astype(np.int32)]
-    return DatasetSplits(*out, tuple(str(i) for i in range(10)), folder)
+    return DatasetSplits(*out, tuple(label_names), folder)
+
+
+def load_fashion_mnist(data_dir="data"):
+    """Load Fashion-MNIST, the drop-in replacement of MNIST (same four IDX
+    file names and shapes; ten kinds of clothing instead of digits).
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        Folder holding the files, or a folder with a ``fashion-mnist/`` (or
+        ``FashionMNIST/raw/``) subfolder holding them (Debian's
+        ``dataset-fashion-mnist`` installs them in
+        ``/usr/share/datasets/fashion-mnist``).
+
+    Returns
+    -------
+    DatasetSplits
+        As :func:`load_mnist`; ``label_names`` are :data:`FASHION_MNIST_CLASSES`.
+
+    Raises
+    ------
+    DataError
+        As :func:`load_mnist`.
+    """
+    return _load_idx_dataset(data_dir, "Fashion-MNIST",
+                             ("fashion-mnist", os.path.join("FashionMNIST", "raw")),
+                             FASHION_MNIST_CLASSES)
