@@ -12,6 +12,9 @@ seed. Each run is trained with :class:`lasres.training.Trainer` and
 (checkpoints and history); at the end a table is printed and
 ``OUT/compare.png`` (training loss and validation error of all runs) and
 ``OUT/compare.json`` (every run's arguments, size and history) are written.
+``--dataset`` picks another dataset of :data:`lasres.data.DATASETS`
+(``mnist``, ``fashion-mnist``: the nets are built for 1 x 28 x 28 input and
+trained without the CIFAR crop and flip unless ``--augment`` says so).
 
 A model is ``TYPE[:DEPTH[:WIDTH]]`` with the type's defaults for what is
 left out, optionally followed by ``:KEY=VALUE`` architecture options
