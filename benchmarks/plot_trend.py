@@ -48,7 +48,8 @@ def plot(runs, path, title, together=False):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from lasres._atomic import atomic_path
     kinds = [None] if together else sorted({r["type"] for r in runs}, key=lambda t: t != "plain")
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4.2), sharey=True,
+    fig, axes = plt.subplots(1, len(kinds), figsize=(7.0 if together else 5.5 * len(kinds), 4.2),
+                             sharey=True,
                              squeeze=False)
     colours = {}
     for ax, kind in zip(axes[0], kinds):
