@@ -84,6 +84,9 @@ def test_model_specs():
                 "resnet:preact=1:3"):
         with pytest.raises(LasresError):
             parse_model(bad)
+    # too shallow for any block size: the depths of the default two-layer blocks are named
+    with pytest.raises(LasresError, match=r"depth in 8, 10, 12, 14, \.\.\. \(got 4\)"):
+        parse_model("rir:4")
 
 
 def test_script_reports_bad_models_in_one_line(tmp_path):

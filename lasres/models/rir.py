@@ -180,8 +180,8 @@ def rir_depth(depth, width=1):
 
 def check_depth(depth, width):
     """Refuse an RiR or CNN depth too small for three blocks (registry check)."""
-    if depth < 5:  # 3 blocks of 1 layer + stem + softmax; the builder checks the rest
-        rir_layout(depth, 1)
+    if depth < 5:  # below 3 blocks of 1 layer + stem + softmax for any block size
+        rir_layout(depth, 2)  # names the depths of the default two-layer blocks
 
 
 def rir_family_builder(network_fn, name):
