@@ -15,6 +15,8 @@ seed. Each run is trained with :class:`lasres.training.Trainer` and
 ``--dataset`` picks another dataset of :data:`lasres.data.DATASETS`
 (``mnist``, ``fashion-mnist``: the nets are built for 1 x 28 x 28 input and
 trained without the CIFAR crop and flip unless ``--augment`` says so).
+``--resume`` continues each run from its ``last.h5`` (runs already done are
+kept), so a comparison longer than one sitting is made in pieces.
 
 A model is ``TYPE[:DEPTH[:WIDTH]]`` with the type's defaults for what is
 left out, optionally followed by ``:KEY=VALUE`` architecture options
@@ -128,6 +130,9 @@ def compare_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default=None, help="c (CPU, default), jax, numba, py")
     p.add_argument("--title", default=None, help="title of the plot")
+    p.add_argument("--resume", action="store_true",
+                   help="continue each run from OUT/RUN/last.h5 where there is one (runs "
+                        "already at --epochs are not trained again)")
     return p
 
 
@@ -156,8 +161,14 @@ def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: 
                    batch_size: int = 64, schedule=None, augment: Optional[str] = "batch",
                    seed: int = 0, l2: float = 1e-4, momentum: float = 0.9,
                    backend: Optional[str] = None, log: Callable = print,
-                   progress: bool = True, dataset: str = "cifar10") -> Tuple[List[dict], dict]:
+                   progress: bool = True, dataset: str = "cifar10",
+                   resume: bool = False) -> Tuple[List[dict], dict]:
     """Train each :class:`ModelRequest` on ``data`` with the same settings.
+
+    With ``resume``, a run whose folder holds a ``last.h5`` continues from
+    it (weights, optimizer state, random streams and history, as
+    ``train_nn.py --resume``), and a run already at ``epochs`` is not
+    trained again: a comparison too long for one sitting is run in pieces.
 
     Returns
     -------
@@ -170,7 +181,8 @@ def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: 
     from .layers import count_params
     from .models import get_spec
     from .evaluation import loss_and_accuracy
-    from .training import LEGACY_SCHEDULE, Trainer, fit, predict_in_batches
+    from .training import (LEGACY_SCHEDULE, Trainer, check_resumable, fit, predict_in_batches,
+                           restore_training_state)
 
     schedule = schedule or LEGACY_SCHEDULE
     results, histories = [], {}
@@ -183,20 +195,34 @@ def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: 
         req.network = None  # the request does not keep the trained net alive
         banner(spec, req.depth, req.width, network, backend, req.options, log=log)
         t0 = time.time()
-        trainer = Trainer(network, l2=l2, momentum=momentum, learning_rate=schedule[0][1],
-                          backend=backend)
         arch = {"type": req.type, "depth": req.depth, "width": req.width, **req.options}
         if dataset != "cifar10":  # as train_nn.py records it in checkpoints
             arch["dataset"] = dataset
         run_dir = os.path.join(out_dir, req.folder if label == req.label else f"{req.folder}_{i}")
-        history = fit(trainer, data, epochs=epochs, out_dir=run_dir, batch_size=batch_size,
-                      schedule=schedule, augment=augment, seed=seed, arch=arch, plot=False,
-                      progress=progress, log=log)
+        last, ckpt = os.path.join(run_dir, "last.h5"), None
+        if resume and os.path.exists(last):
+            from .cli import load_network_weights
+            ckpt = load_network_weights(network, last, arch)  # refuses another architecture
+            if ckpt is None:
+                raise LasresError(f"{last} is not a lasres checkpoint (resume needs one)")
+            check_resumable(ckpt, network)
+        trainer = Trainer(network, l2=l2, momentum=momentum, learning_rate=schedule[0][1],
+                          backend=backend)
+        history, start_epoch, earlier = None, 0, 0.0
+        if ckpt is not None:
+            trainer.sync_to_device()
+            history, start_epoch = restore_training_state(trainer, ckpt)
+            earlier = float(sum(history.seconds))
+            log(f"resume | {last}: {start_epoch} of {epochs} epochs done")
+        if start_epoch < epochs:
+            history = fit(trainer, data, epochs=epochs, out_dir=run_dir, batch_size=batch_size,
+                          schedule=schedule, augment=augment, seed=seed, arch=arch, plot=False,
+                          progress=progress, log=log, history=history, start_epoch=start_epoch)
         test_acc = None
         if len(getattr(data, "X_test", ())):
             _, test_acc = loss_and_accuracy(predict_in_batches(trainer.predict_fn, data.X_test),
                                             data.y_test)
-        seconds = time.time() - t0
+        seconds = time.time() - t0 + earlier  # a resumed run: its earlier epochs' time too
         val = [a for a in history.val_acc if not math.isnan(a)]
         results.append({
             "label": label, "type": req.type, "depth": req.depth, "width": req.width,
@@ -257,7 +283,7 @@ def compare_main(argv: Optional[List[str]] = None) -> int:
         requests, data, epochs=args.epochs, out_dir=args.out, batch_size=args.batch_size,
         schedule=schedule, augment=None if augment == "none" else augment,
         seed=args.seed, l2=args.l2, momentum=args.momentum, backend=args.backend,
-        dataset=args.dataset)
+        dataset=args.dataset, resume=args.resume)
     print()
     print(format_table(results))
     title = args.title or (f"{DATASET_TITLES.get(args.dataset, args.dataset)}, "

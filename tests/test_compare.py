@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from _datasets import cifar10_subset
@@ -73,6 +74,37 @@ def test_compare_on_an_mnist_format_dataset(tmp_path, capsys):
     assert all(len(r["history"]["train_loss"]) == 1 for r in runs.values())
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
+
+def test_compare_resumes_in_pieces(tmp_path, capsys):
+    """--resume: 1 epoch then 1 more gives the 2-epoch comparison made in one
+    go (same weights, batches and history); a finished run is not retrained."""
+    from test_data import _write_mnist
+    _write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
+    args = ["cnn:8:1", "--dataset", "mnist", "--data", str(tmp_path), "--lr-schedule",
+            "0:0.05,1:0.01", "--batch-size", "8", "--seed", "3"]
+
+    def run(out, epochs, *extra):
+        assert main_wrapper(compare_main, args + ["--out", str(out), "--epochs", str(epochs),
+                                                  *extra]) == 0
+        return json.loads((out / "compare.json").read_text())["runs"][0]
+
+    whole = run(tmp_path / "whole", 2)
+    run(tmp_path / "pieces", 1)
+    capsys.readouterr()
+    pieces = run(tmp_path / "pieces", 2, "--resume")
+    assert "1 of 2 epochs done" in capsys.readouterr().out
+    for key in ("train_loss", "val_loss", "val_acc", "learning_rate"):
+        np.testing.assert_allclose(pieces["history"][key], whole["history"][key], rtol=1e-5)
+    assert pieces["test_acc"] == whole["test_acc"]
+    again = run(tmp_path / "pieces", 2, "--resume")  # nothing left: kept as it was
+    assert again["history"] == pieces["history"] and again["test_acc"] == pieces["test_acc"]
+    # another net's checkpoint in a run's folder is refused, not loaded
+    (tmp_path / "pieces" / "rir_n8_k1").mkdir()
+    (tmp_path / "pieces" / "rir_n8_k1" / "last.h5").write_bytes(
+        (tmp_path / "pieces" / "cnn_n8_k1" / "last.h5").read_bytes())
+    with pytest.raises(LasresError):
+        compare_main(["rir:8:1"] + args[1:] + ["--out", str(tmp_path / "pieces"), "--epochs", "2",
+                                                 "--resume"])
 
 def test_model_specs():
     r = parse_model("rir")
