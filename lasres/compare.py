@@ -136,10 +136,6 @@ def compare_parser():
     return p
 
 
-DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "mnist": "MNIST",
-                  "fashion-mnist": "Fashion-MNIST"}
-
-
 def _fmt_pct(x):
     return "   n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:6.2%}"
 
@@ -181,7 +177,7 @@ def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: 
     from .layers import count_params
     from .models import get_spec
     from .evaluation import loss_and_accuracy
-    from .training import (LEGACY_SCHEDULE, Trainer, check_resumable, fit, predict_in_batches,
+    from .training import (LEGACY_SCHEDULE, Trainer, fit, predict_in_batches,
                            restore_training_state)
 
     schedule = schedule or LEGACY_SCHEDULE
@@ -201,11 +197,8 @@ def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: 
         run_dir = os.path.join(out_dir, req.folder if label == req.label else f"{req.folder}_{i}")
         last, ckpt = os.path.join(run_dir, "last.h5"), None
         if resume and os.path.exists(last):
-            from .cli import load_network_weights
-            ckpt = load_network_weights(network, last, arch)  # refuses another architecture
-            if ckpt is None:
-                raise LasresError(f"{last} is not a lasres checkpoint (resume needs one)")
-            check_resumable(ckpt, network)
+            from .cli.weight_search import load_resume_checkpoint
+            ckpt = load_resume_checkpoint(network, last, arch)
         trainer = Trainer(network, l2=l2, momentum=momentum, learning_rate=schedule[0][1],
                           backend=backend)
         history, start_epoch, earlier = None, 0, 0.0
@@ -286,7 +279,7 @@ def compare_main(argv: Optional[List[str]] = None) -> int:
         dataset=args.dataset, resume=args.resume)
     print()
     print(format_table(results))
-    title = args.title or (f"{DATASET_TITLES.get(args.dataset, args.dataset)}, "
+    title = args.title or (f"{info.title}, "
                            f"{len(data.X_train)} training images, "
                            f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}")
     png = os.path.join(args.out, "compare.png")

@@ -42,5 +42,6 @@ __all__ = ["train_main", "test_main", "banner", "depth_hint",
            "preprocessing_for", "save_predictions", "check_output_folder", "make_output_folder",
            "make_trainer", "train_parser", "test_parser", "PREPROCESSING_TEXT", "REPO_WEIGHTS",
            "parse_options", "check_common_numbers", "check_backend", "check_output_path",
-           "add_model_arguments", "add_dataset_argument", "build_network", "ModelChoice", "pixel_mean_for",
+           "add_model_arguments", "add_dataset_argument", "build_network", "ModelChoice",
+           "pixel_mean_for",
            "auto_layout", "checkpoint_layout", "start_time"]

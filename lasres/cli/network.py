@@ -5,7 +5,8 @@ from typing import NamedTuple, Optional
 
 from .options import parse_options
 
-__all__ = ["add_model_arguments", "add_dataset_argument", "ModelChoice", "build_network", "banner", "depth_hint"]
+__all__ = ["add_model_arguments", "add_dataset_argument", "ModelChoice", "build_network",
+           "banner", "depth_hint"]
 
 
 def add_model_arguments(parser) -> None:

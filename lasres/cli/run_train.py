@@ -14,7 +14,7 @@ from .network import add_model_arguments, banner, build_network
 from .options import (PREPROCESSING_TEXT, RECIPES, check_backend, check_common_numbers,
                       preprocessing_for)
 from .runner import start_time
-from .weight_search import auto_layout, load_network_weights
+from .weight_search import auto_layout, load_network_weights, load_resume_checkpoint
 
 __all__ = ["train_parser", "train_main"]
 
@@ -64,7 +64,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     """``train_nn.py [type] [depth] [width] [options]``; returns an exit status."""
     from .. import distributed
     from ..evaluation import evaluate_probabilities
-    from ..training import (check_resumable, fit, parse_schedule, predict_in_batches,
+    from ..training import (fit, parse_schedule, predict_in_batches,
                             restore_training_state)
 
     parser = train_parser()
@@ -119,11 +119,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
                 "" if not any(found) else " for process(es) " + ", ".join(
                     str(i) for i, f in enumerate(found) if not f) + " (--out must be on a "
                 "filesystem all processes share)"))
-        ckpt = load_network_weights(network, resume_path, arch)
-        if ckpt is None:
-            raise LasresError(f"{resume_path} is not a lasres checkpoint (resume needs one, with "
-                              "the optimizer state)")
-        check_resumable(ckpt, network)
+        ckpt = load_resume_checkpoint(network, resume_path, arch)
         if (ckpt.epoch or 0) >= args.epochs:
             raise LasresError(f"{resume_path} is at epoch {ckpt.epoch}: nothing left to do for "
                               f"--epochs {args.epochs} (give more epochs to train further)")

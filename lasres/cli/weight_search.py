@@ -8,8 +8,8 @@ import numpy as np
 from ..errors import LasresError
 from .options import parse_options
 
-__all__ = ["REPO_WEIGHTS", "find_weights", "load_network_weights", "checkpoint_layout",
-           "auto_layout", "pixel_mean_for"]
+__all__ = ["REPO_WEIGHTS", "find_weights", "load_network_weights", "load_resume_checkpoint",
+           "checkpoint_layout", "auto_layout", "pixel_mean_for"]
 
 REPO_WEIGHTS = "weights"
 
@@ -145,3 +145,22 @@ def pixel_mean_for(args, weights_path, ckpt) -> Tuple[Optional[np.ndarray], Opti
         if os.path.exists(cand):
             return load_pixel_mean(cand), cand
     return None, None
+
+
+def load_resume_checkpoint(network, path, arch: Optional[dict] = None):
+    """Load a checkpoint to resume training from into ``network`` and return
+    it, after :func:`load_network_weights` (which refuses another
+    architecture) and :func:`lasres.training.check_resumable`.
+
+    Raises
+    ------
+    LasresError
+        Not a lasres checkpoint, or one that cannot resume training.
+    """
+    from ..training import check_resumable
+    ckpt = load_network_weights(network, path, arch)
+    if ckpt is None:
+        raise LasresError(f"{path} is not a lasres checkpoint (resume needs one, with "
+                          "the optimizer state)")
+    check_resumable(ckpt, network)
+    return ckpt

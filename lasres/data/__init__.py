@@ -2,7 +2,8 @@
 
 Readers
     :func:`load_cifar10` (python or binary layout), :func:`load_cifar100`,
-    :func:`load_mnist`, :func:`load_fashion_mnist` -- uint8 ``(N, C, H, W)`` images and int32 labels.
+    :func:`load_mnist`, :func:`load_fashion_mnist` -- uint8 ``(N, C, H, W)``
+    images and int32 labels.
 Legacy CIFAR-10 preprocessing (the seed's ``utils.py``)
     :func:`legacy_split` (shuffled 90/10 train/validation split),
     :func:`compute_pixel_mean`, :func:`preprocess` (float32, per-pixel mean

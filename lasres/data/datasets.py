@@ -29,18 +29,19 @@ class DatasetInfo:
     num_classes: int
     default_augment: str  # 'batch' (legacy crop+flip) or 'none'
     expected: str  # where the files are looked for, for messages
+    title: str  # the name in titles and banners
 
 
 DATASETS = {
     "cifar10": DatasetInfo("cifar10", load_cifar10, (None, 3, 32, 32), 10, "batch",
-                           "cifar-10-batches-py/ or cifar-10-batches-bin/"),
+                           "cifar-10-batches-py/ or cifar-10-batches-bin/", "CIFAR-10"),
     "cifar100": DatasetInfo("cifar100", load_cifar100, (None, 3, 32, 32), 100, "batch",
-                            "cifar-100-python/"),
+                            "cifar-100-python/", "CIFAR-100"),
     "mnist": DatasetInfo("mnist", load_mnist, (None, 1, 28, 28), 10, "none",
-                         "train-images-idx3-ubyte.gz and the three other IDX files"),
+                         "train-images-idx3-ubyte.gz and the three other IDX files", "MNIST"),
     "fashion-mnist": DatasetInfo("fashion-mnist", load_fashion_mnist, (None, 1, 28, 28), 10,
                                  "none", "train-images-idx3-ubyte.gz and the three other IDX "
-                                 "files (Fashion-MNIST)"),
+                                 "files (Fashion-MNIST)", "Fashion-MNIST"),
 }
 
 

@@ -21,7 +21,8 @@ from ..errors import DataError
 from ..sizecheck import MAX_DATA_BYTES, format_bytes
 from .cifar import DatasetSplits
 
-__all__ = ["load_mnist", "load_fashion_mnist", "read_idx", "MNIST_FILES", "FASHION_MNIST_CLASSES"]
+__all__ = ["load_mnist", "load_fashion_mnist", "read_idx", "MNIST_FILES",
+           "FASHION_MNIST_CLASSES"]
 
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
