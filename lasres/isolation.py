@@ -138,6 +138,7 @@ def _child(func, args, rfd, wfd, limit, mask):
     code = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which kills us
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's raise-in-main handler
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         faulthandler.disable()  # a crash is reported by the parent, in one line
         # The cyclic collector would walk (and so copy-on-write) every object the

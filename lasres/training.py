@@ -363,7 +363,8 @@ def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: in
     validation epoch is saved to ``out_dir/best.h5`` and every epoch to
     ``out_dir/last.h5`` (with the optimizer state, the states of the
     dropout/noise streams and the history, for ``--resume``: see
-    :func:`restore_training_state`). A Ctrl-C discards the unfinished epoch
+    :func:`restore_training_state`). A Ctrl-C (or, under the scripts, a
+    SIGTERM) discards the unfinished epoch
     (``last.h5`` stays the end of the previous one, so that a resumed run
     equals an uninterrupted one bit for bit) and re-raises KeyboardInterrupt;
     a NaN loss raises :class:`TrainingDiverged` after saving nothing new.
@@ -380,6 +381,7 @@ def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: in
     from tqdm import tqdm
 
     from .data import iterate_minibatches
+    from .interrupts import deferred_interrupts
     from .plotting import plot_history
     from .random import get_stream_states
     from .weights import save_checkpoint
@@ -406,7 +408,7 @@ def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: in
                                "schedule": [list(s) for s in schedule], "augment": augment,
                                "rng_streams": get_stream_states(trainer.network)})
 
-    epoch = start_epoch
+    epoch = saved = start_epoch  # saved: the epoch that last.h5 ends
     try:
         for epoch in range(start_epoch, epochs):
             lr = learning_rate_at(schedule, epoch)
@@ -449,21 +451,25 @@ def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: in
             else:
                 val_loss, val_acc = float("nan"), float("nan")
             seconds = time.time() - t0
-            history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc,
-                           val_loss=val_loss, val_acc=val_acc, learning_rate=lr, seconds=seconds)
-            improved = val_acc > best_acc or (math.isnan(val_acc) and epoch == epochs - 1)
-            if improved and not math.isnan(val_acc):
-                best_acc = val_acc
-            log(f"epoch {epoch + 1:3d}/{epochs}  train loss {train_loss:.4f}  train acc "
-                f"{train_acc:6.2%}  val loss {val_loss:.4f}  val acc {val_acc:6.2%}  "
-                f"lr {lr:g}  {seconds:.1f}s" + ("  *best*" if improved else ""))
-            save(os.path.join(out_dir, "last.h5"), epoch + 1, True)
-            if improved or not os.path.exists(os.path.join(out_dir, "best.h5")):
-                save(os.path.join(out_dir, "best.h5"), epoch + 1, True)
-            if primary:
-                history.write(out_dir)
-            if plot:
-                plot_history(history, os.path.join(out_dir, "curves.png"), title=_title(arch))
+            # The epoch's bookkeeping is whole: a Ctrl-C or SIGTERM here waits for it.
+            with deferred_interrupts():
+                history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc,
+                               val_loss=val_loss, val_acc=val_acc, learning_rate=lr,
+                               seconds=seconds)
+                improved = val_acc > best_acc or (math.isnan(val_acc) and epoch == epochs - 1)
+                if improved and not math.isnan(val_acc):
+                    best_acc = val_acc
+                log(f"epoch {epoch + 1:3d}/{epochs}  train loss {train_loss:.4f}  train acc "
+                    f"{train_acc:6.2%}  val loss {val_loss:.4f}  val acc {val_acc:6.2%}  "
+                    f"lr {lr:g}  {seconds:.1f}s" + ("  *best*" if improved else ""))
+                save(os.path.join(out_dir, "last.h5"), epoch + 1, True)
+                if improved or not os.path.exists(os.path.join(out_dir, "best.h5")):
+                    save(os.path.join(out_dir, "best.h5"), epoch + 1, True)
+                if primary:
+                    history.write(out_dir)
+                if plot:
+                    plot_history(history, os.path.join(out_dir, "curves.png"), title=_title(arch))
+                saved = epoch + 1
     except KeyboardInterrupt:
         # The resume point stays the last epoch-end checkpoint: saving the
         # weights of part of an epoch would make a resumed run apply those
@@ -471,9 +477,12 @@ def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: in
         last = os.path.join(out_dir, "last.h5")
         if not primary:
             pass  # process 0 reports for the run
-        elif len(history) > start_epoch or os.path.exists(last):
+        elif saved == epoch + 1:  # held until the epoch's files were written
+            log(f"interrupted after epoch {saved}: {last} (end of epoch {saved}) is the "
+                f"resume point (resume with --resume)")
+        elif saved > 0:
             log(f"interrupted in epoch {epoch + 1}: its partial work is discarded; {last} "
-                f"(end of epoch {len(history)}) is the resume point (resume with --resume)")
+                f"(end of epoch {saved}) is the resume point (resume with --resume)")
         else:
             log(f"interrupted in epoch {epoch + 1}, before any epoch was completed: "
                 f"nothing saved")

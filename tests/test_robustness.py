@@ -25,7 +25,8 @@ from _memlimit import REPO, run_limited
 from lasres import cli
 from lasres import layers as L
 from lasres.compare import compare_main
-from lasres.errors import DataError, LasresError, WeightFileError
+from lasres.errors import DataError, WeightFileError
+from lasres.interrupts import Terminated, deferred_interrupts, sigterm_as_interrupt
 from lasres.weights import load_checkpoint, load_pklz, load_weights, save_checkpoint, save_pklz
 
 MiB = 1024 ** 2
@@ -286,6 +287,114 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     # a fresh process would build the network again from the same seed
     resumed = _train(out, seed=3, epochs=3, resume=True)
     _same_run(whole, resumed)
+
+
+def test_sigterm_ends_a_front_end_as_ctrl_c_does(capsys):
+    """``kill PID`` (a batch scheduler's time limit) reaches the running code as
+    a KeyboardInterrupt: one line, status 143, the default handler back after."""
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    seen = []
+
+    def main(argv):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler raises before this ends
+        except KeyboardInterrupt as exc:
+            seen.append(exc)
+            raise
+        return 0
+
+    t0 = time.time()
+    assert cli.main_wrapper(main, []) == 143
+    assert time.time() - t0 < 10
+    assert len(seen) == 1 and isinstance(seen[0], Terminated)
+    assert capsys.readouterr().err.strip() == "terminated"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    def ctrl_c(argv):
+        raise KeyboardInterrupt
+    assert cli.main_wrapper(ctrl_c, []) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_deferred_interrupts_hold_a_signal_until_the_block_ends():
+    done = []
+    with pytest.raises(KeyboardInterrupt) as info:
+        with deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append("rest of the block")
+    assert done and not isinstance(info.value, Terminated)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(Terminated):
+        with sigterm_as_interrupt(), deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            done.append("again")
+    assert done == ["rest of the block", "again"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with pytest.raises(ValueError):  # the block's own exception wins
+        with deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            raise ValueError
+
+
+def test_ctrl_c_while_an_epoch_is_saved_keeps_the_epoch(tmp_path, monkeypatch):
+    """A Ctrl-C that lands while last.h5 is being written waits for the epoch's
+    files: the checkpoint holds that epoch, and the message says so."""
+    import lasres.weights
+    from lasres.training import Trainer, fit
+    real, calls = lasres.weights.save_checkpoint, []
+
+    def save_checkpoint(path, *args, **kwargs):
+        calls.append(os.path.basename(path))
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(lasres.weights, "save_checkpoint", save_checkpoint)
+    said = []
+    with pytest.raises(KeyboardInterrupt):
+        fit(Trainer(_net(), learning_rate=0.05, backend="c"), _Data(), epochs=3,
+            out_dir=str(tmp_path), batch_size=8, schedule=((0, 0.05),), plot=False,
+            progress=False, log=said.append)
+    assert calls == ["last.h5", "best.h5"]
+    assert load_checkpoint(tmp_path / "last.h5").epoch == 1
+    assert load_checkpoint(tmp_path / "best.h5").epoch == 1
+    assert len(json.loads((tmp_path / "history.json").read_text())["epoch"]) == 1
+    assert said[-1].startswith("interrupted after epoch 1: ") and "(end of epoch 1)" in said[-1]
+
+
+@pytest.mark.slow
+def test_kill_stops_train_nn_at_the_last_epoch_end(cifar, tmp_path):
+    """SIGTERM during epoch 2 of train_nn.py: the partial epoch is discarded,
+    last.h5 is the end of epoch 1, no temporary file is left, and the
+    process says so in a line and exits with 143."""
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-u", os.path.join(REPO, "scripts", "train_nn.py"),
+                          "normal", "1", "--data", str(cifar), "--limit", "600", "--epochs",
+                          "100", "--lr-schedule", "0.05", "--out", str(out), "--no-plot"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in p.stdout:
+            lines.append(line)
+            if line.startswith("epoch   1/100"):
+                p.send_signal(signal.SIGTERM)
+                break
+        rest, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    said = "".join(lines) + rest
+    # the signal lands in epoch 1's bookkeeping (held until it is written) or in epoch 2
+    assert ("interrupted after epoch 1: " in said or "interrupted in epoch 2: " in said), \
+        said[-2000:]
+    assert "last.h5 (end of epoch 1) is the resume point" in said, said[-2000:]
+    assert load_checkpoint(out / "last.h5").epoch == 1
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from typing import List, Optional
 import numpy as np
 
 from ..errors import LasresError
+from ..interrupts import interrupted_status
 from .factory import make_trainer
 from .files import check_output_folder, make_output_folder
 from .network import add_model_arguments, banner, build_network
@@ -175,8 +176,8 @@ def train_main(argv: Optional[List[str]] = None) -> int:
                       augment=None if augment == "none" or args.device_augment else augment,
                       seed=args.seed, arch=arch, history=history, start_epoch=start_epoch,
                       plot=not args.no_plot, t_start=t_start)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: fit has said where to resume
+        return interrupted_status(exc)
     best = os.path.join(out, "best.h5")
     distributed.barrier("lasres-fit-done")  # process 0 has written best.h5
     found = distributed.all_agree(os.path.exists(best))

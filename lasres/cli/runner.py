@@ -1,11 +1,13 @@
 """Running a front end: one ``error:`` line and exit status 2 for every user
-mistake, and the time the calling script started."""
+mistake, Ctrl-C and ``kill`` (SIGTERM) ending a run alike, and the time the
+calling script started."""
 import contextlib
 import sys
 import warnings
 from typing import Callable, List, Optional
 
 from ..errors import LasresError
+from ..interrupts import Terminated, interrupted_status, sigterm_as_interrupt
 
 __all__ = ["main_wrapper", "start_time"]
 
@@ -44,19 +46,20 @@ def main_wrapper(fn: Callable[[Optional[List[str]]], int], argv: Optional[List[s
     -------
     int
         ``fn``'s status; 2 after a :class:`LasresError` or an ``OSError``,
-        130 after Ctrl-C.
+        130 after Ctrl-C, 143 after SIGTERM (``kill``), which inside ``fn``
+        raises :class:`lasres.interrupts.Terminated`, a KeyboardInterrupt.
     """
     global _T0
     _T0 = t0
     try:
-        with _quiet_warnings():
+        with _quiet_warnings(), sigterm_as_interrupt():
             return fn(argv)
     except LasresError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print("terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
+        return interrupted_status(exc)
     except OSError as exc:  # a full disk, a folder removed under us, permissions...
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
