@@ -364,7 +364,8 @@ def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: in
     ``out_dir/last.h5`` (with the optimizer state, the states of the
     dropout/noise streams and the history, for ``--resume``: see
     :func:`restore_training_state`). A Ctrl-C (or, under the scripts, a
-    SIGTERM) discards the unfinished epoch
+    SIGTERM) that arrives while an epoch's files are written waits for them;
+    elsewhere it discards the unfinished epoch
     (``last.h5`` stays the end of the previous one, so that a resumed run
     equals an uninterrupted one bit for bit) and re-raises KeyboardInterrupt;
     a NaN loss raises :class:`TrainingDiverged` after saving nothing new.
@@ -408,7 +409,7 @@ def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: in
                                "schedule": [list(s) for s in schedule], "augment": augment,
                                "rng_streams": get_stream_states(trainer.network)})
 
-    epoch = saved = start_epoch  # saved: the epoch that last.h5 ends
+    epoch = start_epoch
     try:
         for epoch in range(start_epoch, epochs):
             lr = learning_rate_at(schedule, epoch)
@@ -469,7 +470,6 @@ def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: in
                     history.write(out_dir)
                 if plot:
                     plot_history(history, os.path.join(out_dir, "curves.png"), title=_title(arch))
-                saved = epoch + 1
     except KeyboardInterrupt:
         # The resume point stays the last epoch-end checkpoint: saving the
         # weights of part of an epoch would make a resumed run apply those
@@ -477,12 +477,12 @@ def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: in
         last = os.path.join(out_dir, "last.h5")
         if not primary:
             pass  # process 0 reports for the run
-        elif saved == epoch + 1:  # held until the epoch's files were written
-            log(f"interrupted after epoch {saved}: {last} (end of epoch {saved}) is the "
-                f"resume point (resume with --resume)")
-        elif saved > 0:
+        elif len(history) == epoch + 1:  # held until the epoch's files were written
+            log(f"interrupted after epoch {len(history)}: {last} (end of epoch "
+                f"{len(history)}) is the resume point (resume with --resume)")
+        elif len(history):  # the history is always that of last.h5 here
             log(f"interrupted in epoch {epoch + 1}: its partial work is discarded; {last} "
-                f"(end of epoch {saved}) is the resume point (resume with --resume)")
+                f"(end of epoch {len(history)}) is the resume point (resume with --resume)")
         else:
             log(f"interrupted in epoch {epoch + 1}, before any epoch was completed: "
                 f"nothing saved")
