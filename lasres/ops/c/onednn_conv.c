@@ -27,7 +27,7 @@
 #define LR_SLOTS 8
 #define LR_MAXARGS 4
 #define LR_KEYLEN 12
-/* output positions per call of the direct backward-weights (see lr_bwdw_block) */
+/* output positions per call of the direct backward-weights (see lr_bwdw_split) */
 #define LR_BWDW_TERMS 512
 
 typedef struct {
@@ -59,6 +59,7 @@ typedef struct {
     npy_intp n, c, h, w, f, kh, kw;
     npy_intp sh, sw, ph, pw;
     npy_intp oh, ow, he, we, prh, prw;
+    npy_intp ohs;   /* output rows stored per image (> oh for a band of rows) */
 } lr_geom;
 
 static dnnl_engine_t lr_engine = NULL;
@@ -260,6 +261,7 @@ static int lr_geometry(lr_geom *g, int pad_mode)
         return -1;
     }
     g->oh = (g->h + 2 * g->ph - g->kh) / g->sh + 1;
+    g->ohs = g->oh;
     g->ow = (g->w + 2 * g->pw - g->kw) / g->sw + 1;
     /* one past the last padded row read, in input coordinates */
     last = (g->oh - 1) * g->sh + g->kh - g->ph;
@@ -299,8 +301,9 @@ enum { LR_FWD = 0, LR_BWD_DATA = 1, LR_BWD_WEIGHTS = 2 };
  * all the N * oh * ow products of a filter tap in one float32 chain per
  * thread, which rounds 2-5x worse than a GEMM (the algorithm of Theano's
  * CorrMM, which Lasagne's float32 ran) on the nets' shapes.  So:
- * - the batch runs in blocks of images of about LR_BWDW_TERMS output
- *   positions (at least one image), whose results are summed in float64;
+ * - the batch runs in blocks of at most LR_BWDW_TERMS output positions
+ *   (several images, or bands of output rows of one image, at least one
+ *   row), whose results are summed in float64;
  * - 1x1 stride-1 convolutions run oneDNN's GEMM implementation (a K-blocked
  *   SGEMM on the plain layouts, no reorders), as exact as a GEMM within an
  *   image and faster than the direct kernel there.
@@ -342,7 +345,10 @@ static int lr_build(lr_entry *e, const lr_geom *g, int kind, int has_bias)
     LR_TRY(lr_md_tag(&dst_any, g->n, g->f, g->oh, g->ow, dnnl_format_tag_any));
     LR_TRY(lr_md_image(&src_user, g->n, g->c, g->h, g->w, g->he, g->we));
     LR_TRY(lr_md_tag(&w_user, g->f, g->c, g->kh, g->kw, dnnl_oihw));
-    LR_TRY(lr_md_tag(&dst_user, g->n, g->f, g->oh, g->ow, dnnl_nchw));
+    if (g->ohs != g->oh)   /* a band of rows of the stored output gradient */
+        LR_TRY(lr_md_image(&dst_user, g->n, g->f, g->ohs, g->ow, g->oh, g->ow));
+    else
+        LR_TRY(lr_md_tag(&dst_user, g->n, g->f, g->oh, g->ow, dnnl_nchw));
     if (has_bias)
         LR_TRY(dnnl_memory_desc_create_with_tag(&b_md, 1, bdims, dnnl_f32, dnnl_a));
 
@@ -428,7 +434,8 @@ static lr_entry *lr_entry_for(lr_cache *cache, const lr_geom *g, int kind, int h
 {
     int fresh = 0;
     lr_entry *e;
-    npy_intp key[LR_KEYLEN] = {g->n, g->c, g->h, g->w, g->f, g->kh, g->kw, has_bias, kind, 0, 0, 0};
+    npy_intp key[LR_KEYLEN] = {g->n, g->c, g->h, g->w, g->f, g->kh, g->kw, has_bias, kind,
+                               g->he, g->ph, g->prh};
     if (lr_init()) return NULL;
     e = lr_lookup(cache, key, &fresh);
     if (fresh && lr_build(e, g, kind, has_bias)) return NULL;
@@ -543,11 +550,33 @@ done:
     return rc;
 }
 
-/* Images per call of the direct backward-weights (see lr_gemm_bwd_weights). */
-static npy_intp lr_bwdw_block(const lr_geom *g)
+/* Output rows and images per call of the direct backward-weights (at most
+ * LR_BWDW_TERMS output positions, at least one row; see lr_gemm_bwd_weights). */
+static void lr_bwdw_split(const lr_geom *g, npy_intp *rows, npy_intp *imgs)
 {
-    npy_intp nb = LR_BWDW_TERMS / (g->oh * g->ow);
-    return nb < 1 ? 1 : (nb > g->n ? g->n : nb);
+    npy_intp r = LR_BWDW_TERMS / g->ow, nb;
+    r = r < 1 ? 1 : (r > g->oh ? g->oh : r);
+    nb = LR_BWDW_TERMS / (r * g->ow);
+    *rows = r;
+    *imgs = nb < 1 ? 1 : (nb > g->n ? g->n : nb);
+}
+
+/* The geometry of output rows [r0, r0 + rows) of nb images of g: the input
+ * rows they read start at row *in0 of each image, with their own top and
+ * bottom padding; the arrays keep the strides of whole images. */
+static void lr_band(const lr_geom *g, npy_intp r0, npy_intp rows, npy_intp nb, lr_geom *b,
+                    npy_intp *in0)
+{
+    npy_intp first = r0 * g->sh - g->ph;            /* first (padded) input row read */
+    npy_intp end = first + (rows - 1) * g->sh + g->kh;  /* one past the last */
+    npy_intp stop = end < g->he ? end : g->he;
+    *b = *g;
+    b->n = nb;
+    b->oh = rows;
+    b->ph = first < 0 ? -first : 0;
+    *in0 = first < 0 ? 0 : first;
+    b->he = stop - *in0;
+    b->prh = end - stop;
 }
 
 /* out = d conv(x, w) / dw applied to gz, filters of spatial shape (kh, kw) */
@@ -561,7 +590,7 @@ static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject
     float *dw = NULL;
     double *acc = NULL;
     void *handles[3];
-    npy_intp i, n0, nb, size, xstride, gzstride;
+    npy_intp i, n0, r0, nb, rows, in0, size, xstride, gzstride;
     PyArrayObject *x = lr_contig(x0), *gz = lr_contig(gz0);
     if (!x || !gz) goto done;
     g.n = PyArray_DIMS(x)[0]; g.c = PyArray_DIMS(x)[1];
@@ -581,8 +610,8 @@ static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject
         goto done;
     }
     size = PyArray_SIZE(*out);
-    nb = lr_bwdw_block(&g);
-    if (nb >= g.n) {   /* one call */
+    lr_bwdw_split(&g, &rows, &nb);
+    if (nb >= g.n && rows >= g.oh) {   /* one call */
         if (!(e = lr_entry_for(cache, &g, LR_BWD_WEIGHTS, 0))) goto done;
         handles[0] = PyArray_DATA(x);
         handles[1] = PyArray_DATA(gz);
@@ -598,7 +627,7 @@ static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject
         rc = 0;
         goto done;
     }
-    /* blocks of nb images, summed in float64 */
+    /* blocks of nb images x rows output rows, summed in float64 */
     if (!(dw = (float *)malloc(sizeof(float) * size + 1))
         || !(acc = (double *)calloc(size + 1, sizeof(double)))) {
         PyErr_NoMemory();
@@ -607,15 +636,17 @@ static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject
     xstride = g.c * g.h * g.w;
     gzstride = g.f * g.oh * g.ow;
     for (n0 = 0; n0 < g.n; n0 += nb) {
-        gb = g;
-        gb.n = g.n - n0 < nb ? g.n - n0 : nb;
-        if (!(e = lr_entry_for(cache, &gb, LR_BWD_WEIGHTS, 0))) goto done;
-        handles[0] = (float *)PyArray_DATA(x) + n0 * xstride;
-        handles[1] = (float *)PyArray_DATA(gz) + n0 * gzstride;
-        handles[2] = dw;
-        if (lr_run(e, handles)) goto done;
-        for (i = 0; i < size; i++)
-            acc[i] += dw[i];
+        for (r0 = 0; r0 < g.oh; r0 += rows) {
+            lr_band(&g, r0, g.oh - r0 < rows ? g.oh - r0 : rows, g.n - n0 < nb ? g.n - n0 : nb,
+                    &gb, &in0);
+            if (!(e = lr_entry_for(cache, &gb, LR_BWD_WEIGHTS, 0))) goto done;
+            handles[0] = (float *)PyArray_DATA(x) + n0 * xstride + in0 * g.w;
+            handles[1] = (float *)PyArray_DATA(gz) + n0 * gzstride + r0 * g.ow;
+            handles[2] = dw;
+            if (lr_run(e, handles)) goto done;
+            for (i = 0; i < size; i++)
+                acc[i] += dw[i];
+        }
     }
     for (i = 0; i < size; i++)
         dw[i] = (float)acc[i];
