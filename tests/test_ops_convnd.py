@@ -269,4 +269,7 @@ def test_jax_matches_numpy(case, static):
     got = pytensor.function([X, W], outs, mode="JAX")(x, w)
     for a, b in zip(got, ref):
         assert np.asarray(a).shape == b.shape
-        np.testing.assert_allclose(np.asarray(a), b, rtol=2e-4, atol=2e-3)
+        # float32 against float32 in another summation order: an entry that
+        # cancels (|b| << the tensor's scale) is judged against the scale
+        np.testing.assert_allclose(np.asarray(a), b, rtol=2e-4,
+                                   atol=max(2e-3, 1e-5 * float(np.abs(b).max())))
