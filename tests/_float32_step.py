@@ -1,6 +1,8 @@
 """Run the legacy training step three times on a randomised bottleneck net
 (``python _float32_step.py N SEED``) or on a legacy fixture's net
-(``python _float32_step.py fixture NAME``) and print the three losses as JSON.
+(``python _float32_step.py fixture NAME``) and print the three losses as JSON;
+or save every layer's training-mode output on a fixture's net and batch
+(``python _float32_step.py layers NAME OUT.npz``).
 
 Run by ``test_float32_precision.py`` in a fresh process per precision, since
 ``floatX`` is fixed when lasres is imported (``PYTENSOR_FLAGS=floatX=...``).
@@ -94,10 +96,42 @@ def fixture_losses(name):
     return [float(trainer.train_fn(X, io["y"])[0]) for _ in range(3)]
 
 
+def fixture_layer_outputs(name, path):
+    """Every layer's training-mode output on the legacy fixture ``name``'s
+    network, parameters and batch, saved to ``path`` (``.npz``, float64
+    copies, in layer order; ``names`` the layer classes)."""
+    import pathlib
+
+    import pytensor
+    import pytensor.tensor as T
+
+    from lasres.layers import get_all_layers, get_output, set_all_param_values
+    from lasres.weights import load_pklz
+    from test_legacy_fixtures import seed_network
+
+    shared = os.environ.get("LASRES_SHARED",
+                            pathlib.Path(__file__).resolve().parents[2] / "shared")
+    legacy = pathlib.Path(shared) / "fixtures" / "legacy"
+    with open(legacy / f"{name}.json") as f:
+        cfg = json.load(f)["config"]
+    X = T.tensor4("inputs")
+    net, _ = seed_network(cfg["type"], cfg["n"], cfg["k"], X)
+    set_all_param_values(net, load_pklz(legacy / f"{name}.pklz"))
+    layers = get_all_layers(net)[1:]
+    fn = pytensor.function([X], get_output(layers, deterministic=False))
+    io = np.load(legacy / f"{name}_io.npz")
+    values = fn(io["X"].astype(pytensor.config.floatX))
+    np.savez(path, *[np.asarray(v, dtype=np.float64) for v in values],
+             names=np.array([type(layer).__name__ for layer in layers]))
+
+
 if __name__ == "__main__":
     import pytensor
 
-    if sys.argv[1] == "fixture":
+    if sys.argv[1] == "layers":
+        fixture_layer_outputs(sys.argv[2], sys.argv[3])
+        losses = []
+    elif sys.argv[1] == "fixture":
         losses = fixture_losses(sys.argv[2])
     else:
         losses = three_losses(int(sys.argv[1]), int(sys.argv[2]))
