@@ -130,6 +130,9 @@ def compare_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default=None, help="c (CPU, default), jax, numba, py")
     p.add_argument("--title", default=None, help="title of the plot")
+    p.add_argument("--download", action="store_true",
+                   help="download the dataset (CIFAR-10 or MNIST) into --data when it is "
+                        "missing")
     p.add_argument("--resume", action="store_true",
                    help="continue each run from OUT/RUN/last.h5 where there is one (runs "
                         "already at --epochs are not trained again)")
@@ -256,12 +259,14 @@ def compare_main(argv: Optional[List[str]] = None) -> int:
     requests = [parse_model(m) for m in args.models]
     schedule = parse_schedule(args.lr_schedule)
     check_output_folder(args.out)
-    from .data import get_dataset, prepare_dataset
+    from .data import download_dataset, get_dataset, prepare_dataset
     info = get_dataset(args.dataset)
     augment = args.augment or info.default_augment
     seed_everything(args.seed)  # initial weights follow --seed
     for req in requests:  # every network is built (checked) before any training
         req.network = req.build(info.input_shape[1:], info.num_classes)
+    if args.download:
+        download_dataset(args.dataset, args.data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         data = prepare_dataset(args.dataset, args.data,

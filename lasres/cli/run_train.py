@@ -47,7 +47,8 @@ def train_parser() -> argparse.ArgumentParser:
                    help="resume from OUT/last.h5 (or the given checkpoint)")
     p.add_argument("--out", default=None, help="run folder (default runs/TYPE_nN_kK)")
     p.add_argument("--download", action="store_true",
-                   help="download CIFAR-10 into --data when it is missing")
+                   help="download the dataset (CIFAR-10 or MNIST) into --data when it is "
+                        "missing")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--devices", type=int, default=None,
                    help="jax backend: data-parallel over N devices (the batch is split, "
@@ -128,12 +129,9 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         load_network_weights(network, args.weights, arch)
         print(f"init   | weights from {args.weights}")
 
-    if args.download and args.dataset == "cifar10":
-        from ..data import download_cifar10, find_cifar10
-        try:
-            find_cifar10(args.data)
-        except LasresError:
-            download_cifar10(args.data)
+    if args.download:
+        from ..data import download_dataset
+        download_dataset(args.dataset, args.data)
     primary = distributed.is_primary()  # several processes: only process 0 writes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

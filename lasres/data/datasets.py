@@ -13,10 +13,11 @@ from ..errors import DataError
 from .cifar import (CIFAR10_CLASSES, PREPROCESSINGS, compute_pixel_mean, legacy_split,
                     load_cifar10, load_cifar100, load_pixel_mean, preprocess, save_pixel_mean,
                     scale255)
+from .download import download_cifar10, download_mnist
 from .mnist import load_fashion_mnist, load_mnist
 
-__all__ = ["DatasetInfo", "DATASETS", "get_dataset", "load_raw", "prepare_dataset",
-           "prepare_cifar10", "PreparedDataset", "PreparedCifar10"]
+__all__ = ["DatasetInfo", "DATASETS", "get_dataset", "load_raw", "download_dataset",
+           "prepare_dataset", "prepare_cifar10", "PreparedDataset", "PreparedCifar10"]
 
 
 @dataclass(frozen=True)
@@ -30,15 +31,18 @@ class DatasetInfo:
     default_augment: str  # 'batch' (legacy crop+flip) or 'none'
     expected: str  # where the files are looked for, for messages
     title: str  # the name in titles and banners
+    download: Optional[Callable] = None  # fetches the files into a data folder
 
 
 DATASETS = {
     "cifar10": DatasetInfo("cifar10", load_cifar10, (None, 3, 32, 32), 10, "batch",
-                           "cifar-10-batches-py/ or cifar-10-batches-bin/", "CIFAR-10"),
+                           "cifar-10-batches-py/ or cifar-10-batches-bin/", "CIFAR-10",
+                           download_cifar10),
     "cifar100": DatasetInfo("cifar100", load_cifar100, (None, 3, 32, 32), 100, "batch",
                             "cifar-100-python/", "CIFAR-100"),
     "mnist": DatasetInfo("mnist", load_mnist, (None, 1, 28, 28), 10, "none",
-                         "train-images-idx3-ubyte.gz and the three other IDX files", "MNIST"),
+                         "train-images-idx3-ubyte.gz and the three other IDX files", "MNIST",
+                         download_mnist),
     "fashion-mnist": DatasetInfo("fashion-mnist", load_fashion_mnist, (None, 1, 28, 28), 10,
                                  "none", "train-images-idx3-ubyte.gz and the three other IDX "
                                  "files (Fashion-MNIST)", "Fashion-MNIST"),
@@ -62,6 +66,32 @@ def get_dataset(name: str) -> DatasetInfo:
 def load_raw(name: str, data_dir):
     """The dataset's raw splits (uint8 images, int32 labels), a :class:`DatasetSplits`."""
     return get_dataset(name).loader(data_dir)
+
+
+def download_dataset(name: str, data_dir) -> bool:
+    """Fetch a dataset into ``data_dir`` unless it can be read there already.
+
+    Returns
+    -------
+    bool
+        True when it was downloaded.
+
+    Raises
+    ------
+    DataError
+        A dataset with no download source, or a failed download.
+    """
+    info = get_dataset(name)
+    if info.download is None:
+        known = ", ".join(n for n, i in DATASETS.items() if i.download is not None)
+        raise DataError(f"no download source for {info.title} (there is one for {known}); "
+                        f"put {info.expected} in {os.fspath(data_dir)}")
+    try:
+        info.loader(data_dir)
+        return False
+    except DataError:
+        info.download(data_dir)
+        return True
 
 
 @dataclass

@@ -140,15 +140,17 @@ def load_mnist(data_dir="data"):
         Missing folder or file, bad magic number, inconsistent counts.
     """
     return _load_idx_dataset(data_dir, "MNIST", ("mnist", os.path.join("MNIST", "raw")),
-                             tuple(str(i) for i in range(10)))
+                             tuple(str(i) for i in range(10)),
+                             hint="; run train_nn.py --dataset mnist with --download to fetch "
+                                  "it, or call lasres.data.download_mnist")
 
 
-def _load_idx_dataset(data_dir, name, subfolders, label_names):
+def _load_idx_dataset(data_dir, name, subfolders, label_names, hint=""):
     """The four IDX files of an MNIST-format dataset in ``data_dir`` or one of
     its ``subfolders``, checked, as a :class:`DatasetSplits`."""
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
-        raise DataError(f"{data_dir}: {name} data directory not found")
+        raise DataError(f"{data_dir}: {name} data directory not found{hint}")
     folder = None
     for cand in (data_dir,) + tuple(os.path.join(data_dir, sub) for sub in subfolders):
         if _find(cand, MNIST_FILES["train_images"]):
@@ -157,7 +159,7 @@ def _load_idx_dataset(data_dir, name, subfolders, label_names):
     if folder is None:
         raise DataError(f"{data_dir}: no {name} found (expected "
                         f"{MNIST_FILES['train_images']}.gz and the three other IDX files in it "
-                        f"or in {subfolders[0]}/)")
+                        f"or in {subfolders[0]}/){hint}")
     out = []
     for split in ("train", "test"):
         paths = {}
