@@ -44,7 +44,7 @@ import numpy as np
 from ._atomic import atomic_path
 from .errors import WeightFileError
 from .isolation import run_isolated
-from .sizecheck import MAX_WEIGHT_BYTES, ByteBudget, check_h5_attr, check_h5_dataset
+from .sizecheck import MAX_WEIGHT_BYTES, ByteBudget, check_h5_attr, check_h5_dataset, h5_get
 
 __all__ = ["is_keras_h5", "read_keras_h5", "keras_layer_order", "load_keras_h5",
            "save_keras_h5", "KerasLayerWeights"]
@@ -91,7 +91,7 @@ def _weights_group(f):
     import h5py
     if "layer_names" in f.attrs:
         return f
-    g = f.get("model_weights")
+    g = h5_get(f, "model_weights", f.filename, "group model_weights")
     if isinstance(g, h5py.Group) and "layer_names" in g.attrs:
         return g
     return None
@@ -109,9 +109,9 @@ def _probe(path) -> bool:
             top = _weights_group(f)
             if top is None:
                 return False
-            names = _names(check_h5_attr(top, "layer_names", MAX_NAMES_BYTES, path))
-            return bool(names) and all(n in top and "weight_names" in top[n].attrs
-                                       for n in names)
+            # A file that declares Keras's layer list is a Keras file, even a
+            # damaged one: the reader then names what is wrong with it.
+            return bool(_names(check_h5_attr(top, "layer_names", MAX_NAMES_BYTES, path)))
     except Exception:
         return False
 
@@ -162,19 +162,20 @@ def _read_layers(path, max_bytes) -> list:
                 raise WeightFileError(f"{path}: HDF5 file is not a Keras weight file (no "
                                       f"attribute layer_names at its root or in model_weights)")
             for name in _names(check_h5_attr(top, "layer_names", MAX_NAMES_BYTES, path)):
-                if name not in top or "weight_names" not in top[name].attrs:
+                g = h5_get(top, name, path, f"layer {name}")
+                if g is None or "weight_names" not in g.attrs:
                     raise WeightFileError(f"{path}: corrupt Keras weight file: layer {name} "
                                           f"listed in layer_names has no group with "
                                           f"weight_names")
-                g = top[name]
                 wnames = _names(check_h5_attr(g, "weight_names", MAX_NAMES_BYTES, path))
                 values = []
                 for w in wnames:
-                    if w not in g:
+                    ds = h5_get(g, w, path, f"dataset {name}/{w}")
+                    if ds is None:
                         raise WeightFileError(f"{path}: corrupt Keras weight file: layer {name} "
                                               f"lists weight {w} but has no such dataset")
-                    check_h5_dataset(g[w], budget, f"dataset {name}/{w}")
-                    values.append(np.asarray(g[w][()]))
+                    check_h5_dataset(ds, budget, f"dataset {name}/{w}")
+                    values.append(np.asarray(ds[()]))
                 layers.append((name, wnames, values))
     except WeightFileError:
         raise

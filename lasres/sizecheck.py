@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import WeightFileError
 
-__all__ = ["ByteBudget", "declared_nbytes", "check_h5_dataset", "check_h5_attr",
+__all__ = ["ByteBudget", "declared_nbytes", "check_h5_dataset", "check_h5_attr", "h5_get",
            "network_budget", "CappedReader", "MAX_WEIGHT_BYTES", "MAX_DATA_BYTES",
            "MAX_NDIM", "MAX_CHUNKS", "format_bytes"]
 
@@ -49,6 +49,15 @@ MAX_NDIM = 8
 MAX_CHUNKS = 65536
 #: Numeric dtype kinds a weight or data file may hold: bool, ints, floats, complex.
 NUMERIC_KINDS = "biufc"
+#: Dtype kinds an HDF5 dataset may hold: signed and unsigned integers, floats.
+H5_KINDS = "iuf"
+#: HDF5 filters a dataset may be stored with: the ones built into libhdf5 and
+#: h5py (deflate, shuffle, Fletcher-32, szip, n-bit, scale-offset, LZF). Any
+#: other filter would make libhdf5 look for a plugin library to load.
+H5_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit",
+              6: "scaleoffset", 32000: "lzf"}
+#: Most soft links followed to resolve one name.
+H5_MAX_LINK_HOPS = 16
 
 
 def format_bytes(n: int) -> str:
@@ -215,11 +224,16 @@ def check_h5_dataset(ds, budget: ByteBudget, what, expected_shape=None, max_ndim
     if not isinstance(ds, h5py.Dataset):
         raise budget.error(f"{budget._prefix(what)}: expected a dataset, found "
                            f"{type(ds).__name__}")
+    _check_h5_storage(ds, budget._prefix(what), budget.error)
     try:
         shape, dtype = ds.shape, ds.dtype
     except Exception as exc:  # an unreadable dataspace or datatype
         raise budget.error(f"{budget._prefix(what)}: unreadable shape or type "
                            f"({type(exc).__name__})") from None
+    if dtype.kind not in H5_KINDS or dtype.names is not None or dtype.subdtype is not None \
+            or dtype.byteorder not in "<>=|" or dtype.metadata:
+        raise budget.error(f"{budget._prefix(what)}: unsupported element type {dtype} "
+                           f"(expected little- or big-endian integers or floats)")
     if shape is None:  # a null dataspace
         raise budget.error(f"{budget._prefix(what)}: empty (null) dataspace")
     if len(shape) > max_ndim:
@@ -238,6 +252,96 @@ def check_h5_dataset(ds, budget: ByteBudget, what, expected_shape=None, max_ndim
             raise budget.error(f"{budget._prefix(what)}: refusing to load: {n:,} chunks of "
                                f"shape {tuple(chunks)} (at most {MAX_CHUNKS:,})")
     return nbytes
+
+
+def _check_h5_storage(ds, prefix, error):
+    """Refuse a dataset whose bytes are not in the file itself: external
+    storage (raw data in other files), a virtual dataset (mapped from other
+    datasets, possibly in other files) or a filter libhdf5 would load as a
+    plugin. Only the dataset's creation properties are read, no data."""
+    import h5py
+    try:
+        dcpl = ds.id.get_create_plist()
+        layout = dcpl.get_layout()
+        n_external = dcpl.get_external_count()
+        filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
+    except Exception as exc:
+        raise error(f"{prefix}: unreadable storage properties ({type(exc).__name__})"
+                    ) from None
+    virtual = getattr(h5py.h5d, "VIRTUAL", None)
+    if virtual is not None and layout == virtual:
+        raise error(f"{prefix}: is a virtual dataset (its data would come from other "
+                    f"datasets or files): refusing to read outside the file")
+    if layout not in (h5py.h5d.COMPACT, h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED):
+        raise error(f"{prefix}: unknown storage layout {layout}")
+    if n_external:
+        try:
+            name = dcpl.get_external(0)[0]
+            name = name.decode("utf8", "replace") if isinstance(name, bytes) else str(name)
+            shown = f" ({name[:100]!r}{', ...' if n_external > 1 else ''})"
+        except Exception:
+            shown = ""
+        raise error(f"{prefix}: stores its data in {n_external} external file(s){shown}: "
+                    f"refusing to read outside the file")
+    for code in filters:
+        if code not in H5_FILTERS:
+            raise error(f"{prefix}: stored with HDF5 filter {code}, which libhdf5 would load "
+                        f"as a plugin (supported: {', '.join(sorted(H5_FILTERS.values()))})")
+
+
+def h5_get(group, name, path="", what=None, error=WeightFileError):
+    """``group[name]``, or None if there is no such member, after checking that
+    the name resolves inside the file: external links (and soft links whose
+    target passes through one), user-defined links and soft-link loops are
+    refused without being followed.
+
+    Parameters
+    ----------
+    group : h5py.Group
+    name : str
+        A member name (no slashes needed; a path is resolved step by step).
+    path : str
+        The file, for messages.
+    what : str, optional
+        How messages name the member (default ``name``).
+    """
+    import h5py
+    what = name if what is None else what
+    prefix = f"{path}: {what}" if path else what
+    root = group.file["/"] if name.startswith("/") else group
+    todo = [p for p in name.split("/") if p]
+    where, hops = root, 0
+    while todo:
+        part = todo.pop(0)
+        if not isinstance(where, h5py.Group):
+            return None
+        try:
+            link = where.get(part, default=None, getlink=True)
+        except Exception as exc:
+            raise error(f"{prefix}: unreadable link ({type(exc).__name__})") from None
+        if link is None:
+            return None
+        if isinstance(link, h5py.ExternalLink):
+            raise error(f"{prefix}: is an external link (to {str(link.filename)[:100]!r}): "
+                        f"refusing to read outside the file")
+        if isinstance(link, h5py.SoftLink):
+            hops += 1
+            if hops > H5_MAX_LINK_HOPS:
+                raise error(f"{prefix}: more than {H5_MAX_LINK_HOPS} soft links to follow "
+                            f"(a loop?)")
+            target = str(link.path)
+            rest = [p for p in target.split("/") if p]
+            if target.startswith("/"):
+                where = group.file["/"]
+            todo = rest + todo
+            continue
+        if not isinstance(link, h5py.HardLink):
+            raise error(f"{prefix}: a link of unsupported type {type(link).__name__}")
+        try:
+            where = where[part]
+        except Exception as exc:
+            raise error(f"{prefix}: unreadable ({type(exc).__name__})") from None
+    return where
 
 
 def check_h5_attr(obj, name, max_bytes=1 << 20, path="", error=WeightFileError):

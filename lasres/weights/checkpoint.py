@@ -15,7 +15,7 @@ import numpy as np
 from .._atomic import atomic_path
 from ..errors import WeightFileError
 from ..isolation import run_isolated
-from ..sizecheck import check_h5_attr, check_h5_dataset
+from ..sizecheck import check_h5_attr, check_h5_dataset, h5_get
 from .formats import HDF5_MAGIC, check_target, check_values, first_line, read_head, weight_budget
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_arch", "CHECKPOINT_FORMAT",
@@ -124,7 +124,7 @@ def _read_arrays(group, path, what, budget, expected_shapes=None
                               f"another architecture?)")
     datasets = []
     for i, k in enumerate(keys):
-        ds = group[k]
+        ds = h5_get(group, k, path, f"dataset {what}/{k}")
         exp = None if expected_shapes is None else expected_shapes[i]
         check_h5_dataset(ds, budget, f"dataset {what}/{k}", expected_shape=exp)
         datasets.append(ds)
@@ -286,32 +286,43 @@ def _opened_checkpoint(path):
         raise WeightFileError(f"{path}: corrupt checkpoint ({first_line(exc)})") from None
 
 
+def _group(f, name, path):
+    """Member ``name`` of ``f`` as a group (None if absent), links checked."""
+    import h5py
+    g = h5_get(f, name, path, f"group {name}")
+    if g is not None and not isinstance(g, h5py.Group):
+        raise WeightFileError(f"{path}: corrupt checkpoint: '{name}' is not a group")
+    return g
+
+
 def _read_checkpoint(path, max_bytes, expected_shapes) -> dict:
     """The fields of a :class:`Checkpoint` (history curves as float64 arrays);
     runs in the reader process of :func:`lasres.isolation.run_isolated`."""
     budget = weight_budget(path, max_bytes)
     with _opened_checkpoint(path) as (f, version):
-        if "params" not in f:
+        params = _group(f, "params", path)
+        if params is None:
             raise WeightFileError(f"{path}: corrupt checkpoint: no 'params' group")
-        values, pnames = _read_arrays(f["params"], path, "params", budget, expected_shapes)
+        values, pnames = _read_arrays(params, path, "params", budget, expected_shapes)
         ostate = onames = None
-        if "optimizer" in f:
-            ostate, onames = _read_arrays(f["optimizer"], path, "optimizer", budget)
+        opt = _group(f, "optimizer", path)
+        if opt is not None:
+            ostate, onames = _read_arrays(opt, path, "optimizer", budget)
         pm = None
-        if "pixel_mean" in f:
-            ds = f["pixel_mean"]
+        ds = h5_get(f, "pixel_mean", path, "dataset pixel_mean")
+        if ds is not None:
             check_h5_dataset(ds, budget, "dataset pixel_mean", max_ndim=4)
             pm = np.asarray(ds[()])
         hist = None
-        if "history" in f:
-            g = f["history"]
+        g = _group(f, "history", path)
+        if g is not None:
             hist = {}
             keys = sorted(g.keys())
             if len(keys) > 1000:
                 raise WeightFileError(f"{path}: corrupt checkpoint: {len(keys)} history "
                                       f"curves")
             for k in keys:
-                ds = g[k]
+                ds = h5_get(g, k, path, f"dataset history/{k}")
                 check_h5_dataset(ds, budget, f"dataset history/{k}", max_ndim=1)
                 if ds.shape[0] > MAX_EPOCH:
                     raise WeightFileError(f"{path}: corrupt checkpoint: history/{k} has "
