@@ -308,26 +308,31 @@ def test_input_shape_fixed_batch_and_new_size(tmp_path):
 # --- errors --------------------------------------------------------------------------------
 def test_unexportable_layers_are_one_line_errors_naming_the_layer(tmp_path):
     l_in = L.InputLayer((None, 3))
+    # PyTensor ops without an ONNX translation (sort, cumulative sum, arctan2)
     cases = [
-        (L.ExpressionLayer(l_in, lambda x: x ** 2, name="square"), "'square' (ExpressionLayer)"),
-        (L.NonlinearityLayer(l_in, lambda x: x * 3, name="triple"), "its nonlinearity"),
-        (L.ElemwiseMergeLayer([l_in, l_in], pt.pow, name="power"), "'power'"),
-        (L.GlobalPoolLayer(L.ReshapeLayer(l_in, ([0], 3, 1)), pt.var), "#2 of 3"),
+        (L.ExpressionLayer(l_in, lambda x: pt.sort(x), name="sorted"),
+         "'sorted' (ExpressionLayer)", "SortOp"),
+        (L.NonlinearityLayer(l_in, lambda x: pt.cumsum(x, axis=1), name="cum"), "'cum'", "CumOp"),
+        (L.ElemwiseMergeLayer([l_in, l_in], pt.arctan2, name="angle"), "'angle'", "ArcTan2"),
+        (L.GlobalPoolLayer(L.ReshapeLayer(l_in, ([0], 3, 1)),
+                           lambda x, axis: pt.sort(x, axis=axis).max(axis=axis)),
+         "#2 of 3 (GlobalPoolLayer)", "SortOp"),
     ]
 
     class Doubled(L.DenseLayer):
         def get_output_for(self, input, **kwargs):
-            return 2 * super().get_output_for(input, **kwargs)
+            return pt.sort(super().get_output_for(input, **kwargs))
 
-    cases.append((Doubled(l_in, 2, name="doubled"), "overrides DenseLayer.get_output_for"))
+    cases.append((Doubled(l_in, 2, name="doubled"), "'doubled' (Doubled)", "SortOp"))
     path = tmp_path / "x.onnx"
     path.write_bytes(b"previous")
-    for layer, part in cases:
+    for layer, part, op in cases:
         with pytest.raises(ExportError) as exc:
             to_onnx(layer, path)
         msg = str(exc.value)
         assert isinstance(exc.value, LasresError)
         assert "\n" not in msg and "cannot export layer" in msg and part in msg, msg
+        assert f"no translation for the PyTensor op {op}" in msg or f"scalar op {op}" in msg, msg
     assert path.read_bytes() == b"previous"  # a failed export leaves the old file intact
     assert sorted(os.listdir(tmp_path)) == ["x.onnx"]
     with pytest.raises(ExportError, match="pixel_mean of shape"):

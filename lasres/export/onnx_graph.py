@@ -51,7 +51,7 @@ import os
 
 import numpy as np
 
-from .errors import ExportError, LasresError
+from ..errors import ExportError, LasresError
 
 __all__ = ["to_onnx", "build_model", "OPSET", "export_parser", "export_main"]
 
@@ -114,9 +114,11 @@ class _Context:
     """What a converter needs beyond its inputs: the graph, the shapes, the
     BN folds, and how to name the layer in errors."""
 
-    def __init__(self, graph, shapes, folds, describe):
+    def __init__(self, graph, shapes, folds, describe, dtypes=None):
         self.g = graph
         self.shapes = shapes
+        self.dtypes = {} if dtypes is None else dtypes
+        self.params = {}  # shared variable -> initialiser, for the translated graphs
         self.folds = folds  # linear layer -> the BatchNormLayer folded into it
         self.describe = describe
 
@@ -138,8 +140,8 @@ def _bn_params(bn):
 
 def _nonlinearity(ctx, layer, f, x, base):
     """Emit ``f(x)``; ``f`` one of lasres.nonlinearities."""
-    from . import nonlinearities as nl
-    from .ops.elemwise import relu
+    from .. import nonlinearities as nl
+    from ..ops.elemwise import relu
     g = ctx.g
     if f is None or f is nl.identity or f is nl.linear:
         return x
@@ -165,8 +167,9 @@ def _nonlinearity(ctx, layer, f, x, base):
         y = g.node("Mul", [x, g.const(f.scale_in, base + "_scale_in")], base + "_scaled")
         y = g.node("Tanh", [y], base + "_tanh")
         return g.node("Mul", [y, g.const(f.scale_out, base + "_scale_out")], base + "_scaled_tanh")
-    raise ctx.unsupported(layer, f"its nonlinearity {getattr(f, '__name__', f)!r} has no ONNX "
-                                 "translation (use one of lasres.nonlinearities)")
+    # any other function: its PyTensor graph, op by op
+    shape = ctx.shapes[layer]
+    return _translate(ctx, layer, lambda xs: f(xs[0]), [x], [shape], ["float32"], base)[0]
 
 
 def _input_layer(ctx, layer, x, base):
@@ -174,12 +177,13 @@ def _input_layer(ctx, layer, x, base):
 
 
 def _conv(ctx, layer, x, base):
-    if layer.convolution is not None:
-        raise ctx.unsupported(layer, "it uses a custom convolution function")
+    if layer.convolution is not None:  # a custom convolution: its graph
+        return _generic(ctx, layer, x, base)
     g = ctx.g
     W = _value(layer.W)
     channels = ctx.shapes[layer.input_layer][1]
-    if channels is not None and channels != W.shape[1]:
+    groups = int(getattr(layer, "num_groups", 1))
+    if channels is not None and channels != W.shape[1] * groups:
         raise ctx.unsupported(layer, f"its input has {channels} channels, its weights take "
                                      f"{W.shape[1]}")
     if layer.flip_filters:  # a true convolution; ONNX Conv correlates
@@ -198,7 +202,7 @@ def _conv(ctx, layer, x, base):
         inputs.append(g.const(b, base + ".b"))
     y = g.node("Conv", inputs, base, kernel_shape=list(layer.filter_size),
                strides=list(layer.stride), pads=list(pad) + list(pad), dilations=[1, 1],
-               group=1)
+               group=groups)
     if untied:
         y = g.node("Add", [y, g.const(b, base + ".b")], base + "_bias")
     return _nonlinearity(ctx, layer, layer.nonlinearity, y, base)
@@ -291,7 +295,7 @@ def _folded(ctx, layer, x, base):
 
 
 def _pool(ctx, layer, x, base):
-    from .ops.pool import pool_output_length
+    from ..ops.pool import pool_output_length
     g = ctx.g
     in_shape = ctx.shapes[layer.input_layer]
     ws, stride, pad = layer.pool_size, layer.stride, layer.pad
@@ -337,11 +341,10 @@ def _global_pool(ctx, layer, x, base):
            (pt.min, "ReduceMin"))
     op = next((name for f, name in ops if layer.pool_function is f), None)
     if op is None:
-        raise ctx.unsupported(layer, f"its pool function {layer.pool_function!r} has no ONNX "
-                                     "translation (mean, max, sum or min)")
+        return _generic(ctx, layer, x, base)
     ndim = len(ctx.shapes[layer.input_layer])
     if ndim < 3:
-        raise ctx.unsupported(layer, f"global pooling of a {ndim}-dimensional input")
+        return _generic(ctx, layer, x, base)
     return _reduce(ctx.g, op, x, range(2, ndim), base)
 
 
@@ -369,9 +372,8 @@ def _merge(ctx, layer, xs, base):
     ops = ((pt.add, "Add"), (pt.mul, "Mul"), (pt.sub, "Sub"), (pt.maximum, "Max"),
            (pt.minimum, "Min"), (pt.true_div, "Div"))
     op = next((name for f, name in ops if layer.merge_function is f), None)
-    if op is None:
-        raise ctx.unsupported(layer, f"its merge function {layer.merge_function!r} has no ONNX "
-                                     "translation")
+    if op is None:  # any other function: its graph
+        return _generic(ctx, layer, xs, base)
     y = xs[0]
     for i, x in enumerate(xs[1:], start=1):
         y = ctx.g.node(op, [y, x], base if i == len(xs) - 1 else f"{base}_{i}")
@@ -500,7 +502,7 @@ def _converters():
     """(layer class, converter, methods that must not be overridden), most
     specific classes first. A subclass that overrides one of the methods
     computes something else and is not exported."""
-    from . import layers as L
+    from .. import layers as L
     keras_bn = getattr(L, "KerasBatchNormLayer", None)  # the Keras layout of ror/ror-wrn
     return ((() if keras_bn is None else ((keras_bn, _keras_batch_norm, ("get_output_for",)),))
             + (
@@ -519,6 +521,7 @@ def _converters():
         (L.DropoutLayer, _identity, ("get_output_for",)),
         (L.GaussianNoiseLayer, _identity, ("get_output_for",)),
         (L.PadLayer, _pad, ("get_output_for", "pad_widths")),
+        (L.InverseLayer, _inverse, ("get_output_for",)),
         (L.SliceLayer, _slice, ("get_output_for",)),
         (L.FlattenLayer, _flatten, ("get_output_for",)),
         (L.ReshapeLayer, _reshape, ("get_output_for",)),
@@ -527,26 +530,79 @@ def _converters():
 
 
 def _find_converter(layer, ctx):
+    """The dedicated converter of the layer's class, or the translation of its
+    PyTensor graph (a class without one, or one overriding its computation)."""
     cls = type(layer)
     for base_cls, fn, methods in _converters():
         if isinstance(layer, base_cls):
-            for m in methods:
-                if getattr(cls, m, None) is not getattr(base_cls, m, None):
-                    raise ctx.unsupported(layer, f"it overrides {base_cls.__name__}.{m}, so its "
-                                                 "computation is unknown to the exporter")
-            return fn
-    from .layers import ExpressionLayer
-    if isinstance(layer, ExpressionLayer):
-        raise ctx.unsupported(layer, "an ExpressionLayer applies an arbitrary Python function, "
-                                     "which has no ONNX translation")
-    raise ctx.unsupported(layer, "no ONNX translation for this layer class")
+            if all(getattr(cls, m, None) is getattr(base_cls, m, None) for m in methods):
+                return fn
+            break
+    return _generic
+
+
+def _translate(ctx, layer, fn, xs, shapes, dtypes, base):
+    """ONNX nodes for ``fn(symbolic inputs)`` -- a PyTensor graph -- op by op."""
+    from .pytensor_graph import Walker, symbolic_inputs
+    from .pytensor_onnx import OnnxEmitter
+    sym = symbolic_inputs(shapes, dtypes)
+    try:
+        out = fn(sym)
+    except ExportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- the layer cannot build its graph
+        raise ctx.unsupported(layer, f"building its graph failed: {type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    import pytensor.tensor as pt
+    outs = [pt.as_tensor_variable(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
+    em = OnnxEmitter(ctx.g, base, ctx.params)
+    walker = Walker(em, em.param, lambda msg: ctx.unsupported(layer, msg))
+    values = walker.run(sym, outs, dict(zip(sym, xs)))
+    ctx.out_dtypes = [o.dtype for o in outs]
+    return [em.name(v, o.dtype) for v, o in zip(values, outs)]
+
+
+def _inverse(ctx, layer, xs, base):
+    """InverseLayer: the gradient of the inverted layer's graph, rebuilt from
+    that layer's input, applied to this layer's input."""
+    import pytensor
+    inv = layer.input_layers[1]
+    inner_in = layer.input_layers[2]
+    inner_kind = isinstance(inv, __import__("lasres.layers", fromlist=["MergeLayer"]).MergeLayer)
+    if inner_kind:
+        raise ctx.unsupported(layer, "it inverts a layer with several inputs")
+
+    def build(sym):
+        grad_in, below = sym
+        out = inv.get_output_for(below, deterministic=True)
+        return pytensor.grad(None, wrt=below, known_grads={out: grad_in})
+    return _translate(ctx, layer, build, [xs[0], xs[2]],
+                      [ctx.shapes[layer.input_layers[0]], ctx.shapes[inner_in]],
+                      ["float32", ctx.dtypes.get(inner_in, "float32")], base)[0]
+
+
+def _generic(ctx, layer, x, base):
+    """Any layer: its deterministic ``get_output_for`` graph, translated."""
+    from .. import layers as L
+    merge = isinstance(layer, L.MergeLayer)
+    ins = list(layer.input_layers) if merge else [layer.input_layer]
+    xs = list(x) if merge else [x]
+    shapes = [ctx.shapes[i] for i in ins]
+    dtypes = [ctx.dtypes.get(i, "float32") for i in ins]
+
+    def build(sym):
+        out = layer.get_output_for(sym if merge else sym[0], deterministic=True)
+        return out
+    y = _translate(ctx, layer, build, xs, shapes, dtypes, base)[0]
+    ctx.dtypes[layer] = ctx.out_dtypes[0]
+    return y
 
 
 # --- the whole network ------------------------------------------------------------------
 def _fold_plan(layers, outputs, shapes, fold_bn):
     """Linear layer -> the BatchNormLayer that directly and solely follows it."""
-    from . import layers as L
-    from . import nonlinearities as nl
+    from .. import layers as L
+    from .. import nonlinearities as nl
     if not fold_bn:
         return {}
     consumers = {}
@@ -590,6 +646,10 @@ def _describe_factory(layers):
     return describe
 
 
+def _elem_type(onnx, dtype):
+    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
 def _onnx_shape(shape, batch_name="N"):
     return [batch_name if (s is None and i == 0) else (None if s is None else int(s))
             for i, s in enumerate(shape)]
@@ -597,7 +657,7 @@ def _onnx_shape(shape, batch_name="N"):
 
 def _load_mean(pixel_mean):
     if isinstance(pixel_mean, (str, os.PathLike)):
-        from .data import load_pixel_mean
+        from ..data import load_pixel_mean
         return load_pixel_mean(pixel_mean)
     return np.asarray(pixel_mean, dtype=np.float32)
 
@@ -606,7 +666,7 @@ def build_model(network, input_shape=None, pixel_mean=None, fold_bn=False):
     """The ONNX ``ModelProto`` of ``network``'s deterministic graph (see
     :func:`to_onnx`; this builds and checks the model without writing it)."""
     onnx = _onnx()
-    from . import layers as L
+    from .. import layers as L
     outputs = list(network) if isinstance(network, (list, tuple)) else [network]
     layers = L.get_all_layers(outputs)
     describe = _describe_factory(layers)
@@ -643,12 +703,13 @@ def build_model(network, input_shape=None, pixel_mean=None, fold_bn=False):
     g = _Graph(onnx)
     folds = _fold_plan(layers, outputs, shapes, fold_bn)
     folded = set(folds.values())
-    ctx = _Context(g, shapes, folds, describe)
+    ctx = _Context(g, shapes, folds, describe,
+                   {layer: layer.input_var.dtype for layer in inputs})
     graph_inputs, names = [], {}
     for i, layer in enumerate(inputs):
         name = g.name("input" if len(inputs) == 1 else (layer.name or f"input{i}"))
         graph_inputs.append(onnx.helper.make_tensor_value_info(
-            name, onnx.TensorProto.FLOAT, _onnx_shape(shapes[layer])))
+            name, _elem_type(onnx, ctx.dtypes[layer]), _onnx_shape(shapes[layer])))
         names[layer] = name
         if pixel_mean is not None:
             mean = _load_mean(pixel_mean)
@@ -688,7 +749,7 @@ def build_model(network, input_shape=None, pixel_mean=None, fold_bn=False):
             g.nodes.append(onnx.helper.make_node("Identity", [renamed.get(have, have)], [want],
                                                  name=g.name(want + "/Identity")))
         graph_outputs.append(onnx.helper.make_tensor_value_info(
-            want, onnx.TensorProto.FLOAT, _onnx_shape(shapes[layer])))
+            want, _elem_type(onnx, ctx.dtypes.get(layer, "float32")), _onnx_shape(shapes[layer])))
     for node in g.nodes:
         for k, t in enumerate(node.input):
             if t in renamed:
@@ -702,7 +763,7 @@ def build_model(network, input_shape=None, pixel_mean=None, fold_bn=False):
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
                                    producer_name="lasres")
     model.ir_version = _IR_VERSION
-    from . import __version__
+    from .. import __version__
     model.producer_version = __version__
     model.doc_string = ("lasres network, deterministic (inference) graph"
                         + ("; takes raw images: the pixel mean is subtracted inside"
@@ -756,7 +817,7 @@ def to_onnx(network, path, input_shape=None, pixel_mean=None, fold_bn=False):
     LasresError
         When onnx is not installed or the file cannot be written.
     """
-    from ._atomic import atomic_path
+    from .._atomic import atomic_path
     model = build_model(network, input_shape=input_shape, pixel_mean=pixel_mean,
                         fold_bn=fold_bn)
     onnx = _onnx()
@@ -775,7 +836,7 @@ def to_onnx(network, path, input_shape=None, pixel_mean=None, fold_bn=False):
 # --- scripts/export_onnx.py ---------------------------------------------------------
 def export_parser():
     import argparse
-    from .cli import add_model_arguments
+    from ..cli import add_model_arguments
     p = argparse.ArgumentParser(
         prog="export_onnx.py", description="Export a network with its weights to ONNX (the "
         "deterministic inference graph), checked with onnx.checker.",
@@ -800,7 +861,7 @@ def export_parser():
 def export_main(argv=None):
     """``export_onnx.py TYPE DEPTH WIDTH --weights FILE --out model.onnx``;
     returns an exit status."""
-    from .cli import build_network, find_weights, load_network_weights, pixel_mean_for
+    from ..cli import build_network, find_weights, load_network_weights, pixel_mean_for
     args = export_parser().parse_args(argv)
     if args.pixel_mean and args.no_pixel_mean:
         raise LasresError("give --pixel-mean or --no-pixel-mean, not both")
@@ -834,6 +895,6 @@ def export_main(argv=None):
 
 
 def _input_shape(network):
-    from . import layers as L
+    from .. import layers as L
     return next(layer for layer in L.get_all_layers(network)
                 if isinstance(layer, L.InputLayer)).shape
