@@ -60,6 +60,10 @@ BACKENDS = ("c", "jax", "numba", "py")
 #: Position of lasres's own rewrites in the C mode: after canonicalisation
 #: and specialisation, before the elementwise fusion (49).
 _LASRES_REWRITES_POSITION = 48.5
+#: Position of the inference-region fusion (lasres.ops.fused_infer): after
+#: lasres's kernel rewrites (it fuses their BN + ReLU nodes), before
+#: PyTensor's elementwise fusion would hide the sums and ReLUs in composites.
+_LASRES_FUSION_POSITION = 48.7
 
 
 def _c_mode():
@@ -72,7 +76,9 @@ def _c_mode():
     mode = Mode(linker="cvm", optimizer="fast_run").excluding(*_EXCLUDED_REWRITES)
     kernels = in2out(local_inline_softmax, local_channel_sum, local_bn_train_relu,
                      local_bn_infer_relu, name="lasres_c_kernels")
-    return mode.register((kernels, _LASRES_REWRITES_POSITION))
+    from .ops.fused_infer import fuse_inference
+    return mode.register((kernels, _LASRES_REWRITES_POSITION),
+                         (fuse_inference, _LASRES_FUSION_POSITION))
 
 
 def get_mode(backend=None):

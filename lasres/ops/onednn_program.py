@@ -1,0 +1,626 @@
+"""A chain of oneDNN primitives over blocked layouts: the kernel of
+:class:`lasres.ops.fused_infer.OneDNNInference`.
+
+Where the convolution ops of :mod:`lasres.ops.conv` each convert their
+input from NCHW to oneDNN's blocked layout and their output back, a
+:class:`Program` keeps every activation of a region of the graph in the
+layout the library chose for it (``nChw16c`` with AVX-512, ``nChw8c`` with
+AVX2: oneDNN dispatches by itself) from one primitive to the next, and
+reorders only where the region meets NumPy: its inputs, its outputs and the
+parameters as the user holds them (OIHW filters, per-channel vectors).
+
+A program is described by :class:`Step` tuples (convolutions with their
+bias, folded batch norm, residual sum and ReLU as post-ops; per-channel
+batch norm; binary sums; ReLU) and planned once per input shape
+(:meth:`Program.plan`): primitives, the buffers they read and write
+(reused once a value is dead), one scratchpad. :meth:`Program.run` then
+executes the plan. The library is reached through ``ctypes`` (its C API
+takes only handles, integers and flat arrays), from the same ``libdnnl``
+the convolution ops' C code links.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .onednn import _library_paths
+
+__all__ = ["Program", "Step", "DnnlError", "available"]
+
+# enum values of oneDNN 3's C API (dnnl_types.h)
+_F32 = 3
+_TAG_ANY, _TAG_A, _TAG_ABCD = 1, 2, 5
+_Q_SRC, _Q_WEIGHTS, _Q_DST, _Q_SCRATCH = 129, 131, 133, 136
+_CPU, _STREAM_DEFAULT = 1, 1
+_SCRATCHPAD_USER = 1
+_FPMATH_STRICT = 0
+_FORWARD_INFERENCE = 96
+_CONV_DIRECT = 1
+_RELU = 0x20
+_BIN_ADD, _BIN_MUL, _BIN_SUB = 0x1fff0, 0x1fff1, 0x1fff5
+_ARG_SRC, _ARG_SRC_1, _ARG_DST, _ARG_WEIGHTS, _ARG_BIAS, _ARG_SCRATCH = 1, 2, 17, 33, 41, 80
+_ARG_POST_OP_BASE = 32768
+
+
+def _post_op_arg(index, arg):
+    return (_ARG_POST_OP_BASE * (index + 1)) | arg
+
+
+class DnnlError(RuntimeError):
+    """A oneDNN call failed (the caller falls back to the general ops)."""
+
+
+class _ExecArg(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_int), ("memory", ctypes.c_void_p)]
+
+
+_Dims = ctypes.c_int64 * 12
+_VP = ctypes.c_void_p
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node of a fused region.
+
+    ``kind`` is ``'conv'``, ``'bn'``, ``'add'`` or ``'relu'``. Values are
+    numbered: ``0..n_inputs-1`` are the program's activation inputs, the
+    others are produced by steps. ``params`` indexes the parameter arrays
+    passed to :meth:`Program.run`.
+
+    conv: ``src``; ``params = (W, b or -1)``; ``stride``, ``pad`` (ph, pw,
+    mode: 0 explicit, 1 same, 2 full), ``flip``; ``bn = (gamma, beta, mean,
+    inv_std)`` parameter indices of a batch norm folded into it (or None);
+    ``sum_with`` a value added to its result (or -1); ``relu``.
+    bn: ``src``; ``bn`` as above; ``relu``. add: ``src``, ``other``; ``relu``.
+    relu: ``src``.
+    """
+    kind: str
+    src: int
+    dst: int
+    other: int = -1
+    params: Tuple[int, ...] = ()
+    stride: Tuple[int, int] = (1, 1)
+    pad: Tuple[int, int, int] = (0, 0, 0)
+    flip: bool = False
+    bn: Optional[Tuple[int, int, int, int]] = None
+    sum_with: int = -1
+    relu: bool = False
+
+
+_LIB = None
+
+
+def _lib():
+    global _LIB
+    if _LIB is None:
+        paths = _library_paths()
+        if paths is None:
+            raise DnnlError("oneDNN is not installed")
+        lib = ctypes.CDLL(os.path.join(paths[1], "libdnnl.so.3"))
+        for name in ("dnnl_engine_create", "dnnl_stream_create", "dnnl_memory_desc_create_with_tag",
+                     "dnnl_memory_desc_destroy", "dnnl_memory_desc_equal", "dnnl_memory_create",
+                     "dnnl_memory_destroy", "dnnl_memory_set_data_handle",
+                     "dnnl_primitive_attr_create", "dnnl_primitive_attr_destroy",
+                     "dnnl_primitive_attr_set_fpmath_mode", "dnnl_primitive_attr_set_scratchpad_mode",
+                     "dnnl_primitive_attr_set_post_ops", "dnnl_post_ops_create",
+                     "dnnl_post_ops_destroy", "dnnl_post_ops_append_eltwise",
+                     "dnnl_post_ops_append_sum", "dnnl_post_ops_append_binary",
+                     "dnnl_convolution_forward_primitive_desc_create",
+                     "dnnl_binary_primitive_desc_create",
+                     "dnnl_eltwise_forward_primitive_desc_create",
+                     "dnnl_reorder_primitive_desc_create", "dnnl_primitive_desc_destroy",
+                     "dnnl_primitive_desc_clone", "dnnl_memory_desc_clone",
+                     "dnnl_primitive_create", "dnnl_primitive_destroy", "dnnl_primitive_execute",
+                     "dnnl_stream_wait"):
+            getattr(lib, name).restype = ctypes.c_int
+        lib.dnnl_memory_desc_get_size.restype = ctypes.c_size_t
+        lib.dnnl_memory_desc_get_size.argtypes = [_VP]
+        lib.dnnl_primitive_desc_query_md.restype = _VP
+        lib.dnnl_primitive_desc_query_md.argtypes = [_VP, ctypes.c_int, ctypes.c_int]
+        lib.dnnl_memory_desc_equal.argtypes = [_VP, _VP]
+        lib.dnnl_memory_set_data_handle.argtypes = [_VP, _VP]
+        lib.dnnl_primitive_execute.argtypes = [_VP, _VP, ctypes.c_int, ctypes.POINTER(_ExecArg)]
+        lib.dnnl_post_ops_append_eltwise.argtypes = [_VP, ctypes.c_int, ctypes.c_float,
+                                                     ctypes.c_float]
+        lib.dnnl_post_ops_append_sum.argtypes = [_VP, ctypes.c_float, ctypes.c_int32, ctypes.c_int]
+        lib.dnnl_eltwise_forward_primitive_desc_create.argtypes = [
+            ctypes.POINTER(_VP), _VP, ctypes.c_int, ctypes.c_int, _VP, _VP, ctypes.c_float,
+            ctypes.c_float, _VP]
+        _LIB = lib
+    return _LIB
+
+
+def available() -> bool:
+    """Whether the oneDNN library can be loaded."""
+    try:
+        _lib()
+        return True
+    except (DnnlError, OSError):
+        return False
+
+
+def _check(status, what):
+    if status != 0:
+        raise DnnlError(f"oneDNN: {what} failed (status {status})")
+
+
+class _Engine:
+    """The process's CPU engine, stream and strict-float32 attributes."""
+    _inst = None
+
+    def __init__(self):
+        lib = _lib()
+        self.engine, self.stream = _VP(), _VP()
+        _check(lib.dnnl_engine_create(ctypes.byref(self.engine), _CPU, 0), "engine creation")
+        _check(lib.dnnl_stream_create(ctypes.byref(self.stream), self.engine, _STREAM_DEFAULT),
+               "stream creation")
+
+    @classmethod
+    def get(cls):
+        if cls._inst is None:
+            cls._inst = _Engine()
+        return cls._inst
+
+
+def _aligned(nbytes):
+    """A float32 NumPy buffer of at least ``nbytes`` bytes, 64-byte aligned."""
+    raw = np.empty(nbytes // 4 + 32, np.float32)
+    off = (-raw.ctypes.data % 64) // 4
+    return raw[off:off + max(nbytes // 4, 1)]
+
+
+class _Owner:
+    """Owns oneDNN objects of a plan and destroys them with it."""
+
+    def __init__(self):
+        self.lib = _lib()
+        self.mds, self.mems, self.prims, self.attrs, self.posts = [], [], [], [], []
+
+    def md(self, dims, tag):
+        md = _VP()
+        d = _Dims(*dims)
+        _check(self.lib.dnnl_memory_desc_create_with_tag(ctypes.byref(md), len(dims), d, _F32, tag),
+               "memory descriptor")
+        self.mds.append(md)
+        return md
+
+    def clone_md(self, md):
+        out = _VP()
+        _check(self.lib.dnnl_memory_desc_clone(ctypes.byref(out),
+                                                  md if isinstance(md, _VP) else _VP(md)),
+               "descriptor clone")
+        self.mds.append(out)
+        return out
+
+    def mem(self, md, buf=None):
+        m = _VP()
+        _check(self.lib.dnnl_memory_create(ctypes.byref(m), md, _Engine.get().engine,
+                                           _VP(buf.ctypes.data) if buf is not None else None),
+               "memory creation")
+        self.mems.append(m)
+        return m
+
+    def attr(self, post=None):
+        a = _VP()
+        _check(self.lib.dnnl_primitive_attr_create(ctypes.byref(a)), "attribute creation")
+        self.attrs.append(a)
+        _check(self.lib.dnnl_primitive_attr_set_fpmath_mode(a, _FPMATH_STRICT), "fpmath mode")
+        _check(self.lib.dnnl_primitive_attr_set_scratchpad_mode(a, _SCRATCHPAD_USER),
+               "scratchpad mode")
+        if post is not None:
+            _check(self.lib.dnnl_primitive_attr_set_post_ops(a, post), "post-ops")
+        return a
+
+    def post_ops(self):
+        p = _VP()
+        _check(self.lib.dnnl_post_ops_create(ctypes.byref(p)), "post-ops creation")
+        self.posts.append(p)
+        return p
+
+    def primitive(self, pd):
+        prim = _VP()
+        st = self.lib.dnnl_primitive_create(ctypes.byref(prim), pd)
+        self.lib.dnnl_primitive_desc_destroy(pd)
+        _check(st, "primitive creation")
+        self.prims.append(prim)
+        return prim
+
+    def close(self):
+        lib = self.lib
+        for p in self.prims:
+            lib.dnnl_primitive_destroy(p)
+        for m in self.mems:
+            lib.dnnl_memory_destroy(m)
+        for a in self.attrs:
+            lib.dnnl_primitive_attr_destroy(a)
+        for p in self.posts:
+            lib.dnnl_post_ops_destroy(p)
+        for md in self.mds:
+            lib.dnnl_memory_desc_destroy(md)
+        self.prims, self.mems, self.attrs, self.posts, self.mds = [], [], [], [], []
+
+
+def conv_geometry(h, w, kh, kw, stride, pad):
+    """``(oh, ow, (ph, pw), (prh, prw))`` of a convolution (Lasagne's output
+    length, oneDNN's right padding; that may be negative where the last input
+    rows are never read)."""
+    ph, pw, mode = pad
+    if mode == 1:
+        ph, pw = kh // 2, kw // 2
+    elif mode == 2:
+        ph, pw = kh - 1, kw - 1
+    sh, sw = stride
+    if h + 2 * ph < kh or w + 2 * pw < kw:
+        raise DnnlError("empty convolution output")
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    prh = (oh - 1) * sh + kh - h - ph
+    prw = (ow - 1) * sw + kw - w - pw
+    return oh, ow, (ph, pw), (prh, prw)
+
+
+class _Value:
+    __slots__ = ("shape", "md", "buf", "mem", "views")
+
+    def __init__(self, shape):
+        self.shape = shape
+        self.md = self.buf = self.mem = None
+        self.views = {}   # md-equal copies made for consumers: key id -> (md, mem)
+
+
+class Program:
+    """A fused region: planned per input shapes, run many times.
+
+    Parameters
+    ----------
+    steps : sequence of Step
+    n_inputs : int
+        Activation inputs (NCHW float32 arrays), values ``0..n_inputs-1``.
+    outputs : sequence of int
+        The values returned (as NCHW arrays), in order.
+    """
+
+    def __init__(self, steps, n_inputs, outputs):
+        self.steps = tuple(steps)
+        self.n_inputs = int(n_inputs)
+        self.outputs = tuple(outputs)
+        self._plans = {}
+
+    # ------------------------------------------------------------------ planning
+    def plan(self, in_shapes, param_shapes):
+        key = (tuple(in_shapes), tuple(param_shapes))
+        p = self._plans.get(key)
+        if p is None:
+            if len(self._plans) >= 4:   # a few shapes (training batch, last batch, ...)
+                old = self._plans.pop(next(iter(self._plans)))
+                old.close()
+            p = self._plans[key] = _Plan(self, in_shapes, param_shapes)
+        return p
+
+    def run(self, inputs, params):
+        """The output arrays (NCHW float32) for ``inputs`` and ``params``."""
+        inputs = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
+        params = [np.asarray(p) for p in params]
+        plan = self.plan([x.shape for x in inputs], [p.shape for p in params])
+        return plan.run(inputs, params)
+
+    def __del__(self):
+        for p in getattr(self, "_plans", {}).values():
+            try:
+                p.close()
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+
+
+class _Plan:
+    """Primitives, buffers and argument lists of one :class:`Program` for one
+    set of input shapes."""
+
+    def __init__(self, prog, in_shapes, param_shapes):
+        self.o = _Owner()
+        try:
+            self._build(prog, in_shapes, param_shapes)
+        except Exception:
+            self.o.close()
+            raise
+
+    def close(self):
+        self.o.close()
+
+    # buffers: freed values' buffers are reused by size
+    def _alloc(self, nbytes):
+        pool = self._pool.get(nbytes)
+        if pool:
+            return pool.pop()
+        return self._keep(_aligned(nbytes))
+
+    def _keep(self, buf):
+        """Every buffer a memory object points to lives as long as the plan."""
+        self._bufs.append(buf)
+        return buf
+
+    def _free(self, buf):
+        self._pool.setdefault(buf.nbytes if buf.size else 0, []).append(buf)
+
+    def _new_value_mem(self, val, md):
+        lib = self.o.lib
+        val.md = self.o.clone_md(md)
+        size = lib.dnnl_memory_desc_get_size(val.md)
+        val.buf = self._alloc(size)
+        val.mem = self.o.mem(val.md, val.buf)
+
+    def _as_md(self, vid, md, step_index):
+        """A memory holding value ``vid`` in layout ``md`` (a reorder is planned
+        the first time another layout is asked for)."""
+        lib = self.o.lib
+        val = self.values[vid]
+        if lib.dnnl_memory_desc_equal(val.md, md):
+            return val.mem
+        for vmd, vmem in val.views.values():
+            if lib.dnnl_memory_desc_equal(vmd, md):
+                return vmem
+        vmd = self.o.clone_md(md)
+        buf = self._alloc(lib.dnnl_memory_desc_get_size(vmd))
+        vmem = self.o.mem(vmd, buf)
+        self._reorder(val.mem, val.md, vmem, vmd)
+        val.views[len(val.views)] = (vmd, vmem)
+        self._view_bufs.setdefault(vid, []).append(buf)
+        return vmem
+
+    def _reorder(self, src_mem, src_md, dst_mem, dst_md, into=None):
+        lib, eng = self.o.lib, _Engine.get()
+        pd = _VP()
+        _check(lib.dnnl_reorder_primitive_desc_create(ctypes.byref(pd), src_md, eng.engine, dst_md,
+                                                      eng.engine, self.o.attr()), "reorder")
+        self._add(pd, [(1, src_mem), (_ARG_DST, dst_mem)], into)
+
+    def _add(self, pd, args, into=None):
+        lib = self.o.lib
+        smd = lib.dnnl_primitive_desc_query_md(pd, _Q_SCRATCH, 0)
+        if smd:
+            self._scratch = max(self._scratch, lib.dnnl_memory_desc_get_size(smd))
+        prim = self.o.primitive(pd)
+        arr = (_ExecArg * (len(args) + 1))()
+        for i, (a, m) in enumerate(args):
+            arr[i].arg, arr[i].memory = a, m
+        (self.exec if into is None else into).append([prim, arr, len(args)])
+
+    def _per_channel(self, c):
+        """A plain ``(1, C, 1, 1)`` buffer and its memory (for per-channel post-ops)."""
+        md = self.o.md((1, c, 1, 1), _TAG_ABCD)
+        buf = self._keep(_aligned(4 * c))
+        return md, buf, self.o.mem(md, buf)
+
+    def _build(self, prog, in_shapes, param_shapes):
+        lib, eng, o = self.o.lib, _Engine.get(), self.o
+        self._pool, self._scratch, self._view_bufs, self._bufs = {}, 0, {}, []
+        self.exec = []          # [primitive, exec args, n]
+        self.wexec = []         # the same, for the filters' reorders
+        self._seen = None       # copies of the parameters last prepared
+        self.prepare = []       # per call: (kind, ...) parameter preparation
+        self.in_mems, self.out_mems = [], []
+        steps, n_in = prog.steps, prog.n_inputs
+        last_use = {}
+        for i, s in enumerate(steps):
+            for v in (s.src, s.other, s.sum_with):
+                if v >= 0:
+                    last_use[v] = i
+        outputs = set(prog.outputs)
+        self.values = {}
+        for i, shape in enumerate(in_shapes):
+            val = self.values[i] = _Value(tuple(shape))
+            val.md = o.md(shape, _TAG_ABCD)
+            val.mem = o.mem(val.md)
+            self.in_mems.append(val.mem)
+        for i, s in enumerate(steps):
+            src = self.values[s.src]
+            if s.kind == "conv":
+                dst = self._plan_conv(i, s, src, param_shapes, last_use, outputs)
+            else:
+                dst = self._plan_eltwise(i, s, src, last_use, outputs)
+            self.values[s.dst] = dst
+            if s.dst in outputs:   # back to NCHW for the user, right after it is made
+                umd = o.md(dst.shape, _TAG_ABCD)
+                umem = o.mem(umd)
+                self._reorder(dst.mem, dst.md, umem, umd)
+                self.out_mems.append((s.dst, umem))
+            # values (and their reordered copies) whose last reader was this step
+            for v in {s.src, s.other, s.sum_with}:
+                if v >= n_in and last_use.get(v) == i and v not in outputs \
+                        and self.values[v].buf is not None:
+                    self._free(self.values[v].buf)
+                    self.values[v].buf = None
+                for b in self._view_bufs.pop(v, []) if last_use.get(v) == i else []:
+                    self._free(b)
+        order = {v: k for k, v in enumerate(prog.outputs)}
+        self.out_mems.sort(key=lambda t: order[t[0]])
+        self.out_shapes = [self.values[v].shape for v, _ in self.out_mems]
+        self.scratch = self._keep(_aligned(self._scratch)) if self._scratch else None
+        if self.scratch is not None:
+            smem = None
+            for entry in self.wexec + self.exec:
+                prim, arr, n = entry
+                if smem is None:
+                    smd = o.md((self._scratch // 4 + 1,), _TAG_A)
+                    smem = o.mem(smd, self.scratch)
+                arr[n].arg, arr[n].memory = _ARG_SCRATCH, smem
+                entry[2] = n + 1
+        self._pool = None
+
+    def _plan_conv(self, i, s, src, param_shapes, last_use, outputs):
+        lib, eng, o = self.o.lib, _Engine.get(), self.o
+        n, c, h, w = src.shape
+        f, c2, kh, kw = param_shapes[s.params[0]]
+        if c2 != c:
+            raise DnnlError(f"input has {c} channels but the filters expect {c2}")
+        oh, ow, pl, pr = conv_geometry(h, w, kh, kw, s.stride, s.pad)
+        dst = _Value((n, f, oh, ow))
+        src_any = o.md((n, c, h, w), _TAG_ANY)
+        w_any = o.md((f, c, kh, kw), _TAG_ANY)
+        dst_any = o.md(dst.shape, _TAG_ANY)
+        b_md = o.md((f,), _TAG_A)
+        post = o.post_ops()
+        post_args = []
+        k = 0
+        if s.sum_with >= 0:
+            _check(lib.dnnl_post_ops_append_sum(post, 1.0, 0, _F32), "sum post-op")
+            k += 1
+        if s.relu:
+            _check(lib.dnnl_post_ops_append_eltwise(post, _RELU, 0.0, 0.0), "relu post-op")
+            k += 1
+        pd = _VP()
+        zero = _Dims(0, 0)
+        _check(lib.dnnl_convolution_forward_primitive_desc_create(
+            ctypes.byref(pd), eng.engine, _FORWARD_INFERENCE, _CONV_DIRECT, src_any, w_any, b_md,
+            dst_any, _Dims(*s.stride), zero, _Dims(*pl), _Dims(*pr), o.attr(post)),
+            "convolution descriptor")
+        try:
+            src_md = lib.dnnl_primitive_desc_query_md(pd, _Q_SRC, 0)
+            wmd = o.clone_md(lib.dnnl_primitive_desc_query_md(pd, _Q_WEIGHTS, 0))
+            dmd = lib.dnnl_primitive_desc_query_md(pd, _Q_DST, 0)
+            src_mem = self._as_md(s.src, src_md, i)
+            # the destination: in place over the summand when that is its last use
+            if s.sum_with >= 0:
+                other = self.values[s.sum_with]
+                if (s.sum_with >= len(self.in_mems) and last_use.get(s.sum_with) == i
+                        and s.sum_with not in outputs and other.buf is not None
+                        and lib.dnnl_memory_desc_equal(other.md, dmd)):
+                    dst.md, dst.buf = other.md, other.buf
+                    dst.mem = o.mem(dst.md, dst.buf)
+                    other.buf = None
+                else:
+                    self._new_value_mem(dst, dmd)
+                    self._reorder(other.mem, other.md, dst.mem, dst.md)
+            else:
+                self._new_value_mem(dst, dmd)
+        except Exception:
+            lib.dnnl_primitive_desc_destroy(pd)
+            raise
+        # the filters (and bias) as the user holds them, prepared per call
+        wuser_md = o.md((f, c, kh, kw), _TAG_ABCD)
+        wuser = self._keep(_aligned(4 * f * c * kh * kw)).reshape(f, c, kh, kw)
+        bias = self._keep(_aligned(4 * f))
+        wbuf = self._keep(_aligned(lib.dnnl_memory_desc_get_size(wmd)))
+        wmem = o.mem(wmd, wbuf)
+        bmem = o.mem(b_md, bias)
+        self.prepare.append((s, wuser, bias))
+        args = [(_ARG_SRC, src_mem), (_ARG_WEIGHTS, wmem), (_ARG_BIAS, bmem), (_ARG_DST, dst.mem)]
+        args += post_args
+        wuser_mem = o.mem(wuser_md, wuser)
+        # the filters' reorder runs only when the parameters changed
+        self._reorder(wuser_mem, wuser_md, wmem, wmd, into=self.wexec)
+        self._add(pd, args)
+        return dst
+
+    def _plan_eltwise(self, i, s, src, last_use, outputs):
+        lib, eng, o = self.o.lib, _Engine.get(), self.o
+        dst = _Value(src.shape)
+        post = o.post_ops()
+        pd = _VP()
+        extra = []
+        if s.kind == "relu":
+            _check(lib.dnnl_eltwise_forward_primitive_desc_create(
+                ctypes.byref(pd), eng.engine, _FORWARD_INFERENCE, _RELU, src.md, src.md, 0.0, 0.0,
+                o.attr()), "relu descriptor")
+            args = [(_ARG_SRC, src.mem)]
+        elif s.kind == "add":
+            other = self._as_md(s.other, src.md, i)
+            if s.relu:
+                _check(lib.dnnl_post_ops_append_eltwise(post, _RELU, 0.0, 0.0), "relu post-op")
+            _check(lib.dnnl_binary_primitive_desc_create(
+                ctypes.byref(pd), eng.engine, _BIN_ADD, src.md, src.md, src.md, o.attr(post)),
+                "sum descriptor")
+            args = [(_ARG_SRC, src.mem), (_ARG_SRC_1, other)]
+        elif s.kind == "bn":   # ((x - mean) * (gamma * inv_std)) + beta, as BatchNormInfer
+            c = src.shape[1]
+            pmd, mean, mean_mem = self._per_channel(c)
+            _, scale, scale_mem = self._per_channel(c)
+            _, shift, shift_mem = self._per_channel(c)
+            _check(lib.dnnl_post_ops_append_binary(post, _BIN_MUL, pmd), "scale post-op")
+            _check(lib.dnnl_post_ops_append_binary(post, _BIN_ADD, pmd), "shift post-op")
+            if s.relu:
+                _check(lib.dnnl_post_ops_append_eltwise(post, _RELU, 0.0, 0.0), "relu post-op")
+            _check(lib.dnnl_binary_primitive_desc_create(
+                ctypes.byref(pd), eng.engine, _BIN_SUB, src.md, pmd, src.md, o.attr(post)),
+                "batch norm descriptor")
+            args = [(_ARG_SRC, src.mem), (_ARG_SRC_1, mean_mem),
+                    (_post_op_arg(0, _ARG_SRC_1), scale_mem),
+                    (_post_op_arg(1, _ARG_SRC_1), shift_mem)]
+            self.prepare.append((s, (mean, scale, shift), None))
+        else:  # pragma: no cover
+            raise DnnlError(f"unknown step {s.kind}")
+        try:
+            # in place when the source dies here (not for an input or an output)
+            if (s.src >= len(self.in_mems) and last_use.get(s.src) == i and s.src not in outputs
+                    and src.buf is not None and s.other != s.src):
+                dst.md, dst.buf, dst.mem = src.md, src.buf, src.mem
+                src.buf = None
+            else:
+                self._new_value_mem(dst, src.md)
+        except Exception:
+            lib.dnnl_primitive_desc_destroy(pd)
+            raise
+        self._add(pd, args + [(_ARG_DST, dst.mem)])
+        return dst
+
+    # ------------------------------------------------------------------ running
+    def _prepare_params(self, params):
+        for s, a, b in self.prepare:
+            if s.kind == "conv":
+                wuser, bias = a, b
+                W = params[s.params[0]]
+                if s.flip:
+                    W = W[:, :, ::-1, ::-1]
+                bvec = params[s.params[1]] if s.params[1] >= 0 else None
+                if s.bn is not None:
+                    g, be, mu, inv = (params[j] for j in s.bn)
+                    scale = (g * inv).astype(np.float32)
+                    np.multiply(W, scale[:, None, None, None], out=wuser)
+                    base = (bvec - mu) if bvec is not None else -mu
+                    np.add(base * scale, be, out=bias)
+                else:
+                    wuser[...] = W
+                    if bvec is not None:
+                        bias[...] = bvec
+                    else:
+                        bias[...] = 0
+            elif s.kind == "bn":
+                mean, scale, shift = a
+                g, be, mu, inv = (params[j] for j in s.bn)
+                mean[...] = mu
+                np.multiply(g, inv, out=scale)
+                shift[...] = be
+
+    def _changed(self, params):
+        """Whether ``params`` differ from those of the last call (then kept)."""
+        seen = self._seen
+        if seen is not None and len(seen) == len(params) and all(
+                a.shape == b.shape and np.array_equal(a, b) for a, b in zip(seen, params)):
+            return False
+        self._seen = [np.array(p, copy=True) for p in params]
+        return True
+
+    def run(self, inputs, params):
+        lib, stream = self.o.lib, _Engine.get().stream
+        execute = lib.dnnl_primitive_execute
+        if self._changed(params):
+            self._prepare_params(params)
+            for prim, arr, n in self.wexec:
+                st = execute(prim, stream, n, arr)
+                if st != 0:
+                    raise DnnlError(f"oneDNN: filter reorder failed (status {st})")
+        for mem, x in zip(self.in_mems, inputs):
+            _check(lib.dnnl_memory_set_data_handle(mem, _VP(x.ctypes.data)), "input handle")
+        outs = [np.empty(shape, np.float32) for shape in self.out_shapes]
+        for (_, mem), y in zip(self.out_mems, outs):
+            _check(lib.dnnl_memory_set_data_handle(mem, _VP(y.ctypes.data)), "output handle")
+        for prim, arr, n in self.exec:
+            st = execute(prim, stream, n, arr)
+            if st != 0:
+                raise DnnlError(f"oneDNN: primitive execution failed (status {st})")
+        _check(lib.dnnl_stream_wait(stream), "stream wait")
+        return outs
