@@ -56,9 +56,13 @@ def _gain(gain):
     return np.sqrt(2) if gain == "relu" else gain
 
 
-class _FanScaled(Initializer):
+class _FanScaled(object):
     """Samples of ``initializer`` with ``std = gain * sqrt(variance_scale(shape))``,
-    the shape Glorot and He share (``c01b``: cuda-convnet's filter layout)."""
+    the shape Glorot and He share (``c01b``: cuda-convnet's filter layout).
+
+    A mixin, not an :class:`Initializer`: as in Lasagne, ``Glorot`` and ``He``
+    are direct subclasses of ``Initializer`` (code that walks
+    ``Initializer.__subclasses__()`` meets them, not this helper)."""
 
     def __init__(self, initializer, gain=1.0, c01b=False):
         self.initializer = initializer
@@ -77,7 +81,7 @@ class _FanScaled(Initializer):
         return self.initializer(std=std).sample(shape)
 
 
-class Glorot(_FanScaled):
+class Glorot(_FanScaled, Initializer):
     """Glorot/Xavier: std = gain·sqrt(2 / ((fan_in + fan_out)·receptive field))."""
 
     def variance_scale(self, shape):
@@ -104,7 +108,7 @@ class GlorotUniform(Glorot):
         super().__init__(Uniform, gain, c01b)
 
 
-class He(_FanScaled):
+class He(_FanScaled, Initializer):
     """He et al.: std = gain·sqrt(1 / fan_in); ``gain='relu'`` means sqrt(2).
 
     fan_in is ``shape[0]`` for dense weights and the product of the shape

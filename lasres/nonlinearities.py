@@ -5,6 +5,7 @@ exactly zero is 0.5 (it matters after zero padding), computed by one fused
 op (:data:`lasres.ops.elemwise.relu`); the leaky variants use Theano's form.
 """
 import pytensor.tensor as pt
+from pytensor.graph.basic import Variable
 
 from .ops.elemwise import relu
 
@@ -44,7 +45,13 @@ ScaledTanh = ScaledTanH
 
 def rectify(x):
     """Rectified linear unit, computed as Theano did: ``0.5 * (x + |x|)``
-    (gradient 0.5 at exactly 0), as one fused graph node."""
+    (gradient 0.5 at exactly 0), as one fused graph node.
+
+    As Theano's ``relu``, it computes ``0.5 * (x + abs(x))`` directly on a
+    non-symbolic input (a NumPy array or a number) and returns that value,
+    not a graph."""
+    if not isinstance(x, Variable):
+        return 0.5 * (x + abs(x))
     return relu(x)
 
 

@@ -39,7 +39,7 @@ def test_nin_layer(untie, bias):
 
 def test_dense_layer_errors_are_lasagnes():
     with pytest.raises(ValueError, match=r"Got num_leading_axes=2 for a 2-dimensional input, "
-                                         "leaving no trailing dimensions for the dot product."):
+                                         "leaving no trailing axes for the dot product."):
         L.DenseLayer(L.InputLayer((3, 4)), 5, num_leading_axes=2)
     with pytest.raises(ValueError, match=r"Got num_leading_axes=-3 for a 2-dimensional input, "
                                          "requesting more trailing axes than there are input "

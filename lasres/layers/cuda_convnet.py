@@ -96,6 +96,7 @@ class Conv2DCCLayer(BaseConvLayer):
         return shape
 
     def get_output_for(self, input, **kwargs):
+        input = pt.as_tensor_variable(input)  # as Lasagne's gpu_contiguous: arrays too
         if self.dimshuffle:
             filters = self.W
         else:
@@ -170,6 +171,7 @@ class MaxPool2DCCLayer(Layer):
         return (channels, out_rows, out_columns, batch_size)
 
     def get_output_for(self, input, **kwargs):
+        input = pt.as_tensor_variable(input)  # as Lasagne's gpu_contiguous: arrays too
         if not self.dimshuffle:
             input = input.dimshuffle(3, 0, 1, 2)          # c01b to bc01
         pooled = pool2d(input, ws=(self.pool_size,) * 2, stride=(self.stride,) * 2,

@@ -35,7 +35,7 @@ class DenseLayer(Layer):
         if num_leading_axes >= len(self.input_shape):
             raise ValueError(f"Got num_leading_axes={num_leading_axes} for a "
                              f"{len(self.input_shape)}-dimensional input, leaving no trailing "
-                             f"dimensions for the dot product.")
+                             f"axes for the dot product.")
         elif num_leading_axes < -len(self.input_shape):
             raise ValueError(f"Got num_leading_axes={num_leading_axes} for a "
                              f"{len(self.input_shape)}-dimensional input, requesting more "

@@ -59,6 +59,12 @@ def get_output(layer_or_layers, inputs=None, **kwargs):
         Passed to every layer's ``get_output_for`` (e.g. ``deterministic=True``).
     """
     from .input import InputLayer as _Input
+    from .base import Layer as _Layer
+    if isinstance(inputs, dict):  # as Lasagne: keys are layers (or None)
+        for input_key in inputs.keys():
+            if (input_key is not None) and (not isinstance(input_key, _Layer)):
+                raise TypeError("The inputs dictionary keys must be"
+                                " lasagne layers not %s." % type(input_key))
     treat_as_input = inputs.keys() if isinstance(inputs, dict) else []
     all_layers = get_all_layers(layer_or_layers, treat_as_input)
     all_outputs = dict((layer, layer.input_var) for layer in all_layers

@@ -1,5 +1,7 @@
 """Pooling layers (Lasagne's ``lasagne.layers.pool``)."""
+import numpy as np
 import pytensor.tensor as pt
+from pytensor.graph.basic import Variable
 
 from ..ops import pool2d
 from ..ops.poolnd import pool1d, pool3d
@@ -311,6 +313,114 @@ class FeatureWTALayer(Layer):
         arange = pt.arange(self.pool_size).dimshuffle(*pattern)
         mask = pt.eq(max_indices, arange).reshape(input.shape)
         return input * mask
+
+
+def _static_int(v):
+    """``v`` as a Python int when it is one (or a constant), else None."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v)
+    if isinstance(v, pt.TensorConstant) and v.ndim == 0:
+        return int(v.data)
+    return None
+
+
+def _static_pair(v):
+    """A pair of Python ints from ``v`` (int, pair, or constant vector), or None."""
+    if isinstance(v, pt.TensorConstant):
+        v = tuple(v.data.tolist())
+    if isinstance(v, Variable):
+        return None
+    v = tuple(v)
+    if len(v) != 2:
+        raise ValueError(f"expected 2 values, got {v!r}")
+    vals = tuple(_static_int(i) for i in v)
+    return None if None in vals else vals
+
+
+def _pool_2d_symbolic(input, ws, stride, mode):
+    """Pool the last two axes with a symbolic window and stride (no padding,
+    partial windows dropped): gathers every window with advanced indexing."""
+    ws = [ws[i] for i in range(2)]
+    stride = [stride[i] for i in range(2)]
+    h, w = input.shape[-2], input.shape[-1]
+    rows = ((pt.arange((h - ws[0]) // stride[0] + 1) * stride[0]).dimshuffle(0, "x") +
+            pt.arange(ws[0]).dimshuffle("x", 0))                  # (out_h, ws_h)
+    cols = ((pt.arange((w - ws[1]) // stride[1] + 1) * stride[1]).dimshuffle(0, "x") +
+            pt.arange(ws[1]).dimshuffle("x", 0))                  # (out_w, ws_w)
+    lead = (slice(None),) * (input.ndim - 2)
+    windows = input[lead + (rows,)]                               # (..., oh, wh, W)
+    windows = windows[lead + (slice(None), slice(None), cols)]    # (..., oh, wh, ow, ww)
+    axes = (input.ndim - 1, input.ndim + 1)
+    if mode == "max":
+        return pt.max(windows, axis=axes)
+    if mode == "sum":
+        return pt.sum(windows, axis=axes)
+    return pt.mean(windows, axis=axes)  # no padding: inc_pad == exc_pad
+
+
+def pool_2d(input, ws=None, ignore_border=None, stride=None, pad=(0, 0), mode="max",
+            ds=None, st=None, padding=None):
+    """Theano's ``theano.tensor.signal.pool.pool_2d`` (which Lasagne's
+    ``lasagne.layers.pool`` imports): max, sum or average pooling over the
+    last two axes of an input of 2 or more dimensions.
+
+    ``ds``, ``st`` and ``padding`` are Theano's old names of ``ws``,
+    ``stride`` and ``pad``. As in Theano 1.0, ``ws`` and ``stride`` may be
+    symbolic (e.g. an ``ivector``) when there is no padding and
+    ``ignore_border=True``.
+    """
+    if ds is not None:
+        if ws is not None:
+            raise ValueError("You can't provide a tuple value to both 'ws' and 'ds'. "
+                             "Please provide a value only to 'ws'.")
+        ws = ds
+    elif ws is None:
+        raise ValueError("You must provide a tuple value for the window size.")
+    if st is not None:
+        if stride is not None:
+            raise ValueError("You can't provide a tuple value to both 'st and 'stride'. "
+                             "Please provide a value only to 'stride'.")
+        stride = st
+    if padding is not None:
+        if pad not in {None, (0, 0)}:
+            raise ValueError("You can't provide a tuple value to both 'padding' and pad. "
+                             "Please provide a value only to pad.")
+        pad = padding
+    if ignore_border is None:
+        import warnings
+        warnings.warn("pool_2d() will have the parameter ignore_border default value "
+                      "changed to True (currently False). To have consistent behavior "
+                      "with all Theano version, explicitly add the parameter "
+                      "ignore_border=True.", stacklevel=2)
+        ignore_border = False
+    if mode not in ("max", "sum", "average_inc_pad", "average_exc_pad", "average"):
+        raise ValueError("Pool mode parameter only support 'max', 'sum', 'average_inc_pad' "
+                         "and 'average_exc_pad'. Got %s" % mode)
+    if mode == "average":
+        mode = "average_inc_pad"
+    input = pt.as_tensor_variable(input)
+    if input.ndim < 2:
+        raise NotImplementedError("pool_2d requires a dimension >= 2")
+    if stride is None:
+        stride = ws
+    if pad is None:
+        pad = (0, 0)
+    ws_c, stride_c, pad_c = _static_pair(ws), _static_pair(stride), _static_pair(pad)
+    if ws_c is None or stride_c is None or pad_c is None:
+        if pad_c != (0, 0) or not ignore_border:
+            raise NotImplementedError("pool_2d with a symbolic window or stride needs "
+                                      "pad=(0, 0) and ignore_border=True")
+        return _pool_2d_symbolic(input, pt.as_tensor_variable(ws),
+                                 pt.as_tensor_variable(stride), mode)
+    if input.ndim == 4:
+        return pool2d(input, ws=ws_c, stride=stride_c, pad=pad_c, mode=mode,
+                      ignore_border=ignore_border)
+    # any other rank: pool the last two axes of every leading index
+    flat = input.reshape((-1, 1, input.shape[-2], input.shape[-1]), ndim=4)
+    out = pool2d(flat, ws=ws_c, stride=stride_c, pad=pad_c, mode=mode,
+                 ignore_border=ignore_border)
+    return out.reshape(tuple(input.shape[i] for i in range(input.ndim - 2)) +
+                       (out.shape[2], out.shape[3]), ndim=input.ndim)
 
 
 def pool_2d_nxn_regions(inputs, output_size, mode="max"):
