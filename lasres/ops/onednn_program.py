@@ -34,7 +34,10 @@ __all__ = ["Program", "Step", "DnnlError", "available"]
 # enum values of oneDNN 3's C API (dnnl_types.h)
 _F32 = 3
 _TAG_ANY, _TAG_A, _TAG_ABCD = 1, 2, 5
+#: blocked layouts an activation may take (nhwc, nChw16c, nChw8c)
+_ACT_TAGS = (22, 78, 102)
 _Q_SRC, _Q_WEIGHTS, _Q_DST, _Q_SCRATCH = 129, 131, 133, 136
+_Q_IMPL_INFO = 8
 _CPU, _STREAM_DEFAULT = 1, 1
 _SCRATCHPAD_USER = 1
 _FPMATH_STRICT = 0
@@ -92,6 +95,8 @@ class Step:
 
 
 _LIB = None
+#: batch size -> the activation layout (format tag) of :meth:`_Plan._canonical`
+_CANONICAL = {}
 
 
 def _lib():
@@ -115,6 +120,7 @@ def _lib():
                      "dnnl_reorder_primitive_desc_create", "dnnl_primitive_desc_destroy",
                      "dnnl_primitive_desc_clone", "dnnl_memory_desc_clone",
                      "dnnl_primitive_create", "dnnl_primitive_destroy", "dnnl_primitive_execute",
+                     "dnnl_primitive_desc_query",
                      "dnnl_stream_wait"):
             getattr(lib, name).restype = ctypes.c_int
         lib.dnnl_memory_desc_get_size.restype = ctypes.c_size_t
@@ -472,12 +478,16 @@ class _Plan:
         if s.relu:
             _check(lib.dnnl_post_ops_append_eltwise(post, _RELU, 0.0, 0.0), "relu post-op")
             k += 1
-        pd = _VP()
-        zero = _Dims(0, 0)
-        _check(lib.dnnl_convolution_forward_primitive_desc_create(
-            ctypes.byref(pd), eng.engine, _FORWARD_INFERENCE, _CONV_DIRECT, src_any, w_any, b_md,
-            dst_any, _Dims(*s.stride), zero, _Dims(*pl), _Dims(*pr), o.attr(post)),
-            "convolution descriptor")
+        attr = o.attr(post)
+        pd = None
+        canon = self._canonical(n)
+        if canon is not None and f >= 8:   # the layout every other primitive keeps
+            pd = self._conv_pd(src_any, w_any, b_md, o.md(dst.shape, canon), s.stride, pl, pr,
+                               attr)
+        if pd is None:
+            pd = self._conv_pd(src_any, w_any, b_md, dst_any, s.stride, pl, pr, attr)
+        if pd is None:
+            raise DnnlError("oneDNN has no convolution for this geometry")
         try:
             src_md = lib.dnnl_primitive_desc_query_md(pd, _Q_SRC, 0)
             wmd = o.clone_md(lib.dnnl_primitive_desc_query_md(pd, _Q_WEIGHTS, 0))
@@ -515,6 +525,48 @@ class _Plan:
         self._reorder(wuser_mem, wuser_md, wmem, wmd, into=self.wexec)
         self._add(pd, args)
         return dst
+
+    @staticmethod
+    def _conv_pd(src, wts, bias, dst, stride, pl, pr, attr):
+        """A convolution's primitive descriptor, or None where oneDNN has no
+        implementation but its reference one (or none at all)."""
+        lib, eng = _lib(), _Engine.get()
+        pd = _VP()
+        st = lib.dnnl_convolution_forward_primitive_desc_create(
+            ctypes.byref(pd), eng.engine, _FORWARD_INFERENCE, _CONV_DIRECT, src, wts, bias, dst,
+            _Dims(*stride), _Dims(0, 0), _Dims(*pl), _Dims(*pr), attr)
+        if st != 0:
+            return None
+        info = ctypes.c_char_p()
+        if lib.dnnl_primitive_desc_query(pd, _Q_IMPL_INFO, 0, ctypes.byref(info)) == 0 \
+                and info.value and info.value.startswith(b"ref"):
+            lib.dnnl_primitive_desc_destroy(pd)
+            return None
+        return pd
+
+    def _canonical(self, n):
+        """The activation layout oneDNN picks for a typical inner convolution of
+        this batch size on this CPU (a format tag), or None."""
+        key = int(n)
+        if key in _CANONICAL:
+            return _CANONICAL[key]
+        o = _Owner()
+        tag = None
+        try:
+            anyd = o.md((n, 32, 16, 16), _TAG_ANY)
+            pd = self._conv_pd(anyd, o.md((32, 32, 3, 3), _TAG_ANY), None, anyd, (1, 1), (1, 1),
+                               (1, 1), o.attr())
+            if pd is not None:
+                got = o.lib.dnnl_primitive_desc_query_md(pd, _Q_SRC, 0)
+                for t in _ACT_TAGS:
+                    if o.lib.dnnl_memory_desc_equal(got, o.md((n, 32, 16, 16), t)):
+                        tag = t
+                        break
+                o.lib.dnnl_primitive_desc_destroy(pd)
+        finally:
+            o.close()
+        _CANONICAL[key] = tag
+        return tag
 
     def _plan_eltwise(self, i, s, src, last_use, outputs):
         lib, eng, o = self.o.lib, _Engine.get(), self.o
