@@ -313,6 +313,36 @@ def _build(fgraph, nodes):
     return op, inputs, old_outs
 
 
+def _shapes_from_outputs(fgraph, inputs, new, old_shapes):
+    """Read the fused outputs' shapes from the outputs themselves.
+
+    The graph may still compute a replaced value's shape symbolically (the
+    chains of output-length ops and broadcast assertions that a global
+    pooling's divisor reads): one scalar op per layer per call. The fused
+    node checks its shapes itself (a mismatch fails its plan, and the
+    fallback raises the ops' own errors), so each such scalar becomes a
+    ``Shape_i`` of the fused output."""
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import ancestors
+    from pytensor.tensor.shape import Shape_i
+    upstream = None
+    for nv, shape in zip(new, old_shapes):
+        if shape is None:
+            continue
+        for d, s in enumerate(shape):
+            if isinstance(s, Constant) or s.owner is None or isinstance(s.owner.op, Shape_i) \
+                    or s not in fgraph.clients or not fgraph.clients[s]:
+                continue
+            if upstream is None:
+                upstream = set(ancestors(inputs))
+            if s in upstream:
+                continue
+            new_s = Shape_i(d)(nv)
+            if new_s.type != s.type:
+                continue
+            fgraph.replace(s, new_s, reason="lasres_fuse_inference_shapes")
+
+
 class FuseInference(GraphRewriter):
     """Replace the oneDNN-friendly regions of an inference graph by
     :class:`OneDNNInference` nodes (see the module docstring)."""
@@ -334,7 +364,10 @@ class FuseInference(GraphRewriter):
                 continue
             op, inputs, old_outs = built
             new = op.make_node(*inputs).outputs
+            sf = getattr(fgraph, "shape_feature", None)
+            old_shapes = [sf.shape_of.get(v) if sf is not None else None for v in old_outs]
             fgraph.replace_all_validate(list(zip(old_outs, new)), reason="lasres_fuse_inference")
+            _shapes_from_outputs(fgraph, inputs, new, old_shapes)
 
 
 fuse_inference = FuseInference()

@@ -406,7 +406,8 @@ class _Plan:
         self._pool, self._scratch, self._view_bufs, self._bufs = {}, 0, {}, []
         self.exec = []          # [primitive, exec args, n]
         self.wexec = []         # the same, for the filters' reorders
-        self._seen = None       # copies of the parameters last prepared
+        self._seen = None       # the parameters last prepared, flat
+        self._flat = None
         self.prepare = []       # per call: (kind, ...) parameter preparation
         self.in_mems, self.out_mems = [], []
         steps, n_in = prog.steps, prog.n_inputs
@@ -496,6 +497,8 @@ class _Plan:
             # the destination: in place over the summand when that is its last use
             if s.sum_with >= 0:
                 other = self.values[s.sum_with]
+                if other.shape != dst.shape:
+                    raise DnnlError(f"sum of shapes {other.shape} and {dst.shape}")
                 if (s.sum_with >= len(self.in_mems) and last_use.get(s.sum_with) == i
                         and s.sum_with not in outputs and other.buf is not None
                         and lib.dnnl_memory_desc_equal(other.md, dmd)):
@@ -580,6 +583,8 @@ class _Plan:
                 o.attr()), "relu descriptor")
             args = [(_ARG_SRC, src.mem)]
         elif s.kind == "add":
+            if self.values[s.other].shape != src.shape:
+                raise DnnlError(f"sum of shapes {src.shape} and {self.values[s.other].shape}")
             other = self._as_md(s.other, src.md, i)
             if s.relu:
                 _check(lib.dnnl_post_ops_append_eltwise(post, _RELU, 0.0, 0.0), "relu post-op")
@@ -648,12 +653,20 @@ class _Plan:
                 shift[...] = be
 
     def _changed(self, params):
-        """Whether ``params`` differ from those of the last call (then kept)."""
-        seen = self._seen
-        if seen is not None and len(seen) == len(params) and all(
-                a.shape == b.shape and np.array_equal(a, b) for a, b in zip(seen, params)):
+        """Whether ``params`` differ from those of the last call (then kept).
+
+        All parameters are compared at once, as one flat copy, whatever
+        their number: the filters are re-prepared after ``set_value``, after
+        a training step, and after an in-place change of a borrowed array."""
+        total = sum(p.size for p in params)
+        flat = self._flat
+        if flat is None or flat.size != total:
+            flat = self._flat = np.empty(total, np.float32)
+            self._seen = None
+        np.concatenate([p.reshape(-1) for p in params] or [flat[:0]], out=flat, casting="unsafe")
+        if self._seen is not None and np.array_equal(flat, self._seen):
             return False
-        self._seen = [np.array(p, copy=True) for p in params]
+        self._seen = flat.copy()
         return True
 
     def run(self, inputs, params):
