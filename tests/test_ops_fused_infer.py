@@ -112,6 +112,24 @@ def test_any_lasagne_network(monkeypatch):
         _close(fused(x), plain(x))
 
 
+def test_batch_in_chunks(monkeypatch):
+    """A batch run in chunks (one plan per chunk size) gives the whole batch's numbers."""
+    xv = pt.tensor4("x")
+    net = _randomise(_lasagne_net(xv), seed=6)
+    out = L.get_output(net, deterministic=True)
+    fused, plain = _both(monkeypatch, lambda: pytensor.function([xv], out))
+    x = np.random.RandomState(7).randn(7, 3, 13, 11).astype("float32")
+    want = plain(x)
+    for chunk in ("3", "1", "7"):
+        monkeypatch.setenv("LASRES_FUSE_CHUNK", chunk)
+        _close(fused(x), want)
+    monkeypatch.delenv("LASRES_FUSE_CHUNK")
+    prog = onednn_program.Program([], 1, [])
+    # 64 KiB an image, 4 MiB a chunk: 40 images in one go, 100 in two chunks of 50
+    assert prog.chunk([(40, 16, 32, 32)], []) == 40
+    assert prog.chunk([(100, 16, 32, 32)], []) == 50
+
+
 def test_parameters_changed_between_calls_are_used(monkeypatch):
     """The folded filters are cached between calls; a set_value must show."""
     net = _randomise(build("normal", 1))

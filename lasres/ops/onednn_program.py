@@ -95,6 +95,9 @@ class Step:
 
 
 _LIB = None
+#: Bytes the largest activation of a chunk of the batch may take (see
+#: :meth:`Program.chunk`): a quarter of a typical server L3 slice.
+CHUNK_BYTES = 4 * 1024 ** 2
 #: batch size -> the activation layout (format tag) of :meth:`_Plan._canonical`
 _CANONICAL = {}
 
@@ -301,18 +304,69 @@ class Program:
         key = (tuple(in_shapes), tuple(param_shapes))
         p = self._plans.get(key)
         if p is None:
-            if len(self._plans) >= 4:   # a few shapes (training batch, last batch, ...)
+            if len(self._plans) >= 6:   # a few shapes (training batch, last batch, ...)
                 old = self._plans.pop(next(iter(self._plans)))
                 old.close()
             p = self._plans[key] = _Plan(self, in_shapes, param_shapes)
         return p
 
+    def shapes(self, in_shapes, param_shapes):
+        """The shape of every value (a dict), without oneDNN."""
+        shapes = {i: tuple(sh) for i, sh in enumerate(in_shapes)}
+        for s in self.steps:
+            src = shapes[s.src]
+            if s.kind == "conv":
+                f, _, kh, kw = param_shapes[s.params[0]]
+                oh, ow, _, _ = conv_geometry(src[2], src[3], kh, kw, s.stride, s.pad)
+                shapes[s.dst] = (src[0], f, oh, ow)
+            else:
+                shapes[s.dst] = src
+        return shapes
+
+    def chunk(self, in_shapes, param_shapes):
+        """Images per call of the plan: the batch runs in chunks whose largest
+        activation takes about :data:`CHUNK_BYTES`, so that a value is still in
+        the caches when the next primitive reads it (``LASRES_FUSE_CHUNK``
+        sets the number of images)."""
+        n = in_shapes[0][0] if in_shapes else 0
+        if not n or any(sh[0] != n for sh in in_shapes):
+            return max(n, 1)
+        env = os.environ.get("LASRES_FUSE_CHUNK", "").strip()
+        if env:
+            try:
+                return max(1, min(n, int(env)))
+            except ValueError:
+                pass
+        one = self.shapes([(1,) + tuple(sh[1:]) for sh in in_shapes], param_shapes)
+        per_image = max(4 * int(np.prod(sh)) for sh in one.values())
+        k = max(1, CHUNK_BYTES // max(per_image, 1))
+        if k >= n:
+            return n
+        # equal chunks (one plan), as large as the rule allows
+        chunks = -(-n // k)
+        return -(-n // chunks)
+
     def run(self, inputs, params):
         """The output arrays (NCHW float32) for ``inputs`` and ``params``."""
         inputs = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
         params = [np.asarray(p) for p in params]
-        plan = self.plan([x.shape for x in inputs], [p.shape for p in params])
-        return plan.run(inputs, params)
+        in_shapes = [x.shape for x in inputs]
+        pshapes = [p.shape for p in params]
+        n = in_shapes[0][0] if in_shapes else 0
+        k = self.chunk(in_shapes, pshapes)
+        if k >= n:
+            plan = self.plan(in_shapes, pshapes)
+            return plan.run(inputs, params)
+        shapes = self.shapes(in_shapes, pshapes)
+        outs = [np.empty(shapes[v], np.float32) for v in self.outputs]
+        checked = set()
+        for start in range(0, n, k):
+            stop = min(n, start + k)
+            plan = self.plan([(stop - start,) + tuple(sh[1:]) for sh in in_shapes], pshapes)
+            plan.run([x[start:stop] for x in inputs], params,
+                     outs=[y[start:stop] for y in outs], check=id(plan) not in checked)
+            checked.add(id(plan))
+        return outs
 
     def __del__(self):
         for p in getattr(self, "_plans", {}).values():
@@ -669,10 +723,13 @@ class _Plan:
         self._seen = flat.copy()
         return True
 
-    def run(self, inputs, params):
+    def run(self, inputs, params, outs=None, check=True):
+        """Run on ``inputs`` (C-contiguous), writing ``outs`` (new arrays if
+        None); ``check=False`` skips the parameter comparison (the caller ran
+        this plan with the same parameters a moment ago)."""
         lib, stream = self.o.lib, _Engine.get().stream
         execute = lib.dnnl_primitive_execute
-        if self._changed(params):
+        if check and self._changed(params):
             self._prepare_params(params)
             for prim, arr, n in self.wexec:
                 st = execute(prim, stream, n, arr)
@@ -680,7 +737,8 @@ class _Plan:
                     raise DnnlError(f"oneDNN: filter reorder failed (status {st})")
         for mem, x in zip(self.in_mems, inputs):
             _check(lib.dnnl_memory_set_data_handle(mem, _VP(x.ctypes.data)), "input handle")
-        outs = [np.empty(shape, np.float32) for shape in self.out_shapes]
+        if outs is None:
+            outs = [np.empty(shape, np.float32) for shape in self.out_shapes]
         for (_, mem), y in zip(self.out_mems, outs):
             _check(lib.dnnl_memory_set_data_handle(mem, _VP(y.ctypes.data)), "output handle")
         for prim, arr, n in self.exec:
