@@ -116,4 +116,7 @@ def banner(spec, depth: int, width: int, network, backend: Optional[str],
     log(f"       | backend {backend}, device {describe_device(backend)}")
     if backend.lower() == "c":  # the other backends run lasres ops' Python code or XLA
         from ..ops import kernels
-        log(f"       | convolution kernels {kernels()} (LASRES_KERNELS=numpy|onednn to choose)")
+        from ..ops.fused_infer import enabled as fused
+        log(f"       | convolution kernels {kernels()} (LASRES_KERNELS=numpy|onednn to choose)"
+            + ("; inference fused into oneDNN programs (LASRES_FUSE=0: op by op)"
+               if fused() else ""))
