@@ -298,6 +298,7 @@ class Program:
         self.n_inputs = int(n_inputs)
         self.outputs = tuple(outputs)
         self._plans = {}
+        self._chunks = {}   # (input shapes, LASRES_FUSE_CHUNK) -> images per plan call
 
     # ------------------------------------------------------------------ planning
     def plan(self, in_shapes, param_shapes):
@@ -353,7 +354,10 @@ class Program:
         in_shapes = [x.shape for x in inputs]
         pshapes = [p.shape for p in params]
         n = in_shapes[0][0] if in_shapes else 0
-        k = self.chunk(in_shapes, pshapes)
+        key = (tuple(in_shapes), os.environ.get("LASRES_FUSE_CHUNK"))
+        k = self._chunks.get(key)
+        if k is None:
+            k = self._chunks[key] = self.chunk(in_shapes, pshapes)
         if k >= n:
             plan = self.plan(in_shapes, pshapes)
             return plan.run(inputs, params)
