@@ -54,7 +54,7 @@ MEMORY_SLACK = 256 * 1024 ** 2
 #: Bytes the result may hold beyond its arrays (names, JSON metadata).
 METADATA_BYTES = 64 * 1024 ** 2
 
-_PICKLE_PROTOCOL = 4
+_PICKLE_PROTOCOL = 5
 
 
 def default_timeout(path) -> float:
@@ -160,7 +160,12 @@ def _child(func, args, rfd, wfd, limit, mask):
             reply = ("exception", f"{type(exc).__name__}: {msg[0]}" if msg
                      else type(exc).__name__)
         with os.fdopen(wfd, "wb", buffering=1 << 20) as out:
-            pickle.dump(reply, out, protocol=_PICKLE_PROTOCOL)
+            # Protocol 5 sends each array's bytes once, as a bytearray the parent's
+            # array then uses; fast mode writes no memo (the reply is a tree), so
+            # nothing keeps a second copy alive while the parent unpickles.
+            pickler = pickle.Pickler(out, protocol=_PICKLE_PROTOCOL)
+            pickler.fast = True
+            pickler.dump(reply)
     except BaseException:
         code = 70
     finally:

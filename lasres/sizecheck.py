@@ -28,6 +28,8 @@ from __future__ import annotations
 import io
 import math
 import operator
+import os
+import stat
 
 import numpy as np
 
@@ -35,7 +37,8 @@ from .errors import WeightFileError
 
 __all__ = ["ByteBudget", "declared_nbytes", "check_h5_dataset", "check_h5_attr", "h5_get",
            "network_budget", "CappedReader", "MAX_WEIGHT_BYTES", "MAX_DATA_BYTES",
-           "MAX_NDIM", "MAX_CHUNKS", "format_bytes"]
+           "MAX_NDIM", "MAX_CHUNKS", "format_bytes", "check_regular_file", "open_regular",
+           "check_finite", "short_repr"]
 
 #: Cap on the arrays of a weight file read without a network to compare
 #: with (``load_weights(path)``): 2 GiB, ten times the largest network of the
@@ -68,6 +71,119 @@ def format_bytes(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def short_repr(obj, most: int = 80) -> str:
+    """``repr(obj)`` cut to ``most`` characters (for one-line messages about
+    what a file holds: a crafted file may hold a string of any length)."""
+    import reprlib
+    r = reprlib.Repr()
+    # never the whole of a container: a list holding itself twice, 30 levels
+    # deep, would print as 2**30 items
+    r.maxlevel, r.maxstring, r.maxother, r.maxlong = 2, most, most, 40
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = r.maxdeque = 4
+    r.maxarray = 4
+    try:
+        if isinstance(obj, np.ndarray):
+            text = f"array of shape {obj.shape} {obj.dtype}"
+        elif isinstance(obj, np.dtype):
+            text = repr(obj)
+        else:
+            text = r.repr(obj)
+    except Exception:  # a recursion limit, a broken __repr__
+        text = f"<{type(obj).__name__}>"
+    return text if len(text) <= most else text[:most - 3] + "..."
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _kind(mode) -> str:
+    for test, name in _KINDS:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def check_regular_file(path, what="file", error=WeightFileError, missing=None) -> int:
+    """Refuse ``path`` unless it is a regular file (symbolic links followed);
+    return its size. A FIFO would block the reader forever, a device could
+    deliver endless bytes, a directory cannot be read: none is opened.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    what : str
+        How messages name the file, e.g. ``"weight file"``.
+    error : type
+        Exception class raised.
+    missing : str, optional
+        The message (after ``path:``) when the file does not exist (default
+        ``"{what} not found"``).
+    """
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path}: {missing or what + ' not found'}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path}: expected a {what}, found {_kind(st.st_mode)}: refusing to "
+                    f"read it")
+    return st.st_size
+
+
+def open_regular(path, what="file", error=WeightFileError, missing=None):
+    """Open ``path`` for binary reading if it is a regular file (see
+    :func:`check_regular_file`); checked again on the open descriptor, which
+    is opened without blocking, so that a file swapped for a FIFO in between
+    cannot hang the reader either.
+
+    Returns
+    -------
+    file object
+        Opened ``"rb"``.
+    """
+    path = os.fspath(path)
+    check_regular_file(path, what, error, missing)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise error(f"{path}: {missing or what + ' not found'}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{path}: expected a {what}, found {_kind(mode)}: refusing to read it")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_finite(value, what, error=WeightFileError) -> None:
+    """Refuse a complex array or one holding NaN or infinity, naming it.
+
+    Parameters
+    ----------
+    value : numpy.ndarray
+    what : str
+        How the message names the array, e.g. ``"w.pklz: array 3"``.
+    error : type
+    """
+    a = np.asarray(value)
+    if a.dtype.kind == "c":
+        raise error(f"{what}: complex values ({a.dtype}), expected real numbers")
+    if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        raise error(f"{what}: {bad:,} of its {a.size:,} values are NaN or infinite")
 
 
 def declared_nbytes(shape, dtype, what="array", error=WeightFileError) -> int:

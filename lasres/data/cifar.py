@@ -43,8 +43,9 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..errors import DataError, LasresError
-from ..sizecheck import MAX_DATA_BYTES, format_bytes
-from ..safepickle import ForbiddenPickleError, restricted_load
+from ..sizecheck import (MAX_DATA_BYTES, check_finite, check_regular_file, declared_nbytes,
+                         format_bytes, open_regular, short_repr)
+from ..safepickle import ForbiddenPickleError, PickleLimitError, restricted_load
 
 __all__ = [
     "CIFAR10_CLASSES", "DatasetSplits", "load_cifar10", "load_cifar100",
@@ -95,10 +96,7 @@ def _str(v):
 
 def _check_file_size(path, what):
     """Refuse a data file larger than :data:`lasres.sizecheck.MAX_DATA_BYTES` before reading it."""
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    size = check_regular_file(path, what, DataError, missing=f"missing {what}")
     if size > MAX_DATA_BYTES:
         raise DataError(f"{path}: {what} of {format_bytes(size)} refused (data files are capped "
                         f"at {format_bytes(MAX_DATA_BYTES)}; a CIFAR-10 batch is 30 MiB)")
@@ -107,11 +105,9 @@ def _check_file_size(path, what):
 
 def _read_pickle(path, what):
     """Unpickle a CIFAR file safely; keys are returned as ``str``."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: missing {what}")
     _check_file_size(path, what)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, what, DataError, missing=f"missing {what}") as f:
             obj = restricted_load(f, encoding="bytes", max_bytes=MAX_DATA_BYTES)
     except ForbiddenPickleError as exc:
         raise DataError(f"{path}: refusing to load {what}: it references the forbidden object "
@@ -120,6 +116,8 @@ def _read_pickle(path, what):
         raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     except LasresError as exc:
         raise DataError(str(exc)) from None
+    except PickleLimitError as exc:
+        raise DataError(f"{path}: {what}: {exc} (the cap for data files)") from None
     except Exception as exc:
         raise DataError(f"{path}: not a readable {what} (expected a pickled dict; "
                         f"{type(exc).__name__})") from None
@@ -129,10 +127,17 @@ def _read_pickle(path, what):
     return {_str(k): v for k, v in obj.items()}
 
 
+def _keys_text(d, most=10):
+    """The keys of ``d`` for a message: at most ``most``, each at most 40 characters."""
+    keys = sorted(repr(k)[:40] for k in list(d)[:most])
+    more = f", ... ({len(d):,} keys)" if len(d) > most else ""
+    return "[" + ", ".join(keys) + more + "]"
+
+
 def _images_from(d, path, what):
     data = d.get("data")
     if data is None:
-        raise DataError(f"{path}: {what} has no 'data' entry (keys: {sorted(d)})")
+        raise DataError(f"{path}: {what} has no 'data' entry (keys: {_keys_text(d)})")
     data = np.asarray(data)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
         raise DataError(f"{path}: expected {what} 'data' as uint8 of shape (N, {IMAGE_BYTES}), "
@@ -142,11 +147,12 @@ def _images_from(d, path, what):
 
 def _labels_from(d, key, n, n_classes, path, what):
     if key not in d:
-        raise DataError(f"{path}: {what} has no '{key}' entry (keys: {sorted(d)})")
+        raise DataError(f"{path}: {what} has no '{key}' entry (keys: {_keys_text(d)})")
     try:
         y = np.asarray(d[key], dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError):
-        raise DataError(f"{path}: {what} '{key}' is not a list of integers") from None
+    except (TypeError, ValueError, OverflowError):  # (a label of 2**70: OverflowError)
+        raise DataError(f"{path}: {what} '{key}' is not a list of integers in "
+                        f"0..{n_classes - 1}") from None
     if y.shape[0] != n:
         raise DataError(f"{path}: {what} has {n} images but {y.shape[0]} '{key}'")
     if n and (y.min() < 0 or y.max() >= n_classes):
@@ -162,11 +168,10 @@ def _read_py_batch(path):
 
 
 def _read_bin_batch(path):
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: missing CIFAR-10 binary batch")
     _check_file_size(path, "CIFAR-10 binary batch")
     try:
-        raw = np.fromfile(path, dtype=np.uint8)
+        with open_regular(path, "CIFAR-10 binary batch", DataError) as f:
+            raw = np.fromfile(f, dtype=np.uint8, count=MAX_DATA_BYTES + 1)
     except OSError as exc:
         raise DataError(f"{path}: cannot read CIFAR-10 binary batch ({exc})") from None
     if raw.size == 0 or raw.size % RECORD_BYTES:
@@ -185,18 +190,30 @@ def _py_label_names(folder):
     if not os.path.exists(meta):
         return CIFAR10_CLASSES
     d = _read_pickle(meta, "CIFAR-10 batches.meta")
-    names = d.get("label_names")
-    if not isinstance(names, (list, tuple)) or len(names) != 10:
-        raise DataError(f"{meta}: expected 'label_names' with 10 class names")
-    return tuple(_str(n) for n in names)
+    return _class_names(d.get("label_names"), 10, meta, "label_names")
+
+
+def _class_names(names, n, path, key):
+    """``names`` as a tuple of ``n`` strings (bytes decoded as latin-1), or a
+    one-line :class:`DataError`."""
+    if not isinstance(names, (list, tuple)) or len(names) != n \
+            or not all(isinstance(x, (str, bytes, bytearray)) for x in names):
+        raise DataError(f"{path}: expected '{key}' with {n} class names (strings)")
+    out = tuple(_str(x) for x in names)
+    if any(len(x) > 1000 for x in out):
+        raise DataError(f"{path}: a class name in '{key}' is longer than 1,000 characters")
+    return out
 
 
 def _bin_label_names(folder):
     meta = os.path.join(folder, "batches.meta.txt")
     if not os.path.exists(meta):
         return CIFAR10_CLASSES
-    with open(meta, encoding="latin1") as f:
-        names = [ln.strip() for ln in f if ln.strip()]
+    if _check_file_size(meta, "CIFAR-10 batches.meta.txt") > 1 << 20:
+        raise DataError(f"{meta}: larger than 1 MiB (expected 10 class names)")
+    with open_regular(meta, "CIFAR-10 batches.meta.txt", DataError) as f:
+        text = f.read().decode("latin1").replace("\r\n", "\n").replace("\r", "\n")
+        names = [ln.strip() for ln in text.split("\n") if ln.strip()]
     if len(names) != 10:
         raise DataError(f"{meta}: expected 10 class names, found {len(names)}")
     return tuple(names)
@@ -344,8 +361,8 @@ def load_cifar100(data_dir="data", label_mode="fine"):
     if os.path.exists(meta):
         m = _read_pickle(meta, "CIFAR-100 meta file")
         raw = m.get(f"{label_mode}_label_names")
-        if isinstance(raw, (list, tuple)):
-            names = tuple(_str(n) for n in raw)
+        if raw is not None:
+            names = _class_names(raw, n_classes, meta, f"{label_mode}_label_names")
     return DatasetSplits(*out, names, folder)
 
 
@@ -491,13 +508,26 @@ def save_pixel_mean(path, pixel_mean):
         np.save(f, np.asarray(pixel_mean, dtype=np.float32), allow_pickle=False)
 
 
-def load_pixel_mean(path):
+#: Most bytes a pixel mean file may declare when no image shape is given
+#: (a float64 mean of 3 x 1024 x 1024 pixels takes 24 MiB).
+MAX_PIXEL_MEAN_BYTES = 32 * 1024 ** 2
+
+
+def load_pixel_mean(path, shape=None):
     """Read a pixel mean saved by :func:`save_pixel_mean` or the seed's ``train_nn.py``.
+
+    The ``.npy`` header is checked before anything is allocated: a 3-d array
+    of real numbers, no larger than ``shape`` in float64 (or
+    :data:`MAX_PIXEL_MEAN_BYTES`), whose data is all in the file; then every
+    value must be finite.
 
     Parameters
     ----------
     path : str or os.PathLike
         The ``.npy`` file.
+    shape : tuple of int, optional
+        The images' ``(C, H, W)`` (e.g. ``(3, 32, 32)``): the file may not
+        declare more than a float64 mean of that shape.
 
     Returns
     -------
@@ -507,18 +537,44 @@ def load_pixel_mean(path):
     Raises
     ------
     DataError
-        Missing file, not an ``.npy`` of a 3-d numeric array.
+        Missing file, not a regular file, not an ``.npy`` of a 3-d array of
+        real numbers, larger than the cap, or holding NaN or infinity.
     """
+    from numpy.lib import format as npformat
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: pixel mean file not found (expected an .npy of shape (3, 32, 32))")
+    want = "(3, 32, 32)" if shape is None else str(tuple(shape))
+    cap = MAX_PIXEL_MEAN_BYTES if shape is None else 8 * math.prod(int(d) for d in shape)
+    size = check_regular_file(path, "pixel mean file", DataError,
+                              missing=f"pixel mean file not found (expected an .npy of shape "
+                                      f"{want})")
     try:
-        m = np.load(path, allow_pickle=False)
+        with open_regular(path, "pixel mean file", DataError) as f:
+            version = npformat.read_magic(f)
+            if version == (1, 0):
+                mshape, fortran, dtype = npformat.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                mshape, fortran, dtype = npformat.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            if dtype.hasobject or dtype.kind not in "biuf" or dtype.names is not None \
+                    or dtype.subdtype is not None or len(mshape) != 3:
+                raise DataError(f"{path}: expected a pixel mean of real numbers of shape "
+                                f"{want}, found {short_repr(str(dtype), 40)} {mshape}")
+            nbytes = declared_nbytes(mshape, dtype, f"{path}: pixel mean", DataError)
+            if nbytes > cap:
+                raise DataError(f"{path}: refusing to load: the pixel mean declares shape "
+                                f"{mshape} ({format_bytes(nbytes)}), more than the "
+                                f"{format_bytes(cap)} of a float64 mean of shape {want}")
+            if size - f.tell() < nbytes:
+                raise DataError(f"{path}: truncated pixel mean ({size - f.tell()} bytes of "
+                                f"data for {nbytes})")
+            f.seek(0)
+            m = npformat.read_array(f, allow_pickle=False)
+    except LasresError:
+        raise
     except Exception as exc:
         raise DataError(f"{path}: not a readable .npy pixel mean ({type(exc).__name__})") from None
-    if not isinstance(m, np.ndarray) or m.ndim != 3 or not np.issubdtype(m.dtype, np.number):
-        raise DataError(f"{path}: expected a numeric pixel mean of shape (3, 32, 32), found "
-                        f"{getattr(m, 'dtype', type(m))} {getattr(m, 'shape', '')}")
+    check_finite(m, f"{path}: pixel mean", DataError)
     return m.astype(np.float32)
 
 

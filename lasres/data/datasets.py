@@ -144,7 +144,7 @@ def _mean_for(X_tr, pixel_mean, pixel_mean_path):
     if pixel_mean is not None:
         return np.asarray(pixel_mean, dtype=np.float32), False
     if pixel_mean_path is not None and os.path.exists(pixel_mean_path):
-        return load_pixel_mean(pixel_mean_path), False
+        return load_pixel_mean(pixel_mean_path, shape=np.shape(X_tr)[1:]), False
     mean = compute_pixel_mean(X_tr)
     if pixel_mean_path is None:
         warnings.warn(f"no pixel mean file given: computed the per-pixel mean from the "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import struct
 import zlib
@@ -18,7 +19,7 @@ import zlib
 import numpy as np
 
 from ..errors import DataError
-from ..sizecheck import MAX_DATA_BYTES, format_bytes
+from ..sizecheck import MAX_DATA_BYTES, check_regular_file, format_bytes, open_regular
 from .cifar import DatasetSplits
 
 __all__ = ["load_mnist", "load_fashion_mnist", "read_idx", "MNIST_FILES",
@@ -77,12 +78,12 @@ def read_idx(path, expect_ndim=None):
     """
     path = os.fspath(path)
     try:
-        size = os.path.getsize(path)
+        size = check_regular_file(path, "MNIST file", DataError, missing="missing MNIST file")
         if size > MAX_DATA_BYTES:
             raise DataError(f"{path}: MNIST file of {format_bytes(size)} refused (data files are "
                             f"capped at {format_bytes(MAX_DATA_BYTES)})")
-        with open(path, "rb") as f:
-            raw = f.read()
+        with open_regular(path, "MNIST file", DataError, missing="missing MNIST file") as f:
+            raw = f.read(MAX_DATA_BYTES + 1)
         if raw[:2] == b"\x1f\x8b":
             raw = _gunzip_capped(raw, path)
     except FileNotFoundError:
@@ -103,7 +104,7 @@ def read_idx(path, expect_ndim=None):
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     dtype = np.dtype(_IDX_TYPES[raw[2]])
     body = raw[4 + 4 * ndim:]
-    want = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    want = math.prod(dims) * dtype.itemsize  # Python ints: 2**22 * 2**21 * 2**21 is not 0
     if len(body) != want:
         raise DataError(f"{path}: IDX body has {len(body)} bytes, expected {want} for "
                         f"shape {dims}")

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import WeightFileError
 from ..isolation import run_isolated
 from ..keras_h5 import HDF5_MAGIC, is_keras_h5
-from ..sizecheck import MAX_WEIGHT_BYTES, ByteBudget
+from ..sizecheck import MAX_WEIGHT_BYTES, ByteBudget, open_regular
 
 __all__ = ["detect_format", "read_head", "first_line", "weight_budget", "check_target",
            "check_values", "GZIP_MAGIC", "HDF5_MAGIC", "ZIP_MAGIC"]
@@ -37,15 +37,12 @@ def read_head(path, n: int = 8) -> bytes:
     Raises
     ------
     WeightFileError
-        If the file is missing, a directory or unreadable.
+        If the file is missing, unreadable, or not a regular file (a
+        directory, a FIFO, a device: refused before it is opened).
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise WeightFileError(f"{path}: weight file not found")
-    if os.path.isdir(path):
-        raise WeightFileError(f"{path}: expected a weight file, found a directory")
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "weight file") as f:
             return f.read(n)
     except OSError as exc:
         raise WeightFileError(f"{path}: cannot read weight file ({exc.strerror or exc})") from None
@@ -104,9 +101,13 @@ def detect_format(path) -> str:
 
 def first_line(exc: BaseException) -> str:
     """``'TypeName: first line of the message'`` (or just the type name), for
-    the one-line messages of :class:`WeightFileError`."""
+    the one-line messages of :class:`WeightFileError`; the line is cut to
+    about 300 characters."""
     msg = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {msg[0]}" if msg else type(exc).__name__
+    if not msg:
+        return type(exc).__name__
+    line = msg[0] if len(msg[0]) <= 300 else msg[0][:297] + "..."
+    return f"{type(exc).__name__}: {line}"
 
 
 def weight_budget(path, max_bytes: int | None, reason: str | None = None) -> ByteBudget:

@@ -27,8 +27,9 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..errors import WeightFileError
-from ..safepickle import ForbiddenPickleError, forbidden_message, restricted_load
-from ..sizecheck import CappedReader
+from ..safepickle import (ForbiddenPickleError, PickleLimitError, forbidden_message,
+                          restricted_load)
+from ..sizecheck import CappedReader, format_bytes
 from .formats import check_target, check_values, detect_format, first_line, weight_budget
 
 __all__ = ["load_pklz", "save_pklz", "write_portable_pickle"]
@@ -72,6 +73,9 @@ def _load_pickle_bytes_or_stream(fileobj, path, compressed: bool, budget=None):
         raise
     except ForbiddenPickleError as exc:
         raise WeightFileError(forbidden_message(path, exc)) from None
+    except PickleLimitError as exc:
+        why = f" ({budget.reason})" if budget.reason else ""
+        raise WeightFileError(f"{path}: {exc}{why}") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         what = "truncated or corrupt gzip stream" if compressed else "truncated pickle"
         raise WeightFileError(f"{path}: {what} ({first_line(exc)})") from None
@@ -114,9 +118,74 @@ def _check_npz_members(z, path, budget):
                                       f"{n} bytes of data but holds {info.file_size}")
 
 
+#: Most bytes of an .npz's zip directory (its central directory) read.
+MAX_ZIP_DIRECTORY = 16 * 1024 ** 2
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")  # zip64 end record locator
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+_CD_ENTRY = struct.Struct("<4s6H3L5H2L")  # central directory file header
+
+
+def _zip_member_cap(budget) -> int:
+    """Most members an ``.npz`` may hold: one per array the budget can pay for
+    the header of (at least 64 bytes each), at most :data:`MAX_ARRAYS`."""
+    from .checkpoint import MAX_ARRAYS
+    return int(min(MAX_ARRAYS, 1024 + budget.limit // 64))
+
+
+def _check_zip_directory(path, budget):
+    """Count the members of the zip archive ``path`` from its directory, with
+    struct reads only, before :mod:`zipfile` makes an object of each: a
+    directory of millions of entries is refused without parsing it."""
+    cap = _zip_member_cap(budget)
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        tail_len = min(size, _EOCD.size + 65535)
+        f.seek(size - tail_len)
+        tail = f.read(tail_len)
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < _EOCD.size:
+            raise WeightFileError(f"{path}: corrupt .npz archive (no zip directory)")
+        _, _, _, _, declared, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, at)
+        cd_end = size - tail_len + at  # the directory ends where its end record starts
+        if declared == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
+            # zip64: as zipfile, the zip64 end record right before its locator
+            loc = at - _ZIP64_LOCATOR.size
+            rec_at = loc - _ZIP64_EOCD.size
+            if loc >= 0 and tail[loc:loc + 4] == b"PK\x06\x07":
+                if rec_at < 0 or tail[rec_at:rec_at + 4] != b"PK\x06\x06":
+                    raise WeightFileError(f"{path}: corrupt .npz archive (bad zip64 directory)")
+                fields = _ZIP64_EOCD.unpack_from(tail, rec_at)
+                declared, cd_size = fields[7], fields[8]
+                cd_end = size - tail_len + rec_at
+        if declared > cap:
+            raise WeightFileError(f"{path}: refusing to load: the .npz directory declares "
+                                  f"{declared:,} members, more than the {cap:,} allowed for "
+                                  f"this file ({budget.reason or 'the cap for weight files'})")
+        if cd_size > MAX_ZIP_DIRECTORY:
+            raise WeightFileError(f"{path}: refusing to load: the .npz directory takes "
+                                  f"{format_bytes(cd_size)}, more than "
+                                  f"{format_bytes(MAX_ZIP_DIRECTORY)}")
+        # zipfile reads the directory from (end record - cd_size), whatever it declares
+        f.seek(max(cd_end - cd_size, 0))
+        cd = f.read(cd_size)
+    count, pos = 0, 0
+    while pos + _CD_ENTRY.size <= len(cd) and cd[pos:pos + 4] == b"PK\x01\x02":
+        fields = _CD_ENTRY.unpack_from(cd, pos)
+        pos += _CD_ENTRY.size + fields[10] + fields[11] + fields[12]
+        count += 1
+        if count > cap:
+            raise WeightFileError(f"{path}: refusing to load: the .npz directory holds more "
+                                  f"than {cap:,} members ({len(cd):,} bytes of directory), "
+                                  f"more than allowed for this file "
+                                  f"({budget.reason or 'the cap for weight files'})")
+
+
 def _load_npz(path, budget=None) -> list[np.ndarray]:
     budget = budget or weight_budget(path, None)
     try:
+        _check_zip_directory(path, budget)
         with np.load(path, allow_pickle=False) as z:
             _check_npz_members(z, path, budget)
             names = list(z.files)
