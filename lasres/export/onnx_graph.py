@@ -53,7 +53,7 @@ import numpy as np
 
 from ..errors import ExportError, LasresError
 
-__all__ = ["to_onnx", "build_model", "OPSET", "export_parser", "export_main"]
+__all__ = ["to_onnx", "build_model", "OPSET"]
 
 #: The ONNX operator set the models use (supported by ONNX Runtime >= 1.12,
 #: TensorRT >= 8.6, OpenVINO, ...).
@@ -349,15 +349,16 @@ def _global_pool(ctx, layer, x, base):
 
 
 def _same_shapes(ctx, layer):
+    """Whether the inputs need no cropping (else the layer's graph is translated)."""
     if getattr(layer, "cropping", None) is None:
-        return
+        return True
     shapes = [ctx.shapes[i] for i in layer.input_layers]
-    if any(None in s for s in shapes) or len({s[1:] for s in shapes}) > 1:
-        raise ctx.unsupported(layer, "cropping inputs of different or unknown shapes")
+    return not (any(None in s for s in shapes) or len({s[1:] for s in shapes}) > 1)
 
 
 def _sum(ctx, layer, xs, base):
-    _same_shapes(ctx, layer)
+    if not _same_shapes(ctx, layer):
+        return _generic(ctx, layer, xs, base)
     g = ctx.g
     terms = [x if c == 1 else g.node("Mul", [x, g.const(c, f"{base}.coeff{i}")], f"{base}_term{i}")
              for i, (x, c) in enumerate(zip(xs, layer.coeffs))]
@@ -368,7 +369,8 @@ def _sum(ctx, layer, xs, base):
 
 def _merge(ctx, layer, xs, base):
     import pytensor.tensor as pt
-    _same_shapes(ctx, layer)
+    if not _same_shapes(ctx, layer):
+        return _generic(ctx, layer, xs, base)
     ops = ((pt.add, "Add"), (pt.mul, "Mul"), (pt.sub, "Sub"), (pt.maximum, "Max"),
            (pt.minimum, "Min"), (pt.true_div, "Div"))
     op = next((name for f, name in ops if layer.merge_function is f), None)
@@ -381,7 +383,8 @@ def _merge(ctx, layer, xs, base):
 
 
 def _concat(ctx, layer, xs, base):
-    _same_shapes(ctx, layer)
+    if not _same_shapes(ctx, layer):
+        return _generic(ctx, layer, xs, base)
     return ctx.g.node("Concat", xs, base, axis=int(layer.axis))
 
 
@@ -831,70 +834,3 @@ def to_onnx(network, path, input_shape=None, pixel_mean=None, fold_bn=False):
     except OSError as exc:
         raise LasresError(f"cannot write {path}: {exc.strerror or exc}") from None
     return model
-
-
-# --- scripts/export_onnx.py ---------------------------------------------------------
-def export_parser():
-    import argparse
-    from ..cli import add_model_arguments
-    p = argparse.ArgumentParser(
-        prog="export_onnx.py", description="Export a network with its weights to ONNX (the "
-        "deterministic inference graph), checked with onnx.checker.",
-        epilog="--batch-size fixes the model's batch size (default: a dynamic batch axis); "
-        "--data is where a pixel_mean.npy is looked for; --backend, --limit and --seed play "
-        "no part in an export.")
-    add_model_arguments(p)
-    p.add_argument("--weights", default=None,
-                   help="weight file (.pklz, .npz or lasres .h5); default: the seed's file in "
-                        "weights/ or runs/TYPE_nN_kK/best.h5")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--pixel-mean", default=None,
-                   help="pixel_mean.npy to subtract inside the model (default: the one in the "
-                        "checkpoint, next to the weights or in --data, as test_model.py finds it)")
-    p.add_argument("--no-pixel-mean", action="store_true",
-                   help="export the bare network (inputs already mean-subtracted)")
-    p.add_argument("--fold-bn", action="store_true",
-                   help="fold batch normalisations into the preceding convolutions")
-    return p
-
-
-def export_main(argv=None):
-    """``export_onnx.py TYPE DEPTH WIDTH --weights FILE --out model.onnx``;
-    returns an exit status."""
-    from ..cli import build_network, find_weights, load_network_weights, pixel_mean_for
-    args = export_parser().parse_args(argv)
-    if args.pixel_mean and args.no_pixel_mean:
-        raise LasresError("give --pixel-mean or --no-pixel-mean, not both")
-    _onnx()  # a clear error before any work when onnx is missing
-    spec, depth, width, options, network = build_network(args)
-    arch = {"type": spec.name, "depth": depth, "width": width, **options}
-    if args.dataset != "cifar10":
-        arch["dataset"] = args.dataset
-    path = find_weights(spec.name, depth, width, args.weights)
-    ckpt = load_network_weights(network, path, arch)
-    mean, mean_from = (None, None) if args.no_pixel_mean else pixel_mean_for(args, path, ckpt)
-    input_shape = None
-    if args.batch_size:
-        input_shape = (args.batch_size,) + tuple(_input_shape(network)[1:])
-    model = to_onnx(network, args.out, input_shape=input_shape, pixel_mean=mean,
-                    fold_bn=args.fold_bn)
-    shape = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    print(f"export | {spec.name} {depth} {width}: {spec.title}; weights {path}")
-    if mean is not None:
-        print(f"input  | raw images {tuple(shape)} float32 (pixel values 0..255); the model "
-              f"subtracts the pixel mean from {mean_from}")
-    else:
-        print(f"input  | mean-subtracted images {tuple(shape)} float32"
-              + ("" if args.no_pixel_mean else " (no pixel mean found: give --pixel-mean to "
-                 "embed one)"))
-    size = os.path.getsize(args.out)
-    print(f"wrote  | {args.out}: {size / 1e6:.1f} MB, {len(model.graph.node)} nodes, opset "
-          f"{OPSET}{', batch norms folded' if args.fold_bn else ''}; output 'output' = class "
-          f"probabilities")
-    return 0
-
-
-def _input_shape(network):
-    from .. import layers as L
-    return next(layer for layer in L.get_all_layers(network)
-                if isinstance(layer, L.InputLayer)).shape

@@ -100,11 +100,40 @@ class Walker:
         raise self.fail(f"the graph reads the variable {var} ({var.type}), which is neither "
                         "its input nor a parameter")
 
+    def static_size(self, node, shape_of):
+        """A size that the static shapes know (``x.shape`` fully known,
+        ``x.shape[i]``, ``Shape_i``), or None."""
+        name = type(node.op).__name__
+        x = node.inputs[0]
+        if name == "Shape":
+            shape_of[node.outputs[0]] = x.type.shape
+            if None not in x.type.shape:
+                return Const(np.asarray(x.type.shape, dtype=node.outputs[0].dtype))
+        elif name == "Shape_i":
+            d = x.type.shape[node.op.i]
+            if d is not None:
+                return Const(np.asarray(d, dtype=node.outputs[0].dtype))
+        elif name == "Subtensor" and x in shape_of and len(node.op.idx_list) == 1:
+            from pytensor.graph.basic import Constant
+            from pytensor.tensor.subtensor import get_idx_list
+            (i,) = get_idx_list(node.inputs, node.op.idx_list)
+            if isinstance(i, Constant):
+                i = int(i.data)
+            if isinstance(i, (int, np.integer)) and -len(shape_of[x]) <= i < len(shape_of[x]):
+                d = shape_of[x][i]
+                if d is not None:
+                    return Const(np.asarray(d, dtype=node.outputs[0].dtype))
+        return None
+
     def run(self, inputs, outputs, values):
+        shape_of = {}
         for node in toposort(list(inputs), list(outputs)):
             ins = [self.value(i, values) for i in node.inputs]
             outs = None
-            if all(isinstance(v, Const) for v in ins):
+            known = self.static_size(node, shape_of)
+            if known is not None:
+                outs = [known]
+            elif all(isinstance(v, Const) for v in ins):
                 outs = fold(node, ins)
             if outs is None:
                 if _is_random(node):

@@ -602,6 +602,44 @@ class OnnxEmitter:
                             np.dtype(node.inputs[0].dtype))
         return self.node("Conv", [x, ones], group=int(c), dilations=[1, 1], **attrs)
 
+    def op_Pool2dGrad(self, node, ins):
+        """Max unpooling (InverseLayer of a max pooling): each window's output
+        gradient goes to the positions that hold its maximum; windows that
+        tile the input (stride = pool size, no padding) only."""
+        op = node.op
+        if op.mode != "max" or tuple(op.stride) != tuple(op.ws) or any(op.pad):
+            raise Unsupported("the gradient of pooling other than max pooling with "
+                              "stride = pool size and no padding")
+        shape = node.inputs[0].type.shape
+        if None in shape[2:]:
+            raise Unsupported("unpooling needs known spatial sizes")
+        x = self.name(ins[0], node.inputs[0].dtype)
+        H, W = shape[2:]
+        s0, s1 = op.ws
+
+        def up(v, var):
+            v = self.name(v, var.dtype)
+            h, w = var.type.shape[2:]
+            if h is None or w is None:
+                raise Unsupported("unpooling needs known sizes")
+            y = self.node("Unsqueeze", [v, self.ints([3, 5])])
+            full = self.node("Concat", [self.node("Slice", [self.node("Shape", [v]),
+                                                            self.ints([0]), self.ints([2]),
+                                                            self.ints([0]), self.ints([1])]),
+                                        self.ints([h, s0, w, s1])], axis=0)
+            y = self.node("Expand", [y, full])
+            y = self.node("Reshape", [y, self.ints([0, 0, h * s0, w * s1])])
+            return self.node("Pad", [y, self.ints([0, 0, 0, 0, 0, 0, max(0, H - h * s0),
+                                                   max(0, W - w * s1)])]) \
+                if H > h * s0 or W > w * s1 else \
+                self.node("Slice", [y, self.ints([0, 0]), self.ints([H, W]), self.ints([2, 3]),
+                                    self.ints([1, 1])])
+        z = up(ins[1], node.inputs[1])
+        gz = up(ins[2], node.inputs[2])
+        mask = self.node("Equal", [x, z])
+        zero = self.name(Const(0), node.outputs[0].dtype)
+        return self.node("Where", [mask, gz, zero])
+
     def op_BatchNormInfer(self, node, ins):
         from ..ops.bn import _param_pattern
         x = self.name(ins[0], node.inputs[0].dtype)

@@ -46,7 +46,7 @@ def _ident(name, used):
     s = re.sub(r"\W", "_", str(name)).strip("_") or "layer"
     if s[0].isdigit():
         s = "l_" + s
-    if keyword.iskeyword(s) or s in ("input", "self", "torch", "nn", "F", "math"):
+    if keyword.iskeyword(s) or s in ("self", "torch", "nn", "F", "math", "dev"):
         s += "_"
     base, i = s, 1
     while s in used:
@@ -147,6 +147,8 @@ class TorchEmitter:
     def expr(self, v, dtype=None):
         """The expression of a value; a Const becomes a literal (0-d, small) or a buffer."""
         if isinstance(v, _Val):
+            if v.kind == "seq":  # a shape used as a tensor
+                return f"torch.tensor({v.expr}, dtype=torch.int64, device=dev)"
             return v.expr
         a = np.asarray(v.value)
         if a.ndim == 0:
@@ -381,7 +383,8 @@ class TorchEmitter:
         x = ins[0]
         if isinstance(x, _Val) and x.kind == "seq":
             kind = "int" if node.outputs[0].ndim == 0 else "seq"
-            return self.assign(f"{x.expr}[{_key_src(key)}]", kind, "n" if kind == "int" else "shape")
+            return self.assign(f"{x.expr}[{_key_src(key)}]", kind,
+                               "n" if kind == "int" else "shape")
         if negative:
             return self.assign(f"index({self.expr(x)}, {_key_tuple(key)})")
         return self.assign(f"{self.expr(x)}[{_key_src(key)}]")
@@ -526,6 +529,32 @@ class TorchEmitter:
         return self.assign(f"pool2d({self.expr(ins[0])}, {_lit(tuple(op.ws))}, "
                            f"{_lit(tuple(op.stride))}, {_lit(tuple(op.pad))}, {op.mode!r}, "
                            f"{op.ignore_border})")
+
+    def op_Pool2dGrad(self, node, ins):
+        """Max unpooling for windows that tile the input (see the ONNX one)."""
+        op = node.op
+        if op.mode != "max" or tuple(op.stride) != tuple(op.ws) or any(op.pad):
+            raise Unsupported("the gradient of pooling other than max pooling with "
+                              "stride = pool size and no padding")
+        x, z, gz = (self.expr(v) for v in ins)
+        s0, s1 = op.ws
+
+        def up(e):
+            return (f"F.pad({e}.repeat_interleave({s0}, 2).repeat_interleave({s1}, 3), "
+                    f"(0, max(0, {x}.shape[3] - {e}.shape[3] * {s1}), 0, "
+                    f"max(0, {x}.shape[2] - {e}.shape[2] * {s0})))"
+                    f"[:, :, :{x}.shape[2], :{x}.shape[3]]")
+        return self.assign(f"torch.where({x} == {up(z)}, {up(gz)}, torch.zeros_like({x}))")
+
+    def op_BatchNormInfer(self, node, ins):
+        from ..ops.bn import _param_pattern
+        pattern = _lit(tuple(_param_pattern(node.inputs[0].ndim, node.op.axes)))
+        x, gamma, beta, mean, inv_std = (self.expr(v) for v in ins)
+        y = self.assign(f"(({x} - dimshuffle({mean}, {pattern})) * dimshuffle({gamma} * "
+                        f"{inv_std}, {pattern})) + dimshuffle({beta}, {pattern})")
+        if type(node.op).__name__ == "BatchNormInferRelu":
+            y = self.assign(f"torch.relu({y.expr})")
+        return y
 
     def op_GradClip(self, node, ins):
         return ins[0]
@@ -980,8 +1009,9 @@ def _pattern(ndim, shared_axes):
     return tuple(out)
 
 
-def torch_source(network):
-    """(model.py source, state_dict arrays) of ``network``."""
+def torch_source(network, keys=False):
+    """(model.py source, state_dict arrays) of ``network`` (and, with
+    ``keys``, the state_dict key of each lasres parameter)."""
     from .onnx_graph import _describe_factory
     from .. import layers as L
     outputs = list(network) if isinstance(network, (list, tuple)) else [network]
@@ -990,7 +1020,7 @@ def torch_source(network):
         src = cg.source()
     except (ValueError, TypeError, AssertionError) as exc:
         raise ExportError(f"cannot export to PyTorch: {exc}") from None
-    return src, cg.state
+    return (src, cg.state, dict(cg.owner)) if keys else (src, cg.state)
 
 
 def load_module(directory):
@@ -1005,7 +1035,6 @@ def load_module(directory):
     state = torch.load(os.path.join(directory, "weights.pt"), weights_only=True)
     net.load_state_dict(state)
     net.eval()
-    net.regularizable = module.regularizable_parameters
     return net
 
 
@@ -1035,21 +1064,23 @@ def to_torch(network, directory, force=False):
     parent = os.path.dirname(os.path.abspath(directory))
     if not os.path.isdir(parent):
         raise LasresError(f"cannot write {directory}: the folder {parent} does not exist")
-    src, state = torch_source(network)
+    src, state, keys = torch_source(network, keys=True)
     tmp = tempfile.mkdtemp(prefix=".lasres-torch-", dir=parent)
     try:
         with open(os.path.join(tmp, "model.py"), "w") as f:
             f.write(src)
         tensors = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
         torch.save(tensors, os.path.join(tmp, "weights.pt"))
-        net = load_module(tmp)  # it loads before it replaces anything
+        load_module(tmp)  # it loads before it replaces anything
         if os.path.exists(directory):
             shutil.rmtree(directory)
         os.replace(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return load_module(directory) if net is not None else net
+    net = load_module(directory)
+    net.lasres_keys = keys  # lasres parameter -> its state_dict key (not saved)
+    return net
 
 
 def regularizable_parameters(module):

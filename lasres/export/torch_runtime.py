@@ -189,8 +189,8 @@ class BatchNorm(nn.Module):
         self.register_buffer("inv_std", torch.empty(shape))
 
     def _bcast(self, p, ndim):
-        shape = [1 if d in self.axes else -1 for d in range(ndim)]
-        return p.reshape(shape)
+        sizes = iter(p.shape)
+        return p.reshape([1 if d in self.axes else next(sizes) for d in range(ndim)])
 
     def forward(self, x):
         if self.training:

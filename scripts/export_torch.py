@@ -1,0 +1,16 @@
+#!/usr/bin/env python
+"""Export a network with its weights to PyTorch:
+``export_torch.py TYPE DEPTH WIDTH --weights FILE --out DIR [--force]``.
+
+A thin wrapper over :func:`lasres.export.export_torch_main`; ``--help`` lists the options.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from lasres.cli import main_wrapper  # noqa: E402
+from lasres.export import export_torch_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main_wrapper(export_torch_main))
