@@ -142,9 +142,10 @@ def is_keras_h5(path) -> bool:
     return bool(run_isolated(_probe, path, path=path, max_bytes=MAX_NAMES_BYTES))
 
 
-def _read_layers(path, max_bytes) -> list:
-    """``[(name, weight_names, values), ...]`` of a Keras weight file; runs in
-    the reader process."""
+def _read_layers(path, max_bytes, shapes_only=False) -> list:
+    """``[(name, weight_names, values), ...]`` of a Keras weight file (with
+    ``shapes_only``, the values' shapes: no data is read); runs in the reader
+    process."""
     import h5py
     try:
         f = h5py.File(path, "r")
@@ -154,6 +155,8 @@ def _read_layers(path, max_bytes) -> list:
                               ) from None
     budget = ByteBudget(MAX_WEIGHT_BYTES if max_bytes is None else max_bytes, path,
                         None if max_bytes is not None else "the cap for weight files")
+    if shapes_only:
+        budget = ByteBudget(1 << 62, path)
     layers = []
     try:
         with f:
@@ -175,7 +178,8 @@ def _read_layers(path, max_bytes) -> list:
                         raise WeightFileError(f"{path}: corrupt Keras weight file: layer {name} "
                                               f"lists weight {w} but has no such dataset")
                     check_h5_dataset(ds, budget, f"dataset {name}/{w}")
-                    values.append(np.asarray(ds[()]))
+                    values.append(tuple(int(d) for d in ds.shape) if shapes_only
+                                  else np.asarray(ds[()]))
                 layers.append((name, wnames, values))
     except WeightFileError:
         raise
@@ -374,7 +378,8 @@ def _shape_str(shapes):
     return ", ".join(str(tuple(s)) for s in shapes)
 
 
-def load_keras_h5(path, network, dim_ordering="auto", kernels="auto") -> list:
+def load_keras_h5(path, network, dim_ordering="auto", kernels="auto", *,
+                  max_bytes: int | None = None) -> list:
     """Read a Keras 1.x weight file for ``network``.
 
     The file's layers with weights are matched, in order, to the network's
@@ -394,6 +399,10 @@ def load_keras_h5(path, network, dim_ordering="auto", kernels="auto") -> list:
         Whether the file's kernels are Theano's (convolution) or
         TensorFlow's (correlation); 'auto': Theano for 'th' files,
         TensorFlow for 'tf' files.
+    max_bytes : int, optional
+        Most bytes the file's arrays may take; by default the network's
+        budget (:func:`lasres.sizecheck.network_budget`: twice its
+        parameters' float64 size), checked before anything is read.
 
     Returns
     -------
@@ -408,9 +417,31 @@ def load_keras_h5(path, network, dim_ordering="auto", kernels="auto") -> list:
         message names the first layer that does not fit and both shapes.
     """
     from .layers import get_all_params
+    from .sizecheck import network_budget
     _check_options(dim_ordering, kernels)
     path = os.fspath(path)
-    file_layers = [l for l in read_keras_h5(path) if l.weight_names]
+    if max_bytes is None:
+        max_bytes, _ = network_budget([(p.get_value(borrow=True).shape, p.dtype)
+                                       for p in get_all_params(network)])
+    # The layers' shapes first (no data read), so that a file of another network
+    # is named as such even when it is larger than this network's budget.
+    if not os.path.isfile(path):
+        raise WeightFileError(f"{path}: weight file not found")
+    shapes = run_isolated(_read_layers, path, None, True, path=path, max_bytes=MAX_NAMES_BYTES,
+                          what="Keras weight file")
+    placeholder = np.zeros((), np.float32)
+    _match_layers(path, [KerasLayerWeights(name, wnames, [np.broadcast_to(placeholder, sh)
+                                                          for sh in values])
+                         for name, wnames, values in shapes if wnames],
+                  network, dim_ordering, kernels, convert=False)
+    file_layers = [l for l in read_keras_h5(path, max_bytes) if l.weight_names]
+    return _match_layers(path, file_layers, network, dim_ordering, kernels)
+
+
+def _match_layers(path, file_layers, network, dim_ordering, kernels, convert=True):
+    """The values of ``file_layers`` for ``network``'s parameters (None when
+    not ``convert``: only the shapes are checked)."""
+    from .layers import get_all_params
     try:
         net_layers = _weighted_layers(network)
     except WeightFileError as exc:
@@ -437,6 +468,8 @@ def load_keras_h5(path, network, dim_ordering="auto", kernels="auto") -> list:
                 f"{path} does not fit this network: its layer {fl.name} (layer {i + 1} with "
                 f"weights, Keras order) holds {_shape_str(have)}, the network's layer "
                 f"{_describe(nl)} needs {_shape_str(want)} ({dim_ordering} ordering)")
+        if not convert:
+            continue
         for p, v in zip(nl.params, _to_lasres(kind, nl, fl.values, dim_ordering,
                                                theano_kernels)):
             by_param[p] = v
@@ -455,7 +488,7 @@ def load_keras_h5(path, network, dim_ordering="auto", kernels="auto") -> list:
             f"{n + 1} with weights) needs {_shape_str(_param_shapes(nl))}, the file has no "
             f"layer there (it has {len(file_layers)} layers with weights, the network "
             f"{len(net_layers)})")
-    return [by_param[p] for p in get_all_params(network)]
+    return [by_param[p] for p in get_all_params(network)] if convert else None
 
 
 def save_keras_h5(network, path, dim_ordering="th", kernels="auto", dtype="float32") -> None:

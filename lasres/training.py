@@ -353,7 +353,7 @@ def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: in
         schedule: Schedule = LEGACY_SCHEDULE, augment: Optional[str] = "batch", seed: int = 0,
         arch: Optional[dict] = None, history: Optional["History"] = None, start_epoch: int = 0,
         progress: bool = True, log: Callable = print, plot: bool = True,
-        t_start: Optional[float] = None) -> "History":
+        t_start: Optional[float] = None, settings: Optional[dict] = None) -> "History":
     """Train ``trainer`` (a :class:`TrainerBase`: fit calls nothing else) for
     ``epochs`` epochs on ``data`` (a :class:`lasres.data.PreparedDataset` or
     any object with ``X_train, y_train, X_valid, y_valid, pixel_mean``).
@@ -362,8 +362,14 @@ def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: in
     run resumed at an epoch boundary repeats the same batches. The best
     validation epoch is saved to ``out_dir/best.h5`` and every epoch to
     ``out_dir/last.h5`` (with the optimizer state, the states of the
-    dropout/noise streams and the history, for ``--resume``: see
-    :func:`restore_training_state`). A Ctrl-C (or, under the scripts, a
+    dropout/noise streams, the history and the run's settings, for
+    ``--resume``: see :func:`restore_training_state`). ``best.h5`` is written
+    *before* ``last.h5``: a process killed between the two writes (``kill
+    -9``) resumes from the previous ``last.h5``, repeats the epoch and writes
+    the same ``best.h5`` again, so the pair always ends as an uninterrupted
+    run's. ``settings`` (JSON values, e.g. the recipe) are recorded in both
+    files beside ``seed``, ``batch_size``, ``schedule`` and ``augment``. A
+    Ctrl-C (or, under the scripts, a
     SIGTERM) that arrives while an epoch's files are written waits for them;
     elsewhere it discards the unfinished epoch
     (``last.h5`` stays the end of the previous one, so that a resumed run
@@ -405,7 +411,8 @@ def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: in
         save_checkpoint(path, [p.get_value() for p in params], arch=arch, param_names=names,
                         pixel_mean=getattr(data, "pixel_mean", None), epoch=epoch,
                         optimizer_state=trainer.optimizer_state(), history=history.as_dict(),
-                        extra={"completed": completed, "seed": seed, "batch_size": batch_size,
+                        extra={**(settings or {}), "completed": completed, "seed": seed,
+                               "batch_size": batch_size,
                                "schedule": [list(s) for s in schedule], "augment": augment,
                                "rng_streams": get_stream_states(trainer.network)})
 
@@ -463,9 +470,11 @@ def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: in
                 log(f"epoch {epoch + 1:3d}/{epochs}  train loss {train_loss:.4f}  train acc "
                     f"{train_acc:6.2%}  val loss {val_loss:.4f}  val acc {val_acc:6.2%}  "
                     f"lr {lr:g}  {seconds:.1f}s" + ("  *best*" if improved else ""))
-                save(os.path.join(out_dir, "last.h5"), epoch + 1, True)
+                # best.h5 first: killed between the two, the resumed run repeats
+                # this epoch from the previous last.h5 and writes best.h5 again
                 if improved or not os.path.exists(os.path.join(out_dir, "best.h5")):
                     save(os.path.join(out_dir, "best.h5"), epoch + 1, True)
+                save(os.path.join(out_dir, "last.h5"), epoch + 1, True)
                 if primary:
                     history.write(out_dir)
                 if plot:

@@ -340,8 +340,9 @@ def test_deferred_interrupts_hold_a_signal_until_the_block_ends():
 
 
 def test_ctrl_c_while_an_epoch_is_saved_keeps_the_epoch(tmp_path, monkeypatch):
-    """A Ctrl-C that lands while last.h5 is being written waits for the epoch's
-    files: the checkpoint holds that epoch, and the message says so."""
+    """A Ctrl-C that lands while the epoch's first checkpoint is being written
+    waits for the epoch's files: the checkpoint holds that epoch, and the
+    message says so."""
     import lasres.weights
     from lasres.training import Trainer, fit
     real, calls = lasres.weights.save_checkpoint, []
@@ -358,7 +359,7 @@ def test_ctrl_c_while_an_epoch_is_saved_keeps_the_epoch(tmp_path, monkeypatch):
         fit(Trainer(_net(), learning_rate=0.05, backend="c"), _Data(), epochs=3,
             out_dir=str(tmp_path), batch_size=8, schedule=((0, 0.05),), plot=False,
             progress=False, log=said.append)
-    assert calls == ["last.h5", "best.h5"]
+    assert calls == ["best.h5", "last.h5"]  # best first: see test_attacks_checkpoint
     assert load_checkpoint(tmp_path / "last.h5").epoch == 1
     assert load_checkpoint(tmp_path / "best.h5").epoch == 1
     assert len(json.loads((tmp_path / "history.json").read_text())["epoch"]) == 1

@@ -3,6 +3,7 @@
 the banner."""
 from typing import NamedTuple, Optional
 
+from ..errors import ArchitectureError, LasresError
 from .options import parse_options
 
 __all__ = ["add_model_arguments", "add_dataset_argument", "ModelChoice", "build_network",
@@ -85,17 +86,32 @@ def build_network(args, log=print) -> ModelChoice:
     """
     from ..data import get_dataset
     from ..models import get_spec
+    from ..models.registry import check_model_size
     info = get_dataset(args.dataset)
     spec = get_spec(args.type)
     depth = spec.default_depth if args.depth is None else args.depth
     width = spec.default_width if args.width is None else args.width
     options = parse_options(args.option)
     spec.validate(depth, width)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:  # num_classes=, input_shape= included: the dataset sets those
+        raise ArchitectureError(f"{spec.name}: unknown option(s) {', '.join(unknown)}"
+                                + (f"; it takes {', '.join(spec.options)}" if spec.options
+                                   else "; it takes none"))
+    check_model_size(spec, depth, width, options, info.num_classes, info.input_shape,
+                     64 if getattr(args, "batch_size", None) is None else args.batch_size)
     hint = spec.depth_hint(depth, width)
     if hint:
         log(hint)
-    network = spec.build(depth, width, num_classes=info.num_classes,
-                         input_shape=info.input_shape, **options)
+    try:
+        network = spec.build(depth, width, num_classes=info.num_classes,
+                             input_shape=info.input_shape, **options)
+    except (TypeError, ValueError) as exc:
+        if not options or isinstance(exc, LasresError):
+            raise
+        shown = ", ".join(f"{k}={v!r}"[:60] for k, v in options.items())
+        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ArchitectureError(f"{spec.name}: bad option value(s) {shown} ({msg})") from None
     return ModelChoice(spec, depth, width, options, network)
 
 

@@ -6,7 +6,11 @@ from typing import Dict, Iterable, Optional
 from ..errors import LasresError
 
 __all__ = ["parse_options", "RECIPES", "PREPROCESSING_TEXT", "preprocessing_for",
-           "check_common_numbers", "check_backend"]
+           "check_common_numbers", "check_backend", "MAX_BATCH_SIZE"]
+
+#: Largest ``--batch-size`` accepted (the memory estimate of
+#: :func:`lasres.models.registry.estimate_memory` refuses what does not fit long before).
+MAX_BATCH_SIZE = 1 << 20
 
 #: What each preprocessing does, for the banners.
 PREPROCESSING_TEXT = {
@@ -68,7 +72,11 @@ def preprocessing_for(options: Optional[dict]) -> str:
 
 def check_common_numbers(args) -> None:
     """Raise :class:`LasresError` unless the numeric options the scripts
-    share (``--seed``, ``--limit``, ``--valid-fraction``) are in range."""
+    share (``--seed``, ``--limit``, ``--batch-size``, ``--valid-fraction``) are
+    in range."""
+    batch = getattr(args, "batch_size", None)
+    if batch is not None and not 1 <= batch <= MAX_BATCH_SIZE:
+        raise LasresError(f"--batch-size must be in 1..{MAX_BATCH_SIZE:,}, got {batch}")
     if not 0 <= args.seed < 2 ** 32:
         raise LasresError(f"--seed must be in 0..{2 ** 32 - 1}, got {args.seed}")
     if args.limit is not None and args.limit < 1:

@@ -72,7 +72,7 @@ def test_main(argv: Optional[List[str]] = None) -> int:
     t0 = time.perf_counter()
     predict_fn = compile_predict(network, args.backend)
     compile_s = time.perf_counter() - t0
-    batch = args.batch_size or 100
+    batch = 100 if args.batch_size is None else args.batch_size
     first = predict_fn(X_test[:batch])
     print(f"ready  | compiled in {compile_s:.1f}s; first prediction {time.time() - t_start:.1f}s "
           f"after the start")

@@ -17,7 +17,84 @@ from .options import (PREPROCESSING_TEXT, RECIPES, check_backend, check_common_n
 from .runner import start_time
 from .weight_search import auto_layout, load_network_weights, load_resume_checkpoint
 
-__all__ = ["train_parser", "train_main"]
+__all__ = ["train_parser", "train_main", "RESUME_SETTINGS", "check_resume_settings"]
+
+#: The settings ``--resume`` compares with what the checkpoint recorded:
+#: ``--resume-override`` name -> (the checkpoint's ``extra`` key, the flag).
+RESUME_SETTINGS = {
+    "seed": ("seed", "--seed"), "batch-size": ("batch_size", "--batch-size"),
+    "lr-schedule": ("schedule", "--lr-schedule"), "augment": ("augment", "--augment"),
+    "recipe": ("recipe", "--recipe"), "optimizer": ("optimizer", "--optimizer"),
+    "l2": ("l2", "--l2"), "momentum": ("momentum", "--momentum"),
+}
+
+
+def _shown(key, value):
+    if key == "schedule" and isinstance(value, list):
+        try:
+            return ",".join(f"{int(e)}:{float(r):g}" for e, r in value)
+        except (TypeError, ValueError):
+            pass
+    if key == "augment" and value is None:
+        return "none"
+    return str(value)[:60]
+
+
+def check_resume_settings(extra, current: dict, override=None, path="the checkpoint") -> list:
+    """Refuse to resume with other settings than the checkpoint recorded.
+
+    Parameters
+    ----------
+    extra : dict or None
+        The checkpoint's ``extra`` (what :func:`lasres.training.fit` wrote).
+    current : dict
+        This run's values, by ``extra`` key (``seed``, ``batch_size``,
+        ``schedule`` as ``[[epoch, rate], ...]``, ``augment``, ``recipe``...).
+    override : str, optional
+        ``--resume-override``: comma-separated names of :data:`RESUME_SETTINGS`
+        whose new values are accepted.
+    path : str
+        The checkpoint, for the message.
+
+    Returns
+    -------
+    list of str
+        The names overridden (that differed).
+
+    Raises
+    ------
+    LasresError
+        An unknown name in ``override``, or a setting that differs and is not
+        overridden (settings the checkpoint does not record are not compared).
+    """
+    names = [n.strip() for n in (override or "").split(",") if n.strip()]
+    unknown = [n for n in names if n.replace("_", "-") not in RESUME_SETTINGS]
+    if unknown:
+        raise LasresError(f"--resume-override: unknown setting(s) "
+                          f"{', '.join(n[:40] for n in unknown[:5])} (choose from "
+                          f"{', '.join(RESUME_SETTINGS)})")
+    allowed = {n.replace("_", "-") for n in names}
+    extra = extra if isinstance(extra, dict) else {}
+    differ, accepted = [], []
+    for name, (key, flag) in RESUME_SETTINGS.items():
+        if key not in extra or key not in current:
+            continue
+        theirs, ours = extra[key], current[key]
+        if isinstance(theirs, (int, float)) and isinstance(ours, (int, float)) \
+                and not isinstance(theirs, bool):
+            same = float(theirs) == float(ours)
+        else:
+            same = theirs == ours
+        if same:
+            continue
+        (accepted if name in allowed else differ).append(
+            (name, f"{flag} {_shown(key, theirs)}, not {_shown(key, ours)}"))
+    if differ:
+        raise LasresError(f"--resume: {path} was trained with "
+                          + "; ".join(d for _, d in differ)
+                          + f": give the same values, or --resume-override "
+                          f"{','.join(n for n, _ in differ)} to continue with the new ones")
+    return [n for n, _ in accepted]
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -45,6 +122,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="initialise from a weight file")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="resume from OUT/last.h5 (or the given checkpoint)")
+    p.add_argument("--resume-override", default=None, metavar="KEY[,KEY]",
+                   help="with --resume: continue with new values of these settings instead "
+                        f"of refusing them ({', '.join(RESUME_SETTINGS)})")
     p.add_argument("--out", default=None, help="run folder (default runs/TYPE_nN_kK)")
     p.add_argument("--download", action="store_true",
                    help="download the dataset (CIFAR-10 or MNIST) into --data when it is "
@@ -85,10 +165,10 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         distributed.initialize(dist)  # before anything touches a device
         if not distributed.is_primary():
             distributed.silence_stdout()  # process 0 reports for the run
-    batch_size = args.batch_size or 64
-    if batch_size < 1 or args.epochs < 1:
-        raise LasresError("--batch-size and --epochs must be positive")
-    check_common_numbers(args)
+    check_common_numbers(args)  # --batch-size 0 is refused, not read as the default
+    batch_size = 64 if args.batch_size is None else args.batch_size
+    if args.epochs < 1:
+        raise LasresError(f"--epochs must be positive, got {args.epochs}")
     schedule = parse_schedule(args.lr_schedule)
     t_start = time.time() if start_time() is None else start_time()
     from ..random import seed_everything
@@ -105,6 +185,12 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     if augment is None:
         from ..data import get_dataset
         augment = get_dataset(args.dataset).default_augment
+    fit_augment = None if augment == "none" or args.device_augment else augment
+    # recorded in the checkpoints, compared by --resume
+    settings = {"recipe": args.recipe, "optimizer": args.optimizer, "l2": args.l2,
+                "momentum": args.momentum}
+    if args.resume_override and not args.resume:
+        raise LasresError("--resume-override needs --resume")
     banner(spec, depth, width, network, backend, options)
     preprocessing = preprocessing_for(options)
     print(f"prep   | {PREPROCESSING_TEXT[preprocessing]}; recipe {args.recipe} "
@@ -122,6 +208,13 @@ def train_main(argv: Optional[List[str]] = None) -> int:
                     str(i) for i, f in enumerate(found) if not f) + " (--out must be on a "
                 "filesystem all processes share)"))
         ckpt = load_resume_checkpoint(network, resume_path, arch)
+        changed = check_resume_settings(ckpt.extra, dict(settings, seed=args.seed,
+                                                         batch_size=batch_size,
+                                                         schedule=[list(s) for s in schedule],
+                                                         augment=fit_augment),
+                                        args.resume_override, resume_path)
+        if changed:
+            print(f"resume | with new {', '.join(changed)} (--resume-override)")
         if (ckpt.epoch or 0) >= args.epochs:
             raise LasresError(f"{resume_path} is at epoch {ckpt.epoch}: nothing left to do for "
                               f"--epochs {args.epochs} (give more epochs to train further)")
@@ -171,9 +264,9 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     try:
         history = fit(trainer, data, epochs=args.epochs, out_dir=out, batch_size=batch_size,
                       schedule=schedule,
-                      augment=None if augment == "none" or args.device_augment else augment,
-                      seed=args.seed, arch=arch, history=history, start_epoch=start_epoch,
-                      plot=not args.no_plot, t_start=t_start)
+                      augment=fit_augment, seed=args.seed, arch=arch, history=history,
+                      start_epoch=start_epoch, plot=not args.no_plot, t_start=t_start,
+                      settings=settings)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: fit has said where to resume
         return interrupted_status(exc)
     best = os.path.join(out, "best.h5")

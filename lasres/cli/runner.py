@@ -9,7 +9,7 @@ from typing import Callable, List, Optional
 from ..errors import LasresError
 from ..interrupts import Terminated, interrupted_status, sigterm_as_interrupt
 
-__all__ = ["main_wrapper", "start_time"]
+__all__ = ["main_wrapper", "start_time", "one_line"]
 
 #: When the scripts started (set by them before their imports), so that the
 #: reported start-up times include importing PyTensor.
@@ -20,6 +20,20 @@ def start_time() -> Optional[float]:
     """The ``time.time()`` at which the running script started, or None
     (not started through :func:`main_wrapper` with a ``t0``)."""
     return _T0
+
+
+#: Longest ``error:`` line printed (a message quoting a file's content is cut).
+MAX_ERROR_CHARS = 1000
+
+
+def one_line(message) -> str:
+    """``message`` on one line (a library's message over several lines, as
+    libhdf5 writes a failed write, joined with spaces) of at most
+    :data:`MAX_ERROR_CHARS` characters."""
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS - 3] + "..."
+    return text
 
 
 @contextlib.contextmanager
@@ -55,12 +69,12 @@ def main_wrapper(fn: Callable[[Optional[List[str]]], int], argv: Optional[List[s
         with _quiet_warnings(), sigterm_as_interrupt():
             return fn(argv)
     except LasresError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print("terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
         return interrupted_status(exc)
     except OSError as exc:  # a full disk, a folder removed under us, permissions...
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"error: {one_line(f'{exc.strerror or exc}{where}')}", file=sys.stderr)
         return 2

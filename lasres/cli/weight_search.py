@@ -135,15 +135,18 @@ def pixel_mean_for(args, weights_path, ckpt) -> Tuple[Optional[np.ndarray], Opti
     (numpy.ndarray or None, str or None)
         ``(None, None)`` when there is none.
     """
-    from ..data import load_pixel_mean
+    from ..data import get_dataset, load_pixel_mean
+    from ..sizecheck import check_finite
+    shape = tuple(get_dataset(getattr(args, "dataset", "cifar10")).input_shape[1:])
     if args.pixel_mean:
-        return load_pixel_mean(args.pixel_mean), args.pixel_mean
+        return load_pixel_mean(args.pixel_mean, shape), args.pixel_mean
     if ckpt is not None and ckpt.pixel_mean is not None:
+        check_finite(ckpt.pixel_mean, f"{weights_path}: pixel mean")
         return np.asarray(ckpt.pixel_mean, np.float32), weights_path
     for cand in (os.path.join(os.path.dirname(os.path.abspath(weights_path)), "pixel_mean.npy"),
                  os.path.join(args.data, "pixel_mean.npy")):
-        if os.path.exists(cand):
-            return load_pixel_mean(cand), cand
+        if os.path.lexists(cand):  # (a FIFO or a dangling link is refused by the reader)
+            return load_pixel_mean(cand, shape), cand
     return None, None
 
 

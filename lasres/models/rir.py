@@ -200,7 +200,8 @@ def rir_family_builder(network_fn, name):
 
 #: The registry entries RiR and its plain-CNN baseline share.
 RIR_FAMILY = dict(total_depth=rir_depth, depth_formula="D = 2B+2", default_depth=18,
-                  default_width=3, check=check_depth, options=("block_layers",))
+                  default_width=3, check=check_depth, options=("block_layers",),
+                  channels=32)  # two streams of 16k (RiR), or 2 x 16k filters (its CNN)
 
 rir = register_model("rir", "ResNet in ResNet (Targ et al. 2016), residual + transient streams",
                      **RIR_FAMILY)(rir_family_builder(ResNet_in_ResNet, "rir"))

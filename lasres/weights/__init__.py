@@ -34,6 +34,7 @@ import numpy as np
 from ..errors import WeightFileError
 from ..keras_h5 import load_keras_h5, save_keras_h5
 from ..safepickle import ForbiddenPickleError, restricted_load
+from ..sizecheck import check_finite, short_repr
 from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, MAX_ARRAYS, MAX_EPOCH,
                          Checkpoint, checkpoint_arch, load_checkpoint, save_checkpoint)
 from .formats import detect_format
@@ -80,18 +81,30 @@ def load_weights_with_checkpoint(path, network=None, *, max_bytes: int | None = 
     ------
     WeightFileError
         As :func:`load_pklz` / :func:`load_checkpoint` /
-        :func:`lasres.keras_h5.load_keras_h5`.
+        :func:`lasres.keras_h5.load_keras_h5`, and for complex values or
+        values that are NaN or infinite (naming the array). A Keras file is
+        read under ``max_bytes`` too (default: the network's budget).
     """
     fmt = detect_format(path)
     if fmt == "keras":
         if network is None:
             raise WeightFileError(f"{os.fspath(path)}: is a Keras weight file: loading it needs "
                                   f"the network (load_weights(path, network=net))")
-        return load_keras_h5(path, network), None
+        return _finite(load_keras_h5(path, network, max_bytes=max_bytes), path), None
     if fmt == "hdf5":
         ckpt = load_checkpoint(path, max_bytes=max_bytes, expected_shapes=expected_shapes)
-        return ckpt.param_values, ckpt
-    return load_pklz(path, max_bytes=max_bytes, expected_shapes=expected_shapes), None
+        return _finite(ckpt.param_values, path, ckpt.param_names), ckpt
+    return _finite(load_pklz(path, max_bytes=max_bytes, expected_shapes=expected_shapes),
+                   path), None
+
+
+def _finite(values, path, names=None):
+    """``values``, after refusing complex arrays and NaN or infinite values
+    (naming the first such array)."""
+    for i, v in enumerate(values):
+        name = f" ({short_repr(names[i], 60)})" if names and i < len(names) else ""
+        check_finite(v, f"{os.fspath(path)}: array {i}{name}")
+    return values
 
 
 def load_weights(path, with_checkpoint: bool = False, network=None, *,

@@ -231,7 +231,40 @@ def save_checkpoint(path, param_values, *, arch=None, param_names=None, pixel_me
                 raise ValueError(f"history[{k!r}]: expected a list of floats")
     pm = None if pixel_mean is None else np.asarray(pixel_mean)
 
-    with atomic_path(check_target(path)) as tmp, h5py.File(tmp, "w") as f:
+    target = check_target(path)
+    try:
+        _write_checkpoint(target, vals, pnames, ostate, onames, arch_json, extra_json, epoch,
+                          pm, hist)
+    except (OSError, RuntimeError) as exc:  # a full disk: libhdf5's message, then its
+        raise _write_error(target, exc) from None  # failure to close (the previous file stays)
+
+
+def _write_error(path, exc) -> OSError:
+    """One :class:`OSError` line for a failed write of ``path``: libhdf5 reports
+    a full disk over two lines (``... time = ...\n, filename = ..., errno = 28,
+    error message = 'No space left on device', ...``), then fails to close."""
+    import errno as errnos
+    import re
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__context__
+    text = " ".join(str(e) for e in chain)
+    code = next((e.errno for e in chain if isinstance(e, OSError) and e.errno), None)
+    m = re.search(r"errno = (\d+), error message = '([^']*)'", text)
+    if m:
+        code, reason = int(m.group(1)), m.group(2)
+    elif code:
+        reason = os.strerror(code)
+    else:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return OSError(code or errnos.EIO, f"cannot write {path}: {reason}")
+
+
+def _write_checkpoint(path, vals, pnames, ostate, onames, arch_json, extra_json, epoch, pm,
+                      hist):
+    import h5py
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["lasres_format"] = CHECKPOINT_FORMAT
         f.attrs["lasres_format_version"] = CHECKPOINT_FORMAT_VERSION
         f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
