@@ -21,6 +21,7 @@ setup(
         "jax": ["jax"],
         "plot": ["matplotlib"],
         "onnx": ["onnx"],
-        "test": ["pytest", "Pillow", "matplotlib", "jax", "onnx", "onnxruntime"],
+        "torch": ["torch"],
+        "test": ["pytest", "Pillow", "matplotlib", "jax", "onnx", "onnxruntime", "torch"],
     },
 )
