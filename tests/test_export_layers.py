@@ -353,3 +353,47 @@ def test_docs_table_is_this_files_verdicts():
     for name, (_, onnx_verdict, torch_verdict) in CASES.items():
         assert rows[name][0].startswith(onnx_verdict), (name, rows[name])
         assert rows[name][1].startswith(torch_verdict), (name, rows[name])
+
+
+# --- scripts/export_torch.py -------------------------------------------------------------
+def run_script(*args, cwd=None):
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "export_torch.py"),
+                        *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_export_torch_script(legacy_dir, tmp_path):
+    """Legacy .pklz in, PyTorch out: the real Lasagne's probabilities; an
+    existing folder needs --force; mistakes are one 'error:' line."""
+    import json
+    from lasres.export.torch_codegen import load_module
+    io = np.load(legacy_dir / "normal_n1_k1_io.npz")
+    tol = json.loads((legacy_dir / "normal_n1_k1_tol.json").read_text())["tolerance"]["prob_abs"]
+    out = tmp_path / "net"
+    weights = legacy_dir / "normal_n1_k1.pklz"
+    rc, stdout, stderr = run_script("normal", 1, "--weights", weights, "--out", out, cwd=tmp_path)
+    assert rc == 0, stderr
+    assert "wrote" in stdout and sorted(os.listdir(out)) == ["model.py", "weights.pt"]
+    got, = torch_outputs(load_module(str(out)), [io["X"]])
+    np.testing.assert_allclose(got, io["prob_test"], rtol=0, atol=max(tol, 1e-5))
+    stamp = os.path.getmtime(out / "weights.pt")
+    rc, stdout, stderr = run_script("normal", 1, "--weights", weights, "--out", out, cwd=tmp_path)
+    assert rc == 2 and stderr.startswith("error: ") and "--force" in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert os.path.getmtime(out / "weights.pt") == stamp
+    rc, _, stderr = run_script("normal", 1, "--weights", weights, "--out", out, "--force",
+                               cwd=tmp_path)
+    assert rc == 0, stderr
+    rc, _, stderr = run_script("squeeze", 1, "--out", tmp_path / "x", cwd=tmp_path)
+    assert rc == 2 and "unknown model type 'squeeze'" in stderr and not (tmp_path / "x").exists()
+
+
+def test_lasres_does_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys, lasres, lasres.cli, lasres.export, lasres.models; "
+            "sys.exit(int('torch' in sys.modules))")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0

@@ -878,8 +878,9 @@ class _Codegen:
         out, = walker.run(sym, [y], values)
         result = em.expr(out)
         note = " (random or batch-dependent in training: evaluation only)" if stochastic else ""
-        doc = (f'    """{type(layer).__name__} {layer.name or ""!s}: its deterministic PyTensor '
-               f'graph, translated op by op{note}."""')
+        label = type(layer).__name__ + (f" {layer.name!r}" if layer.name else "")
+        doc = (f'    """{label}: its deterministic PyTensor graph, translated op by '
+               f'op{note}."""')
         src = [f"class {cls}(Translated):", doc]
         if stochastic:
             src.append("    stochastic = True")
@@ -888,7 +889,8 @@ class _Codegen:
         src += ["", f"    def forward(self, {', '.join(args)}):"]
         if stochastic:
             src.append("        self.check_mode()")
-        src.append(f"        dev = {args[0]}.device")
+        if any(re.search(r"\bdev\b", line) for line in lines):
+            src.append(f"        dev = {args[0]}.device")
         src += lines
         src.append(f"        return {result}")
         self.classes.append("\n".join(src))
