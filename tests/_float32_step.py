@@ -4,8 +4,10 @@
 or save every layer's training-mode output on a fixture's net and batch
 (``python _float32_step.py layers NAME OUT.npz``).
 
-Run by ``test_float32_precision.py`` in a fresh process per precision, since
-``floatX`` is fixed when lasres is imported (``PYTENSOR_FLAGS=floatX=...``).
+``test_float32_precision.py`` runs the ``layers`` mode, in a fresh process per
+precision, since ``floatX`` is fixed when lasres is imported
+(``PYTENSOR_FLAGS=floatX=...``); the loss modes are for checks by hand (the
+training steps are tested statistically in ``test_float32_statistics.py``).
 
 The network is the seed's bottleneck model as the legacy fixtures build it
 (``test_legacy_fixtures.seed_network``), with the fixtures' randomisation

@@ -19,36 +19,6 @@ from lasres import updates
 EPS32 = np.finfo(np.float32).eps
 
 
-def _avx2_only():
-    """True on an x86 CPU without AVX-512 (oneDNN then runs its AVX2 kernels)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return " avx2" in flags and " avx512f" not in flags
-
-
-#: The kink lottery on an AVX2 CPU (2026-12-06, the development machine now
-#: a 2-core AMD EPYC with AVX2 and no AVX-512, where oneDNN runs its AVX2
-#: kernels): on Lasagne's fixture net bottleneck_n1_k1 one batch-norm output of
-#: the last stage's first block is -9.5e-8 in float64 and +2.8e-7 in float32
-#: with oneDNN (that layer's float32 rms error 7.1e-7, the GEMM path's 6.9e-7),
-#: so one ReLU passes a gradient that float64 blocks: the step-1 gradients
-#: below it move by ~1e-3 relative and the step-2 loss lands 5.2e-7 off. The
-#: first loss of the randomised net n=1 (seed 0) lands one float32 ulp from
-#: the correctly rounded one (3.5e-7; the NumPy kernels 1.1e-7). Both are
-#: draws of the lottery described below, not a rounding defect: the
-#: well-posed checks (every layer's rounding against the GEMM path's, every
-#: ReLU disagreement within round-off of zero) are asserted on every CPU in
-#: test_forward_layers_on_lasagnes_net_round_as_gemm. On the AVX-512 machine
-#: of the earlier sessions these two tests passed (4.6e-8 / 4.0e-8 / 3.1e-8).
-ONEDNN_AVX2_DRIFT = pytest.mark.xfail(
-    _avx2_only(), strict=False,
-    reason="on an AVX2 CPU oneDNN's float32 draws a ReLU-kink flip on this net and "
-           "seed (see ONEDNN_AVX2_DRIFT)")
-
-
 def test_nesterov_velocity_is_not_rounded_to_the_parameter_scale():
     """The Nesterov velocity is ``momentum·v - lr·grad``: in float32 its error
     must be a few ulps of the velocity, not of the parameter. (Evaluating
@@ -102,71 +72,24 @@ def test_nesterov_velocity_is_not_rounded_to_the_parameter_scale():
 # seed 0 is this lottery (swapping oneDNN's forward pass for the NumPy one
 # gives the NumPy step-2 loss bit for bit, yet 5.3e-7 at step 3; the losses do
 # not change by a bit with the backward-weights fix below).
-# What *is* well posed, and asserted below: the forward pass (the first loss,
-# which no kink can move), the three-step run on the nets whose losses land
-# within the bound (Lasagne's own net for oneDNN, seed 0 for the NumPy
-# kernels), and -- the part where a defect was found and fixed -- the round-off
-# of every convolution pass on the real shapes of bottleneck nets n=1..3.
-
-#: Lasagne 0.2.dev1 / Theano 1.0.5, float32 vs float64, bottleneck n=1: the
-#: largest |loss32 - loss64| over the three legacy steps
-#: (../shared/fixtures/legacy/bottleneck_n1_k1_tol.json,
-#: "float32_vs_float64_spread" / "loss_abs").
-LASAGNE_N1_LOSS_SPREAD = 1.93e-7
+# What *is* well posed, and asserted below: the forward pass layer by layer on
+# Lasagne's own net, and -- the part where a defect was found and fixed -- the
+# round-off of every convolution pass on the real shapes of bottleneck nets
+# n=1..3. The training steps are judged statistically against the real Lasagne
+# in test_float32_statistics.py (issue 33), over 60 nets. It replaces the
+# single-draw checks that stood here and passed or failed with the CPU model
+# (AVX2 or AVX-512 kernels), some marked as expected failures on AVX2: three
+# steps on Lasagne's fixture net (oneDNN) and on seed 0 (NumPy kernels), a
+# draw of the lottery above; and the first loss of randomised nets n=1..3
+# within 1.93e-7 (Lasagne's three-step spread on its fixture), which is 0.8
+# float32 ulp of a loss of ~2.5: a bound below one ulp asks for correct
+# rounding of the whole forward pass, which neither kernel family nor Lasagne
+# gives (oneDNN's AVX2 kernels land n=1 one ulp off, 3.5e-7). Lasres's first
+# losses are compared with Lasagne's there, statistically, and the first loss
+# of Lasagne's fixture nets against the fixtures in test_legacy_fixtures.py.
 
 _HERE = pathlib.Path(__file__).resolve().parent
 _REPO = _HERE.parent
-
-
-def _losses(n, floatX, seed=0, kernels=None):
-    env = dict(os.environ)
-    if kernels:
-        env["LASRES_KERNELS"] = kernels
-    env["PYTENSOR_FLAGS"] = ",".join(f for f in (env.get("PYTENSOR_FLAGS", ""),
-                                                 f"floatX={floatX}") if f)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO), env.get("PYTHONPATH", "")) if p)
-    out = subprocess.run([sys.executable, str(_HERE / "_float32_step.py"), str(n), str(seed)],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["floatX"] == floatX
-    return np.array(result["losses"])
-
-
-@pytest.fixture(scope="module")
-def bottleneck_losses():
-    cache = {}
-
-    def get(n, kernels=None):
-        if (n, kernels) not in cache:
-            cache[n, kernels] = _losses(n, "float32", kernels=kernels), _losses(n, "float64")
-        return cache[n, kernels]
-    return get
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("n", [pytest.param(1, marks=ONEDNN_AVX2_DRIFT), 2, 3])
-def test_first_loss_float32_as_close_as_lasagne(bottleneck_losses, n):
-    """The forward pass: the first training loss of a randomised bottleneck net
-    in float32 is within Lasagne's own float32 spread of the float64 loss."""
-    l32, l64 = bottleneck_losses(n)
-    assert abs(l32[0] - l64[0]) <= LASAGNE_N1_LOSS_SPREAD, (l32[0], l64[0])
-
-
-@pytest.mark.slow
-@ONEDNN_AVX2_DRIFT
-def test_three_legacy_steps_on_lasagnes_net_float32_as_close_as_lasagne(monkeypatch):
-    """Three legacy steps on the net where the real Lasagne measured its own
-    float32-vs-float64 spread (the fixture ``bottleneck_n1_k1``: its
-    parameters, batch and rate), with the oneDNN kernels: every lasres
-    float32 loss within that spread of the float64 loss."""
-    from lasres.ops import kernels
-
-    monkeypatch.setenv("LASRES_KERNELS", "auto")
-    if kernels() != "onednn":
-        pytest.skip("oneDNN is not installed")
-    l32 = _losses("fixture", "float32", seed="bottleneck_n1_k1", kernels="onednn")
-    l64 = _losses("fixture", "float64", seed="bottleneck_n1_k1")
-    assert np.abs(l32 - l64).max() <= LASAGNE_N1_LOSS_SPREAD, (l32, l64)
 
 
 @pytest.fixture(scope="module")
@@ -216,17 +139,6 @@ def test_forward_layers_on_lasagnes_net_round_as_gemm(lasagne_net_layers):
             flips = (pre64 > 0) != (pre32 > 0)
             scale = np.sqrt(np.mean((pre32 - pre64) ** 2))
             assert np.all(np.abs(pre64[flips]) <= 4 * scale), (i, pre64[flips], scale)
-
-
-@pytest.mark.slow
-def test_three_legacy_steps_n1_float32_numpy_kernels(bottleneck_losses):
-    """Three legacy steps (CE + L2 + Nesterov + BN averages) on the randomised
-    bottleneck n=1 net (seed 0) with the NumPy kernels (im2col + GEMM,
-    Lasagne's algorithm): every loss within Lasagne's spread. (The oneDNN
-    kernels are compared on Lasagne's own net above and pass by pass below;
-    see the table above for why not here.)"""
-    l32, l64 = bottleneck_losses(1, "numpy")
-    assert np.abs(l32 - l64).max() <= LASAGNE_N1_LOSS_SPREAD, (l32, l64)
 
 
 # --- each convolution pass on the real shapes of bottleneck nets n=1..3 -------------

@@ -49,8 +49,8 @@ def _block(l, filters, stride, first, shortcut, bottleneck=False):
     return ElemwiseSumLayer([c, l])
 
 
-def seed_network(kind, n, k, input_var):
-    l_in = InputLayer(shape=(None, 3, 32, 32), input_var=input_var)
+def seed_network(kind, n, k, input_var, size=32):
+    l_in = InputLayer(shape=(None, 3, size, size), input_var=input_var)
     l = batch_norm(ConvLayer(l_in, num_filters=16, filter_size=(3, 3), stride=(1, 1),
                              nonlinearity=rectify, pad='same', W=he_norm))
     if kind == 'normal':
@@ -134,7 +134,21 @@ def test_forward_matches_lasagne(legacy_dir, name):
 
 @pytest.mark.parametrize("backend", ["c", "jax"])
 @pytest.mark.parametrize("name", FIXTURES)
-def test_three_training_steps_match_lasagne(legacy_dir, name, backend):
+def test_first_training_loss_matches_lasagne(legacy_dir, name, backend):
+    """The legacy training step on Lasagne's fixture net: its first loss (a
+    forward pass, which no ReLU kink can move) within the fixture's tolerance
+    of the loss the real Lasagne computed.
+
+    The losses of steps 2 and 3 and the parameters after step 3 are no
+    longer compared here, one fixture at a time: in float32 they are a draw
+    of the kink lottery (a batch-norm output within round-off of zero lands
+    on the other side of a ReLU, for lasres and for Lasagne alike), so a
+    single fixture passed or failed with the CPU model (issue 33: on an
+    AVX-512 Xeon two of the real Lasagne's three-step nets missed their
+    tolerance; on an AVX2 EPYC other float32 checks did).
+    test_float32_statistics.py judges them over 60 nets against the real
+    Lasagne's own float32, and its float64 against Lasagne's float64 to 1e-10.
+    """
     if backend == "jax":
         pytest.importorskip("jax")
     meta, tol, io, train = _load(legacy_dir, name)
@@ -148,10 +162,6 @@ def test_three_training_steps_match_lasagne(legacy_dir, name, backend):
     updates = lasres.updates.nesterov_momentum(loss, params, learning_rate=float(train["lr"]),
                                                momentum=0.9)
     step = pytensor.function([x, y], loss, updates=updates, mode=get_mode(backend))
-    losses = [float(step(io["X"], io["y"])) for _ in range(3)]
-    np.testing.assert_allclose(losses, train["losses"], rtol=0, atol=tol["loss_abs"])
-    all_params = get_all_params(net)
-    assert len(all_params) == meta["num_arrays"]
-    for i, p in enumerate(all_params):
-        _assert_rel(np.asarray(p.get_value()), train[f"p_{i}"], tol["param_rel"],
-                    f"parameter {i} ({p.name})")
+    first = float(step(io["X"], io["y"]))
+    np.testing.assert_allclose(first, train["losses"][0], rtol=0, atol=tol["loss_abs"])
+    assert len(get_all_params(net)) == meta["num_arrays"]
