@@ -263,6 +263,11 @@ def compare_main(argv: Optional[List[str]] = None) -> int:
     info = get_dataset(args.dataset)
     augment = args.augment or info.default_augment
     seed_everything(args.seed)  # initial weights follow --seed
+    from .models import get_spec
+    from .models.registry import check_model_size
+    for req in requests:  # what does not fit the machine is refused before anything is built
+        check_model_size(get_spec(req.type), req.depth, req.width, req.options,
+                         info.num_classes, info.input_shape, args.batch_size)
     for req in requests:  # every network is built (checked) before any training
         req.network = req.build(info.input_shape[1:], info.num_classes)
     if args.download:

@@ -106,11 +106,13 @@ def alarm(*a):
     raise TimeoutError('still building after 8 s')
 signal.signal(signal.SIGALRM, alarm)
 out = []
+from lasres.compare import compare_main
 for argv in ARGVS:
     t0 = time.perf_counter()
     signal.alarm(8)
     try:
-        rc = cli.main_wrapper(cli.train_main, argv)
+        main = compare_main if ':' in argv[0] else cli.train_main
+        rc = cli.main_wrapper(main, argv)
         out.append(dict(argv=argv, rc=rc, seconds=time.perf_counter() - t0))
     except BaseException as e:
         out.append(dict(argv=argv, rc=None, exc=type(e).__name__, msg=str(e)[:200]))
@@ -122,14 +124,16 @@ _report(cases=out)
 
 def test_architectures_larger_than_the_machine_are_refused_before_building(tmp_path):
     argvs = [[*args, "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "run")]
-             for args in (["normal", "1000000000"], ["normal", "100000"], ["wide", "1", "1000000"])]
+             for args in (["normal", "1000000000"], ["normal", "100000"], ["wide", "1", "1000000"],
+                          ["cnn:18:3", "normal:100000"])]  # (compare.py)
     rc, rep, err = run_limited(HUGE.replace("ARGVS", repr(argvs)), 2048 * MiB, timeout=120)
     assert rc == 0 and rep is not None, err[-3000:]
     lines = [ln for ln in err.splitlines() if ln.strip()]
     for case in rep["cases"]:
         assert case["rc"] == 2 and case["seconds"] < SECONDS, case
-    assert len(lines) == 3 and all(ln.startswith("error: ") for ln in lines), lines
-    for ln, name in zip(lines, ("normal 1000000000", "normal 100000", "wide 1 1000000")):
+    assert len(lines) == 4 and all(ln.startswith("error: ") for ln in lines), lines
+    for ln, name in zip(lines, ("normal 1000000000", "normal 100000", "wide 1 1000000",
+                                "normal 100000")):
         assert name in ln and "estimated" in ln and "memory" in ln, ln
         print(ln)
     assert not (tmp_path / "run").exists()
