@@ -397,3 +397,30 @@ def test_lasres_does_not_import_torch():
             "sys.exit(int('torch' in sys.modules))")
     env = dict(os.environ, PYTHONPATH=REPO)
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+def test_torch_dropout_and_noise_keep_lasagnes_semantics(tmp_path):
+    """Training mode: dropout zeroes with probability p and rescales the rest
+    by 1/(1-p), one mask value along shared_axes; Gaussian noise adds
+    N(0, sigma); evaluation mode: identity."""
+    x = L.InputLayer((None, 6, 5, 5), name="x")
+    net = L.ConcatLayer([L.DropoutLayer(x, p=0.25), L.dropout_channels(x, p=0.5),
+                         L.GaussianNoiseLayer(x, sigma=0.3)], axis=1)
+    module = to_torch(net, tmp_path / "torch")
+    X = torch.from_numpy(np.random.RandomState(0).rand(400, 6, 5, 5).astype("float32") + 1)
+    torch.manual_seed(0)
+    module.train()
+    with torch.no_grad():
+        y = module(X)
+    drop, chan, noise = y[:, :6], y[:, 6:12], y[:, 12:]
+    kept = drop != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.01
+    assert torch.allclose(drop[kept], X[kept] / 0.75)
+    per_channel = (chan != 0).float().mean(dim=(2, 3))
+    assert set(per_channel.unique().tolist()) <= {0.0, 1.0}  # whole channels
+    assert abs(per_channel.mean().item() - 0.5) < 0.05
+    assert torch.allclose(chan[chan != 0], X[chan != 0] / 0.5)
+    assert abs((noise - X).std().item() - 0.3) < 0.01
+    module.eval()
+    with torch.no_grad():
+        assert torch.equal(module(X), torch.cat([X, X, X], dim=1))

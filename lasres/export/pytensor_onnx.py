@@ -483,8 +483,11 @@ class OnnxEmitter:
     # --- lasres's convolution and pooling ops -----------------------------------------------
     def _filters(self, v, var, flip, n):
         """The filters (flipped over the spatial axes for a true convolution)."""
-        if isinstance(v, Const) or (not isinstance(v, str)):
-            raise Unsupported("constant filters")
+        if isinstance(v, Const):  # filters known at export time: flipped here
+            w = np.asarray(v.value, dtype=var.dtype)
+            if flip:
+                w = w[(slice(None), slice(None)) + (slice(None, None, -1),) * n]
+            return self.g.const(np.ascontiguousarray(w), self.base + ".W", dtype=w.dtype)
         if not flip:
             return v
         return self.node("Slice", [v, self.ints([-1] * n), self.ints([_INT64_MIN] * n),
