@@ -12,8 +12,7 @@ from ..interrupts import interrupted_status
 from .factory import make_trainer
 from .files import check_output_folder, make_output_folder
 from .network import add_model_arguments, banner, build_network
-from .options import (PREPROCESSING_TEXT, RECIPES, check_backend, check_common_numbers,
-                      preprocessing_for)
+from .options import RECIPES, check_backend, check_common_numbers
 from .runner import start_time
 from .weight_search import auto_layout, load_network_weights, load_resume_checkpoint
 
@@ -119,6 +118,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=("nesterov", "adam"), default="nesterov",
                    help="nesterov (legacy, with --momentum) or adam")
     p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--preprocess", default=None, metavar="SPEC",
+                   help="legacy (default), keras-seed (the default for layout=keras), recipes, "
+                        "or scale=1/255,mean=pixel-all[,std=...]; recorded in the checkpoints")
     p.add_argument("--weights", default=None, help="initialise from a weight file")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="resume from OUT/last.h5 (or the given checkpoint)")
@@ -177,7 +179,9 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         auto_layout(args)
     model = build_network(args)
     spec, depth, width, options, network = model
-    arch = model.arch(args.dataset)
+    from .weight_registry import training_preprocess
+    prep = training_preprocess(args.preprocess, options)  # recorded with the architecture
+    arch = dict(model.arch(args.dataset), preprocess=prep.to_dict())
     out = args.out or os.path.join("runs", f"{spec.name}_n{depth}_k{width}"
                                    + ("" if args.dataset == "cifar10" else f"_{args.dataset}"))
     check_output_folder(out)
@@ -192,8 +196,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     if args.resume_override and not args.resume:
         raise LasresError("--resume-override needs --resume")
     banner(spec, depth, width, network, backend, options)
-    preprocessing = preprocessing_for(options)
-    print(f"prep   | {PREPROCESSING_TEXT[preprocessing]}; recipe {args.recipe} "
+    print(f"prep   | {prep.describe()}; recipe {args.recipe} "
           f"({args.optimizer}, augmentation {augment})")
 
     # Everything that can be refused is checked before anything is created:
@@ -235,7 +238,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         data = prepare_dataset(args.dataset, args.data,
                                pixel_mean_path=mean_path if have_mean else None,
                                limit=args.limit, seed=args.seed,
-                               valid_fraction=args.valid_fraction, preprocessing=preprocessing)
+                               valid_fraction=args.valid_fraction, preprocessing=prep)
     if primary:
         make_output_folder(out)
         if not have_mean and data.pixel_mean is not None:

@@ -11,7 +11,8 @@ Legacy CIFAR-10 preprocessing (the seed's ``utils.py``)
     :func:`load_pixel_mean` (``pixel_mean.npy``), all bundled, for every
     dataset, in :func:`prepare_dataset` (:func:`prepare_cifar10` for
     CIFAR-10); :func:`scale255` is the RoR seed's Keras preprocessing
-    (``x / 255``, no mean).
+    (``x / 255``, no mean). Any preprocessing as data:
+    :class:`Preprocess` / :func:`parse_preprocess` (:mod:`lasres.data.preprocessing`).
 Augmentation
     :func:`iterate_minibatches`: pad 4, random 32x32 crop, random
     left-right flip, per batch (legacy) or per image.
@@ -28,6 +29,7 @@ from .datasets import (DATASETS, DatasetInfo, PreparedCifar10, PreparedDataset,
 from .download import (MNIST_SHA256, MNIST_URL, OFFICIAL_MD5, OFFICIAL_URL, download_cifar10,
                        download_mnist)
 from .mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, load_mnist, read_idx
+from .preprocessing import Preprocess, parse_preprocess
 
 __all__ = [
     "load_cifar10", "load_cifar100", "load_mnist", "load_fashion_mnist", "read_idx",
@@ -38,4 +40,5 @@ __all__ = [
     "download_cifar10", "OFFICIAL_URL", "OFFICIAL_MD5", "download_mnist", "MNIST_URL",
     "MNIST_SHA256", "download_dataset",
     "DATASETS", "DatasetInfo", "get_dataset", "load_raw", "prepare_dataset",
+    "Preprocess", "parse_preprocess",
 ]

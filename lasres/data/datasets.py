@@ -15,6 +15,7 @@ from .cifar import (CIFAR10_CLASSES, PREPROCESSINGS, compute_pixel_mean, legacy_
                     scale255)
 from .download import download_cifar10, download_mnist
 from .mnist import load_fashion_mnist, load_mnist
+from .preprocessing import Preprocess, as_preprocess, compute_mean, mean_cache_path
 
 __all__ = ["DatasetInfo", "DATASETS", "get_dataset", "load_raw", "download_dataset",
            "prepare_dataset", "prepare_cifar10", "PreparedDataset", "PreparedCifar10"]
@@ -111,6 +112,9 @@ class PreparedDataset:
     pixel_mean_computed : bool
         True if the mean was computed from ``X_train`` here, False if read
         from a file or given.
+    pixel_mean_file : str or None
+        For a ``pixel-all`` / ``channel`` mean: the file it was read from or
+        cached in, if any.
     """
 
     X_train: np.ndarray
@@ -122,6 +126,7 @@ class PreparedDataset:
     pixel_mean: Optional[np.ndarray]
     label_names: tuple = ()
     pixel_mean_computed: bool = True
+    pixel_mean_file: Optional[str] = None
 
 
 @dataclass
@@ -162,7 +167,7 @@ def prepare_dataset(name: str = "cifar10", data_dir="data", pixel_mean_path=None
                     limit: Union[None, int, Tuple[Optional[int], Optional[int]]] = None,
                     seed=0, valid_fraction: float = 0.1, preprocessing: str = "mean",
                     layout: str = "auto", pixel_mean=None,
-                    test_only: bool = False) -> PreparedDataset:
+                    test_only: bool = False, mean_cache=None) -> PreparedDataset:
     """Load a dataset and run the seed's pipeline on it.
 
     Parameters
@@ -185,10 +190,15 @@ def prepare_dataset(name: str = "cifar10", data_dir="data", pixel_mean_path=None
         Seed of the train/validation permutation.
     valid_fraction : float
         Fraction of the training images held out for validation (0.1).
-    preprocessing : {'mean', 'scale255'}
-        ``'scale255'``: the RoR seed's ``x / 255`` (:func:`scale255`) instead
-        of the mean subtraction; no mean is read or written (``pixel_mean``
-        is None).
+    preprocessing : {'mean', 'scale255'}, Preprocess, str or dict
+        ``'mean'`` (the ``legacy`` preset), ``'scale255'`` (the RoR seed's
+        ``x / 255``, :func:`scale255`, the ``keras-seed`` preset: no mean is
+        read or written, ``pixel_mean`` is None), or any
+        :class:`lasres.data.preprocessing.Preprocess` (a preset name,
+        ``--preprocess`` text or its dict). A ``pixel-all`` or ``channel``
+        mean is computed from all the training images (after ``limit``), the
+        way the weights' trainer did; ``pixel_mean_path`` and ``pixel_mean``
+        apply to every kind of mean.
     layout : {'auto', 'py', 'bin'}
         CIFAR-10 only: as for :func:`load_cifar10`.
     pixel_mean : array_like, optional
@@ -196,6 +206,10 @@ def prepare_dataset(name: str = "cifar10", data_dir="data", pixel_mean_path=None
     test_only : bool
         Preprocess only the test images (``X_train`` and ``X_valid`` are
         then empty); the split is still made when the mean must be computed.
+    mean_cache : str or os.PathLike, optional
+        A folder (e.g. the data folder) where a computed ``pixel-all`` or
+        ``channel`` mean is cached (:func:`lasres.data.preprocessing.mean_cache_path`)
+        and read back next time; a folder that cannot be written is skipped.
 
     Returns
     -------
@@ -209,8 +223,11 @@ def prepare_dataset(name: str = "cifar10", data_dir="data", pixel_mean_path=None
     ValueError
         Unknown ``preprocessing``, or a ``layout`` for another dataset than CIFAR-10.
     """
-    if preprocessing not in PREPROCESSINGS:
-        raise ValueError(f"preprocessing must be one of {PREPROCESSINGS}, got {preprocessing!r}")
+    try:
+        prep = as_preprocess(preprocessing)
+    except DataError:
+        raise ValueError(f"preprocessing must be one of {PREPROCESSINGS}, a Preprocess or a "
+                         f"--preprocess text, got {preprocessing!r}") from None
     info = get_dataset(name)
     if layout != "auto" and name != "cifar10":
         raise ValueError(f"layout={layout!r} is for CIFAR-10 only")
@@ -225,15 +242,50 @@ def prepare_dataset(name: str = "cifar10", data_dir="data", pixel_mean_path=None
     label_names = tuple(raw.label_names or ())
     mean_given = pixel_mean is not None or (pixel_mean_path is not None
                                             and os.path.exists(pixel_mean_path))
-    split = not test_only or (preprocessing == "mean" and not mean_given)
+    split = not test_only or (prep.mean == "pixel-split" and not mean_given)
     X_tr, y_tr, X_va, y_va = legacy_split(X, y, valid_fraction, seed) if split else (None,) * 4
-    mean, computed = None, False
-    if preprocessing == "mean":
+    mean, computed, mean_file = None, False, None
+    if prep.mean == "pixel-split":
         mean, computed = _mean_for(X_tr, pixel_mean, pixel_mean_path)
+        if prep.scale != 1.0 and computed:
+            mean = Preprocess(prep.scale, "none").apply(mean[None])[0]
+    elif prep.needs_mean:
+        mean, computed, mean_file = _whole_mean(prep, X, name, pixel_mean, pixel_mean_path,
+                                                mean_cache, limited=lt is not None)
     if test_only:
         X_tr, y_tr, X_va, y_va = X[:0], y[:0], X[:0], y[:0]
-    prep = scale255 if preprocessing == "scale255" else (lambda images: preprocess(images, mean))
-    return result(prep(X_tr), y_tr, prep(X_va), y_va, prep(Xt), yt, mean, label_names, computed)
+    if prep == Preprocess(1.0, "pixel-split"):
+        def apply(images):  # (the legacy path, unchanged)
+            return preprocess(images, mean)
+    elif prep == Preprocess(1 / 255, "none"):
+        apply = scale255
+    else:
+        def apply(images):
+            return prep.apply(images, mean)
+    return result(apply(X_tr), y_tr, apply(X_va), y_va, apply(Xt), yt, mean, label_names,
+                  computed, mean_file)
+
+
+def _whole_mean(prep, X, name, pixel_mean, pixel_mean_path, cache_dir, limited):
+    """``(mean, computed, file)`` of a ``pixel-all`` / ``channel`` preprocessing:
+    given, read from ``pixel_mean_path`` or the cache in ``cache_dir``, or
+    computed from all of ``X`` (then cached when ``cache_dir`` is writable)."""
+    if pixel_mean is not None:
+        return np.asarray(pixel_mean, dtype=np.float32), False, None
+    if pixel_mean_path is not None and os.path.exists(pixel_mean_path):
+        return (load_pixel_mean(pixel_mean_path, shape=np.shape(X)[1:]), False,
+                os.fspath(pixel_mean_path))
+    cached = (None if cache_dir is None or limited  # (a --limit run's mean is not cached)
+              else mean_cache_path(prep, cache_dir, name, len(X)))
+    if cached is not None and os.path.isfile(cached):
+        return load_pixel_mean(cached, shape=np.shape(X)[1:]), False, cached
+    mean = compute_mean(prep, X)
+    if cached is not None:
+        try:
+            save_pixel_mean(cached, mean)
+        except OSError:
+            cached = None  # a read-only data folder: computed again next time
+    return mean, True, cached
 
 
 def prepare_cifar10(data_dir="data", pixel_mean_path=None, limit=None, seed=0,

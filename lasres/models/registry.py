@@ -135,8 +135,15 @@ def register_model(name, title, total_depth, depth_formula, **spec):
     return deco
 
 
-def available():
-    """The registered type names, sorted."""
+def available(pretrained: bool = False):
+    """The registered type names, sorted; with ``pretrained=True``, the
+    registered weight files instead (:mod:`lasres.weights.registry`): a list
+    of :class:`~lasres.weights.registry.WeightEntry` (``.name``, ``.arch``,
+    ``.preprocess``, ``.published_error``, ``.measured_error``; ``print(e.summary())``
+    for one line each)."""
+    if pretrained:
+        from ..weights.registry import entries
+        return list(entries())
     return sorted(_REGISTRY)
 
 

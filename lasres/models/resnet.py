@@ -22,7 +22,10 @@ A *post-activation* unit (the paper's, the default) computes
 identity; across a stage change it is the paper's **option A**: a 2x2,
 stride-2 average pool followed by zero-padding of the channels (half of the
 new channels before, half after, as the seed's ``tf.pad``), so the shortcuts
-have no parameters.
+have no parameters. Option ``shortcut=subsample`` takes every second pixel
+instead of the average pool (``X[:, :, ::2, ::2]``, as the Lasagne Recipes'
+``Deep_Residual_Learning_CIFAR-10.py`` does: its published ResNet-32 and
+ResNet-56 weights need it).
 
 Option ``preact`` builds the seed's own variant, the pre-activation unit of
 He et al. 2016 (``conv(relu(bn(conv(relu(bn(x)))))) + shortcut(x)``): a bare
@@ -42,7 +45,7 @@ the softmax layer ``HeNormal()``, as the Lasagne seed does. Layers carry
 names (``stage2_unit1_conv2``, ``stage2_unit1_sum``, ...) so a unit's parts
 can be found again.
 """
-from ..layers import (BatchNormLayer, ElemwiseSumLayer, GlobalPoolLayer,
+from ..layers import (BatchNormLayer, ElemwiseSumLayer, ExpressionLayer, GlobalPoolLayer,
                       InputLayer, NonlinearityLayer, PadLayer, Pool2DLayer)
 from ..errors import ArchitectureError
 from ..nonlinearities import rectify
@@ -55,12 +58,17 @@ __all__ = ["ResNet_CIFAR", "identity_shortcut", "post_activation_unit",
 STAGE_FILTERS = (16, 32, 64)
 
 
-def identity_shortcut(l, num_filters, stride=1, name=None):
+SHORTCUTS = ("pool", "subsample")
+
+
+def identity_shortcut(l, num_filters, stride=1, name=None, mode="pool"):
     """The parameter-free shortcut of option A.
 
     Identity when nothing changes; otherwise a ``stride`` x ``stride``
-    average pool (when ``stride > 1``) and zero-padding of the channels up to
-    ``num_filters`` (half before, half after).
+    average pool (when ``stride > 1``; ``mode='subsample'``: every
+    ``stride``-th pixel, the Lasagne Recipes' ``X[:, :, ::2, ::2]``) and
+    zero-padding of the channels up to ``num_filters`` (half before, half
+    after).
 
     Parameters
     ----------
@@ -72,7 +80,12 @@ def identity_shortcut(l, num_filters, stride=1, name=None):
     name : str or None
         Prefix for the new layers' names.
     """
-    if stride > 1:
+    if stride > 1 and mode == "subsample":
+        def out_shape(s, k=stride):
+            return tuple(s[:2]) + tuple(None if d is None else -(-d // k) for d in s[2:])
+        l = ExpressionLayer(l, lambda X, k=stride: X[:, :, ::k, ::k], out_shape,
+                            name=name and name + "_subsample")
+    elif stride > 1:
         # odd sizes: keep the partial window, like the 'same' strided conv it mirrors
         odd = any(s is not None and s % stride for s in l.output_shape[2:])
         l = Pool2DLayer(l, pool_size=stride, stride=stride, ignore_border=not odd,
@@ -94,22 +107,25 @@ def _conv_bn(l, num_filters, stride=1, name=None):
     return BatchNormLayer(conv, name=name and name + "_bn")
 
 
-def post_activation_unit(l, num_filters, stride=1, shortcut=True, name=None):
+def post_activation_unit(l, num_filters, stride=1, shortcut=True, name=None,
+                         shortcut_mode="pool"):
     """He et al. 2015's unit: conv-BN-ReLU, conv-BN, add the shortcut, ReLU.
 
-    Without ``shortcut`` (the plain net) the addition is left out.
+    Without ``shortcut`` (the plain net) the addition is left out;
+    ``shortcut_mode`` is :func:`identity_shortcut`'s ``mode``.
     """
     residual = conv_bn_relu(l, num_filters, (3, 3), stride, name=name and name + "_conv1")
     residual = _conv_bn(residual, num_filters, name=name and name + "_conv2")
     if shortcut:
         residual = ElemwiseSumLayer(
-            [residual, identity_shortcut(l, num_filters, stride, name and name + "_shortcut")],
+            [residual, identity_shortcut(l, num_filters, stride, name and name + "_shortcut",
+                                         shortcut_mode)],
             name=name and name + "_sum")
     return NonlinearityLayer(residual, rectify, name=name and name + "_relu")
 
 
 def pre_activation_unit(l, num_filters, stride=1, shortcut=True, shortcut_from_preact=False,
-                        name=None):
+                        name=None, shortcut_mode="pool"):
     """The seed's unit (He et al. 2016): BN-ReLU, conv-BN-ReLU, conv, add.
 
     The shortcut leaves from the unit's input, or from its BN-ReLU output
@@ -124,12 +140,13 @@ def pre_activation_unit(l, num_filters, stride=1, shortcut=True, shortcut_from_p
         return residual
     source = preact if shortcut_from_preact else l
     return ElemwiseSumLayer(
-        [residual, identity_shortcut(source, num_filters, stride, name and name + "_shortcut")],
+        [residual, identity_shortcut(source, num_filters, stride, name and name + "_shortcut",
+                                     shortcut_mode)],
         name=name and name + "_sum")
 
 
 def ResNet_CIFAR(input_shape=(None, 3, 32, 32), input_var=None, n_classes=10, n=3,
-                 shortcuts=True, preact=False):
+                 shortcuts=True, preact=False, shortcut="pool"):
     """The CIFAR ResNet of 6n+2 layers (He et al. 2015, Section 4.2).
 
     Parameters
@@ -144,12 +161,18 @@ def ResNet_CIFAR(input_shape=(None, 3, 32, 32), input_var=None, n_classes=10, n=
         False removes every shortcut (the plain network).
     preact : bool
         Pre-activation units (the TensorFlow seed's variant).
+    shortcut : {'pool', 'subsample'}
+        How option A's shortcut halves the resolution: a 2x2 average pool
+        (the TensorFlow seed's) or every second pixel (the Lasagne Recipes').
 
     Returns
     -------
     DenseLayer
         The softmax output layer.
     """
+    if shortcut not in SHORTCUTS:
+        raise ArchitectureError(f"shortcut must be one of {', '.join(SHORTCUTS)}, got "
+                                f"{str(shortcut)[:40]!r}")
     l = InputLayer(shape=input_shape, input_var=input_var, name="input")
     if preact:
         l = ConvLayer(l, num_filters=16, filter_size=(3, 3), pad="same", W=he_norm, b=None,
@@ -162,9 +185,11 @@ def ResNet_CIFAR(input_shape=(None, 3, 32, 32), input_var=None, n_classes=10, n=
             name = f"stage{stage}_unit{unit}"
             if preact:
                 l = pre_activation_unit(l, num_filters, stride, shortcuts,
-                                        shortcut_from_preact=(stage == 1 and unit == 1), name=name)
+                                        shortcut_from_preact=(stage == 1 and unit == 1), name=name,
+                                        shortcut_mode=shortcut)
             else:
-                l = post_activation_unit(l, num_filters, stride, shortcuts, name=name)
+                l = post_activation_unit(l, num_filters, stride, shortcuts, name=name,
+                                         shortcut_mode=shortcut)
     if preact:
         l = NonlinearityLayer(BatchNormLayer(l, name="postnorm_bn"), rectify, name="postnorm")
     l = GlobalPoolLayer(l, name="pool")
@@ -178,9 +203,10 @@ def resnet_depth(n, k=1):
 
 def _builder(shortcuts):
     def build(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 32, 32),
-              preact=False):
+              preact=False, shortcut="pool"):
         return ResNet_CIFAR(input_shape=input_shape, input_var=input_var, n_classes=num_classes,
-                            n=depth, shortcuts=shortcuts, preact=bool(preact))
+                            n=depth, shortcuts=shortcuts, preact=bool(preact),
+                            shortcut=shortcut)
     build.__doc__ = ResNet_CIFAR.__doc__
     return build
 
@@ -189,5 +215,5 @@ for _name, _shortcuts, _title in (
         ("resnet", True, "CIFAR ResNet (He et al. 2015), identity shortcuts (option A)"),
         ("plain", False, "plain CIFAR net (He et al. 2015): the ResNet without shortcuts")):
     register_model(_name, _title, resnet_depth, "6n+2", default_depth=3, default_width=1,
-                   check=width_one(_name, "'wide' or 'ror-wrn'"), options=("preact",),
+                   check=width_one(_name, "'wide' or 'ror-wrn'"), options=("preact", "shortcut"),
                    hint=total_depth_hint(_name, "6n+2", resnet_depth, 20))(_builder(_shortcuts))

@@ -39,18 +39,20 @@ from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, MAX_ARRAY
                          Checkpoint, checkpoint_arch, load_checkpoint, save_checkpoint)
 from .formats import detect_format
 from .pklz import load_pklz, save_pklz, write_portable_pickle
+from . import registry
+from .registry import fetch, identify
 
 __all__ = [
     "load_pklz", "save_pklz", "load_weights", "load_weights_with_checkpoint",
     "save_checkpoint", "load_checkpoint", "checkpoint_arch", "Checkpoint", "CHECKPOINT_FORMAT",
     "CHECKPOINT_FORMAT_VERSION", "MAX_ARRAYS", "MAX_EPOCH", "detect_format",
     "restricted_load", "ForbiddenPickleError", "load_keras_h5", "save_keras_h5",
-    "write_portable_pickle",
+    "write_portable_pickle", "registry", "fetch", "identify",
 ]
 
 
 def load_weights_with_checkpoint(path, network=None, *, max_bytes: int | None = None,
-                                 expected_shapes=None
+                                 expected_shapes=None, arch: dict | None = None
                                  ) -> tuple[list[np.ndarray], Checkpoint | None]:
     """Load parameter values from any supported file, with the checkpoint they came in.
 
@@ -68,6 +70,13 @@ def load_weights_with_checkpoint(path, network=None, *, max_bytes: int | None = 
     expected_shapes : sequence of tuple, optional
         The shapes the parameter arrays must have; for HDF5 files they are
         checked before reading.
+    arch : dict, optional
+        The architecture asked for (``type``, ``depth``, ``width`` and
+        ``options``, or options flattened as in checkpoints): a file of the
+        weights registry (:mod:`lasres.weights.registry`, recognised by its
+        SHA-256 or git blob SHA-1) is refused for another network, naming
+        its own. :func:`identify` gives a file's registry entry, with its
+        preprocessing.
 
     Returns
     -------
@@ -83,8 +92,11 @@ def load_weights_with_checkpoint(path, network=None, *, max_bytes: int | None = 
         As :func:`load_pklz` / :func:`load_checkpoint` /
         :func:`lasres.keras_h5.load_keras_h5`, and for complex values or
         values that are NaN or infinite (naming the array). A Keras file is
-        read under ``max_bytes`` too (default: the network's budget).
+        read under ``max_bytes`` too (default: the network's budget). A
+        registered file asked for as another ``arch``.
     """
+    if arch is not None:  # a registered file (by content) must be asked for as its network
+        registry.check_arch(path, arch)
     fmt = detect_format(path)
     if fmt == "keras":
         if network is None:
@@ -108,7 +120,8 @@ def _finite(values, path, names=None):
 
 
 def load_weights(path, with_checkpoint: bool = False, network=None, *,
-                 max_bytes: int | None = None, expected_shapes=None) -> list[np.ndarray]:
+                 max_bytes: int | None = None, expected_shapes=None,
+                 arch: dict | None = None) -> list[np.ndarray]:
     """Load parameter values from any supported file, recognised by content.
 
     Parameters
@@ -130,7 +143,7 @@ def load_weights(path, with_checkpoint: bool = False, network=None, *,
         As :func:`load_weights_with_checkpoint`.
     """
     pair = load_weights_with_checkpoint(path, network, max_bytes=max_bytes,
-                                        expected_shapes=expected_shapes)
+                                        expected_shapes=expected_shapes, arch=arch)
     if with_checkpoint:
         warnings.warn("load_weights(..., with_checkpoint=True) is deprecated: use "
                       "load_weights_with_checkpoint(...)", DeprecationWarning, stacklevel=2)
