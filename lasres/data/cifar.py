@@ -103,12 +103,25 @@ def _check_file_size(path, what):
     return size
 
 
+#: What a data pickle may create beyond ``PICKLE_GROWTH`` times its own size
+#: (a CIFAR batch creates about twice its size: its bytes and the array).
+PICKLE_SLACK = 64 * 1024 ** 2
+PICKLE_GROWTH = 4
+
+
 def _read_pickle(path, what):
-    """Unpickle a CIFAR file safely; keys are returned as ``str``."""
-    _check_file_size(path, what)
+    """Unpickle a CIFAR file safely; keys are returned as ``str``.
+
+    The unpickler may create at most :data:`PICKLE_GROWTH` times the file's
+    size plus :data:`PICKLE_SLACK` (and never more than
+    :data:`lasres.sizecheck.MAX_DATA_BYTES`): a small file cannot amplify
+    itself into the data-file cap."""
+    size = _check_file_size(path, what)
+    created = min(MAX_DATA_BYTES, PICKLE_GROWTH * size + PICKLE_SLACK)
     try:
         with open_regular(path, what, DataError, missing=f"missing {what}") as f:
-            obj = restricted_load(f, encoding="bytes", max_bytes=MAX_DATA_BYTES)
+            obj = restricted_load(f, encoding="bytes", max_bytes=MAX_DATA_BYTES,
+                                  max_created=created)
     except ForbiddenPickleError as exc:
         raise DataError(f"{path}: refusing to load {what}: it references the forbidden object "
                         f"{exc.module}.{exc.name} (nothing was executed)") from None
@@ -117,7 +130,9 @@ def _read_pickle(path, what):
     except LasresError as exc:
         raise DataError(str(exc)) from None
     except PickleLimitError as exc:
-        raise DataError(f"{path}: {what}: {exc} (the cap for data files)") from None
+        raise DataError(f"{path}: {what}: {exc} ({PICKLE_GROWTH} times the file's size "
+                        f"plus {format_bytes(PICKLE_SLACK)}, at most "
+                        f"{format_bytes(MAX_DATA_BYTES)})") from None
     except Exception as exc:
         raise DataError(f"{path}: not a readable {what} (expected a pickled dict; "
                         f"{type(exc).__name__})") from None
