@@ -227,6 +227,9 @@ def test_train_records_the_preprocessing_and_test_model_uses_it(small_cifar, tmp
     ckpt = load_checkpoint(out / "best.h5")
     assert Preprocess.from_dict(ckpt.arch["preprocess"]) == Preprocess(1 / 255, "channel")
     assert ckpt.pixel_mean.shape == (3, 1, 1)
+    assert main_wrapper(cli.train_main, argv[:-1] + ["legacy", "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was trained with --preprocess scale=1/255,mean=channel" in err[0]
     assert main_wrapper(cli.test_main, ["resnet", "1", "--weights", str(out / "best.h5"),
                                         "--data", str(small_cifar), "--limit", "100"]) == 0
     text = capsys.readouterr().out

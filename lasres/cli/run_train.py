@@ -179,7 +179,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         auto_layout(args)
     model = build_network(args)
     spec, depth, width, options, network = model
-    from .weight_registry import training_preprocess
+    from .weight_registry import check_resume_preprocess, training_preprocess
     prep = training_preprocess(args.preprocess, options)  # recorded with the architecture
     arch = dict(model.arch(args.dataset), preprocess=prep.to_dict())
     out = args.out or os.path.join("runs", f"{spec.name}_n{depth}_k{width}"
@@ -211,6 +211,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
                     str(i) for i, f in enumerate(found) if not f) + " (--out must be on a "
                 "filesystem all processes share)"))
         ckpt = load_resume_checkpoint(network, resume_path, arch)
+        check_resume_preprocess(ckpt, prep, resume_path)
         changed = check_resume_settings(ckpt.extra, dict(settings, seed=args.seed,
                                                          batch_size=batch_size,
                                                          schedule=[list(s) for s in schedule],

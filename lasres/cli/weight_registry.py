@@ -7,7 +7,7 @@ from ..errors import LasresError
 
 __all__ = ["PreprocessChoice", "registered_entry", "check_registered_arch", "choose_preprocess",
            "format_weight_list", "cli_preprocess", "apply_registered_options",
-           "training_preprocess"]
+           "training_preprocess", "check_resume_preprocess"]
 
 
 class PreprocessChoice(NamedTuple):
@@ -115,6 +115,23 @@ def training_preprocess(text: Optional[str], options: Optional[dict]):
     recipe's (``keras-seed`` for ``layout=keras``, ``legacy`` otherwise)."""
     given = cli_preprocess(text)
     return given if given is not None else choose_preprocess(None, None, None, options)[0]
+
+
+def check_resume_preprocess(ckpt, prep, path) -> None:
+    """Refuse to resume a run recorded with another preprocessing than ``prep``
+    (its run folder's mean is that preprocessing's); checkpoints that record
+    none are not compared."""
+    from ..data.preprocessing import Preprocess
+    recorded = (ckpt.arch or {}).get("preprocess") if isinstance(ckpt.arch, dict) else None
+    if recorded is None:
+        return
+    try:
+        theirs = Preprocess.from_dict(recorded)
+    except LasresError as exc:
+        raise LasresError(f"{path}: the recorded preprocessing is unreadable ({exc})") from None
+    if theirs != prep:
+        raise LasresError(f"--resume: {path} was trained with --preprocess {theirs.spec}, not "
+                          f"{prep.spec}: give the same")
 
 
 def format_weight_list() -> str:
