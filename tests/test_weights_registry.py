@@ -269,3 +269,10 @@ def test_recipes_resnet32_gives_the_real_lasagnes_predictions(tmp_path, capsys):
     assert got.shape == ref.shape == (10000, 10)
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.999
     assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_test_model_finds_the_recipes_files_in_weights(tmp_path):
+    from lasres.cli import find_weights
+    (tmp_path / "cifar_model_n9.npz").write_bytes(b"x")
+    assert find_weights("resnet", 9, 1, search=(str(tmp_path),)) == \
+        str(tmp_path / "cifar_model_n9.npz")

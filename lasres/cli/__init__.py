@@ -17,6 +17,9 @@ One module per job:
     The positional arguments, the network they build, the banner.
 ``weight_search``
     Where the weights and the pixel mean are found, and loading them.
+``weight_registry``
+    What the weights registry and the checkpoints say about a weight file:
+    its preprocessing (and where that came from), its architecture.
 ``factory``
     The trainer of a run (:class:`~lasres.training.Trainer` or
     :class:`~lasres.jax_trainer.JaxTrainer`).

@@ -216,4 +216,7 @@ for _name, _shortcuts, _title in (
         ("plain", False, "plain CIFAR net (He et al. 2015): the ResNet without shortcuts")):
     register_model(_name, _title, resnet_depth, "6n+2", default_depth=3, default_width=1,
                    check=width_one(_name, "'wide' or 'ror-wrn'"), options=("preact", "shortcut"),
+                   # the Lasagne Recipes' published files (lasres.weights.registry)
+                   weights=({(5, 1): "cifar_model_n5.npz", (9, 1): "cifar_model_n9.npz"}
+                            if _shortcuts else {}),
                    hint=total_depth_hint(_name, "6n+2", resnet_depth, 20))(_builder(_shortcuts))
