@@ -424,3 +424,25 @@ def test_torch_dropout_and_noise_keep_lasagnes_semantics(tmp_path):
     module.eval()
     with torch.no_grad():
         assert torch.equal(module(X), torch.cat([X, X, X], dim=1))
+
+
+#: classes whose exported PyTorch forward is checked in training too: one
+#: legacy step through the layer under a softmax head (the runtime classes'
+#: own backward, and the translated graphs' autograd)
+TRAINED = ["BatchNormLayer", "Conv1DLayer", "Conv2DLayer", "Conv3DLayer", "DilatedConv2DLayer",
+           "TransposedConv2DLayer", "Pool2DLayer", "MaxPool2DLayer", "Pool3DLayer",
+           "LocalResponseNormalization2DLayer", "NINLayer", "Upscale2DLayer", "EmbeddingLayer",
+           "SpatialPyramidPoolingLayer", "ParametricRectifierLayer",
+           "ExpressionLayer", "InverseLayer", "StandardizationLayer", "FeatureWTALayer",
+           "CustomRecurrentLayer", "ScaleLayer"]
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_layer_class_training_step(name, tmp_path):
+    lasres.random.set_rng(np.random.RandomState(6))
+    body = CASES[name][0]()
+    net = L.DenseLayer(body, 3, nonlinearity=nl.softmax)
+    randomise(net, 6)
+    xs = sample(net, 4, 6)
+    y = np.array([0, 1, 2, 1], dtype="int32")
+    check_training_step(net, to_torch(net, tmp_path / "torch"), xs, y)
