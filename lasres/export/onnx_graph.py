@@ -7,9 +7,10 @@ layer's ``get_output_for(..., deterministic=True)``:
 =================================  ==================================================
 layer                              ONNX
 =================================  ==================================================
-InputLayer                         a graph input (batch axis dynamic, ``N``)
+InputLayer                         a graph input (batch axis dynamic, ``N``; its dtype)
 Conv2DLayer, Conv2DDNNLayer        ``Conv`` (W flipped when ``flip_filters``: ONNX
-                                   convolutions correlate), bias, nonlinearity
+                                   convolutions correlate; ``num_groups``), bias,
+                                   nonlinearity
 BatchNormLayer                     ``BatchNormalization`` (channel axis), else
                                    ``Sub``/``Mul``/``Add``; folded into the preceding
                                    convolution or dense layer with ``fold_bn``
@@ -24,12 +25,18 @@ PadLayer, SliceLayer               ``Pad``, ``Slice``/``Gather`` (the option-A s
 NonlinearityLayer, Bias, Scale     the nonlinearity, ``Add``, ``Mul``
 Flatten, Reshape, Dimshuffle       ``Flatten``/``Reshape``, ``Transpose``, ...
 DropoutLayer, GaussianNoiseLayer   nothing (identity, as when deterministic)
+InverseLayer                       the gradient graph of the inverted layer
+every other layer                  its PyTensor graph, op by op
 =================================  ==================================================
 
-Nonlinearities: every one of :mod:`lasres.nonlinearities`. A layer without
-a translation (an ``ExpressionLayer``, a subclass that overrides
-``get_output_for``, an unknown nonlinearity) raises :class:`ExportError`
-naming the layer.
+Every other layer -- an ``ExpressionLayer``, a subclass that overrides
+``get_output_for``, a nonlinearity outside :mod:`lasres.nonlinearities`,
+1D/3D/transposed/dilated convolutions, N-d pooling, LRN, upscaling,
+embedding, the recurrent layers (their ``Scan`` as an ONNX ``Loop``) -- is
+exported by translating its deterministic PyTensor graph op by op
+(:mod:`.pytensor_graph`, :mod:`.pytensor_onnx`); an op without a
+translation raises a one-line :class:`ExportError` naming the layer, its
+class and the op.
 
 Batch normalisation: Lasagne stores ``inv_std = 1/sqrt(var + epsilon)``;
 the exported ``BatchNormalization`` node gets ``var = 1/inv_std**2 - eps``
