@@ -128,7 +128,7 @@ CASES = {
     "DropoutLayer": (lambda: L.DropoutLayer(img(), p=0.3), "exported", "exported"),
     "GaussianNoiseLayer": (lambda: L.GaussianNoiseLayer(img()), "exported", "exported"),
     "BatchNormLayer": (lambda: L.BatchNormLayer(img(), axes=(0, 2)), "exported", "exported"),
-    "KerasBatchNormLayer": (lambda: L.KerasBatchNormLayer(img()), "exported", "eval only"),
+    "KerasBatchNormLayer": (lambda: L.KerasBatchNormLayer(img()), "exported", "exported"),
     "LocalResponseNormalization2DLayer": (lambda: L.LocalResponseNormalization2DLayer(
         img(6), alpha=0.1, n=3), "exported", "exported"),
     "StandardizationLayer": (lambda: L.StandardizationLayer(img()), "exported", "exported"),
@@ -429,7 +429,7 @@ def test_torch_dropout_and_noise_keep_lasagnes_semantics(tmp_path):
 #: classes whose exported PyTorch forward is checked in training too: one
 #: legacy step through the layer under a softmax head (the runtime classes'
 #: own backward, and the translated graphs' autograd)
-TRAINED = ["BatchNormLayer", "Conv1DLayer", "Conv2DLayer", "Conv3DLayer", "DilatedConv2DLayer",
+TRAINED = ["BatchNormLayer", "KerasBatchNormLayer", "Conv1DLayer", "Conv2DLayer", "Conv3DLayer", "DilatedConv2DLayer",
            "TransposedConv2DLayer", "Pool2DLayer", "MaxPool2DLayer", "Pool3DLayer",
            "LocalResponseNormalization2DLayer", "NINLayer", "Upscale2DLayer", "EmbeddingLayer",
            "SpatialPyramidPoolingLayer", "ParametricRectifierLayer",

@@ -779,6 +779,13 @@ class _Codegen:
             return (f"BatchNorm(shape={_lit(shape(layer.mean))}, axes={_lit(tuple(layer.axes))}, "
                     f"epsilon={_lit(float(layer.epsilon))}, alpha={_lit(float(layer.alpha))}, "
                     f"beta={layer.beta is not None}, gamma={layer.gamma is not None})"), pv
+        keras_bn = getattr(L, "KerasBatchNormLayer", None)
+        if keras_bn is not None and same(keras_bn, "get_output_for"):
+            pv = {"gamma": layer.gamma, "beta": layer.beta, "running_mean": layer.running_mean,
+                  "running_std": layer.running_std}
+            return (f"KerasBatchNorm(shape={_lit(shape(layer.running_mean))}, "
+                    f"axes={_lit(tuple(layer.axes))}, epsilon={_lit(float(layer.epsilon))}, "
+                    f"momentum={_lit(float(layer.momentum))})"), pv
         if same(L.Pool2DLayer, "get_output_for"):
             return (f"Pool2D(pool_size={_lit(tuple(layer.pool_size))}, "
                     f"stride={_lit(tuple(layer.stride))}, pad={_lit(tuple(layer.pad))}, "

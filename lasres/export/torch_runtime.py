@@ -206,6 +206,41 @@ class BatchNorm(nn.Module):
         return y if self.beta is None else y + self._bcast(self.beta, x.dim())
 
 
+class KerasBatchNorm(nn.Module):
+    """lasres.layers.KerasBatchNormLayer (Keras 1's BatchNormalization, mode 0):
+    ``running_std`` holds a variance; training normalises with the batch's
+    mean and biased variance, epsilon inside the root, and moves
+    ``running_mean`` and ``running_std`` (towards ``var + epsilon``, as Keras
+    1.2 on Theano did) by ``momentum``; evaluation uses the stored ones."""
+
+    def __init__(self, shape, axes, epsilon, momentum):
+        super().__init__()
+        self.axes, self.epsilon, self.momentum = tuple(axes), epsilon, momentum
+        self.gamma = nn.Parameter(torch.empty(shape))
+        self.beta = nn.Parameter(torch.empty(shape))
+        self.register_buffer("running_mean", torch.empty(shape))
+        self.register_buffer("running_std", torch.empty(shape))
+
+    def _bcast(self, p, ndim):
+        sizes = iter(p.shape)
+        return p.reshape([1 if d in self.axes else next(sizes) for d in range(ndim)])
+
+    def forward(self, x):
+        if self.training:
+            mean = x.mean(dim=self.axes)
+            var = x.var(dim=self.axes, unbiased=False)
+            inv_std = 1.0 / torch.sqrt(var + self.epsilon)
+            with torch.no_grad():
+                a = 1 - self.momentum
+                self.running_mean.mul_(self.momentum).add_(a * mean)
+                self.running_std.mul_(self.momentum).add_(a * (1.0 / inv_std ** 2))
+        else:
+            mean = self.running_mean
+            inv_std = 1.0 / torch.sqrt(self.running_std + self.epsilon)
+        y = (x - self._bcast(mean, x.dim())) * self._bcast(self.gamma * inv_std, x.dim())
+        return y + self._bcast(self.beta, x.dim())
+
+
 class Pool2D(nn.Module):
     """lasagne.layers.Pool2DLayer / MaxPool2DLayer (Theano's pooling)."""
 
