@@ -22,7 +22,7 @@ convolution pass's round-off (``test_float32_precision.py``).
 The references (``fixtures_stats/lasagne_refs.npz``, made by
 ``fixtures_stats/make_refs.py`` with Lasagne 0.2.dev1 on Theano 1.0.5): 20
 randomised nets per family -- ``normal`` n=1 and 2, ``bottleneck`` n=1 and
-2, ``wide`` k=2 with n=1 and 2, 10 seeds each, 8 images of 16x16 -- each run
+2, ``wide`` k=2 with n=1 and 2, 10 seeds each, 8 images of 8x8 -- each run
 for three legacy steps (mean cross-entropy + 1e-4 L2, Nesterov momentum 0.9
 at rate 0.01, BN running averages) in float64 and in float32 from the same
 float32 numbers (``fixtures_stats/_draws.py``).
