@@ -29,7 +29,7 @@ def randomise(net, seed):
             kind = (p.name or "").split(".")[-1]
             if v.dtype.kind != "f":
                 continue
-            if kind in ("gamma", "inv_std", "scales"):
+            if kind in ("gamma", "inv_std", "scales", "running_std"):
                 new = rng.uniform(0.8, 1.2, v.shape)
             elif kind in ("beta", "mean", "b") or v.ndim <= 1:
                 new = rng.normal(0, 0.1, v.shape)

@@ -446,3 +446,20 @@ def test_layer_class_training_step(name, tmp_path):
     xs = sample(net, 4, 6)
     y = np.array([0, 1, 2, 1], dtype="int32")
     check_training_step(net, to_torch(net, tmp_path / "torch"), xs, y)
+
+
+@pytest.mark.parametrize("type,depth,width,options", [
+    ("normal", 1, 1, {}), ("bottleneck", 1, 1, {}), ("wide", 1, 2, {}), ("resnet", 1, 1, {}),
+    ("resnet", 1, 1, {"preact": 1}), ("plain", 1, 1, {}), ("ror", 1, 1, {"dropout": 0.3}),
+    ("ror-wrn", 1, 2, {"dropout": 0.3}), ("rir", 8, 1, {}), ("cnn", 8, 1, {}),
+    ("ror", 1, 1, {"layout": "keras"})])
+def test_every_lasres_architecture_to_torch(type, depth, width, options, tmp_path):
+    """lasres's own architectures (ONNX: tests/test_export_onnx.py) in PyTorch."""
+    from lasres.models import build
+    lasres.random.set_rng(np.random.RandomState(0))
+    net = build(type, depth, width, **options)
+    randomise(net, 0)
+    xs = sample(net, 2, 0)
+    expected, = lasres_outputs([net], xs)
+    got, = torch_outputs(to_torch(net, tmp_path / "torch"), xs)
+    assert_close(got, expected, f"{type} {options}")
