@@ -3,7 +3,6 @@
 lasres in float64 reproduces the real Lasagne in float64 to ~1e-14
 (test_legacy_fixtures.py), so float64 lasres is the reference here.
 """
-import json
 import os
 import pathlib
 import subprocess
