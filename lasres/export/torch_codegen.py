@@ -65,9 +65,9 @@ def _lit(v):
     if isinstance(v, (np.floating, float)):
         f = float(v)
         if np.isinf(f):
-            return "math.inf" if f > 0 else "-math.inf"
+            return 'float("inf")' if f > 0 else '-float("inf")'
         if np.isnan(f):
-            return "math.nan"
+            return 'float("nan")'
         return repr(f)
     if isinstance(v, np.bool_):
         return repr(bool(v))

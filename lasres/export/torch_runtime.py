@@ -3,8 +3,6 @@
 source text for :mod:`.torch_codegen`; lasres never imports torch itself."""
 
 RUNTIME = r'''
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -91,7 +89,7 @@ def pool2d(x, ws, stride, pad, mode, ignore_border):
     end = [max(0, (o - 1) * s + w - n - p) for o, s, w, n, p in zip(out, stride, ws, sizes, pad)]
     widths = (pad[1], end[1], pad[0], end[0])
     if mode == "max":
-        return F.max_pool2d(F.pad(x, widths, value=-math.inf), ws, stride)
+        return F.max_pool2d(F.pad(x, widths, value=-float("inf")), ws, stride)
     sums = F.avg_pool2d(F.pad(x, widths), ws, stride, divisor_override=1)
     if mode == "sum":
         return sums
