@@ -429,7 +429,8 @@ def test_torch_dropout_and_noise_keep_lasagnes_semantics(tmp_path):
 #: classes whose exported PyTorch forward is checked in training too: one
 #: legacy step through the layer under a softmax head (the runtime classes'
 #: own backward, and the translated graphs' autograd)
-TRAINED = ["BatchNormLayer", "KerasBatchNormLayer", "Conv1DLayer", "Conv2DLayer", "Conv3DLayer", "DilatedConv2DLayer",
+TRAINED = ["BatchNormLayer", "KerasBatchNormLayer", "Conv1DLayer", "Conv2DLayer", "Conv3DLayer",
+           "DilatedConv2DLayer",
            "TransposedConv2DLayer", "Pool2DLayer", "MaxPool2DLayer", "Pool3DLayer",
            "LocalResponseNormalization2DLayer", "NINLayer", "Upscale2DLayer", "EmbeddingLayer",
            "SpatialPyramidPoolingLayer", "ParametricRectifierLayer",

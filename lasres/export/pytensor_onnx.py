@@ -12,7 +12,7 @@ and ``Scan`` (the recurrent layers) as an ONNX ``Loop``.
 """
 import numpy as np
 
-from .pytensor_graph import Const, Unsupported, Walker, op_name
+from .pytensor_graph import Const, Unsupported, Walker
 
 _INT64_MAX = np.iinfo(np.int64).max
 _INT64_MIN = np.iinfo(np.int64).min
@@ -678,7 +678,8 @@ def scan_to_loop(em, node, ins):
     onnx = em.g.onnx
     op = node.op
     info = op.info
-    if info.n_mit_mot or info.n_mit_sot or info.n_shared_outs or getattr(info, "n_untraced_sit_sot_outs", 0):
+    if info.n_mit_mot or info.n_mit_sot or info.n_shared_outs or \
+            getattr(info, "n_untraced_sit_sot_outs", 0):
         raise Unsupported("a scan with multi-tap or shared-variable states")
     if info.as_while:
         raise Unsupported("a scan with a stopping condition")
@@ -718,18 +719,13 @@ def scan_to_loop(em, node, ins):
     for iv, (var, v) in zip(in_non, non_seqs):
         values[iv] = v if isinstance(v, Const) else em.name(v, var.dtype)
     walker = Walker(sub, sub.param, lambda msg: Unsupported(msg))
-    try:
-        outs = walker.run(inner_in, inner_out, values)
-    except Unsupported:
-        raise
+    outs = walker.run(inner_in, inner_out, values)
     out_names = []
     for o, v in zip(inner_out, outs):
         nm = sub.name(v, o.dtype)
         out_names.append(sub.node("Identity", [nm]))
     cond_out = sub.node("Identity", [cond_in])
-    # sit_sot outputs are both carried and scanned; nit_sot outputs are scanned
-    sit_outs = out_names[n_nit:n_nit + n_sit] if False else out_names[:n_sit]
-    nit_outs = out_names[n_sit:n_sit + n_nit]
+    # sit_sot outputs are both carried and scanned, nit_sot outputs scanned;
     # PyTensor's inner outputs order: mit_mot, mit_sot, sit_sot, nit_sot
     sit_outs = out_names[:n_sit]
     nit_outs = out_names[n_sit:n_sit + n_nit]

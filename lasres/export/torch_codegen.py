@@ -118,10 +118,12 @@ class TorchEmitter:
               "Tanh": "torch.tanh", "Floor": "torch.floor", "Ceil": "torch.ceil",
               "Sin": "torch.sin", "Cos": "torch.cos", "Sign": "torch.sign", "Erf": "torch.erf",
               "Sigmoid": "torch.sigmoid", "Softplus": "F.softplus", "Log1p": "torch.log1p",
-              "Expm1": "torch.expm1", "Reciprocal": "torch.reciprocal", "Invert": "torch.logical_not",
-              "ScalarRectify": "torch.relu", "RoundHalfToEven": "torch.round", "IsNan": "torch.isnan",
-              "IsInf": "torch.isinf", "Cosh": "torch.cosh", "Sinh": "torch.sinh", "ArcTan": "torch.atan",
-              "Log2": "torch.log2", "Log10": "torch.log10", "Exp2": "torch.exp2", "Trunc": "torch.trunc"}
+              "Expm1": "torch.expm1", "Reciprocal": "torch.reciprocal",
+              "Invert": "torch.logical_not", "ScalarRectify": "torch.relu",
+              "RoundHalfToEven": "torch.round", "IsNan": "torch.isnan", "IsInf": "torch.isinf",
+              "Cosh": "torch.cosh", "Sinh": "torch.sinh", "ArcTan": "torch.atan",
+              "Log2": "torch.log2", "Log10": "torch.log10", "Exp2": "torch.exp2",
+              "Trunc": "torch.trunc"}
     _INFIX = {"Add": "+", "Mul": "*", "Sub": "-", "TrueDiv": "/", "IntDiv": "//", "EQ": "==",
               "NEQ": "!=", "LT": "<", "GT": ">", "LE": "<=", "GE": ">=", "Pow": "**", "Mod": "%"}
     _TENSOR_BIN = {"AND": "torch.logical_and", "OR": "torch.logical_or",
@@ -241,14 +243,15 @@ class TorchEmitter:
             return ins[0] if isinstance(ins[0], _Val) else self.assign(e[0])
         if kind == "Switch":
             cond = e[0] if in_dtypes[0] == "bool" else f"({e[0]}) != 0"
-            a = e[1] if isinstance(ins[1], _Val) else f"torch.tensor({e[1]}, dtype={td}, device=dev)"
-            b = e[2] if isinstance(ins[2], _Val) else f"torch.tensor({e[2]}, dtype={td}, device=dev)"
+            a = self._as_tensor(ins[1], e[1], out_dtype)
+            b = self._as_tensor(ins[2], e[2], out_dtype)
             return self.assign(f"torch.where({cond}, {a}, {b})")
         if kind == "Second":
-            b = e[1] if isinstance(ins[1], _Val) else f"torch.tensor({e[1]}, dtype={td}, device=dev)"
+            b = self._as_tensor(ins[1], e[1], out_dtype)
             return self.assign(f"torch.broadcast_to({b}, {e[0]}.shape)")
         if kind in self._UNARY:
-            return self.assign(f"{self._UNARY[kind]}({self._as_tensor(ins[0], e[0], in_dtypes[0])})")
+            x = self._as_tensor(ins[0], e[0], in_dtypes[0])
+            return self.assign(f"{self._UNARY[kind]}({x})")
         if kind == "Neg":
             return self.assign(f"-{e[0]}")
         if kind == "Sqr":
@@ -318,10 +321,8 @@ class TorchEmitter:
                 all(self.is_scalar(v) or (isinstance(v, _Val) and v.kind == "int") for v in ins):
             return self.assign(_lit_tuple([self.expr(v) for v in ins]), "seq", "shape")
         td = _TORCH_DTYPES[node.outputs[0].dtype]
-        return self.assign(f"torch.stack([torch.as_tensor({self.expr(v)}, dtype={td}) "
-                           f"for _ in [0]] if False else "
-                           f"[torch.as_tensor(v, dtype={td}, device=dev) for v in "
-                           f"{_lit_tuple([self.expr(v) for v in ins])}])")
+        parts = ", ".join(f"torch.as_tensor({self.expr(v)}, dtype={td}, device=dev)" for v in ins)
+        return self.assign(f"torch.stack([{parts}])")
 
     def op_Join(self, node, ins):
         if not isinstance(ins[0], Const):
@@ -487,9 +488,10 @@ class TorchEmitter:
         k = node.inputs[1].type.shape[2:]
         if None in k:
             raise Unsupported("filters of unknown size")
-        return self.assign(f"F.conv{op.n}d({self.expr(ins[0])}, {self._w(ins[1], op.filter_flip, op.n)}, "
-                           f"None, {_lit(tuple(op.stride))}, "
-                           f"{_lit(self._pad(op.pad, k, op.dilation))}, {_lit(tuple(op.dilation))})")
+        w = self._w(ins[1], op.filter_flip, op.n)
+        pad = _lit(self._pad(op.pad, k, op.dilation))
+        return self.assign(f"F.conv{op.n}d({self.expr(ins[0])}, {w}, None, "
+                           f"{_lit(tuple(op.stride))}, {pad}, {_lit(tuple(op.dilation))})")
 
     def _transposed(self, node, ins, n, dilation):
         op = node.op
@@ -519,7 +521,8 @@ class TorchEmitter:
         pads = self._pad(op.pad, target)
         x, gz = self.expr(ins[0]), self.expr(ins[1])
         y = self.assign(f"F.conv2d({x}.transpose(0, 1), {gz}.transpose(0, 1), None, 1, "
-                        f"{_lit(pads)}, {_lit(tuple(op.stride))})[:, :, :{target[0]}, :{target[1]}]")
+                        f"{_lit(pads)}, {_lit(tuple(op.stride))})"
+                        f"[:, :, :{target[0]}, :{target[1]}]")
         if op.filter_flip:
             y = self.assign(f"flip({y.expr}, 2)")
         return self.assign(f"{y.expr}.transpose(0, 1)")
@@ -581,8 +584,6 @@ def _key_src(key):
                 parts.append(f"{s(k.start)}:{s(k.stop)}:{s(k.step)}")
         else:
             parts.append(str(k))
-    if len(parts) == 1:
-        return parts[0] + ("," if ":" not in parts[0] and False else "")
     return ", ".join(parts)
 
 
@@ -689,9 +690,7 @@ def _layer_tags(layers):
     for layer in layers:
         for p in layer.get_params():
             if p not in tags:
-                t = set()
-                for lay in [layer]:
-                    t = set(lay.params.get(p, ()))
+                t = set(layer.params.get(p, ()))
                 if not t:  # a sub-layer's parameter (recurrent layers' gates)
                     t = {"trainable"} if p in layer.get_params(trainable=True) else set()
                     if p in layer.get_params(regularizable=True):
@@ -822,7 +821,8 @@ class _Codegen:
             return f"Flatten(outdim={layer.outdim})", pv
         if same(L.ReshapeLayer, "get_output_for") and all(
                 isinstance(s, (int, np.integer, list)) for s in layer.shape):
-            return f"Reshape({_lit([s if isinstance(s, list) else int(s) for s in layer.shape])})", pv
+            spec = [s if isinstance(s, list) else int(s) for s in layer.shape]
+            return f"Reshape({_lit(spec)})", pv
         if same(L.DimshuffleLayer, "get_output_for"):
             return f"Dimshuffle({_lit(tuple(layer.pattern))})", pv
         if same(L.SliceLayer, "get_output_for"):
@@ -918,7 +918,8 @@ class _Codegen:
                 self.shapes[layer] = tuple(layer.get_output_shape_for(
                     [self.shapes[i] for i in layer.input_layers]))
             else:
-                self.shapes[layer] = tuple(layer.get_output_shape_for(self.shapes[layer.input_layer]))
+                self.shapes[layer] = tuple(layer.get_output_shape_for(
+                    self.shapes[layer.input_layer]))
 
     def build(self):
         L = self.L
