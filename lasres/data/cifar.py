@@ -134,8 +134,9 @@ def _read_pickle(path, what):
                         f"plus {format_bytes(PICKLE_SLACK)}, at most "
                         f"{format_bytes(MAX_DATA_BYTES)})") from None
     except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise DataError(f"{path}: not a readable {what} (expected a pickled dict; "
-                        f"{type(exc).__name__})") from None
+                        f"{type(exc).__name__}{': ' + detail if detail else ''})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected {what} to be a pickled dict, found "
                         f"{type(obj).__name__}")

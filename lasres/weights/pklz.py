@@ -138,6 +138,7 @@ def _check_zip_directory(path, budget):
     struct reads only, before :mod:`zipfile` makes an object of each: a
     directory of millions of entries is refused without parsing it."""
     cap = _zip_member_cap(budget)
+    why = f" ({budget.reason})" if budget.reason else ""
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         size = f.tell()
@@ -162,24 +163,28 @@ def _check_zip_directory(path, budget):
         if declared > cap:
             raise WeightFileError(f"{path}: refusing to load: the .npz directory declares "
                                   f"{declared:,} members, more than the {cap:,} allowed for "
-                                  f"this file ({budget.reason or 'the cap for weight files'})")
+                                  f"this file{why}")
         if cd_size > MAX_ZIP_DIRECTORY:
             raise WeightFileError(f"{path}: refusing to load: the .npz directory takes "
                                   f"{format_bytes(cd_size)}, more than "
                                   f"{format_bytes(MAX_ZIP_DIRECTORY)}")
-        # zipfile reads the directory from (end record - cd_size), whatever it declares
+        # zipfile reads the directory from (end record - cd_size), whatever it
+        # declares; it is walked here entry by entry, never held whole
         f.seek(max(cd_end - cd_size, 0))
-        cd = f.read(cd_size)
-    count, pos = 0, 0
-    while pos + _CD_ENTRY.size <= len(cd) and cd[pos:pos + 4] == b"PK\x01\x02":
-        fields = _CD_ENTRY.unpack_from(cd, pos)
-        pos += _CD_ENTRY.size + fields[10] + fields[11] + fields[12]
-        count += 1
-        if count > cap:
-            raise WeightFileError(f"{path}: refusing to load: the .npz directory holds more "
-                                  f"than {cap:,} members ({len(cd):,} bytes of directory), "
-                                  f"more than allowed for this file "
-                                  f"({budget.reason or 'the cap for weight files'})")
+        count, left = 0, cd_size
+        while left >= _CD_ENTRY.size:
+            head = f.read(_CD_ENTRY.size)
+            if len(head) < _CD_ENTRY.size or head[:4] != b"PK\x01\x02":
+                break
+            fields = _CD_ENTRY.unpack(head)
+            skip = fields[10] + fields[11] + fields[12]
+            f.seek(skip, os.SEEK_CUR)
+            left -= _CD_ENTRY.size + skip
+            count += 1
+            if count > cap:
+                raise WeightFileError(f"{path}: refusing to load: the .npz directory holds "
+                                      f"more than the {cap:,} members allowed for this file "
+                                      f"({cd_size:,} bytes of directory){why}")
 
 
 def _load_npz(path, budget=None) -> list[np.ndarray]:
