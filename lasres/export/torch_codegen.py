@@ -568,6 +568,22 @@ class TorchEmitter:
         return _scan_loop(self, node, ins)
 
 
+def _drop_unused(lines, result):
+    """The lines without the assignments whose names nothing reads (sizes
+    that the static shapes made constant downstream)."""
+    assign = re.compile(r"^\s*([A-Za-z_]\w*) = ")
+    while True:
+        text = "\n".join(lines) + "\n" + result
+        counts = {}
+        for w in re.findall(r"[A-Za-z_]\w*", text):
+            counts[w] = counts.get(w, 0) + 1
+        keep = [line for line in lines
+                if not (assign.match(line) and counts[assign.match(line).group(1)] == 1)]
+        if len(keep) == len(lines):
+            return lines
+        lines = keep
+
+
 class _Raw(str):
     """Source text standing for an int in an index key."""
 
@@ -884,6 +900,7 @@ class _Codegen:
         values = {s: _Val(a) for s, a in zip(sym, args)}
         out, = walker.run(sym, [y], values)
         result = em.expr(out)
+        lines = _drop_unused(lines, result)
         note = " (random or batch-dependent in training: evaluation only)" if stochastic else ""
         label = type(layer).__name__ + (f" {layer.name!r}" if layer.name else "")
         doc = (f'    """{label}: its deterministic PyTensor graph, translated op by '
