@@ -184,3 +184,36 @@ def test_conv_geometry_of_dropped_rows():
     oh, ow, pl, pr = onednn_program.conv_geometry(8, 8, 3, 3, (2, 2), (0, 0, 0))
     assert (oh, ow, pl, pr) == (3, 3, (0, 0), (-1, -1))
     assert onednn_program.conv_geometry(5, 5, 3, 3, (1, 1), (0, 0, 2))[:2] == (7, 7)
+
+
+@pytest.mark.parametrize("sx, sw", [((8, 128, 2, 2), (128, 128, 3, 3)),
+                                    ((16, 64, 8, 8), (64, 64, 3, 3)),
+                                    ((16, 16, 32, 32), (16, 16, 3, 3))])
+def test_fused_convolution_rounds_as_a_gemm(monkeypatch, sx, sw):
+    """Lasagne's float32 convolutions were GEMMs; the fused forward pass may
+    not round worse (oneDNN's brgemm kernels, which its inference kind picks
+    on AVX-512 and AVX2, did: 1.4-1.9x on many-channel layers)."""
+    from lasres.ops.conv import conv2d
+    rng = np.random.RandomState(11)
+    errs = {"gemm": [], "fused": [], "op": []}
+    for _ in range(3):
+        x = np.maximum(rng.randn(*sx), 0)
+        w = rng.randn(*sw) * np.sqrt(2.0 / (sw[1] * 9))
+        x64 = pt.dtensor4()
+        truth = pytensor.function([x64], conv2d(x64, pytensor.shared(w), pad=(1, 1),
+                                                filter_flip=False))(x)
+        for name, kern in (("gemm", "numpy"), ("fused", None), ("op", None)):
+            monkeypatch.setattr(onednn, "_override", kern)
+            if name == "op":
+                monkeypatch.setenv(fused_infer.FUSE_ENV, "0")
+            xv = pt.tensor4()
+            fn = pytensor.function([xv], conv2d(xv, pytensor.shared(w.astype("float32")),
+                                                pad=(1, 1), filter_flip=False))
+            assert bool(_fused_nodes(fn)) == (name == "fused")
+            y = fn(x.astype("float32"))
+            errs[name].append(np.sqrt(np.mean((y - truth) ** 2)))
+        monkeypatch.delenv(fused_infer.FUSE_ENV)
+    # as the training graphs' oneDNN convolution, and within the bound the
+    # per-pass test sets for it (tests/test_float32_precision.py)
+    assert np.mean(errs["fused"]) <= 1.05 * np.mean(errs["op"]), errs
+    assert np.mean(errs["fused"]) <= 1.5 * np.mean(errs["gemm"]), errs

@@ -42,6 +42,13 @@ _CPU, _STREAM_DEFAULT = 1, 1
 _SCRATCHPAD_USER = 1
 _FPMATH_STRICT = 0
 _FORWARD_INFERENCE = 96
+_FORWARD_TRAINING = 64
+#: The convolutions' propagation kind. oneDNN's inference kind may pick the
+#: brgemm kernels, which sum a 3x3 convolution's C*9 products per output in
+#: one float32 chain: 1.4-1.9x the GEMM's round-off on many-channel layers
+#: (benchmarks/RESULTS.md, 2026-12-07); the training kind's direct kernels
+#: round as the training graph's convolutions do (0.76-0.81x the GEMM's).
+_CONV_PROP = _FORWARD_TRAINING
 _CONV_DIRECT = 1
 _RELU = 0x20
 _BIN_ADD, _BIN_MUL, _BIN_SUB = 0x1fff0, 0x1fff1, 0x1fff5
@@ -453,11 +460,23 @@ class _Plan:
             arr[i].arg, arr[i].memory = a, m
         (self.exec if into is None else into).append([prim, arr, len(args)])
 
-    def _per_channel(self, c):
-        """A plain ``(1, C, 1, 1)`` buffer and its memory (for per-channel post-ops)."""
-        md = self.o.md((1, c, 1, 1), _TAG_ABCD)
-        buf = self._keep(_aligned(4 * c))
-        return md, buf, self.o.mem(md, buf)
+    def _per_channel(self, c, tag=_TAG_ABCD):
+        """A ``(1, C, 1, 1)`` vector (its first C floats; a blocked ``tag`` pads
+        C with zeros) and its memory, for per-channel operands."""
+        md = self.o.md((1, c, 1, 1), tag)
+        buf = self._keep(_aligned(self.o.lib.dnnl_memory_desc_get_size(md)))
+        buf[...] = 0
+        return md, buf[:c], self.o.mem(md, buf)
+
+    def _tag_of(self, val):
+        """The activation layout tag of ``val`` when it is the canonical one
+        (the per-channel operands then take it too: oneDNN's jit binary
+        kernels want matching layouts), else plain."""
+        canon = self._canonical(val.shape[0])
+        if canon is not None and self.o.lib.dnnl_memory_desc_equal(
+                val.md, self.o.md(val.shape, canon)):
+            return canon
+        return _TAG_ABCD
 
     def _build(self, prog, in_shapes, param_shapes):
         lib, eng, o = self.o.lib, _Engine.get(), self.o
@@ -594,7 +613,7 @@ class _Plan:
         lib, eng = _lib(), _Engine.get()
         pd = _VP()
         st = lib.dnnl_convolution_forward_primitive_desc_create(
-            ctypes.byref(pd), eng.engine, _FORWARD_INFERENCE, _CONV_DIRECT, src, wts, bias, dst,
+            ctypes.byref(pd), eng.engine, _CONV_PROP, _CONV_DIRECT, src, wts, bias, dst,
             _Dims(*stride), _Dims(0, 0), _Dims(*pl), _Dims(*pr), attr)
         if st != 0:
             return None
@@ -651,10 +670,10 @@ class _Plan:
                 "sum descriptor")
             args = [(_ARG_SRC, src.mem), (_ARG_SRC_1, other)]
         elif s.kind == "bn":   # ((x - mean) * (gamma * inv_std)) + beta, as BatchNormInfer
-            c = src.shape[1]
-            pmd, mean, mean_mem = self._per_channel(c)
-            _, scale, scale_mem = self._per_channel(c)
-            _, shift, shift_mem = self._per_channel(c)
+            c, tag = src.shape[1], self._tag_of(src)
+            pmd, mean, mean_mem = self._per_channel(c, tag)
+            _, scale, scale_mem = self._per_channel(c, tag)
+            _, shift, shift_mem = self._per_channel(c, tag)
             _check(lib.dnnl_post_ops_append_binary(post, _BIN_MUL, pmd), "scale post-op")
             _check(lib.dnnl_post_ops_append_binary(post, _BIN_ADD, pmd), "shift post-op")
             if s.relu:
