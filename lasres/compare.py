@@ -7,8 +7,10 @@
 
 Every model is given the same budget: the same data (one split, one pixel
 mean), the same epochs, learning-rate schedule, batch size, augmentation and
-seed. Each run is trained with :class:`lasres.training.Trainer` and
-:func:`lasres.training.fit` in its own folder ``OUT/TYPE_nDEPTH_kWIDTH``
+seed; each network's images are preprocessed as ``train_nn.py`` does it
+(:func:`lasres.recipes.recipe_for_layout`: ``x / 255`` for ``layout=keras``,
+the legacy mean subtraction otherwise). Each run is trained with
+:class:`lasres.training.Trainer` and :func:`lasres.training.fit` in its own folder ``OUT/TYPE_nDEPTH_kWIDTH``
 (checkpoints and history); at the end a table is printed and
 ``OUT/compare.png`` (training loss and validation error of all runs) and
 ``OUT/compare.json`` (every run's arguments, size and history) are written.
@@ -31,6 +33,7 @@ import warnings
 from typing import Callable, List, Optional, Tuple
 
 from .errors import LasresError
+from .recipes import LEGACY, LEGACY_SCHEDULE, recipe_for_layout
 
 __all__ = ["ModelRequest", "parse_model", "compare_parser", "compare_main", "run_comparison"]
 
@@ -118,15 +121,15 @@ def compare_parser():
     add_dataset_argument(p)
     p.add_argument("--out", default=os.path.join("runs", "compare"),
                    help="output folder (default runs/compare)")
-    p.add_argument("--lr-schedule", default="legacy",
+    p.add_argument("--lr-schedule", default=LEGACY.lr_schedule,
                    help="'legacy', a constant rate, or EPOCH:RATE,... e.g. 0:0.1,30:0.01")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--l2", type=float, default=1e-4)
-    p.add_argument("--augment", choices=("batch", "image", "none"), default=None,
+    p.add_argument("--batch-size", type=int, default=LEGACY.batch_size)
+    p.add_argument("--momentum", type=float, default=LEGACY.momentum)
+    p.add_argument("--l2", type=float, default=LEGACY.l2)
+    p.add_argument("--augment", choices=("batch", "image", "none"), default=LEGACY.augment,
                    help="legacy crop+flip per batch or per image, or none (default: the "
                         "dataset's: batch for CIFAR, none for the MNISTs)")
-    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--valid-fraction", type=float, default=LEGACY.valid_fraction)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default=None, help="c (CPU, default), jax, numba, py")
     p.add_argument("--title", default=None, help="title of the plot")
@@ -157,8 +160,9 @@ def format_table(results):
 
 
 def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: str,
-                   batch_size: int = 64, schedule=None, augment: Optional[str] = "batch",
-                   seed: int = 0, l2: float = 1e-4, momentum: float = 0.9,
+                   batch_size: int = LEGACY.batch_size, schedule=None,
+                   augment: Optional[str] = "batch", seed: int = 0, l2: float = LEGACY.l2,
+                   momentum: float = LEGACY.momentum,
                    backend: Optional[str] = None, log: Callable = print,
                    progress: bool = True, dataset: str = "cifar10",
                    resume: bool = False) -> Tuple[List[dict], dict]:
@@ -168,6 +172,9 @@ def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: 
     it (weights, optimizer state, random streams and history, as
     ``train_nn.py --resume``), and a run already at ``epochs`` is not
     trained again: a comparison too long for one sitting is run in pieces.
+    A request
+    with a ``data`` attribute (its own preprocessing, see :func:`compare_main`)
+    trains on that instead of ``data``.
 
     Returns
     -------
@@ -180,17 +187,18 @@ def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: 
     from .layers import count_params
     from .models import get_spec
     from .evaluation import loss_and_accuracy
-    from .training import (LEGACY_SCHEDULE, Trainer, fit, predict_in_batches,
-                           restore_training_state)
+    from .training import Trainer, fit, predict_in_batches, restore_training_state
 
     schedule = schedule or LEGACY_SCHEDULE
     results, histories = [], {}
     for i, req in enumerate(requests, start=1):
         label = req.label if req.label not in histories else f"{req.label}#{i}"
+        req_data = data if getattr(req, "data", None) is None else req.data
+        req.data = None  # nor the data
         spec = get_spec(req.type)
         log(f"\n=== [{i}/{len(requests)}] {label} ===")
         network = getattr(req, "network", None) or req.build(
-            tuple(data.X_train.shape[1:]), len(getattr(data, "label_names", ())) or 10)
+            tuple(req_data.X_train.shape[1:]), len(getattr(req_data, "label_names", ())) or 10)
         req.network = None  # the request does not keep the trained net alive
         banner(spec, req.depth, req.width, network, backend, req.options, log=log)
         t0 = time.time()
@@ -211,13 +219,14 @@ def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: 
             earlier = float(sum(history.seconds))
             log(f"resume | {last}: {start_epoch} of {epochs} epochs done")
         if start_epoch < epochs:
-            history = fit(trainer, data, epochs=epochs, out_dir=run_dir, batch_size=batch_size,
+            history = fit(trainer, req_data, epochs=epochs, out_dir=run_dir,
+                          batch_size=batch_size,
                           schedule=schedule, augment=augment, seed=seed, arch=arch, plot=False,
                           progress=progress, log=log, history=history, start_epoch=start_epoch)
         test_acc = None
-        if len(getattr(data, "X_test", ())):
-            _, test_acc = loss_and_accuracy(predict_in_batches(trainer.predict_fn, data.X_test),
-                                            data.y_test)
+        if len(getattr(req_data, "X_test", ())):
+            _, test_acc = loss_and_accuracy(predict_in_batches(trainer.predict_fn,
+                                                               req_data.X_test), req_data.y_test)
         seconds = time.time() - t0 + earlier  # a resumed run: its earlier epochs' time too
         val = [a for a in history.val_acc if not math.isnan(a)]
         results.append({
@@ -272,12 +281,19 @@ def compare_main(argv: Optional[List[str]] = None) -> int:
         req.network = req.build(info.input_shape[1:], info.num_classes)
     if args.download:
         download_dataset(args.dataset, args.data)
+    # each network's preprocessing is train_nn.py's (one preparation per preprocessing)
+    preps = [recipe_for_layout(req.options).preprocess for req in requests]
+    prepared = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        data = prepare_dataset(args.dataset, args.data,
-                               pixel_mean_path=os.path.join(args.out, "pixel_mean.npy"),
-                               limit=args.limit, seed=args.seed,
-                               valid_fraction=args.valid_fraction)
+        for prep in dict.fromkeys(preps):
+            prepared[prep] = prepare_dataset(
+                args.dataset, args.data, pixel_mean_path=os.path.join(args.out, "pixel_mean.npy"),
+                limit=args.limit, seed=args.seed, valid_fraction=args.valid_fraction,
+                preprocessing=prep)
+    for req, prep in zip(requests, preps):
+        req.data = prepared[prep]
+    data = prepared[preps[0]]
     make_output_folder(args.out)
     print(f"data   | {len(data.X_train)} training, {len(data.X_valid)} validation, "
           f"{len(data.X_test)} test images from {args.data}; {args.epochs} epochs each, "
@@ -287,6 +303,8 @@ def compare_main(argv: Optional[List[str]] = None) -> int:
         schedule=schedule, augment=None if augment == "none" else augment,
         seed=args.seed, l2=args.l2, momentum=args.momentum, backend=args.backend,
         dataset=args.dataset, resume=args.resume)
+    for r, prep in zip(results, preps):
+        r["preprocess"] = prep
     print()
     print(format_table(results))
     title = args.title or (f"{info.title}, "

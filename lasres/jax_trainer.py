@@ -75,6 +75,7 @@ from .errors import LasresError
 from .distributed import broadcast, put
 from .layers import get_all_params
 from .recipe import inference_output, legacy_objective
+from .recipes import LEGACY, LEGACY_SCHEDULE
 from .training import TrainerBase
 
 __all__ = ["JaxTrainer", "HostScalar", "device_crop_flip", "PRECISIONS"]
@@ -276,6 +277,8 @@ class JaxTrainer(TrainerBase):
         Nesterov momentum.
     learning_rate : float
         Initial value of :attr:`learning_rate`.
+    optimizer : {'nesterov'}
+        The recipe's optimizer; only Nesterov momentum runs here.
     devices : int or None
         Data-parallel over the first ``devices`` JAX devices (the batch size
         must be divisible by it). ``None``: one device, no sharding. In a
@@ -322,8 +325,12 @@ class JaxTrainer(TrainerBase):
 
     backend = "jax"
 
-    def __init__(self, network, l2=1e-4, momentum=0.9, learning_rate=0.01, devices=None,
-                 precision="float32", device_augment=False, augment_pad=4, seed=0):
+    def __init__(self, network, l2=LEGACY.l2, momentum=LEGACY.momentum,
+                 learning_rate=LEGACY_SCHEDULE[0][1], devices=None, precision="float32", device_augment=False, augment_pad=4, seed=0,
+                 optimizer=LEGACY.optimizer):
+        if optimizer != "nesterov":
+            raise LasresError(f"the jax trainer has Nesterov momentum only, not {optimizer!r}: "
+                              f"use the c backend")
         get_mode("jax")  # a clear error without jax; registers our ops' JAX implementations
         import jax
 

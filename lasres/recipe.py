@@ -24,6 +24,7 @@ from pytensor.tensor.variable import TensorVariable
 from . import objectives, regularization
 from .config import get_mode
 from .layers import InputLayer, Layer, get_all_layers, get_all_params, get_output
+from .recipes import LEGACY
 
 __all__ = ["Objective", "legacy_objective", "input_var", "inference_output", "compile_predict"]
 
@@ -79,7 +80,8 @@ class Objective:
     params: List
 
 
-def legacy_objective(network: Layer, l2: float = 1e-4) -> Objective:
+def legacy_objective(network: Layer, l2: float = LEGACY.l2,
+                     bn_update_averages: bool = LEGACY.bn_update_averages) -> Objective:
     """The Lasagne seed's objective of ``network``.
 
     ``loss = mean(categorical_crossentropy(prediction, targets))
@@ -91,7 +93,11 @@ def legacy_objective(network: Layer, l2: float = 1e-4) -> Objective:
     network : Layer
         Output layer (softmax probabilities).
     l2 : float
-        Weight of the L2 penalty (the legacy 1e-4); 0 leaves it out of the graph.
+        Weight of the L2 penalty (the legacy recipe's, :data:`lasres.recipes.LEGACY`);
+        0 leaves it out of the graph.
+    bn_update_averages : bool
+        The batch-norm layers' running averages are updated by the training
+        output (their default updates), as the legacy recipe does.
 
     Returns
     -------
@@ -99,7 +105,10 @@ def legacy_objective(network: Layer, l2: float = 1e-4) -> Objective:
     """
     x = input_var(network)
     y = pt.ivector("targets")
-    prediction = get_output(network)
+    # (the layers' default is to update them: the keyword is given only to turn
+    # it off, so that networks without batch norm get no unused-keyword warning)
+    prediction = get_output(network, **({} if bn_update_averages
+                                        else {"batch_norm_update_averages": False}))
     loss = objectives.categorical_crossentropy(prediction, y).mean()
     if l2:
         loss = loss + l2 * regularization.regularize_layer_params(

@@ -28,6 +28,7 @@ from .errors import LasresError
 from .evaluation import loss_and_accuracy
 from .layers import count_params, get_all_params
 from .recipe import compile_predict, legacy_objective
+from .recipes import LEGACY, LEGACY_SCHEDULE
 
 __all__ = ["LEGACY_SCHEDULE", "parse_schedule", "learning_rate_at", "TrainerBase", "Trainer",
            "TrainingDiverged",
@@ -36,10 +37,6 @@ __all__ = ["LEGACY_SCHEDULE", "parse_schedule", "learning_rate_at", "TrainerBase
 
 #: A learning-rate schedule: ``(first epoch, rate)`` pairs sorted by epoch.
 Schedule = Tuple[Tuple[int, float], ...]
-
-#: The Lasagne seed's schedule: (first epoch, learning rate).
-LEGACY_SCHEDULE = ((0, 0.01), (10, 0.1), (80, 0.01), (120, 0.001))
-
 
 class TrainingDiverged(LasresError):
     """The training loss became NaN or infinite."""
@@ -157,7 +154,7 @@ class Trainer(TrainerBase):
         Output layer (softmax probabilities).
     l2 : float
         Weight of the L2 penalty over all regularizable params (the legacy
-        1e-4; BN gammas included, as in Lasagne).
+        recipe's, :data:`lasres.recipes.LEGACY`; BN gammas included, as in Lasagne).
     momentum : float
         Nesterov momentum.
     learning_rate : float
@@ -186,9 +183,9 @@ class Trainer(TrainerBase):
 
     exact_resume = True  # the C backend resumes exactly or not at all
 
-    def __init__(self, network, l2: float = 1e-4, momentum: float = 0.9,
-                 learning_rate: float = 0.01, backend: Optional[str] = None,
-                 optimizer: str = "nesterov"):
+    def __init__(self, network, l2: float = LEGACY.l2, momentum: float = LEGACY.momentum,
+                 learning_rate: float = LEGACY_SCHEDULE[0][1], backend: Optional[str] = None,
+                 optimizer: str = LEGACY.optimizer):
         self.network = network
         self.backend = backend
         mode = get_mode(backend)
@@ -212,7 +209,7 @@ OPTIMIZERS = ("nesterov", "adam")
 
 
 def optimizer_updates(optimizer: str, loss, params: list, learning_rate,
-                      momentum: float = 0.9) -> dict:
+                      momentum: float = LEGACY.momentum) -> dict:
     """The update dictionary of ``optimizer`` (see :data:`OPTIMIZERS`)."""
     if optimizer == "nesterov":
         return lupdates.nesterov_momentum(loss, params, learning_rate, momentum)
@@ -349,7 +346,8 @@ class History:
             json.dump(self.as_dict(), f, indent=1)
 
 
-def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str, batch_size: int = 64,
+def fit(trainer: TrainerBase, data, *, epochs: int, out_dir: str,
+        batch_size: int = LEGACY.batch_size,
         schedule: Schedule = LEGACY_SCHEDULE, augment: Optional[str] = "batch", seed: int = 0,
         arch: Optional[dict] = None, history: Optional["History"] = None, start_epoch: int = 0,
         progress: bool = True, log: Callable = print, plot: bool = True,

@@ -128,3 +128,39 @@ def test_script_reports_bad_models_in_one_line(tmp_path):
     assert p.returncode == 2
     assert p.stderr.startswith("error: ") and len(p.stderr.strip().splitlines()) == 1
     assert "depth" in p.stderr
+
+
+class _Built(Exception):
+    """Raised by the stand-in trainers: which class compare built, with what."""
+
+
+def _stand_in(monkeypatch, module, name, log):
+    import importlib
+    mod = importlib.import_module(module)
+
+    class StandIn(getattr(mod, name)):
+        def __init__(self, network, **kwargs):
+            log.append((name, kwargs))
+            raise _Built(name)
+
+    monkeypatch.setattr(mod, name, StandIn)
+
+
+def test_compare_preprocesses_each_net_as_train_nn_does(cifar, tmp_path, monkeypatch):
+    """A layout=keras net gets the Keras seed's x / 255 (as train_nn.py gives
+    it), the others the legacy mean subtraction: one preparation each."""
+    import lasres.data
+    calls = []
+    real = lasres.data.prepare_dataset
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("preprocessing"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lasres.data, "prepare_dataset", recording)
+    log = []
+    _stand_in(monkeypatch, "lasres.training", "Trainer", log)
+    with pytest.raises(_Built):
+        compare_main(["ror:1:layout=keras", "cnn:8:1", "ror:1", "--data", str(cifar),
+                      "--limit", "50", "--epochs", "1", "--out", str(tmp_path / "cmp")])
+    assert calls == ["keras-seed", "legacy"]

@@ -1,6 +1,7 @@
 """The trainer a ``train_nn.py`` run asks for."""
 from typing import Optional
 
+from ..recipes import LEGACY
 from .options import check_backend
 
 __all__ = ["make_trainer"]
@@ -28,12 +29,13 @@ def make_trainer(network, args, learning_rate: float, backend: Optional[str] = N
     lasres.training.TrainerBase
     """
     backend = backend or check_backend(args)
+    optimizer = getattr(args, "optimizer", LEGACY.optimizer)
     if backend == "jax":
         from ..jax_trainer import JaxTrainer
         return JaxTrainer(network, l2=args.l2, momentum=args.momentum,
                           learning_rate=learning_rate, devices=args.devices,
                           precision=args.precision, device_augment=args.device_augment,
-                          seed=args.seed)
+                          seed=args.seed, optimizer=optimizer)
     from ..training import Trainer
     return Trainer(network, l2=args.l2, momentum=args.momentum, learning_rate=learning_rate,
-                   backend=backend, optimizer=getattr(args, "optimizer", "nesterov"))
+                   backend=backend, optimizer=optimizer)

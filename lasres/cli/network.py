@@ -4,6 +4,7 @@ the banner."""
 from typing import NamedTuple, Optional
 
 from ..errors import ArchitectureError, LasresError
+from ..recipes import LEGACY
 from .options import parse_options
 
 __all__ = ["add_model_arguments", "add_dataset_argument", "ModelChoice", "build_network",
@@ -99,7 +100,8 @@ def build_network(args, log=print) -> ModelChoice:
                                 + (f"; it takes {', '.join(spec.options)}" if spec.options
                                    else "; it takes none"))
     check_model_size(spec, depth, width, options, info.num_classes, info.input_shape,
-                     64 if getattr(args, "batch_size", None) is None else args.batch_size)
+                     LEGACY.batch_size if getattr(args, "batch_size", None) is None
+                     else args.batch_size)
     hint = spec.depth_hint(depth, width)
     if hint:
         log(hint)

@@ -4,6 +4,7 @@ checked here, once."""
 from typing import Dict, Iterable, Optional
 
 from ..errors import LasresError
+from ..recipes import LEGACY, RECIPES as _RECIPES, recipe_for_layout
 
 __all__ = ["parse_options", "RECIPES", "PREPROCESSING_TEXT", "preprocessing_for",
            "check_common_numbers", "check_backend", "MAX_BATCH_SIZE"]
@@ -18,14 +19,9 @@ PREPROCESSING_TEXT = {
     "scale255": "x / 255, no mean subtracted (the RoR seed's Keras preprocessing)",
 }
 
-#: Training recipes: the defaults each sets (explicit flags still win).
-RECIPES = {
-    "legacy": {},
-    # the RoR seed's cifar10_ror_wrn.py: Adam 1e-3, no weight decay, batch 64,
-    # 300 epochs, ImageDataGenerator(rotation_range=15, width/height_shift_range=5/32)
-    "keras-seed": {"optimizer": "adam", "lr_schedule": "0.001", "l2": 0.0,
-                   "augment": "keras-seed", "epochs": 300},
-}
+#: Training recipes (:data:`lasres.recipes.RECIPES`): the flag defaults each
+#: sets over the legacy ones (explicit flags still win).
+RECIPES = {name: recipe.overrides() for name, recipe in _RECIPES.items()}
 
 
 def parse_options(items: Iterable[str]) -> Dict[str, object]:
@@ -66,8 +62,9 @@ def parse_options(items: Iterable[str]) -> Dict[str, object]:
 
 def preprocessing_for(options: Optional[dict]) -> str:
     """``'scale255'`` (the RoR seed's ``x / 255``) for networks built with
-    ``layout=keras``, else ``'mean'`` (the Lasagne seed's mean subtraction)."""
-    return "scale255" if (options or {}).get("layout") == "keras" else "mean"
+    ``layout=keras``, else ``'mean'`` (the Lasagne seed's mean subtraction):
+    the preprocessing of :func:`lasres.recipes.recipe_for_layout`, by its old name."""
+    return {"legacy": "mean", "keras-seed": "scale255"}[recipe_for_layout(options).preprocess]
 
 
 def check_common_numbers(args) -> None:
@@ -105,7 +102,7 @@ def check_backend(args) -> str:
                                       ("--device-augment", args.device_augment)) if on]
     if jax_only and backend != "jax":
         raise LasresError(f"{', '.join(jax_only)} need(s) --backend jax")
-    optimizer = getattr(args, "optimizer", "nesterov")
+    optimizer = getattr(args, "optimizer", LEGACY.optimizer)
     if backend == "jax" and optimizer != "nesterov":
         raise LasresError(f"--optimizer {optimizer} (e.g. --recipe keras-seed) needs the c "
                           f"backend")

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..recipes import LEGACY
 from .files import check_output_path, save_predictions
 from .network import add_model_arguments, banner, build_network
 from .options import check_common_numbers
@@ -82,7 +83,8 @@ def test_main(argv: Optional[List[str]] = None) -> int:
         warnings.simplefilter("always", UserWarning)
         # the training part of the legacy split gives the mean when none was found
         data = prepare_dataset(args.dataset, args.data, limit=(None, args.limit),
-                               seed=args.seed, valid_fraction=0.1, preprocessing=prep,
+                               seed=args.seed, valid_fraction=LEGACY.valid_fraction,
+                               preprocessing=prep,
                                pixel_mean=mean, test_only=True, mean_cache=args.data)
     print(f"prep   | {prep.describe()}; from the {prep_from}")
     if mean_from is not None:

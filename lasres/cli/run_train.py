@@ -12,7 +12,8 @@ from ..interrupts import interrupted_status
 from .factory import make_trainer
 from .files import check_output_folder, make_output_folder
 from .network import add_model_arguments, banner, build_network
-from .options import RECIPES, check_backend, check_common_numbers
+from ..recipes import LEGACY, RECIPES
+from .options import check_backend, check_common_numbers
 from .runner import start_time
 from .weight_search import auto_layout, load_network_weights, load_resume_checkpoint
 
@@ -99,25 +100,27 @@ def check_resume_settings(extra, current: dict, override=None, path="the checkpo
 def train_parser() -> argparse.ArgumentParser:
     """The argument parser of ``train_nn.py``."""
     p = argparse.ArgumentParser(
-        prog="train_nn.py", description="Train a residual network on CIFAR-10 with the legacy "
-        "recipe (batch 64, Nesterov momentum 0.9, L2 1e-4, lr 0.01/0.1/0.01/0.001 at epochs "
-        "0/10/80/120, per-batch crop+flip augmentation).")
+        prog="train_nn.py", description=f"Train a residual network on CIFAR-10 with the legacy "
+        f"recipe (batch {LEGACY.batch_size}, Nesterov momentum {LEGACY.momentum:g}, L2 "
+        f"{LEGACY.l2:g}, lr 0.01/0.1/0.01/0.001 at epochs 0/10/80/120, per-batch crop+flip "
+        f"augmentation).")
     add_model_arguments(p)
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--lr-schedule", default="legacy",
+    p.add_argument("--epochs", type=int, default=LEGACY.epochs)
+    p.add_argument("--lr-schedule", default=LEGACY.lr_schedule,
                    help="'legacy', a constant rate, or EPOCH:RATE,... e.g. 0:0.1,30:0.01")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--l2", type=float, default=1e-4)
-    p.add_argument("--augment", choices=("batch", "image", "keras-seed", "none"), default=None,
+    p.add_argument("--momentum", type=float, default=LEGACY.momentum)
+    p.add_argument("--l2", type=float, default=LEGACY.l2)
+    p.add_argument("--augment", choices=("batch", "image", "keras-seed", "none"),
+                   default=LEGACY.augment,
                    help="crop+flip per batch (legacy; the default for CIFAR), per image, the "
                         "RoR seed's rotation+shift per image (keras-seed), or none (the default "
                         "for MNIST)")
-    p.add_argument("--recipe", choices=tuple(RECIPES), default="legacy",
+    p.add_argument("--recipe", choices=tuple(RECIPES), default=LEGACY.name,
                    help="legacy (the Lasagne seed's) or keras-seed (the RoR seed's: Adam 1e-3, "
                         "no L2, rotation 15 deg + shifts 5/32, 300 epochs); explicit flags win")
-    p.add_argument("--optimizer", choices=("nesterov", "adam"), default="nesterov",
+    p.add_argument("--optimizer", choices=("nesterov", "adam"), default=LEGACY.optimizer,
                    help="nesterov (legacy, with --momentum) or adam")
-    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--valid-fraction", type=float, default=LEGACY.valid_fraction)
     p.add_argument("--preprocess", default=None, metavar="SPEC",
                    help="legacy (default), keras-seed (the default for layout=keras), recipes, "
                         "or scale=1/255,mean=pixel-all[,std=...]; recorded in the checkpoints")
@@ -153,8 +156,9 @@ def train_main(argv: Optional[List[str]] = None) -> int:
 
     parser = train_parser()
     args = parser.parse_args(argv)
-    if RECIPES[args.recipe]:  # a recipe sets defaults; parse again so explicit flags win
-        parser.set_defaults(**RECIPES[args.recipe])
+    recipe = RECIPES[args.recipe]
+    if recipe.overrides():  # a recipe sets defaults; parse again so explicit flags win
+        parser.set_defaults(**recipe.overrides())
         args = parser.parse_args(argv)
     backend = check_backend(args)
     dist = distributed.settings_from_args(args)  # None: a one-process run
@@ -168,7 +172,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         if not distributed.is_primary():
             distributed.silence_stdout()  # process 0 reports for the run
     check_common_numbers(args)  # --batch-size 0 is refused, not read as the default
-    batch_size = 64 if args.batch_size is None else args.batch_size
+    batch_size = recipe.batch_size if args.batch_size is None else args.batch_size
     if args.epochs < 1:
         raise LasresError(f"--epochs must be positive, got {args.epochs}")
     schedule = parse_schedule(args.lr_schedule)

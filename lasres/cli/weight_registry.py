@@ -105,8 +105,8 @@ def choose_preprocess(given, entry, ckpt, options: Optional[dict]) -> Preprocess
             return PreprocessChoice(Preprocess.from_dict(recorded), "checkpoint")
         except LasresError as exc:
             raise LasresError(f"the checkpoint's preprocessing is unreadable ({exc})") from None
-    from .options import preprocessing_for
-    name = {"mean": "legacy", "scale255": "keras-seed"}[preprocessing_for(options)]
+    from ..recipes import recipe_for_layout
+    name = recipe_for_layout(options).preprocess
     return PreprocessChoice(PRESETS[name], f"recipe ({name})")
 
 

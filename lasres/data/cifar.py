@@ -43,6 +43,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..errors import DataError, LasresError
+from ..recipes import LEGACY
 from ..sizecheck import (MAX_DATA_BYTES, check_finite, check_regular_file, declared_nbytes,
                          format_bytes, open_regular, short_repr)
 from ..safepickle import ForbiddenPickleError, PickleLimitError, restricted_load
@@ -391,7 +392,7 @@ def _rng(seed):
     return np.random.RandomState(seed)
 
 
-def legacy_split(X, y, valid_fraction=0.1, seed=None):
+def legacy_split(X, y, valid_fraction=LEGACY.valid_fraction, seed=None):
     """Shuffle and split into training and validation parts, as the seed did.
 
     The seed called ``sklearn.utils.shuffle`` and then

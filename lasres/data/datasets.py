@@ -10,6 +10,7 @@ from typing import Callable, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import DataError
+from ..recipes import LEGACY
 from .cifar import (CIFAR10_CLASSES, PREPROCESSINGS, compute_pixel_mean, legacy_split,
                     load_cifar10, load_cifar100, load_pixel_mean, preprocess, save_pixel_mean,
                     scale255)
@@ -165,7 +166,8 @@ def _mean_for(X_tr, pixel_mean, pixel_mean_path):
 
 def prepare_dataset(name: str = "cifar10", data_dir="data", pixel_mean_path=None,
                     limit: Union[None, int, Tuple[Optional[int], Optional[int]]] = None,
-                    seed=0, valid_fraction: float = 0.1, preprocessing: str = "mean",
+                    seed=0, valid_fraction: float = LEGACY.valid_fraction,
+                    preprocessing: str = LEGACY.preprocess,
                     layout: str = "auto", pixel_mean=None,
                     test_only: bool = False, mean_cache=None) -> PreparedDataset:
     """Load a dataset and run the seed's pipeline on it.
@@ -189,8 +191,9 @@ def prepare_dataset(name: str = "cifar10", data_dir="data", pixel_mean_path=None
     seed : int, RandomState, Generator or None
         Seed of the train/validation permutation.
     valid_fraction : float
-        Fraction of the training images held out for validation (0.1).
-    preprocessing : {'mean', 'scale255'}, Preprocess, str or dict
+        Fraction of the training images held out for validation (the legacy
+        recipe's, 0.1).
+    preprocessing : Preprocess, str or dict
         ``'mean'`` (the ``legacy`` preset), ``'scale255'`` (the RoR seed's
         ``x / 255``, :func:`scale255`, the ``keras-seed`` preset: no mean is
         read or written, ``pixel_mean`` is None), or any
@@ -289,8 +292,8 @@ def _whole_mean(prep, X, name, pixel_mean, pixel_mean_path, cache_dir, limited):
 
 
 def prepare_cifar10(data_dir="data", pixel_mean_path=None, limit=None, seed=0,
-                    valid_fraction: float = 0.1, layout: str = "auto",
-                    preprocessing: str = "mean") -> PreparedCifar10:
+                    valid_fraction: float = LEGACY.valid_fraction, layout: str = "auto",
+                    preprocessing: str = LEGACY.preprocess) -> PreparedCifar10:
     """Load CIFAR-10 and run the seed's preprocessing:
     ``prepare_dataset('cifar10', ...)`` (see :func:`prepare_dataset` for the
     parameters).

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..errors import ArchitectureError
+from ..recipes import LEGACY
 
 __all__ = ["ModelSpec", "register", "register_model", "get_spec", "available", "build",
            "total_depth_hint", "estimate_memory", "machine_memory", "check_model_size"]
@@ -185,7 +186,8 @@ def build(type, depth=None, width=None, input_var=None, num_classes=10,
 
 
 def estimate_memory(spec, depth: int, width: int, input_shape=(None, 3, 32, 32),
-                    batch_size: int = 64, num_classes: int = 10) -> tuple[int, int]:
+                    batch_size: int = LEGACY.batch_size,
+                    num_classes: int = 10) -> tuple[int, int]:
     """What training ``spec`` at ``depth`` / ``width`` would take, from the
     arguments alone (nothing is built).
 
@@ -234,7 +236,7 @@ def machine_memory() -> int | None:
 
 
 def check_model_size(spec, depth: int, width: int, options=None, num_classes: int = 10,
-                     input_shape=(None, 3, 32, 32), batch_size: int = 64,
+                     input_shape=(None, 3, 32, 32), batch_size: int = LEGACY.batch_size,
                      memory: int | None = None) -> int:
     """Refuse, before anything is built, a network that cannot fit this machine.
 
