@@ -9,8 +9,9 @@ Every model is given the same budget: the same data (one split, one pixel
 mean), the same epochs, learning-rate schedule, batch size, augmentation and
 seed; each network's images are preprocessed as ``train_nn.py`` does it
 (:func:`lasres.recipes.recipe_for_layout`: ``x / 255`` for ``layout=keras``,
-the legacy mean subtraction otherwise). Each run is trained with
-:class:`lasres.training.Trainer` and :func:`lasres.training.fit` in its own folder ``OUT/TYPE_nDEPTH_kWIDTH``
+the legacy mean subtraction otherwise). Each run is trained with the trainer
+``train_nn.py`` builds for the backend (:func:`lasres.cli.make_trainer`) and
+:func:`lasres.training.fit` in its own folder ``OUT/TYPE_nDEPTH_kWIDTH``
 (checkpoints and history); at the end a table is printed and
 ``OUT/compare.png`` (training loss and validation error of all runs) and
 ``OUT/compare.json`` (every run's arguments, size and history) are written.
@@ -172,7 +173,8 @@ def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: 
     it (weights, optimizer state, random streams and history, as
     ``train_nn.py --resume``), and a run already at ``epochs`` is not
     trained again: a comparison too long for one sitting is run in pieces.
-    A request
+    Each trainer is the one ``train_nn.py`` would build for ``backend``
+    (:func:`lasres.cli.make_trainer`: the JAX trainer for ``'jax'``). A request
     with a ``data`` attribute (its own preprocessing, see :func:`compare_main`)
     trains on that instead of ``data``.
 
@@ -187,7 +189,8 @@ def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: 
     from .layers import count_params
     from .models import get_spec
     from .evaluation import loss_and_accuracy
-    from .training import Trainer, fit, predict_in_batches, restore_training_state
+    from .cli.factory import make_trainer
+    from .training import fit, predict_in_batches, restore_training_state
 
     schedule = schedule or LEGACY_SCHEDULE
     results, histories = [], {}
@@ -210,8 +213,8 @@ def run_comparison(requests: List[ModelRequest], data, *, epochs: int, out_dir: 
         if resume and os.path.exists(last):
             from .cli.weight_search import load_resume_checkpoint
             ckpt = load_resume_checkpoint(network, last, arch)
-        trainer = Trainer(network, l2=l2, momentum=momentum, learning_rate=schedule[0][1],
-                          backend=backend)
+        trainer = make_trainer(network, argparse.Namespace(l2=l2, momentum=momentum, seed=seed,
+                                                           backend=backend), schedule[0][1])
         history, start_epoch, earlier = None, 0, 0.0
         if ckpt is not None:
             trainer.sync_to_device()
@@ -262,9 +265,10 @@ def compare_main(argv: Optional[List[str]] = None) -> int:
     args = compare_parser().parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         raise LasresError("--epochs and --batch-size must be positive")
-    from .cli import check_common_numbers, check_output_folder, make_output_folder
+    from .cli import check_backend, check_common_numbers, check_output_folder, make_output_folder
     from .random import seed_everything
     check_common_numbers(args)
+    check_backend(args)
     requests = [parse_model(m) for m in args.models]
     schedule = parse_schedule(args.lr_schedule)
     check_output_folder(args.out)

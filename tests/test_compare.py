@@ -146,6 +146,26 @@ def _stand_in(monkeypatch, module, name, log):
     monkeypatch.setattr(mod, name, StandIn)
 
 
+@pytest.mark.parametrize("backend, expected", [("jax", "JaxTrainer"), ("c", "Trainer")])
+def test_compare_builds_the_trainer_train_nn_builds(tmp_path, monkeypatch, backend, expected):
+    """--backend jax trains with lasres.jax_trainer.JaxTrainer (through
+    cli.make_trainer, as train_nn.py), the C backend with training.Trainer."""
+    from test_data import _write_mnist
+    _write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
+    log = []
+    _stand_in(monkeypatch, "lasres.jax_trainer", "JaxTrainer", log)
+    _stand_in(monkeypatch, "lasres.training", "Trainer", log)
+    with pytest.raises(_Built, match=expected):
+        compare_main(["cnn:8:1", "--dataset", "mnist", "--data", str(tmp_path), "--epochs", "1",
+                      "--out", str(tmp_path / "cmp"), "--backend", backend, "--l2", "0.001",
+                      "--momentum", "0.8", "--seed", "7"])
+    (name, kwargs), = log
+    assert name == expected
+    assert kwargs["l2"] == 0.001 and kwargs["momentum"] == 0.8
+    if backend == "jax":
+        assert kwargs["seed"] == 7 and kwargs["devices"] is None
+
+
 def test_compare_preprocesses_each_net_as_train_nn_does(cifar, tmp_path, monkeypatch):
     """A layout=keras net gets the Keras seed's x / 255 (as train_nn.py gives
     it), the others the legacy mean subtraction: one preparation each."""

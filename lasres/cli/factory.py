@@ -1,4 +1,4 @@
-"""The trainer a ``train_nn.py`` run asks for."""
+"""The trainer a ``train_nn.py`` or ``compare.py`` run asks for."""
 from typing import Optional
 
 from ..recipes import LEGACY
@@ -16,8 +16,10 @@ def make_trainer(network, args, learning_rate: float, backend: Optional[str] = N
     ----------
     network : Layer
     args : argparse.Namespace
-        ``train_nn.py``'s arguments (``l2``, ``momentum``, ``optimizer``,
-        ``devices``, ``precision``, ``device_augment``, ``seed``, ``backend``).
+        ``train_nn.py``'s or ``compare.py``'s arguments (``l2``, ``momentum``,
+        ``seed``, ``backend``; ``optimizer``, ``devices``, ``precision`` and
+        ``device_augment`` where they have them, else the legacy recipe's and
+        one float32 device).
     learning_rate : float
         The initial learning rate.
     backend : str, optional
@@ -33,8 +35,9 @@ def make_trainer(network, args, learning_rate: float, backend: Optional[str] = N
     if backend == "jax":
         from ..jax_trainer import JaxTrainer
         return JaxTrainer(network, l2=args.l2, momentum=args.momentum,
-                          learning_rate=learning_rate, devices=args.devices,
-                          precision=args.precision, device_augment=args.device_augment,
+                          learning_rate=learning_rate, devices=getattr(args, "devices", None),
+                          precision=getattr(args, "precision", "float32"),
+                          device_augment=getattr(args, "device_augment", False),
                           seed=args.seed, optimizer=optimizer)
     from ..training import Trainer
     return Trainer(network, l2=args.l2, momentum=args.momentum, learning_rate=learning_rate,

@@ -97,9 +97,10 @@ def check_backend(args) -> str:
     backend = (args.backend or default_backend()).lower()
     if backend not in BACKENDS:
         raise LasresError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    jax_only = [flag for flag, on in (("--devices", args.devices is not None),
-                                      ("--precision bf16", args.precision != "float32"),
-                                      ("--device-augment", args.device_augment)) if on]
+    jax_only = [flag for flag, on in (
+        ("--devices", getattr(args, "devices", None) is not None),
+        ("--precision bf16", getattr(args, "precision", "float32") != "float32"),
+        ("--device-augment", getattr(args, "device_augment", False))) if on]
     if jax_only and backend != "jax":
         raise LasresError(f"{', '.join(jax_only)} need(s) --backend jax")
     optimizer = getattr(args, "optimizer", LEGACY.optimizer)
