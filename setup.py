@@ -10,6 +10,14 @@ setup(
     packages=find_packages(include=["lasres", "lasres.*"]),
     python_requires=">=3.10",
     package_data={"lasres.ops": ["c/*.c", "c/*.h"]},
+    # the scripts of scripts/, installed as commands (lasres/cli/entry_points.py)
+    entry_points={"console_scripts": [
+        "lasres-train = lasres.cli.entry_points:train",
+        "lasres-test = lasres.cli.entry_points:test",
+        "lasres-compare = lasres.cli.entry_points:compare",
+        "lasres-export = lasres.cli.entry_points:export_onnx",
+        "lasres-export-torch = lasres.cli.entry_points:export_torch",
+    ]},
     install_requires=[
         "pytensor>=3.0", "numpy", "scipy", "h5py", "tqdm",
         # oneDNN 3.2 convolution kernels (OpenMP build; the 2024+ wheels need

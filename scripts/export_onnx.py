@@ -4,10 +4,7 @@
 
 A thin wrapper over :func:`lasres.export.export_main`; ``--help`` lists the options.
 """
-import os
 import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lasres.cli import main_wrapper  # noqa: E402
 from lasres.export import export_main  # noqa: E402

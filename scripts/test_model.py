@@ -2,16 +2,14 @@
 """Evaluate a residual network on the CIFAR-10 test set:
 ``test_model.py [type] [depth] [width]``.
 
-A thin wrapper over :func:`lasres.cli.test_main`; ``--help`` lists the options.
+A thin wrapper over :func:`lasres.cli.test_main` (installed as the console entry
+point ``lasres-test``); ``--help`` lists the options.
 """
 import time
 
 T0 = time.time()
 
-import os  # noqa: E402
 import sys  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lasres.cli import main_wrapper, test_main  # noqa: E402
 

@@ -1,16 +1,14 @@
 #!/usr/bin/env python
 """Train a residual network on CIFAR-10: ``train_nn.py [type] [depth] [width]``.
 
-A thin wrapper over :func:`lasres.cli.train_main`; ``--help`` lists the options.
+A thin wrapper over :func:`lasres.cli.train_main` (installed as the console entry
+point ``lasres-train``); ``--help`` lists the options.
 """
 import time
 
 T0 = time.time()
 
-import os  # noqa: E402
 import sys  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lasres.cli import main_wrapper, train_main  # noqa: E402
 

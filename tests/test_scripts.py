@@ -149,3 +149,58 @@ def test_jax_data_parallel_through_the_script(cifar, tmp_path):
 def test_jax_only_flags_need_the_jax_backend(capsys):
     assert main_wrapper(train_main, ["normal", "1", "--devices", "2"]) == 2
     assert "need(s) --backend jax" in capsys.readouterr().err
+
+
+ENTRY_POINTS = {"lasres-train": ("train_nn.py", "train"), "lasres-test": ("test_model.py", "test"),
+                "lasres-compare": ("compare.py", "compare"),
+                "lasres-export": ("export_onnx.py", "export_onnx"),
+                "lasres-export-torch": ("export_torch.py", "export_torch")}
+
+
+def _setup_entry_points():
+    """setup.py's console_scripts, read without running setup()."""
+    import ast
+    tree = ast.parse(open(os.path.join(REPO, "setup.py")).read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "entry_points":
+            scripts = ast.literal_eval(node.value)["console_scripts"]
+            return dict((s.strip() for s in line.split("=")) for line in scripts)
+    return {}
+
+
+def test_scripts_need_no_sys_path_patching():
+    for name, _ in ENTRY_POINTS.values():
+        text = open(os.path.join(SCRIPTS, name)).read()
+        assert "sys.path" not in text, name
+
+
+def test_entry_points_are_the_scripts_mains():
+    """Each console entry point of setup.py runs its script's main."""
+    from lasres.cli import entry_points
+    declared = _setup_entry_points()
+    assert declared == {ep: f"lasres.cli.entry_points:{fn}"
+                        for ep, (_, fn) in ENTRY_POINTS.items()}
+    for _, fn in ENTRY_POINTS.values():
+        assert callable(getattr(entry_points, fn))
+    code = ("import sys; from lasres.cli.entry_points import train; "
+            "sys.argv = ['lasres-train', '--help']; sys.exit(train())")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0 and "usage: train_nn.py" in p.stdout
+    code = ("import sys; from lasres.cli.entry_points import test; "
+            "sys.argv = ['lasres-test', 'nosuchtype']; sys.exit(test())")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 2 and p.stderr.strip().startswith("error:"), p.stderr[-2000:]
+
+
+def test_installed_entry_points_run(tmp_path):
+    """After ``pip install -e .`` the commands sit beside the interpreter."""
+    bindir = os.path.dirname(sys.executable)
+    missing = [ep for ep in ENTRY_POINTS if not os.path.exists(os.path.join(bindir, ep))]
+    if missing:
+        pytest.skip(f"not installed here (run pip install -e .): {', '.join(missing)}")
+    for ep in ("lasres-train", "lasres-compare"):
+        p = subprocess.run([os.path.join(bindir, ep), "--help"], capture_output=True,
+                           text=True, timeout=300, cwd=tmp_path)
+        assert p.returncode == 0 and "usage:" in p.stdout, p.stderr[-2000:]

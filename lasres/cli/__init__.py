@@ -27,6 +27,10 @@ One module per job:
     Run folders and saved predictions.
 ``run_train``, ``run_test``
     The two mains.
+``entry_points``
+    The console commands ``pip install`` makes (``lasres-train``,
+    ``lasres-test``, ``lasres-compare``, ``lasres-export``,
+    ``lasres-export-torch``), each what its script runs.
 """
 from .factory import make_trainer
 from .files import check_output_folder, check_output_path, make_output_folder, save_predictions
