@@ -12,7 +12,7 @@ from ..interrupts import interrupted_status
 from .factory import make_trainer
 from .files import check_output_folder, make_output_folder
 from .network import add_model_arguments, banner, build_network
-from ..recipes import LEGACY, RECIPES
+from ..recipes import LEGACY, LEGACY_SCHEDULE, RECIPES
 from .options import check_backend, check_common_numbers
 from .runner import start_time
 from .weight_search import auto_layout, load_network_weights, load_resume_checkpoint
@@ -102,8 +102,8 @@ def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train_nn.py", description=f"Train a residual network on CIFAR-10 with the legacy "
         f"recipe (batch {LEGACY.batch_size}, Nesterov momentum {LEGACY.momentum:g}, L2 "
-        f"{LEGACY.l2:g}, lr 0.01/0.1/0.01/0.001 at epochs 0/10/80/120, per-batch crop+flip "
-        f"augmentation).")
+        f"{LEGACY.l2:g}, lr {'/'.join(f'{lr:g}' for _, lr in LEGACY_SCHEDULE)} at epochs "
+        f"{'/'.join(str(e) for e, _ in LEGACY_SCHEDULE)}, per-batch crop+flip augmentation).")
     add_model_arguments(p)
     p.add_argument("--epochs", type=int, default=LEGACY.epochs)
     p.add_argument("--lr-schedule", default=LEGACY.lr_schedule,
