@@ -184,3 +184,27 @@ def test_compare_preprocesses_each_net_as_train_nn_does(cifar, tmp_path, monkeyp
         compare_main(["ror:1:layout=keras", "cnn:8:1", "ror:1", "--data", str(cifar),
                       "--limit", "50", "--epochs", "1", "--out", str(tmp_path / "cmp")])
     assert calls == ["keras-seed", "legacy"]
+
+
+def test_compare_trains_with_the_jax_trainer_end_to_end(tmp_path, monkeypatch, capsys):
+    """A whole --backend jax comparison runs on lasres.jax_trainer.JaxTrainer."""
+    pytest.importorskip("jax")
+    import lasres.jax_trainer
+    from test_data import _write_mnist
+    _write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
+    built = []
+
+    class Recording(lasres.jax_trainer.JaxTrainer):
+        def __init__(self, network, **kwargs):
+            built.append(kwargs)
+            super().__init__(network, **kwargs)
+
+    monkeypatch.setattr(lasres.jax_trainer, "JaxTrainer", Recording)
+    out = tmp_path / "cmp"
+    assert main_wrapper(compare_main, ["cnn:8:1", "--dataset", "mnist", "--data", str(tmp_path),
+                                       "--epochs", "1", "--batch-size", "8", "--out", str(out),
+                                       "--backend", "jax"]) == 0
+    assert len(built) == 1
+    run, = json.loads((out / "compare.json").read_text())["runs"]
+    assert run["history"]["epoch"] == [1] and run["history"]["train_loss"][0] > 0
+    assert "backend jax" in capsys.readouterr().out
