@@ -183,8 +183,28 @@ def best_time(fn, reps):
     return min(ts)
 
 
+def _onednn_sgemm():
+    """``f(n, a, b, c)``: ``c = a @ b`` by oneDNN's own ``dnnl_sgemm`` (the
+    library lasres's kernels use), or None where it cannot be loaded."""
+    import ctypes
+    try:
+        from lasres.ops.onednn_program import _lib
+        fn = _lib().dnnl_sgemm
+    except Exception:
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_char, ctypes.c_char] + [ctypes.c_int64] * 3 + [
+        ctypes.c_float, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+        ctypes.c_float, ctypes.c_void_p, ctypes.c_int64]
+
+    def sgemm(n, a, b, c):
+        # row-major c = a @ b
+        fn(b"N", b"N", n, n, n, 1.0, a.ctypes.data, n, b.ctypes.data, n, 0.0, c.ctypes.data, n)
+    return sgemm
+
+
 class Gemm:
-    """The best float32 GEMM rate (FLOP/s) of NumPy's BLAS and of torch.mm
+    """The best float32 GEMM rate (FLOP/s) of NumPy's BLAS, torch.mm and oneDNN's sgemm
     over square sizes ``--gemm-sizes``, measured at the start and again in
     every round (so that a busy moment does not lower the bound): ``best``
     holds the highest rate seen per library, ``at`` its size."""
@@ -199,6 +219,9 @@ class Gemm:
             if torch is not None:
                 ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.empty(n, n)
                 self.fns.append(("torch", n, lambda ta=ta, tb=tb, tc=tc: torch.mm(ta, tb, out=tc)))
+            sgemm = _onednn_sgemm()
+            if sgemm is not None:   # OpenBLAS may not run this CPU's widest vectors
+                self.fns.append(("oneDNN", n, lambda a=a, b=b, c=c, n=n: sgemm(n, a, b, c)))
         self.best = {lib: 0.0 for lib, _, _ in self.fns}
         self.at = {}
         self.measurements = 0
