@@ -217,3 +217,24 @@ def test_fused_convolution_rounds_as_a_gemm(monkeypatch, sx, sw):
     # per-pass test sets for it (tests/test_float32_precision.py)
     assert np.mean(errs["fused"]) <= 1.05 * np.mean(errs["op"]), errs
     assert np.mean(errs["fused"]) <= 1.5 * np.mean(errs["gemm"]), errs
+
+
+def test_layers_the_fast_path_does_not_cover_fall_back(monkeypatch):
+    """Dilated, grouped, strided-odd and 1-D convolutions and pooling between
+    fused regions: the rest is fused, the numbers are the plain graph's."""
+    from lasres.layers import (BatchNormLayer, Conv1DLayer, Conv2DLayer, DilatedConv2DLayer,
+                               InputLayer, MaxPool2DLayer, ReshapeLayer)
+    xv = pt.tensor4("x")
+    l = InputLayer((None, 4, 33, 29), xv)
+    l = BatchNormLayer(Conv2DLayer(l, 8, 3, stride=(3, 2), pad=1, nonlinearity=None))
+    l = DilatedConv2DLayer(l, 8, 3, dilation=(2, 2))
+    l = Conv2DLayer(l, 8, 3, pad="same", num_groups=2)
+    l = MaxPool2DLayer(l, 2)
+    l = BatchNormLayer(Conv2DLayer(l, 6, 1))
+    l = ReshapeLayer(l, ([0], [1], -1))
+    l = Conv1DLayer(l, 4, 3)
+    net = _randomise(l, seed=12)
+    out = L.get_output(net, deterministic=True)
+    fused, plain = _both(monkeypatch, lambda: pytensor.function([xv], out))
+    x = np.random.RandomState(13).randn(3, 4, 33, 29).astype("float32")
+    _close(fused(x), plain(x))

@@ -41,8 +41,8 @@ from pytensor.graph.rewriting.basic import GraphRewriter
 from pytensor.tensor.elemwise import Elemwise
 from pytensor.scalar.basic import Add
 
-from .bn import BatchNormInfer, BatchNormInferRelu
-from .conv import Conv2d, Conv2dGradInputs, Conv2dGradWeights
+from .bn import BatchNormInfer, BatchNormInferRelu, BatchNormTrain, BatchNormTrainGrad
+from .conv import Conv2d, Conv2dGradInputs
 from .elemwise import ScalarRectify
 from .onednn import _pad_args, kernels
 from .onednn_program import DnnlError, Program, Step, available
@@ -354,8 +354,12 @@ class FuseInference(GraphRewriter):
         if not enabled():
             return
         order = fgraph.toposort()
-        if any(type(n.op) in (Conv2dGradInputs, Conv2dGradWeights) for n in order):
-            return   # a training graph: its convolutions keep their gradient-friendly ops
+        if any(isinstance(n.op, (Conv2dGradInputs, BatchNormTrain, BatchNormTrainGrad))
+               for n in order):
+            # a training graph: its convolutions keep their ops, whose outputs
+            # the gradients read in plain layout (a weight-gradient op alone
+            # is no sign of training: Lasagne's dilated convolution is one)
+            return
         for nodes in _regions(fgraph, order):
             if not any(type(n.op) is Conv2d for n in nodes):
                 continue
