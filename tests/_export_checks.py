@@ -4,10 +4,23 @@ training step (cross-entropy + 1e-4 L2, Nesterov 0.9) in lasres and torch."""
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+import pytest
 
 import lasres.layers as L
 from lasres import objectives, regularization, updates
 from lasres.layers import get_all_layers, get_output
+
+try:  # the test extra installs torch; without it the PyTorch halves are skipped
+    import torch
+except ImportError:
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
+
+
+def skip_without_torch():
+    if torch is None:
+        pytest.skip("torch is not installed: the ONNX half ran")
+
 
 TOL = 1e-5  # of the output's scale
 

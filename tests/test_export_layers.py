@@ -22,21 +22,12 @@ from lasres.errors import ExportError
 from lasres.layers import cuda_convnet as cc
 from lasres.layers import dnn
 from lasres.layers.corrmm import Conv2DMMLayer
-from _export_checks import (assert_close, check_training_step, lasres_outputs, onnx_outputs,
-                            randomise, sample, torch_outputs)
+from _export_checks import (assert_close, check_training_step, lasres_outputs, needs_torch,
+                            onnx_outputs, randomise, sample, skip_without_torch, torch,
+                            torch_outputs)
 
 from lasres.export import to_onnx, to_torch
 
-try:  # the test extra installs torch; without it the PyTorch halves are skipped
-    import torch
-except ImportError:
-    torch = None
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
-
-
-def skip_without_torch():
-    if torch is None:
-        pytest.skip("torch is not installed: the ONNX half ran")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,22 +11,13 @@ import pytest
 
 import lasres.layers as L
 import lasres.random
-from _export_checks import (assert_close, check_training_step, lasres_outputs, onnx_outputs,
-                            randomise, sample, torch_outputs)
+from _export_checks import (assert_close, check_training_step, lasres_outputs, needs_torch,
+                            onnx_outputs, randomise, sample, skip_without_torch, torch,
+                            torch_outputs)
 from _recipes import SHARED, ZOO, build, load
 
 from lasres.export import to_torch
 
-try:  # the test extra installs torch; without it the PyTorch halves are skipped
-    import torch
-except ImportError:
-    torch = None
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
-
-
-def skip_without_torch():
-    if torch is None:
-        pytest.skip("torch is not installed: the ONNX half ran")
 
 BATCH = {"resnet50": 1, "c3d": 1}
 

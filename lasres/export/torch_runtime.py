@@ -110,6 +110,13 @@ _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 # --- Lasagne's layers ------------------------------------------------------------------
+def channel_view(p, ndim, axes):
+    """A batch-norm parameter of the non-normalised axes, reshaped to broadcast
+    over a tensor of ``ndim`` dimensions normalised over ``axes``."""
+    sizes = iter(p.shape)
+    return p.reshape([1 if d in axes else next(sizes) for d in range(ndim)])
+
+
 class Input(nn.Module):
     """lasagne.layers.InputLayer: checks the number of dimensions."""
 
@@ -186,10 +193,6 @@ class BatchNorm(nn.Module):
         self.register_buffer("mean", torch.empty(shape))
         self.register_buffer("inv_std", torch.empty(shape))
 
-    def _bcast(self, p, ndim):
-        sizes = iter(p.shape)
-        return p.reshape([1 if d in self.axes else next(sizes) for d in range(ndim)])
-
     def forward(self, x):
         if self.training:
             mean = x.mean(dim=self.axes)
@@ -200,8 +203,9 @@ class BatchNorm(nn.Module):
         else:
             mean, inv_std = self.mean, self.inv_std
         scale = inv_std if self.gamma is None else self.gamma * inv_std
-        y = (x - self._bcast(mean, x.dim())) * self._bcast(scale, x.dim())
-        return y if self.beta is None else y + self._bcast(self.beta, x.dim())
+        n, axes = x.dim(), self.axes
+        y = (x - channel_view(mean, n, axes)) * channel_view(scale, n, axes)
+        return y if self.beta is None else y + channel_view(self.beta, n, axes)
 
 
 class KerasBatchNorm(nn.Module):
@@ -219,10 +223,6 @@ class KerasBatchNorm(nn.Module):
         self.register_buffer("running_mean", torch.empty(shape))
         self.register_buffer("running_std", torch.empty(shape))
 
-    def _bcast(self, p, ndim):
-        sizes = iter(p.shape)
-        return p.reshape([1 if d in self.axes else next(sizes) for d in range(ndim)])
-
     def forward(self, x):
         if self.training:
             mean = x.mean(dim=self.axes)
@@ -235,8 +235,9 @@ class KerasBatchNorm(nn.Module):
         else:
             mean = self.running_mean
             inv_std = 1.0 / torch.sqrt(self.running_std + self.epsilon)
-        y = (x - self._bcast(mean, x.dim())) * self._bcast(self.gamma * inv_std, x.dim())
-        return y + self._bcast(self.beta, x.dim())
+        n, axes = x.dim(), self.axes
+        y = (x - channel_view(mean, n, axes)) * channel_view(self.gamma * inv_std, n, axes)
+        return y + channel_view(self.beta, n, axes)
 
 
 class Pool2D(nn.Module):
