@@ -106,7 +106,7 @@ def alarm(*a):
     raise TimeoutError('still building after 8 s')
 signal.signal(signal.SIGALRM, alarm)
 out = []
-from lasres.compare import compare_main
+from lasres.cli import compare_main
 for argv in ARGVS:
     t0 = time.perf_counter()
     signal.alarm(8)

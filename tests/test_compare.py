@@ -10,7 +10,8 @@ import pytest
 
 from _datasets import cifar10_subset
 from lasres.cli import main_wrapper
-from lasres.compare import compare_main, parse_model
+from lasres.cli import compare_main
+from lasres.compare import parse_model
 from lasres.errors import LasresError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -208,3 +209,44 @@ def test_compare_trains_with_the_jax_trainer_end_to_end(tmp_path, monkeypatch, c
     run, = json.loads((out / "compare.json").read_text())["runs"]
     assert run["history"]["epoch"] == [1] and run["history"]["train_loss"][0] > 0
     assert "backend jax" in capsys.readouterr().out
+
+
+
+def test_train_and_compare_share_one_set_up(tmp_path, monkeypatch):
+    """train_nn.py and compare.py go through one set-up (lasres.cli.run_setup):
+    the same flags give the same plan (recipe, batch, schedule, augmentation),
+    the same data preparation and the same trainer arguments."""
+    from lasres.cli import run_setup, train_main
+    from test_data import _write_mnist
+    _write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
+    plans, preps, trainers = [], [], []
+    real_plan, real_prepare = run_setup.plan_run, run_setup.prepare_run_data
+
+    def plan_run(*args, **kwargs):
+        plans.append(real_plan(*args, **kwargs))
+        return plans[-1]
+
+    def prepare_run_data(args, preprocessing, pixel_mean_path=None):
+        preps.append(preprocessing)
+        return real_prepare(args, preprocessing, pixel_mean_path)
+
+    def start_trainer(network, args, learning_rate, backend=None, ckpt=None):
+        trainers.append((args.l2, args.momentum, args.seed, learning_rate, ckpt))
+        raise _Built("start_trainer")
+
+    monkeypatch.setattr(run_setup, "plan_run", plan_run)
+    monkeypatch.setattr(run_setup, "prepare_run_data", prepare_run_data)
+    monkeypatch.setattr(run_setup, "start_trainer", start_trainer)
+    flags = ["--dataset", "mnist", "--data", str(tmp_path), "--epochs", "1", "--seed", "3",
+             "--l2", "0.002", "--momentum", "0.7", "--lr-schedule", "0:0.05",
+             "--batch-size", "16"]
+    with pytest.raises(_Built):
+        train_main(["cnn", "8", "1", "--out", str(tmp_path / "train")] + flags)
+    with pytest.raises(_Built):
+        compare_main(["cnn:8:1", "--out", str(tmp_path / "cmp")] + flags)
+    assert len(plans) == 2 and plans[0] == plans[1]
+    assert (plans[0].batch_size, plans[0].schedule, plans[0].augment, plans[0].fit_augment) \
+        == (16, ((0, 0.05),), "none", None)
+    from lasres.data.preprocessing import as_preprocess
+    assert [as_preprocess(p) for p in preps] == [as_preprocess("legacy")] * 2
+    assert trainers == [(0.002, 0.7, 3, 0.05, None)] * 2

@@ -22,6 +22,7 @@ from _datasets import cifar10_subset
 pytest.importorskip("jax")
 
 from lasres import distributed  # noqa: E402
+from lasres.cli import processes  # noqa: E402
 from lasres.errors import LasresError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +40,7 @@ def _env(devices):
                PYTHONPATH=os.pathsep.join([REPO] + [p for p in os.environ.get(
                    "PYTHONPATH", "").split(os.pathsep) if p]),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    for var in list(distributed.ENVIRONMENT.values()) + [distributed.WORKER_ENV]:
+    for var in list(processes.ENVIRONMENT.values()) + [distributed.WORKER_ENV]:
         env.pop(var, None)
     return env
 
@@ -54,21 +55,21 @@ def _args(**kw):
 
 
 def test_settings_from_flags_and_environment():
-    assert distributed.settings_from_args(_args(), {}) is None
-    s = distributed.settings_from_args(
+    assert processes.settings_from_args(_args(), {}) is None
+    s = processes.settings_from_args(
         _args(coordinator="10.0.0.1:29500", num_processes=2, process_id=1), {})
     assert (s.coordinator, s.num_processes, s.process_id, s.timeout, s.slurm) == \
         ("10.0.0.1:29500", 2, 1, distributed.DEFAULT_TIMEOUT, False)
     env = {"LASRES_COORDINATOR": "host:1234", "LASRES_NUM_PROCESSES": "4",
            "LASRES_PROCESS_ID": "3", "LASRES_DIST_TIMEOUT": "15"}
-    s = distributed.settings_from_args(_args(), env)
+    s = processes.settings_from_args(_args(), env)
     assert (s.coordinator, s.num_processes, s.process_id, s.timeout) == ("host:1234", 4, 3, 15)
-    s = distributed.settings_from_args(_args(process_id=0), env)  # flags win
+    s = processes.settings_from_args(_args(process_id=0), env)  # flags win
     assert s.process_id == 0
     slurm = {"SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_JOB_ID": "7"}
-    assert distributed.settings_from_args(_args(), slurm).slurm
-    assert distributed.settings_from_args(_args(backend="c"), slurm) is None
-    assert distributed.settings_from_args(_args(), dict(slurm, SLURM_NTASKS="1")) is None
+    assert processes.settings_from_args(_args(), slurm).slurm
+    assert processes.settings_from_args(_args(backend="c"), slurm) is None
+    assert processes.settings_from_args(_args(), dict(slurm, SLURM_NTASKS="1")) is None
 
 
 @pytest.mark.parametrize("kw, env, match", [
@@ -84,7 +85,7 @@ def test_settings_from_flags_and_environment():
 ])
 def test_settings_errors(kw, env, match):
     with pytest.raises(LasresError, match=match):
-        distributed.settings_from_args(_args(**kw), env)
+        processes.settings_from_args(_args(**kw), env)
 
 
 def test_cli_errors_are_one_line(tmp_path):

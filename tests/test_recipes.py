@@ -44,7 +44,7 @@ def _defaults(fn):
 
 def test_every_default_reads_the_legacy_recipe():
     """The library's defaults are the recipe's (so one line changes them)."""
-    from lasres.compare import run_comparison
+    from lasres.cli import run_comparison
     from lasres.data import legacy_split, prepare_cifar10, prepare_dataset
     from lasres.jax_trainer import JaxTrainer
     from lasres.recipe import legacy_objective
@@ -70,7 +70,7 @@ def test_every_default_reads_the_legacy_recipe():
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_command_line_defaults_are_the_recipes(name):
     from lasres.cli import train_parser
-    from lasres.compare import compare_parser
+    from lasres.cli import compare_parser
     recipe = RECIPES[name]
     p = train_parser()
     p.set_defaults(**recipe.overrides())

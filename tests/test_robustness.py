@@ -24,7 +24,7 @@ from _datasets import cifar10_subset
 from _memlimit import REPO, run_limited
 from lasres import cli
 from lasres import layers as L
-from lasres.compare import compare_main
+from lasres.cli import compare_main
 from lasres.errors import DataError, WeightFileError
 from lasres.interrupts import Terminated, deferred_interrupts, sigterm_as_interrupt
 from lasres.weights import load_checkpoint, load_pklz, load_weights, save_checkpoint, save_pklz

@@ -6,9 +6,9 @@ entry point              script                      main
 =======================  ==========================  ======================================
 ``lasres-train``         ``scripts/train_nn.py``     :func:`lasres.cli.train_main`
 ``lasres-test``          ``scripts/test_model.py``   :func:`lasres.cli.test_main`
-``lasres-compare``       ``scripts/compare.py``      :func:`lasres.compare.compare_main`
-``lasres-export``        ``scripts/export_onnx.py``  :func:`lasres.export.export_main`
-``lasres-export-torch``  ``scripts/export_torch.py`` :func:`lasres.export.export_torch_main`
+``lasres-compare``       ``scripts/compare.py``      :func:`lasres.cli.compare_main`
+``lasres-export``        ``scripts/export_onnx.py``  :func:`lasres.cli.export_main`
+``lasres-export-torch``  ``scripts/export_torch.py`` :func:`lasres.cli.export_torch_main`
 =======================  ==========================  ======================================
 
 Each returns the exit status (the console script exits with it).
@@ -39,17 +39,17 @@ test.__test__ = False  # (not a pytest test)
 
 def compare() -> int:
     """``lasres-compare``: ``scripts/compare.py``."""
-    from ..compare import compare_main
+    from .run_compare import compare_main
     return main_wrapper(compare_main)
 
 
 def export_onnx() -> int:
     """``lasres-export``: ``scripts/export_onnx.py``."""
-    from ..export import export_main
+    from .run_export import export_main
     return main_wrapper(export_main)
 
 
 def export_torch() -> int:
     """``lasres-export-torch``: ``scripts/export_torch.py``."""
-    from ..export import export_torch_main
+    from .run_export import export_torch_main
     return main_wrapper(export_torch_main)

@@ -4,6 +4,7 @@ the banner."""
 from typing import NamedTuple, Optional
 
 from ..errors import ArchitectureError, LasresError
+from ..models.registry import arch_record
 from ..recipes import LEGACY
 from .options import parse_options
 
@@ -62,10 +63,7 @@ class ModelChoice(NamedTuple):
     def arch(self, dataset: str = "cifar10") -> dict:
         """The ``arch`` record of checkpoints: type, depth, width, options, and
         the dataset when it is not CIFAR-10."""
-        arch = {"type": self.spec.name, "depth": self.depth, "width": self.width, **self.options}
-        if dataset != "cifar10":
-            arch["dataset"] = dataset
-        return arch
+        return arch_record(self.spec.name, self.depth, self.width, self.options, dataset)
 
 
 def build_network(args, log=print) -> ModelChoice:

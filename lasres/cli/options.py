@@ -1,9 +1,10 @@
 """What the command-line values mean: ``--option KEY=VALUE``, the training
 recipes, the preprocessing, the backend and the numeric ranges; each is
 checked here, once."""
-from typing import Dict, Iterable, Optional
+from typing import Optional
 
 from ..errors import LasresError
+from ..models.registry import parse_options
 from ..recipes import LEGACY, RECIPES as _RECIPES, recipe_for_layout
 
 __all__ = ["parse_options", "RECIPES", "PREPROCESSING_TEXT", "preprocessing_for",
@@ -22,42 +23,6 @@ PREPROCESSING_TEXT = {
 #: Training recipes (:data:`lasres.recipes.RECIPES`): the flag defaults each
 #: sets over the legacy ones (explicit flags still win).
 RECIPES = {name: recipe.overrides() for name, recipe in _RECIPES.items()}
-
-
-def parse_options(items: Iterable[str]) -> Dict[str, object]:
-    """Architecture options from ``KEY=VALUE`` strings.
-
-    Values become int, float or bool (``true``/``false``/``yes``/``no``)
-    where they read as one, else stay strings; ``-`` in keys becomes ``_``.
-
-    Parameters
-    ----------
-    items : iterable of str
-
-    Returns
-    -------
-    dict
-
-    Raises
-    ------
-    LasresError
-        An item without ``=``.
-    """
-    opts = {}
-    for item in items:
-        if "=" not in item:
-            raise LasresError(f"--option expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        for conv in (int, float):
-            try:
-                v = conv(v)
-                break
-            except ValueError:
-                continue
-        else:
-            v = {"true": True, "false": False, "yes": True, "no": False}.get(v.lower(), v)
-        opts[k.strip().replace("-", "_")] = v
-    return opts
 
 
 def preprocessing_for(options: Optional[dict]) -> str:

@@ -2,19 +2,24 @@
 import argparse
 import os
 import time
-import warnings
+import zlib
 from typing import List, Optional
 
 import numpy as np
 
+from .. import distributed
+from ..data import save_pixel_mean
 from ..errors import LasresError
+from ..evaluation import evaluate_probabilities
 from ..interrupts import interrupted_status
-from .factory import make_trainer
+from ..recipes import LEGACY, LEGACY_SCHEDULE, RECIPES
+from ..training import fit, predict_in_batches
+from . import processes, run_setup
 from .files import check_output_folder, make_output_folder
 from .network import add_model_arguments, banner, build_network
-from ..recipes import LEGACY, LEGACY_SCHEDULE, RECIPES
-from .options import check_backend, check_common_numbers
+from .options import check_backend
 from .runner import start_time
+from .weight_registry import check_resume_preprocess, training_preprocess
 from .weight_search import auto_layout, load_network_weights, load_resume_checkpoint
 
 __all__ = ["train_parser", "train_main", "RESUME_SETTINGS", "check_resume_settings"]
@@ -142,58 +147,37 @@ def train_parser() -> argparse.ArgumentParser:
                    help="jax backend: bf16 mixed precision (float32 master weights)")
     p.add_argument("--device-augment", action="store_true",
                    help="jax backend: crop and flip on the device instead of the host")
-    from .. import distributed
-    distributed.add_arguments(p)
+    processes.add_arguments(p)
     return p
 
 
 def train_main(argv: Optional[List[str]] = None) -> int:
     """``train_nn.py [type] [depth] [width] [options]``; returns an exit status."""
-    from .. import distributed
-    from ..evaluation import evaluate_probabilities
-    from ..training import (fit, parse_schedule, predict_in_batches,
-                            restore_training_state)
-
-    parser = train_parser()
-    args = parser.parse_args(argv)
-    recipe = RECIPES[args.recipe]
-    if recipe.overrides():  # a recipe sets defaults; parse again so explicit flags win
-        parser.set_defaults(**recipe.overrides())
-        args = parser.parse_args(argv)
+    args, recipe = run_setup.read_arguments(train_parser(), argv)
     backend = check_backend(args)
-    dist = distributed.settings_from_args(args)  # None: a one-process run
+    dist = processes.settings_from_args(args)  # None: a one-process run
     if dist is not None:
         if backend != "jax":
             raise LasresError("a multi-process run (--coordinator, --num-processes, "
                               "--process-id or $LASRES_*) needs --backend jax")
         if not distributed.in_worker():
-            return distributed.supervise(argv, dist, t0=start_time())
+            return processes.supervise(argv, dist, t0=start_time())
         distributed.initialize(dist)  # before anything touches a device
         if not distributed.is_primary():
             distributed.silence_stdout()  # process 0 reports for the run
-    check_common_numbers(args)  # --batch-size 0 is refused, not read as the default
-    batch_size = recipe.batch_size if args.batch_size is None else args.batch_size
-    if args.epochs < 1:
-        raise LasresError(f"--epochs must be positive, got {args.epochs}")
-    schedule = parse_schedule(args.lr_schedule)
     t_start = time.time() if start_time() is None else start_time()
-    from ..random import seed_everything
-    seed_everything(args.seed)  # initial weights and dropout streams follow --seed
+    plan = run_setup.plan_run(args, recipe, backend)
+    batch_size, schedule, augment, fit_augment = (plan.batch_size, plan.schedule, plan.augment,
+                                                  plan.fit_augment)
     if args.weights:
         auto_layout(args)
     model = build_network(args)
     spec, depth, width, options, network = model
-    from .weight_registry import check_resume_preprocess, training_preprocess
     prep = training_preprocess(args.preprocess, options)  # recorded with the architecture
     arch = dict(model.arch(args.dataset), preprocess=prep.to_dict())
     out = args.out or os.path.join("runs", f"{spec.name}_n{depth}_k{width}"
                                    + ("" if args.dataset == "cifar10" else f"_{args.dataset}"))
     check_output_folder(out)
-    augment = args.augment
-    if augment is None:
-        from ..data import get_dataset
-        augment = get_dataset(args.dataset).default_augment
-    fit_augment = None if augment == "none" or args.device_augment else augment
     # recorded in the checkpoints, compared by --resume
     settings = {"recipe": args.recipe, "optimizer": args.optimizer, "l2": args.l2,
                 "momentum": args.momentum}
@@ -230,20 +214,12 @@ def train_main(argv: Optional[List[str]] = None) -> int:
         load_network_weights(network, args.weights, arch)
         print(f"init   | weights from {args.weights}")
 
-    if args.download:
-        from ..data import download_dataset
-        download_dataset(args.dataset, args.data)
+    run_setup.download_if_asked(args)
     primary = distributed.is_primary()  # several processes: only process 0 writes
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        from ..data import prepare_dataset, save_pixel_mean
-        # a missing or broken dataset fails here, with the run folder not yet created
-        mean_path = os.path.join(out, "pixel_mean.npy")
-        have_mean = os.path.isfile(mean_path)
-        data = prepare_dataset(args.dataset, args.data,
-                               pixel_mean_path=mean_path if have_mean else None,
-                               limit=args.limit, seed=args.seed,
-                               valid_fraction=args.valid_fraction, preprocessing=prep)
+    # a missing or broken dataset fails here, with the run folder not yet created
+    mean_path = os.path.join(out, "pixel_mean.npy")
+    have_mean = os.path.isfile(mean_path)
+    data = run_setup.prepare_run_data(args, prep, mean_path if have_mean else None)
     if primary:
         make_output_folder(out)
         if not have_mean and data.pixel_mean is not None:
@@ -251,14 +227,11 @@ def train_main(argv: Optional[List[str]] = None) -> int:
     print(f"data   | {len(data.X_train)} training, {len(data.X_valid)} validation, "
           f"{len(data.X_test)} test images from {args.data}")
 
-    history, start_epoch = None, 0
-    trainer = make_trainer(network, args, schedule[0][1], backend=backend)
+    trainer, history, start_epoch = run_setup.start_trainer(network, args, schedule[0][1],
+                                                            backend, ckpt)
     if ckpt is not None:
-        trainer.sync_to_device()
-        history, start_epoch = restore_training_state(trainer, ckpt)
         print(f"resume | from {resume_path}, epoch {start_epoch}")
     if distributed.process_count() > 1:
-        import zlib
         distributed.check_same(
             training_images=len(data.X_train), validation_images=len(data.X_valid),
             test_images=len(data.X_test), epochs=args.epochs, batch_size=batch_size,

@@ -10,10 +10,8 @@ ONNX nodes), :mod:`.torch_codegen` (the PyTorch module's source) and
 Neither onnx nor torch is imported until an export needs it.
 """
 from ..errors import ExportError
-from .cli import export_main, export_parser, export_torch_main, export_torch_parser
 from .onnx_graph import OPSET, build_model, to_onnx
 from .torch_codegen import regularizable_parameters, to_torch, torch_source
 
-__all__ = ["to_onnx", "build_model", "OPSET", "export_parser", "export_main", "to_torch",
-           "torch_source", "regularizable_parameters", "export_torch_parser", "export_torch_main",
-           "ExportError"]
+__all__ = ["to_onnx", "build_model", "OPSET", "to_torch", "torch_source",
+           "regularizable_parameters", "ExportError"]

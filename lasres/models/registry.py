@@ -10,10 +10,11 @@ published weight files.
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ..errors import ArchitectureError
+from ..errors import ArchitectureError, LasresError
 from ..recipes import LEGACY
 
 __all__ = ["ModelSpec", "register", "register_model", "get_spec", "available", "build",
+           "parse_options", "arch_record",
            "total_depth_hint", "estimate_memory", "machine_memory", "check_model_size"]
 
 
@@ -116,6 +117,53 @@ def total_depth_hint(name, formula, total_depth, minimum, label=None):
 
 
 _REGISTRY = {}
+
+
+def parse_options(items) -> dict:
+    """Architecture options from ``KEY=VALUE`` strings.
+
+    Values become int, float or bool (``true``/``false``/``yes``/``no``)
+    where they read as one, else stay strings; ``-`` in keys becomes ``_``.
+
+    Parameters
+    ----------
+    items : iterable of str
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    LasresError
+        An item without ``=``.
+    """
+    opts = {}
+    for item in items:
+        if "=" not in item:
+            raise LasresError(f"--option expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        for conv in (int, float):
+            try:
+                v = conv(v)
+                break
+            except ValueError:
+                continue
+        else:
+            v = {"true": True, "false": False, "yes": True, "no": False}.get(v.lower(), v)
+        opts[k.strip().replace("-", "_")] = v
+    return opts
+
+
+def arch_record(type: str, depth: int, width: int, options=None,
+                dataset: str = "cifar10") -> dict:
+    """The ``arch`` record of checkpoints: type, depth, width, options, and
+    the dataset when it is not CIFAR-10 (what a weight file is checked
+    against when it is loaded)."""
+    arch = {"type": type, "depth": depth, "width": width, **(options or {})}
+    if dataset != "cifar10":
+        arch["dataset"] = dataset
+    return arch
 
 
 def register(spec):

@@ -1,14 +1,21 @@
 """The export scripts: ``scripts/export_onnx.py`` (:func:`export_main`) and
-``scripts/export_torch.py`` (:func:`export_torch_main`)."""
+``scripts/export_torch.py`` (:func:`export_torch_main`), over
+:func:`lasres.export.to_onnx` and :func:`lasres.export.to_torch`."""
+import argparse
 import os
 
+from .. import layers as L
 from ..errors import LasresError
-from .onnx_graph import OPSET, _onnx, to_onnx
+from ..export.onnx_graph import OPSET, _onnx, to_onnx
+from ..export.torch_codegen import _torch, to_torch
+from .network import add_model_arguments, build_network
+from .weight_search import find_weights, load_network_weights, pixel_mean_for
+
+__all__ = ["export_parser", "export_main", "export_torch_parser", "export_torch_main"]
 
 # --- scripts/export_onnx.py ---------------------------------------------------------
-def export_parser():
-    import argparse
-    from ..cli import add_model_arguments
+def export_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``export_onnx.py``."""
     p = argparse.ArgumentParser(
         prog="export_onnx.py", description="Export a network with its weights to ONNX (the "
         "deterministic inference graph), checked with onnx.checker.",
@@ -33,17 +40,13 @@ def export_parser():
 def export_main(argv=None):
     """``export_onnx.py TYPE DEPTH WIDTH --weights FILE --out model.onnx``;
     returns an exit status."""
-    from ..cli import build_network, find_weights, load_network_weights, pixel_mean_for
     args = export_parser().parse_args(argv)
     if args.pixel_mean and args.no_pixel_mean:
         raise LasresError("give --pixel-mean or --no-pixel-mean, not both")
     _onnx()  # a clear error before any work when onnx is missing
-    spec, depth, width, options, network = build_network(args)
-    arch = {"type": spec.name, "depth": depth, "width": width, **options}
-    if args.dataset != "cifar10":
-        arch["dataset"] = args.dataset
+    spec, depth, width, options, network = model = build_network(args)
     path = find_weights(spec.name, depth, width, args.weights)
-    ckpt = load_network_weights(network, path, arch)
+    ckpt = load_network_weights(network, path, model.arch(args.dataset))
     mean, mean_from = (None, None) if args.no_pixel_mean else pixel_mean_for(args, path, ckpt)
     input_shape = None
     if args.batch_size:
@@ -67,15 +70,13 @@ def export_main(argv=None):
 
 
 def _input_shape(network):
-    from .. import layers as L
     return next(layer for layer in L.get_all_layers(network)
                 if isinstance(layer, L.InputLayer)).shape
 
 
 # --- scripts/export_torch.py ---------------------------------------------------------------
-def export_torch_parser():
-    import argparse
-    from ..cli import add_model_arguments
+def export_torch_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``export_torch.py``."""
     p = argparse.ArgumentParser(
         prog="export_torch.py", description="Export a network with its weights to PyTorch: "
         "DIR/model.py (a self-contained torch.nn.Module with Lasagne's semantics, in training "
@@ -93,18 +94,13 @@ def export_torch_parser():
 def export_torch_main(argv=None):
     """``export_torch.py TYPE DEPTH WIDTH --weights FILE --out DIR [--force]``;
     returns an exit status."""
-    from ..cli import build_network, find_weights, load_network_weights
-    from .torch_codegen import _torch, to_torch
     args = export_torch_parser().parse_args(argv)
     if os.path.exists(args.out) and not args.force:
         raise LasresError(f"{args.out} exists (give --force to replace it)")
     _torch()  # a clear error before any work when torch is missing
-    spec, depth, width, options, network = build_network(args)
-    arch = {"type": spec.name, "depth": depth, "width": width, **options}
-    if args.dataset != "cifar10":
-        arch["dataset"] = args.dataset
+    spec, depth, width, options, network = model = build_network(args)
     path = find_weights(spec.name, depth, width, args.weights)
-    load_network_weights(network, path, arch)
+    load_network_weights(network, path, model.arch(args.dataset))
     module = to_torch(network, args.out, force=args.force)
     n = sum(p.numel() for p in module.parameters())
     print(f"export | {spec.name} {depth} {width}: {spec.title}; weights {path}")
