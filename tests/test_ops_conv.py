@@ -669,3 +669,71 @@ def test_onednn_source_shared_across_strides_and_pads(kernel_path):
             continue
         sources = {source(cls(**v), *inputs) for v in variants}
         assert len(sources) == 1, cls.__name__
+
+
+_BLOCKS_SCRIPT = """
+import sys, numpy as np, pytensor, pytensor.tensor as pt
+import lasres
+from lasres.config import get_mode
+from lasres.ops.conv import Conv2dGradWeights
+rng = np.random.default_rng(21)
+out = {}
+# (n, c, f, h, w, k, stride, pad, flip): bands of rows of 32x32 and 40x24 images
+# (a shorter last band, padding at the top and the bottom), 2 images of 16x16
+# per block with a shorter last block, 1x1 stride 1 (GEMM) and stride 2
+cases = [(6, 16, 8, 32, 32, 3, 1, 1, False), (5, 8, 16, 40, 24, 3, 1, 1, True),
+         (7, 16, 16, 16, 16, 3, 1, 1, False), (4, 16, 32, 32, 32, 1, 1, 0, False),
+         (5, 8, 8, 33, 33, 3, 2, 1, False), (3, 3, 16, 32, 32, 3, 1, 1, False)]
+for i, (n, c, f, h, w, k, s, p, flip) in enumerate(cases):
+    x, g = pt.ftensor4(), pt.ftensor4()
+    fn = pytensor.function([x, g], Conv2dGradWeights(stride=(s, s), pad=(p, p),
+                                                     filter_flip=flip)(x, g, (k, k)),
+                           mode=get_mode("c"))
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    xv = rng.normal(size=(n, c, h, w)).astype("float32")
+    gv = rng.normal(size=(n, f, oh, ow)).astype("float32")
+    out[str(i)] = fn(xv, gv)
+    out["x%d" % i], out["g%d" % i] = xv, gv
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.parametrize("threads", ["2", "3"])
+def test_onednn_weight_gradient_blocks_shared_among_threads(tmp_path, threads):
+    """The blocks of the weight gradient (bands of rows of an image, or a
+    few images) are shared among the OpenMP threads, each block on one
+    thread: the result rounds as a GEMM does (the float32 precision tests'
+    criterion) and as the blocks run one after another on all threads
+    (LASRES_CONV_SPLIT=0) do -- not to the bit: a block of two images on two
+    threads is two shorter float32 chains."""
+    import os
+    import subprocess
+    import sys
+    if onednn._library_paths() is None:
+        pytest.skip("no oneDNN wheel for this platform")
+    got = {}
+    for split in ("1", "0"):
+        env = dict(os.environ, LASRES_CONV_SPLIT=split, OMP_NUM_THREADS=threads,
+                   LASRES_KERNELS="onednn")
+        path = tmp_path / f"split{split}.npz"
+        # (a primitive planned for more threads than it gets may hang: a timeout)
+        res = subprocess.run([sys.executable, "-c", _BLOCKS_SCRIPT, str(path)], env=env,
+                             capture_output=True, text=True, timeout=240)
+        assert res.returncode == 0, res.stderr
+        got[split] = np.load(path)
+    cases = [(3, 1, 1, False), (3, 1, 1, True), (3, 1, 1, False), (1, 1, 0, False),
+             (3, 2, 1, False), (3, 1, 1, False)]
+    for i, (k, s, p, flip) in enumerate(cases):
+        shared, one_by_one = got["1"][str(i)], got["0"][str(i)]
+        x, g = got["1"]["x%d" % i], got["1"]["g%d" % i]
+        kw = dict(stride=(s, s), pad=(p, p), filter_flip=flip)
+        want = conv_numpy.conv2d_grad_weights_numpy(x.astype("float64"), g.astype("float64"),
+                                                    (k, k), **kw)
+        gemm = conv_numpy.conv2d_grad_weights_numpy(x, g, (k, k), **kw)
+
+        def rms(a):
+            return float(np.sqrt(np.mean((a - want) ** 2) / np.mean(want ** 2)))
+        eps = float(np.finfo(np.float32).eps)
+        assert rms(shared) <= max(1.5 * rms(gemm), 4 * eps), (i, rms(shared), rms(gemm))
+        assert rms(shared) <= max(1.5 * rms(one_by_one), 4 * eps), (i, rms(shared), rms(one_by_one))
+        np.testing.assert_allclose(shared, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())

@@ -161,7 +161,9 @@ class OneDNNConvCOp(COp):
 
     def c_compile_args(self, **kwargs):
         paths = _library_paths()
-        return [f"-Wl,-rpath,{paths[1]}"] if paths else []
+        # OpenMP (libgomp, oneDNN's own pool) for the copies around the kernels
+        omp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+        return omp + ([f"-Wl,-rpath,{paths[1]}"] if paths else [])
 
     def c_support_code(self, **kwargs):
         return c_source("onednn_conv.c")

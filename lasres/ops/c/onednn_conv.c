@@ -15,7 +15,10 @@
  *
  * Backward-weights runs in blocks of images summed in float64, and on
  * oneDNN's GEMM implementation for 1x1 stride-1 convolutions, to round no
- * worse than a GEMM (see lr_gemm_bwd_weights).
+ * worse than a GEMM (see lr_gemm_bwd_weights).  The blocks are shared among
+ * the OpenMP threads, each block a single-threaded primitive
+ * (lr_bwdw_blocks_parallel): one small primitive on all threads spends
+ * more in fork-joins than in arithmetic.
  */
 #ifndef LASRES_ONEDNN_CONV_C
 #define LASRES_ONEDNN_CONV_C
@@ -23,6 +26,9 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define LR_SLOTS 8
 #define LR_MAXARGS 4
@@ -65,6 +71,10 @@ typedef struct {
 static dnnl_engine_t lr_engine = NULL;
 static dnnl_stream_t lr_stream = NULL;
 static dnnl_primitive_attr_t lr_attr = NULL;
+/* LASRES_CONV_SPLIT=0: the blocks of a backward-weights run one after the
+ * other, each on all threads (as before the threads shared the blocks; for
+ * measurements) */
+static int lr_no_split = -1;
 
 static int lr_fail(dnnl_status_t st, const char *what)
 {
@@ -80,6 +90,10 @@ static int lr_init(void)
     dnnl_status_t st;
     if (lr_stream != NULL)
         return 0;
+    {
+        const char *v = getenv("LASRES_CONV_SPLIT");
+        lr_no_split = v != NULL && strcmp(v, "0") == 0;
+    }
     if ((st = dnnl_engine_create(&lr_engine, dnnl_cpu, 0)) != dnnl_success)
         return lr_fail(st, "engine creation");
     if ((st = dnnl_primitive_attr_create(&lr_attr)) != dnnl_success)
@@ -247,6 +261,82 @@ done:
     return rc;
 }
 
+/* The bytes of the buffer lr_run_local needs for entry e. */
+static size_t lr_bytes(const lr_entry *e)
+{
+    size_t total = LR_ALIGN(e->scratch_bytes);
+    int i;
+    for (i = 0; i < e->nargs; i++)
+        total += LR_ALIGN(e->args[i].prim_bytes);
+    return total;
+}
+
+/* Run entry `e` like lr_run, but on memory objects, a stream and a buffer
+ * of the calling thread's own (`buf`: at least lr_bytes(e) bytes), so that
+ * several threads may run entries at once.  Inside an OpenMP parallel
+ * region oneDNN runs each primitive on the calling thread alone. */
+static int lr_run_local(const lr_entry *e, void **handles, char *buf, dnnl_stream_t stream)
+{
+    dnnl_memory_t user[LR_MAXARGS] = {NULL}, prim[LR_MAXARGS] = {NULL}, scratch = NULL;
+    dnnl_exec_arg_t args[LR_MAXARGS + 1], rargs[2];
+    const_dnnl_memory_desc_t md;
+    size_t off = 0;
+    int i, nargs = 0, rc = -1;
+    if (e->scratch_bytes) {
+        if (dnnl_memory_get_memory_desc(e->scratch_mem, &md) != dnnl_success
+            || dnnl_memory_create(&scratch, md, lr_engine, buf) != dnnl_success)
+            goto done;
+        off = LR_ALIGN(e->scratch_bytes);
+    }
+    for (i = 0; i < e->nargs; i++) {
+        const lr_arg *a = &e->args[i];
+        if (dnnl_memory_get_memory_desc(a->user_mem, &md) != dnnl_success
+            || dnnl_memory_create(&user[i], md, lr_engine, handles[i]) != dnnl_success)
+            goto done;
+        if (a->reorder) {
+            if (dnnl_memory_get_memory_desc(a->prim_mem, &md) != dnnl_success
+                || dnnl_memory_create(&prim[i], md, lr_engine, buf + off) != dnnl_success)
+                goto done;
+            off += LR_ALIGN(a->prim_bytes);
+            if (!a->is_output) {
+                rargs[0].arg = DNNL_ARG_FROM; rargs[0].memory = user[i];
+                rargs[1].arg = DNNL_ARG_TO; rargs[1].memory = prim[i];
+                if (dnnl_primitive_execute(a->reorder, stream, 2, rargs) != dnnl_success)
+                    goto done;
+            }
+        }
+        args[nargs].arg = a->exec_arg;
+        args[nargs].memory = a->reorder ? prim[i] : user[i];
+        nargs++;
+    }
+    if (scratch) {
+        args[nargs].arg = DNNL_ARG_SCRATCHPAD;
+        args[nargs].memory = scratch;
+        nargs++;
+    }
+    if (dnnl_primitive_execute(e->prim, stream, nargs, args) != dnnl_success)
+        goto done;
+    for (i = 0; i < e->nargs; i++) {
+        const lr_arg *a = &e->args[i];
+        if (a->reorder && a->is_output) {
+            rargs[0].arg = DNNL_ARG_FROM; rargs[0].memory = prim[i];
+            rargs[1].arg = DNNL_ARG_TO; rargs[1].memory = user[i];
+            if (dnnl_primitive_execute(a->reorder, stream, 2, rargs) != dnnl_success)
+                goto done;
+        }
+    }
+    if (dnnl_stream_wait(stream) != dnnl_success)
+        goto done;
+    rc = 0;
+done:
+    for (i = 0; i < e->nargs; i++) {
+        if (user[i]) dnnl_memory_destroy(user[i]);
+        if (prim[i]) dnnl_memory_destroy(prim[i]);
+    }
+    if (scratch) dnnl_memory_destroy(scratch);
+    return rc;
+}
+
 /* pad_mode: 0 explicit (ph, pw), 1 'same', 2 'full'. */
 static int lr_geometry(lr_geom *g, int pad_mode)
 {
@@ -295,7 +385,9 @@ static dnnl_status_t lr_md_tag(dnnl_memory_desc_t *md, npy_intp a, npy_intp b,
     return dnnl_memory_desc_create_with_tag(md, 4, dims, dnnl_f32, tag);
 }
 
-enum { LR_FWD = 0, LR_BWD_DATA = 1, LR_BWD_WEIGHTS = 2 };
+/* LR_BWD_WEIGHTS_1T: backward-weights planned for one thread (run by
+ * lr_run_local inside a parallel region) */
+enum { LR_FWD = 0, LR_BWD_DATA = 1, LR_BWD_WEIGHTS = 2, LR_BWD_WEIGHTS_1T = 3 };
 
 /* Backward-weights and float32 round-off.  oneDNN's direct (jit) kernels sum
  * all the N * oh * ow products of a filter tap in one float32 chain per
@@ -352,6 +444,8 @@ static int lr_build(lr_entry *e, const lr_geom *g, int kind, int has_bias)
     if (has_bias)
         LR_TRY(dnnl_memory_desc_create_with_tag(&b_md, 1, bdims, dnnl_f32, dnnl_a));
 
+    if (kind == LR_BWD_WEIGHTS_1T)   /* the same primitive, planned for one thread */
+        kind = LR_BWD_WEIGHTS;
     if (kind == LR_FWD) {
         LR_TRY(dnnl_convolution_forward_primitive_desc_create(
             &pd, lr_engine, dnnl_forward_training, dnnl_convolution_direct, src_any, w_any,
@@ -440,6 +534,23 @@ static lr_entry *lr_entry_for(lr_cache *cache, const lr_geom *g, int kind, int h
     e = lr_lookup(cache, key, &fresh);
     if (fresh && lr_build(e, g, kind, has_bias)) return NULL;
     return e;
+}
+
+/* The entry for g and `kind` planned for one thread (kind one of the _1T
+ * kinds): oneDNN plans a primitive for the threads it may use when it is
+ * created. */
+static lr_entry *lr_entry_1t(lr_cache *cache, const lr_geom *g, int kind, int has_bias)
+{
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+    lr_entry *e;
+    omp_set_num_threads(1);
+    e = lr_entry_for(cache, g, kind, has_bias);
+    omp_set_num_threads(saved);
+    return e;
+#else
+    return lr_entry_for(cache, g, kind, has_bias);
+#endif
 }
 
 /* The filters the correlation applies: w itself, or (flip) a flipped copy
@@ -579,6 +690,102 @@ static void lr_band(const lr_geom *g, npy_intp r0, npy_intp rows, npy_intp nb, l
     b->prh = end - stop;
 }
 
+/* The blocks of lr_conv_bwd_weights shared among the OpenMP threads: each
+ * thread runs whole blocks (oneDNN on that thread alone) in a fixed share
+ * of the block list and sums their filters in its own float64 accumulator;
+ * acc (zeroed) receives those sums, added in thread order.  The blocks are
+ * the sequential loop's, each at most LR_BWDW_TERMS products per float32
+ * chain (on all threads, a block of several images could be split into
+ * shorter chains; the precision tests bound both).  Returns 0; 1 (no error set)
+ * when there is only one thread, more block shapes than the cache holds at
+ * once, or no OpenMP; -1 with a Python error. */
+#define LR_PAR_SHAPES 4
+static int lr_bwdw_blocks_parallel(lr_cache *cache, const lr_geom *g, PyArrayObject *x,
+                                   PyArrayObject *gz, npy_intp rows, npy_intp nb, double *acc)
+{
+#ifdef _OPENMP
+    lr_entry *shapes[LR_PAR_SHAPES];
+    lr_geom gs[LR_PAR_SHAPES], gb;
+    npy_intp nbands = (g->oh + rows - 1) / rows, nblk = ((g->n + nb - 1) / nb) * nbands;
+    npy_intp size = g->f * g->c * g->kh * g->kw, k, in0;
+    int nshapes = 0, nthr = omp_get_max_threads(), s, failed = 0;
+    size_t bytes = 0;
+    double *part = NULL;
+    if (lr_init()) return -1;
+    if (nthr < 2 || nblk < 2 || omp_in_parallel() || lr_no_split)
+        return 1;
+    if (nthr > nblk) nthr = (int)nblk;
+    /* the distinct block shapes, their entries built before the threads start */
+    for (k = 0; k < nblk; k++) {
+        npy_intp n0 = (k / nbands) * nb, r0 = (k % nbands) * rows;
+        lr_band(g, r0, g->oh - r0 < rows ? g->oh - r0 : rows, g->n - n0 < nb ? g->n - n0 : nb,
+                &gb, &in0);
+        for (s = 0; s < nshapes; s++)
+            if (memcmp(&gs[s], &gb, sizeof(gb)) == 0) break;
+        if (s == nshapes) {
+            if (nshapes == LR_PAR_SHAPES) return 1;
+            gs[nshapes++] = gb;
+        }
+    }
+    for (s = 0; s < nshapes; s++) {
+        if (!(shapes[s] = lr_entry_1t(cache, &gs[s], LR_BWD_WEIGHTS_1T, 0))) return -1;
+        if (lr_bytes(shapes[s]) > bytes) bytes = lr_bytes(shapes[s]);
+    }
+    for (s = 0; s < nshapes; s++)      /* still cached: nothing evicted them */
+        if (!shapes[s]->valid) return 1;
+    if (!(part = (double *)calloc((size_t)nthr * size + 1, sizeof(double)))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+#pragma omp parallel num_threads(nthr) reduction(|:failed)
+    {
+        int t = omp_get_thread_num(), sh;
+        npy_intp kb = nblk * t / nthr, ke = nblk * (t + 1) / nthr, kk, ii, i0;
+        double *mine = part + (size_t)t * size;
+        char *buf = NULL;
+        float *dw = (float *)malloc(sizeof(float) * size + 1);
+        dnnl_stream_t stream = NULL;
+        lr_geom gl;
+        void *handles[3];
+        if (!dw || (bytes && posix_memalign((void **)&buf, 64, bytes) != 0)
+            || dnnl_stream_create(&stream, lr_engine, dnnl_stream_default_flags) != dnnl_success)
+            failed = 1;
+        for (kk = kb; kk < ke && !failed; kk++) {
+            npy_intp n0 = (kk / nbands) * nb, r0 = (kk % nbands) * rows;
+            lr_band(g, r0, g->oh - r0 < rows ? g->oh - r0 : rows,
+                    g->n - n0 < nb ? g->n - n0 : nb, &gl, &i0);
+            for (sh = 0; sh < nshapes; sh++)
+                if (memcmp(&gs[sh], &gl, sizeof(gl)) == 0) break;
+            handles[0] = (float *)PyArray_DATA(x) + n0 * g->c * g->h * g->w + i0 * g->w;
+            handles[1] = (float *)PyArray_DATA(gz) + n0 * g->f * g->oh * g->ow + r0 * g->ow;
+            handles[2] = dw;
+            if (lr_run_local(shapes[sh], handles, buf, stream)) { failed = 1; break; }
+            for (ii = 0; ii < size; ii++)
+                mine[ii] += dw[ii];
+        }
+        if (stream) dnnl_stream_destroy(stream);
+        free(buf);
+        free(dw);
+    }
+    if (failed) {
+        free(part);
+        PyErr_SetString(PyExc_RuntimeError, "oneDNN: a backward-weights block failed");
+        return -1;
+    }
+    for (k = 0; k < size; k++) {
+        double sum = 0.0;
+        for (s = 0; s < nthr; s++)
+            sum += part[(size_t)s * size + k];
+        acc[k] = sum;
+    }
+    free(part);
+    return 0;
+#else
+    (void)cache; (void)g; (void)x; (void)gz; (void)rows; (void)nb; (void)acc;
+    return 1;
+#endif
+}
+
 /* out = d conv(x, w) / dw applied to gz, filters of spatial shape (kh, kw) */
 static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject *gz0,
                                npy_intp kh, npy_intp kw, PyArrayObject **out,
@@ -635,6 +842,9 @@ static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject
     }
     xstride = g.c * g.h * g.w;
     gzstride = g.f * g.oh * g.ow;
+    if (lr_bwdw_blocks_parallel(cache, &g, x, gz, rows, nb, acc) == 0)
+        goto summed;
+    if (PyErr_Occurred()) goto done;
     for (n0 = 0; n0 < g.n; n0 += nb) {
         for (r0 = 0; r0 < g.oh; r0 += rows) {
             lr_band(&g, r0, g.oh - r0 < rows ? g.oh - r0 : rows, g.n - n0 < nb ? g.n - n0 : nb,
@@ -648,6 +858,7 @@ static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject
                 acc[i] += dw[i];
         }
     }
+summed:
     for (i = 0; i < size; i++)
         dw[i] = (float)acc[i];
     if (flip)
