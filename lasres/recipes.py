@@ -7,11 +7,11 @@ preprocessing and the augmentation. :data:`LEGACY` is the Lasagne seed's
 ``train_nn.py``, :data:`KERAS_SEED` the RoR seed's ``cifar10_ror_wrn.py``;
 :data:`RECIPES` names them for ``--recipe``.
 
-The trainers (:class:`lasres.training.Trainer`,
-:class:`lasres.jax_trainer.JaxTrainer`), :func:`lasres.training.fit`,
+The trainers (:class:`lasres.train.Trainer`,
+:class:`lasres.train.jax_trainer.JaxTrainer`), :func:`lasres.train.fit`,
 :func:`lasres.data.prepare_dataset` and every command-line default read
 them, so a default changes here and nowhere else. (The objective itself,
-the loss and the inference function, is :mod:`lasres.recipe`.)
+the loss and the inference function, is :mod:`lasres.train.recipe`.)
 
 This module imports nothing of lasres, so that every level may read it.
 """
@@ -38,7 +38,7 @@ class Recipe:
     lr_schedule : str
         ``--lr-schedule`` text (``'legacy'`` is :data:`LEGACY_SCHEDULE`; a
         constant rate; or ``EPOCH:RATE,...``), read by
-        :func:`lasres.training.parse_schedule`.
+        :func:`lasres.train.parse_schedule`.
     l2 : float
         Weight of the L2 penalty over every regularizable parameter (batch-norm
         gammas included, as Lasagne tags them); 0: none.

@@ -60,10 +60,10 @@ def randomised_net(n, seed):
 
 
 def three_losses(n, seed):
-    """The losses of three legacy training steps (lasres.training.Trainer:
+    """The losses of three legacy training steps (lasres.train.Trainer:
     cross-entropy + 1e-4 L2, Nesterov momentum 0.9 at rate 0.01, BN running
     averages) on the C backend."""
-    from lasres.training import Trainer
+    from lasres.train import Trainer
 
     net, X, y = randomised_net(n, seed)
     trainer = Trainer(net, l2=1e-4, momentum=0.9, learning_rate=0.01, backend="c")
@@ -81,7 +81,7 @@ def fixture_losses(name):
     import pytensor.tensor as T
 
     from lasres.layers import set_all_param_values
-    from lasres.training import Trainer
+    from lasres.train import Trainer
     from lasres.weights import load_pklz
     from test_legacy_fixtures import seed_network
 

@@ -18,7 +18,7 @@ import pytest
 import lasres.weights
 from lasres import cli
 from lasres import layers as L
-from lasres.training import TrainerBase, fit, restore_training_state
+from lasres.train import TrainerBase, fit, restore_training_state
 from lasres.weights import load_checkpoint, save_checkpoint
 
 #: Validation accuracy of each epoch (1-based) of the scripted run.

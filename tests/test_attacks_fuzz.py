@@ -6,7 +6,7 @@ memoised list or string, colliding dict, set and memo keys, a dtype's state
 set after use) at random sizes, mixed with NumPy's and Python's own pickles of
 random arrays and containers, then mutated (0-3 bytes flipped, inserted or
 deleted). A worker subprocess capped by ``RLIMIT_AS`` (what it maps after its
-imports + 400 MiB) loads every case with :func:`lasres.safepickle.restricted_load`
+imports + 400 MiB) loads every case with :func:`lasres.io.safepickle.restricted_load`
 under an 8 MiB cap, each under ``signal.alarm``: every load must end in a
 result or an ordinary exception (which the readers turn into one line) within
 :data:`CASE_SECONDS`, and never in a MemoryError or a hang.
@@ -38,7 +38,7 @@ CASE_SECONDS = 3.0
 
 WORKER = r"""
 import io, signal, time
-from lasres.safepickle import restricted_load
+from lasres.io.safepickle import restricted_load
 cap = int(sys.argv[2])
 def alarm(*a):
     raise TimeoutError('hang')

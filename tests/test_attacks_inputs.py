@@ -306,7 +306,7 @@ lasres.cli.load_network_weights(net, {str(path)!r})""", 400 * MiB)
 
 def test_keras_file_with_the_right_shapes_is_read_under_the_network_budget(tmp_path):
     """Shapes that fit, and a budget smaller than the file: refused before reading."""
-    from lasres.keras_h5 import load_keras_h5
+    from lasres.weights.keras_h5 import load_keras_h5
     knet = build("ror-wrn", 1, 1, layout="keras")
     path = tmp_path / "k.h5"
     save_keras_h5(knet, path)

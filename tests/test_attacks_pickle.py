@@ -28,8 +28,8 @@ import pytest
 
 from _memlimit import run_limited
 from lasres.errors import WeightFileError
-from lasres import safepickle
-from lasres.safepickle import restricted_load
+from lasres.io import safepickle
+from lasres.io.safepickle import restricted_load
 from lasres.weights import load_pklz
 
 MiB = 1024 ** 2

@@ -149,13 +149,13 @@ def _stand_in(monkeypatch, module, name, log):
 
 @pytest.mark.parametrize("backend, expected", [("jax", "JaxTrainer"), ("c", "Trainer")])
 def test_compare_builds_the_trainer_train_nn_builds(tmp_path, monkeypatch, backend, expected):
-    """--backend jax trains with lasres.jax_trainer.JaxTrainer (through
-    cli.make_trainer, as train_nn.py), the C backend with training.Trainer."""
+    """--backend jax trains with lasres.train.jax_trainer.JaxTrainer (through
+    cli.make_trainer, as train_nn.py), the C backend with lasres.train.trainer.Trainer."""
     from test_data import _write_mnist
     _write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
     log = []
-    _stand_in(monkeypatch, "lasres.jax_trainer", "JaxTrainer", log)
-    _stand_in(monkeypatch, "lasres.training", "Trainer", log)
+    _stand_in(monkeypatch, "lasres.train.jax_trainer", "JaxTrainer", log)
+    _stand_in(monkeypatch, "lasres.train.trainer", "Trainer", log)
     with pytest.raises(_Built, match=expected):
         compare_main(["cnn:8:1", "--dataset", "mnist", "--data", str(tmp_path), "--epochs", "1",
                       "--out", str(tmp_path / "cmp"), "--backend", backend, "--l2", "0.001",
@@ -180,7 +180,7 @@ def test_compare_preprocesses_each_net_as_train_nn_does(cifar, tmp_path, monkeyp
 
     monkeypatch.setattr(lasres.data, "prepare_dataset", recording)
     log = []
-    _stand_in(monkeypatch, "lasres.training", "Trainer", log)
+    _stand_in(monkeypatch, "lasres.train.trainer", "Trainer", log)
     with pytest.raises(_Built):
         compare_main(["ror:1:layout=keras", "cnn:8:1", "ror:1", "--data", str(cifar),
                       "--limit", "50", "--epochs", "1", "--out", str(tmp_path / "cmp")])
@@ -188,19 +188,19 @@ def test_compare_preprocesses_each_net_as_train_nn_does(cifar, tmp_path, monkeyp
 
 
 def test_compare_trains_with_the_jax_trainer_end_to_end(tmp_path, monkeypatch, capsys):
-    """A whole --backend jax comparison runs on lasres.jax_trainer.JaxTrainer."""
+    """A whole --backend jax comparison runs on lasres.train.jax_trainer.JaxTrainer."""
     pytest.importorskip("jax")
-    import lasres.jax_trainer
+    import lasres.train.jax_trainer
     from test_data import _write_mnist
     _write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
     built = []
 
-    class Recording(lasres.jax_trainer.JaxTrainer):
+    class Recording(lasres.train.jax_trainer.JaxTrainer):
         def __init__(self, network, **kwargs):
             built.append(kwargs)
             super().__init__(network, **kwargs)
 
-    monkeypatch.setattr(lasres.jax_trainer, "JaxTrainer", Recording)
+    monkeypatch.setattr(lasres.train.jax_trainer, "JaxTrainer", Recording)
     out = tmp_path / "cmp"
     assert main_wrapper(compare_main, ["cnn:8:1", "--dataset", "mnist", "--data", str(tmp_path),
                                        "--epochs", "1", "--batch-size", "8", "--out", str(out),

@@ -1,4 +1,4 @@
-"""Multi-process data parallelism (lasres.distributed): two processes on the
+"""Multi-process data parallelism (lasres.train.distributed): two processes on the
 loopback address, each with two forced CPU devices and gloo collectives,
 against one process with four devices; a killed process; the README's
 launch commands, run as written on a real CIFAR-10 subset."""
@@ -21,7 +21,7 @@ from _datasets import cifar10_subset
 
 pytest.importorskip("jax")
 
-from lasres import distributed  # noqa: E402
+from lasres.train import distributed  # noqa: E402
 from lasres.cli import processes  # noqa: E402
 from lasres.errors import LasresError  # noqa: E402
 
@@ -107,7 +107,7 @@ def test_cli_errors_are_one_line(tmp_path):
 EQUIVALENCE_SCRIPT = textwrap.dedent("""
     import json, os, sys, warnings
     warnings.filterwarnings("ignore", message="Explicitly requested dtype")
-    from lasres import distributed
+    from lasres.train import distributed
     mode, out, result = sys.argv[1], sys.argv[2], sys.argv[3]
     if mode == "multi":
         distributed.initialize(distributed.Settings(
@@ -115,11 +115,11 @@ EQUIVALENCE_SCRIPT = textwrap.dedent("""
             process_id=int(sys.argv[4]), timeout=30))
     from types import SimpleNamespace
     import numpy as np, jax
-    from lasres.jax_trainer import JaxTrainer
+    from lasres.train.jax_trainer import JaxTrainer
     from lasres.layers import get_all_param_values
     from lasres.models import build
     from lasres.random import set_rng
-    from lasres.training import fit
+    from lasres.train import fit
 
     # process 1 initialises its network differently: the trainer starts
     # every process from process 0's values

@@ -7,7 +7,7 @@ the Keras 1.2.2 weight files of ``fixtures/keras`` (raw bytes, and
 structural edits made with h5py: attributes, dataset shapes and types,
 missing or extra members). Each mutant is loaded by
 :func:`lasres.weights.load_weights` (Keras mutants mostly by
-:func:`lasres.keras_h5.read_keras_h5`) in a worker subprocess whose address
+:func:`lasres.weights.keras_h5.read_keras_h5`) in a worker subprocess whose address
 space is capped (``RLIMIT_AS`` = what it maps after its imports + 768 MiB;
 the HDF5 readers fork their own, more tightly capped, reader processes).
 Every load must end in a clean :class:`WeightFileError` or a correct load
@@ -49,7 +49,7 @@ PER_FILE_TIMEOUT = 60
 WORKER = r"""
 import resource, traceback
 from lasres.errors import WeightFileError
-from lasres.keras_h5 import read_keras_h5
+from lasres.weights.keras_h5 import read_keras_h5
 cap = int(sys.argv[2])
 _report(outcome='ready')
 for line in sys.stdin:

@@ -14,10 +14,10 @@ jax = pytest.importorskip("jax")
 
 import lasres  # noqa: E402,F401
 from lasres.errors import LasresError  # noqa: E402
-from lasres.jax_trainer import JaxTrainer, _crop_flip_at, device_crop_flip  # noqa: E402
+from lasres.train.jax_trainer import JaxTrainer, _crop_flip_at, device_crop_flip  # noqa: E402
 from lasres.layers import get_all_param_values, set_all_param_values  # noqa: E402
 from lasres.models import build  # noqa: E402
-from lasres.training import Trainer  # noqa: E402
+from lasres.train import Trainer  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Explicitly requested dtype")
 
@@ -157,7 +157,7 @@ def test_fit_checkpoint_holds_device_state(tmp_path):
     checkpoint holds the device state."""
     from types import SimpleNamespace
 
-    from lasres.training import fit
+    from lasres.train import fit
     from lasres.weights import load_checkpoint
 
     rng = np.random.RandomState(3)
@@ -189,7 +189,7 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent("""
     import numpy as np, jax
     import lasres
     from lasres.errors import LasresError
-    from lasres.jax_trainer import JaxTrainer
+    from lasres.train.jax_trainer import JaxTrainer
     from lasres.layers import get_all_param_values, set_all_param_values
     from lasres.models import build
 

@@ -24,7 +24,7 @@ import pytest
 from conftest import SHARED, require_shared
 from lasres import cli
 from lasres.errors import LasresError, WeightFileError
-from lasres.keras_h5 import (is_keras_h5, keras_layer_order, load_keras_h5, read_keras_h5,
+from lasres.weights.keras_h5 import (is_keras_h5, keras_layer_order, load_keras_h5, read_keras_h5,
                              save_keras_h5)
 from lasres.layers import (count_params, get_all_layers, get_all_param_values, get_output,
                            set_all_param_values, KerasBatchNormLayer)
@@ -759,7 +759,7 @@ def test_whole_model_file_is_read(keras_dir, loaded, tmp_path):
 def test_tf_dense_rows_follow_keras_flatten():
     """A 'tf' file flattens (h, w, c): the Dense rows are permuted so that
     the lasres (c, h, w) flattening gives the same products, and back."""
-    from lasres.keras_h5 import _dense_tf_rows, _to_keras, _to_lasres
+    from lasres.weights.keras_h5 import _dense_tf_rows, _to_keras, _to_lasres
     from lasres.layers import DenseLayer, FlattenLayer, InputLayer
     dense = DenseLayer(FlattenLayer(InputLayer((None, 3, 2, 4))), num_units=5)
     rng = np.random.RandomState(0)
@@ -786,7 +786,7 @@ def test_keras_file_that_hangs_libhdf5_is_one_error(keras_dir, tmp_path):
     bad.write_bytes(shrink_global_heap_free_space(good.read_bytes()))
     code = f"""
 from lasres.errors import WeightFileError
-from lasres.keras_h5 import read_keras_h5
+from lasres.weights.keras_h5 import read_keras_h5
 from lasres.weights import detect_format
 print(detect_format({str(bad)!r}))
 try:

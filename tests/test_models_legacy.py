@@ -9,7 +9,7 @@ import pytensor
 from lasres.config import get_mode
 from lasres.layers import get_output
 from lasres.models import build, get_spec
-from lasres.recipe import input_var as _input_var
+from lasres.train.recipe import input_var as _input_var
 from lasres.weights import load_pklz
 from lasres.layers import set_all_param_values, get_all_layers, count_params
 

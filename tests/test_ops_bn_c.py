@@ -363,7 +363,7 @@ def test_training_step_keeps_updating_the_running_averages():
     from lasres.layers import BatchNormLayer, get_all_layers
     from lasres.models import build
     from lasres.ops.bn import BatchNormTrainRelu
-    from lasres.training import Trainer
+    from lasres.train import Trainer
 
     net = build("normal", 1, 1)
     trainer = Trainer(net, backend="c")

@@ -17,7 +17,7 @@ from lasres.layers import get_all_params
 from lasres.models import build
 from lasres.ops import fused_infer, onednn
 from lasres.ops import onednn_program
-from lasres.recipe import compile_predict
+from lasres.train.recipe import compile_predict
 
 pytestmark = pytest.mark.skipif(not fused_infer.enabled(), reason="oneDNN kernels not installed")
 
@@ -161,8 +161,8 @@ def test_a_region_onednn_cannot_plan_runs_the_ops(monkeypatch):
 
 def test_training_graphs_and_other_kernels_are_not_fused(monkeypatch):
     net = build("normal", 1)
-    from lasres.recipe import legacy_objective
-    from lasres.training import Trainer
+    from lasres.train.recipe import legacy_objective
+    from lasres.train import Trainer
     tr = Trainer(net)
     assert not [n for n in tr.train_fn.maker.fgraph.toposort()
                 if isinstance(n.op, fused_infer.OneDNNInference)]

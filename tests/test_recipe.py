@@ -1,4 +1,4 @@
-"""lasres.recipe (the legacy objective, written once), TrainerBase (what fit
+"""lasres.train.recipe (the legacy objective, written once), TrainerBase (what fit
 may call) and data.prepare_dataset (one preparation for every dataset),
 checked against values computed independently in NumPy."""
 import numpy as np
@@ -8,9 +8,9 @@ from _datasets import cifar10_subset, write_mnist
 from lasres import layers as L
 from lasres.data import (PreparedCifar10, PreparedDataset, compute_pixel_mean, legacy_split,
                          load_cifar10, prepare_dataset, preprocess, scale255)
-from lasres.evaluation import loss_and_accuracy
-from lasres.recipe import compile_predict, input_var, legacy_objective
-from lasres.training import Trainer, TrainerBase
+from lasres.train.evaluation import loss_and_accuracy
+from lasres.train.recipe import compile_predict, input_var, legacy_objective
+from lasres.train import Trainer, TrainerBase
 
 
 def _softmax_net():

@@ -46,9 +46,9 @@ def test_every_default_reads_the_legacy_recipe():
     """The library's defaults are the recipe's (so one line changes them)."""
     from lasres.cli import run_comparison
     from lasres.data import legacy_split, prepare_cifar10, prepare_dataset
-    from lasres.jax_trainer import JaxTrainer
-    from lasres.recipe import legacy_objective
-    from lasres.training import Trainer, fit, optimizer_updates
+    from lasres.train.jax_trainer import JaxTrainer
+    from lasres.train.recipe import legacy_objective
+    from lasres.train import Trainer, fit, optimizer_updates
     for fn in (Trainer.__init__, JaxTrainer.__init__):
         d = _defaults(fn)
         assert (d["l2"], d["momentum"], d["optimizer"], d["learning_rate"]) == \
@@ -87,7 +87,7 @@ def test_bn_update_averages_off_leaves_the_running_averages():
     import pytensor
     from lasres import layers as L
     from lasres.nonlinearities import softmax
-    from lasres.recipe import legacy_objective
+    from lasres.train.recipe import legacy_objective
     net = L.DenseLayer(L.BatchNormLayer(L.InputLayer((None, 4))), 3, nonlinearity=softmax)
     X = np.random.RandomState(0).randn(8, 4).astype("float32") + 3
     y = np.zeros(8, "int32")

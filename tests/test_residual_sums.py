@@ -28,7 +28,7 @@ def test_residual_sums_stay_binary_in_the_training_step():
     accumulations along it) is not flattened into n-ary sums over all earlier
     block outputs (O(n^2) memory passes per stage)."""
     from lasres.models import build
-    from lasres.training import Trainer
+    from lasres.train import Trainer
 
     trainer = Trainer(build("normal", 3, 1), backend="c")
     adds = _nary_adds(trainer.train_fn)

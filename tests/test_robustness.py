@@ -26,7 +26,7 @@ from lasres import cli
 from lasres import layers as L
 from lasres.cli import compare_main
 from lasres.errors import DataError, WeightFileError
-from lasres.interrupts import Terminated, deferred_interrupts, sigterm_as_interrupt
+from lasres.train.interrupts import Terminated, deferred_interrupts, sigterm_as_interrupt
 from lasres.weights import load_checkpoint, load_pklz, load_weights, save_checkpoint, save_pklz
 
 MiB = 1024 ** 2
@@ -237,7 +237,7 @@ def _net():
 
 def _train(out, seed, epochs=3, interrupt_at=None, resume=False):
     from lasres.random import seed_everything
-    from lasres.training import Trainer, fit, restore_training_state
+    from lasres.train import Trainer, fit, restore_training_state
     seed_everything(seed)
     net = _net()
     tr = Trainer(net, learning_rate=0.05, backend="c")
@@ -344,7 +344,7 @@ def test_ctrl_c_while_an_epoch_is_saved_keeps_the_epoch(tmp_path, monkeypatch):
     waits for the epoch's files: the checkpoint holds that epoch, and the
     message says so."""
     import lasres.weights
-    from lasres.training import Trainer, fit
+    from lasres.train import Trainer, fit
     real, calls = lasres.weights.save_checkpoint, []
 
     def save_checkpoint(path, *args, **kwargs):
@@ -544,7 +544,7 @@ def test_kill_9_leftovers_are_removed_by_the_next_save(tmp_path):
     code = f"""
 import os, sys, time
 sys.path.insert(0, {REPO!r})
-from lasres._atomic import atomic_path
+from lasres.io.atomic import atomic_path
 with atomic_path({str(tmp_path / 'last.h5')!r}) as tmp:
     with open(tmp, 'wb') as f:
         f.write(b'x' * 1000000)

@@ -5,7 +5,7 @@ import pytest
 
 from lasres import layers as L
 from lasres.errors import LasresError
-from lasres.training import (LEGACY_SCHEDULE, History, TrainerBase, TrainingDiverged, fit,
+from lasres.train import (LEGACY_SCHEDULE, History, TrainerBase, TrainingDiverged, fit,
                              learning_rate_at, parse_schedule)
 from lasres.weights import load_checkpoint
 

@@ -387,7 +387,7 @@ def test_data_reads_pickles_without_the_weights_package():
     import lasres.data.cifar as cifar
     tree = ast.parse(open(cifar.__file__).read())
     sources = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert "safepickle" in sources and "weights" not in sources
+    assert "io.safepickle" in sources and "weights" not in sources
 
 
 # --- untrusted HDF5 read in a child process (issue 12: libhdf5 hangs) --------
@@ -416,7 +416,7 @@ def test_hdf5_hang_is_one_clean_error_within_seconds(tmp_path):
     made.write_bytes(shrink_global_heap_free_space((tmp_path / "good.h5").read_bytes()))
     code = f"""
 import os, sys, time
-import lasres.keras_h5 as K, lasres.weights as W
+import lasres.weights.keras_h5 as K, lasres.weights as W
 from lasres.errors import WeightFileError
 for path in ({str(HANG)!r}, {str(made)!r}):
     for name in ('load_weights', 'load_checkpoint', 'checkpoint_arch', 'read_keras_h5'):
@@ -471,7 +471,7 @@ def test_normal_checkpoint_loads_identically_through_the_reader_process(tmp_path
 
 def test_run_isolated_turns_hang_crash_and_memory_into_errors():
     import signal
-    from lasres.isolation import run_isolated
+    from lasres.io.isolation import run_isolated
 
     def crash():
         os.kill(os.getpid(), signal.SIGSEGV)

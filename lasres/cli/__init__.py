@@ -23,8 +23,8 @@ One module per job:
     What the weights registry and the checkpoints say about a weight file:
     its preprocessing (and where that came from), its architecture.
 ``factory``
-    The trainer of a run (:class:`~lasres.training.Trainer` or
-    :class:`~lasres.jax_trainer.JaxTrainer`).
+    The trainer of a run (:class:`~lasres.train.Trainer` or
+    :class:`~lasres.train.jax_trainer.JaxTrainer`).
 ``files``
     Run folders and saved predictions.
 ``run_setup``
@@ -55,7 +55,8 @@ from .weight_search import (REPO_WEIGHTS, auto_layout, checkpoint_layout, find_w
                             load_network_weights, pixel_mean_for)
 
 __all__ = ["train_main", "test_main", "compare_main", "compare_parser", "run_comparison",
-           "export_main", "export_parser", "export_torch_main", "export_torch_parser", "banner", "depth_hint",
+           "export_main", "export_parser", "export_torch_main", "export_torch_parser", "banner",
+           "depth_hint",
            "find_weights", "load_network_weights", "main_wrapper", "RECIPES",
            "preprocessing_for", "save_predictions", "check_output_folder", "make_output_folder",
            "make_trainer", "train_parser", "test_parser", "PREPROCESSING_TEXT", "REPO_WEIGHTS",

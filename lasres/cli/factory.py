@@ -2,14 +2,15 @@
 from typing import Optional
 
 from ..recipes import LEGACY
+from ..train import jax_trainer, trainer
 from .options import check_backend
 
 __all__ = ["make_trainer"]
 
 
 def make_trainer(network, args, learning_rate: float, backend: Optional[str] = None):
-    """A :class:`lasres.training.Trainer`, or for ``--backend jax`` a
-    :class:`lasres.jax_trainer.JaxTrainer` (state on the device, optional
+    """A :class:`lasres.train.trainer.Trainer`, or for ``--backend jax`` a
+    :class:`lasres.train.jax_trainer.JaxTrainer` (state on the device, optional
     data parallelism and bf16).
 
     Parameters
@@ -28,17 +29,15 @@ def make_trainer(network, args, learning_rate: float, backend: Optional[str] = N
 
     Returns
     -------
-    lasres.training.TrainerBase
+    lasres.train.trainer.TrainerBase
     """
     backend = backend or check_backend(args)
     optimizer = getattr(args, "optimizer", LEGACY.optimizer)
     if backend == "jax":
-        from ..jax_trainer import JaxTrainer
-        return JaxTrainer(network, l2=args.l2, momentum=args.momentum,
+        return jax_trainer.JaxTrainer(network, l2=args.l2, momentum=args.momentum,
                           learning_rate=learning_rate, devices=getattr(args, "devices", None),
                           precision=getattr(args, "precision", "float32"),
                           device_augment=getattr(args, "device_augment", False),
                           seed=args.seed, optimizer=optimizer)
-    from ..training import Trainer
-    return Trainer(network, l2=args.l2, momentum=args.momentum, learning_rate=learning_rate,
+    return trainer.Trainer(network, l2=args.l2, momentum=args.momentum, learning_rate=learning_rate,
                    backend=backend, optimizer=optimizer)

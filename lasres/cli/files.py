@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from .._atomic import atomic_path
+from ..io.atomic import atomic_path
 from ..errors import LasresError
 
 __all__ = ["check_output_folder", "make_output_folder", "check_output_path", "save_predictions"]

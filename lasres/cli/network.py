@@ -3,8 +3,14 @@
 the banner."""
 from typing import NamedTuple, Optional
 
+from ..config import default_backend, describe_device
+from ..data import DATASETS, get_dataset
 from ..errors import ArchitectureError, LasresError
-from ..models.registry import arch_record
+from ..layers import count_params, get_all_layers
+from ..models import available, get_spec
+from ..models.registry import arch_record, check_model_size
+from ..ops import kernels
+from ..ops.fused_infer import enabled as fused
 from ..recipes import LEGACY
 from .options import parse_options
 
@@ -16,7 +22,6 @@ def add_model_arguments(parser) -> None:
     """Add the seed's positional ``[type] [depth] [width]`` and the options
     every script shares (``--data``, ``--dataset``, ``--backend``,
     ``--batch-size``, ``--limit``, ``--seed``, ``--option``) to ``parser``."""
-    from ..models import available
     parser.add_argument("type", nargs="?", default="normal",
                         help=f"architecture: {', '.join(available())} (default normal)")
     parser.add_argument("depth", nargs="?", type=int, default=None,
@@ -38,7 +43,6 @@ def add_model_arguments(parser) -> None:
 
 def add_dataset_argument(parser) -> None:
     """``--dataset``: one of :data:`lasres.data.DATASETS` (default cifar10)."""
-    from ..data import DATASETS
     parser.add_argument("--dataset", default="cifar10", choices=tuple(DATASETS),
                         help="cifar10 (default), cifar100 (python layout), mnist or "
                              "fashion-mnist (the four IDX files)")
@@ -47,7 +51,6 @@ def add_dataset_argument(parser) -> None:
 def depth_hint(type: str, depth: int, width: int) -> Optional[str]:
     """A note when ``depth`` looks like a total depth rather than n, or None
     (each architecture's registry entry knows its formula)."""
-    from ..models import get_spec
     return get_spec(type).depth_hint(depth, width)
 
 
@@ -83,9 +86,6 @@ def build_network(args, log=print) -> ModelChoice:
     LasresError
         Unknown type, dataset or option, or impossible depth/width.
     """
-    from ..data import get_dataset
-    from ..models import get_spec
-    from ..models.registry import check_model_size
     info = get_dataset(args.dataset)
     spec = get_spec(args.type)
     depth = spec.default_depth if args.depth is None else args.depth
@@ -118,8 +118,6 @@ def build_network(args, log=print) -> ModelChoice:
 def banner(spec, depth: int, width: int, network, backend: Optional[str],
            options: Optional[dict] = None, log=print) -> None:
     """Print what is being built: architecture, layers, parameters, backend, device."""
-    from ..config import default_backend, describe_device
-    from ..layers import count_params, get_all_layers
     backend = backend or default_backend()
     total = spec.total_depth(depth, width)
     layers = get_all_layers(network)
@@ -131,8 +129,6 @@ def banner(spec, depth: int, width: int, network, backend: Optional[str],
         f"({count_params(network, trainable=True):,} trainable)")
     log(f"       | backend {backend}, device {describe_device(backend)}")
     if backend.lower() == "c":  # the other backends run lasres ops' Python code or XLA
-        from ..ops import kernels
-        from ..ops.fused_infer import enabled as fused
         log(f"       | convolution kernels {kernels()} (LASRES_KERNELS=numpy|onednn to choose)"
             + ("; inference fused into oneDNN programs (LASRES_FUSE=0: op by op)"
                if fused() else ""))

@@ -3,9 +3,10 @@ recipes, the preprocessing, the backend and the numeric ranges; each is
 checked here, once."""
 from typing import Optional
 
+from ..config import BACKENDS, default_backend
 from ..errors import LasresError
 from ..models.registry import parse_options
-from ..recipes import LEGACY, RECIPES as _RECIPES, recipe_for_layout
+from ..recipes import LEGACY, recipe_for_layout, RECIPES as _RECIPES
 
 __all__ = ["parse_options", "RECIPES", "PREPROCESSING_TEXT", "preprocessing_for",
            "check_common_numbers", "check_backend", "MAX_BATCH_SIZE"]
@@ -58,7 +59,6 @@ def check_backend(args) -> str:
         bf16``, ``--device-augment``) on another backend, or an optimizer
         other than Nesterov on jax.
     """
-    from ..config import BACKENDS, default_backend
     backend = (args.backend or default_backend()).lower()
     if backend not in BACKENDS:
         raise LasresError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")

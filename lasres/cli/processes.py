@@ -1,4 +1,4 @@
-"""The command line of a multi-process run (see :mod:`lasres.distributed`):
+"""The command line of a multi-process run (see :mod:`lasres.train.distributed`):
 its flags, and the supervisor that runs each process's training in a child.
 
 * :func:`add_arguments` / :func:`settings_from_args`: ``--coordinator
@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 
-from ..distributed import (DEFAULT_TIMEOUT, JOINED_FD_ENV, MIN_STARTUP_TIMEOUT, WORKER_ENV,
+from ..train.distributed import (DEFAULT_TIMEOUT, JOINED_FD_ENV, MIN_STARTUP_TIMEOUT, WORKER_ENV,
                            Settings)
 from ..errors import LasresError
 
@@ -94,8 +94,9 @@ def settings_from_args(args, environ=None):
     missing = [names[k] for k in names if k not in given]
     if missing:
         what = ", ".join(src for _, src in given.values())
+        variables = ", ".join(ENVIRONMENT[k] for k in names)
         raise LasresError(f"{what} given without {', '.join(missing)}: a multi-process run "
-                          f"needs all three (or the variables {', '.join(ENVIRONMENT[k] for k in names)})")
+                          f"needs all three (or the variables {variables})")
     coordinator, src = given["coordinator"]
     host, _, port = str(coordinator).rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:

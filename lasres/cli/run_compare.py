@@ -11,7 +11,7 @@ seed; each network's images are preprocessed as ``train_nn.py`` does it
 the legacy mean subtraction otherwise). The arguments, the data and the
 trainers go through the set-up ``train_nn.py`` uses (:mod:`.run_setup`:
 the trainer of the backend from :func:`lasres.cli.make_trainer`), and each
-run is trained by :func:`lasres.training.fit` in its own folder
+run is trained by :func:`lasres.train.fit` in its own folder
 ``OUT/TYPE_nDEPTH_kWIDTH`` (checkpoints and history); at the end a table is
 printed and ``OUT/compare.png`` (training loss and validation error of all
 runs) and ``OUT/compare.json`` (every run's arguments, size and history) are
@@ -31,16 +31,16 @@ import os
 import time
 from typing import Callable, List, Optional, Tuple
 
-from .._atomic import atomic_path
+from ..io.atomic import atomic_path
 from ..compare import ModelRequest, format_table, parse_model
 from ..data import get_dataset
-from ..evaluation import loss_and_accuracy
+from ..train.evaluation import loss_and_accuracy
 from ..layers import count_params
 from ..models import get_spec
 from ..models.registry import check_model_size
-from ..plotting import plot_comparison
+from ..train.plotting import plot_comparison
 from ..recipes import LEGACY, LEGACY_SCHEDULE, recipe_for_layout
-from ..training import fit, predict_in_batches
+from ..train import fit, predict_in_batches
 from . import run_setup
 from .files import check_output_folder, make_output_folder
 from .network import add_dataset_argument, banner

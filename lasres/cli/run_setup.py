@@ -26,7 +26,7 @@ from .. import data as datasets
 from ..errors import LasresError
 from ..random import seed_everything
 from ..recipes import LEGACY, RECIPES, Recipe
-from ..training import Schedule, parse_schedule, restore_training_state
+from ..train import Schedule, parse_schedule, restore_training_state
 from .factory import make_trainer
 from .options import check_common_numbers
 
@@ -51,7 +51,7 @@ class RunPlan:
         ``--augment``, or the dataset's default: ``batch``, ``image``,
         ``keras-seed`` or ``none``.
     fit_augment : str or None
-        What :func:`lasres.training.fit` does on the host: ``augment``, or
+        What :func:`lasres.train.fit` does on the host: ``augment``, or
         None for ``none`` and for ``--device-augment``.
     """
 

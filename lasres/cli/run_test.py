@@ -7,14 +7,17 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..data import CIFAR10_CLASSES, prepare_dataset
 from ..recipes import LEGACY
+from ..train import predict_in_batches
+from ..train.evaluation import evaluate_probabilities, format_report
+from ..train.recipe import compile_predict
 from .files import check_output_path, save_predictions
 from .network import add_model_arguments, banner, build_network
 from .options import check_common_numbers
 from .runner import start_time
-from .weight_registry import (apply_registered_options, check_registered_arch,
-                              choose_preprocess, cli_preprocess, format_weight_list,
-                              registered_entry)
+from .weight_registry import (apply_registered_options, check_registered_arch, choose_preprocess,
+                              cli_preprocess, format_weight_list, registered_entry)
 from .weight_search import auto_layout, find_weights, load_network_weights, pixel_mean_for
 
 __all__ = ["test_parser", "test_main"]
@@ -46,10 +49,6 @@ def test_parser() -> argparse.ArgumentParser:
 
 def test_main(argv: Optional[List[str]] = None) -> int:
     """``test_model.py [type] [depth] [width] [options]``; returns an exit status."""
-    from ..data import CIFAR10_CLASSES, prepare_dataset
-    from ..evaluation import evaluate_probabilities, format_report
-    from ..recipe import compile_predict
-    from ..training import predict_in_batches
 
     args = test_parser().parse_args(argv)
     if args.list_weights:

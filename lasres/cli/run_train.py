@@ -7,13 +7,13 @@ from typing import List, Optional
 
 import numpy as np
 
-from .. import distributed
+from ..train import distributed
 from ..data import save_pixel_mean
 from ..errors import LasresError
-from ..evaluation import evaluate_probabilities
-from ..interrupts import interrupted_status
+from ..train.evaluation import evaluate_probabilities
+from ..train.interrupts import interrupted_status
 from ..recipes import LEGACY, LEGACY_SCHEDULE, RECIPES
-from ..training import fit, predict_in_batches
+from ..train import fit, predict_in_batches
 from . import processes, run_setup
 from .files import check_output_folder, make_output_folder
 from .network import add_model_arguments, banner, build_network
@@ -51,7 +51,7 @@ def check_resume_settings(extra, current: dict, override=None, path="the checkpo
     Parameters
     ----------
     extra : dict or None
-        The checkpoint's ``extra`` (what :func:`lasres.training.fit` wrote).
+        The checkpoint's ``extra`` (what :func:`lasres.train.fit` wrote).
     current : dict
         This run's values, by ``extra`` key (``seed``, ``batch_size``,
         ``schedule`` as ``[[epoch, rate], ...]``, ``augment``, ``recipe``...).

@@ -7,7 +7,7 @@ import warnings
 from typing import Callable, List, Optional
 
 from ..errors import LasresError
-from ..interrupts import Terminated, interrupted_status, sigterm_as_interrupt
+from ..train.interrupts import Terminated, interrupted_status, sigterm_as_interrupt
 
 __all__ = ["main_wrapper", "start_time", "one_line"]
 
@@ -61,7 +61,7 @@ def main_wrapper(fn: Callable[[Optional[List[str]]], int], argv: Optional[List[s
     int
         ``fn``'s status; 2 after a :class:`LasresError` or an ``OSError``,
         130 after Ctrl-C, 143 after SIGTERM (``kill``), which inside ``fn``
-        raises :class:`lasres.interrupts.Terminated`, a KeyboardInterrupt.
+        raises :class:`lasres.train.interrupts.Terminated`, a KeyboardInterrupt.
     """
     global _T0
     _T0 = t0

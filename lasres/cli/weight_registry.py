@@ -3,7 +3,13 @@ registry and the checkpoints: which preprocessing a weight file needs, where
 that came from, and whether the architecture asked for is the file's."""
 from typing import NamedTuple, Optional
 
+from ..data.preprocessing import parse_preprocess, Preprocess, PRESETS
 from ..errors import LasresError
+from ..models import get_spec
+from ..recipes import recipe_for_layout
+from ..weights.registry import entries, identify, named_like, SHARED_DATA
+from .options import parse_options
+from .weight_search import find_weights
 
 __all__ = ["PreprocessChoice", "registered_entry", "check_registered_arch", "choose_preprocess",
            "format_weight_list", "cli_preprocess", "apply_registered_options",
@@ -22,7 +28,6 @@ def cli_preprocess(text: Optional[str]):
     (None when not given); a bad text is one :class:`LasresError` line."""
     if text is None:
         return None
-    from ..data.preprocessing import parse_preprocess
     return parse_preprocess(text)
 
 
@@ -33,7 +38,6 @@ def registered_entry(path, warn=True):
     unregistered file)."""
     import sys
 
-    from ..weights.registry import identify, named_like
     entry = identify(path)
     like = named_like(path) if entry is None and warn else None
     if like is not None and (like.sha256 or like.git_blob_sha1):
@@ -47,9 +51,6 @@ def apply_registered_options(args, log=print):
     read are a registered file for the ``type depth width`` asked for, add
     the entry's architecture options (e.g. ``shortcut=subsample`` for the
     Lasagne Recipes' ResNets) that were not given, with a note."""
-    from ..models import get_spec
-    from .options import parse_options
-    from .weight_search import find_weights
     try:
         spec = get_spec(args.type)
         depth = spec.default_depth if args.depth is None else args.depth
@@ -89,7 +90,6 @@ def choose_preprocess(given, entry, ckpt, options: Optional[dict]) -> Preprocess
     given; else the registry entry's; else the one the lasres checkpoint
     recorded; else the recipe's (the RoR seed's ``x / 255`` for
     ``layout=keras``, the Lasagne seed's otherwise: today's behaviour)."""
-    from ..data.preprocessing import PRESETS, Preprocess
     if given is not None:
         return PreprocessChoice(given, "--preprocess")
     if entry is not None:
@@ -105,7 +105,6 @@ def choose_preprocess(given, entry, ckpt, options: Optional[dict]) -> Preprocess
             return PreprocessChoice(Preprocess.from_dict(recorded), "checkpoint")
         except LasresError as exc:
             raise LasresError(f"the checkpoint's preprocessing is unreadable ({exc})") from None
-    from ..recipes import recipe_for_layout
     name = recipe_for_layout(options).preprocess
     return PreprocessChoice(PRESETS[name], f"recipe ({name})")
 
@@ -121,7 +120,6 @@ def check_resume_preprocess(ckpt, prep, path) -> None:
     """Refuse to resume a run recorded with another preprocessing than ``prep``
     (its run folder's mean is that preprocessing's); checkpoints that record
     none are not compared."""
-    from ..data.preprocessing import Preprocess
     recorded = (ckpt.arch or {}).get("preprocess") if isinstance(ckpt.arch, dict) else None
     if recorded is None:
         return
@@ -136,7 +134,6 @@ def check_resume_preprocess(ckpt, prep, path) -> None:
 
 def format_weight_list() -> str:
     """The registered files, one line each, for ``test_model.py --list-weights``."""
-    from ..weights.registry import SHARED_DATA, entries
     lines = [f"{'name':24s} {'test_model.py arguments':36s} {'CIFAR-10 error':23s} "
              f"{'':13s} preprocessing"]
     for e in entries():

@@ -5,7 +5,13 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ..data import get_dataset, load_pixel_mean
 from ..errors import LasresError
+from ..io.sizecheck import check_finite, network_budget
+from ..layers import get_all_params, set_all_param_values
+from ..models import get_spec
+from ..train import check_resumable
+from ..weights import checkpoint_arch, detect_format, load_weights_with_checkpoint
 from .options import parse_options
 
 __all__ = ["REPO_WEIGHTS", "find_weights", "load_network_weights", "load_resume_checkpoint",
@@ -33,7 +39,6 @@ def find_weights(type: str, depth: int, width: int, weights: Optional[str] = Non
             raise LasresError(f"weight file {weights} does not exist")
         return weights
     tried = []
-    from ..models import get_spec
     legacy = get_spec(type).weights.get((depth, width))
     if legacy:
         for folder in search:
@@ -54,7 +59,7 @@ def load_network_weights(network, path, arch: Optional[dict] = None):
     ``network``; returns the :class:`lasres.weights.Checkpoint` or None.
 
     The file may hold at most what the network's parameters take (twice
-    their float64 size, see :func:`lasres.sizecheck.network_budget`), and an
+    their float64 size, see :func:`lasres.io.sizecheck.network_budget`), and an
     HDF5 checkpoint must declare the network's parameter shapes: both are
     checked before anything is read.
 
@@ -64,9 +69,6 @@ def load_network_weights(network, path, arch: Optional[dict] = None):
         The file does not fit the network, or records another architecture
         than ``arch``.
     """
-    from ..layers import get_all_params, set_all_param_values
-    from ..sizecheck import network_budget
-    from ..weights import detect_format, load_weights_with_checkpoint
     params = get_all_params(network)
     shapes = [p.get_value(borrow=True).shape for p in params]
     limit, reason = network_budget([(sh, p.dtype) for sh, p in zip(shapes, params)])
@@ -92,7 +94,6 @@ def load_network_weights(network, path, arch: Optional[dict] = None):
 def checkpoint_layout(path) -> Optional[str]:
     """The ``layout`` option recorded in a lasres checkpoint, or None (the
     file is read by the isolated reader: a damaged file cannot hang here)."""
-    from ..weights import checkpoint_arch
     try:
         arch = checkpoint_arch(path)
     except LasresError:
@@ -104,8 +105,6 @@ def auto_layout(args) -> None:
     """Add ``--option layout=keras`` when the weights test_model will read need
     the seed's Keras layout (a Keras weight file, or a checkpoint trained with
     that layout) and no layout was chosen."""
-    from ..models import get_spec
-    from ..weights import detect_format
     try:
         spec = get_spec(args.type)
         if "layout" not in spec.options or "layout" in parse_options(args.option):
@@ -135,8 +134,6 @@ def pixel_mean_for(args, weights_path, ckpt) -> Tuple[Optional[np.ndarray], Opti
     (numpy.ndarray or None, str or None)
         ``(None, None)`` when there is none.
     """
-    from ..data import get_dataset, load_pixel_mean
-    from ..sizecheck import check_finite
     shape = tuple(get_dataset(getattr(args, "dataset", "cifar10")).input_shape[1:])
     if args.pixel_mean:
         return load_pixel_mean(args.pixel_mean, shape), args.pixel_mean
@@ -153,14 +150,13 @@ def pixel_mean_for(args, weights_path, ckpt) -> Tuple[Optional[np.ndarray], Opti
 def load_resume_checkpoint(network, path, arch: Optional[dict] = None):
     """Load a checkpoint to resume training from into ``network`` and return
     it, after :func:`load_network_weights` (which refuses another
-    architecture) and :func:`lasres.training.check_resumable`.
+    architecture) and :func:`lasres.train.check_resumable`.
 
     Raises
     ------
     LasresError
         Not a lasres checkpoint, or one that cannot resume training.
     """
-    from ..training import check_resumable
     ckpt = load_network_weights(network, path, arch)
     if ckpt is None:
         raise LasresError(f"{path} is not a lasres checkpoint (resume needs one, with "

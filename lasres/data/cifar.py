@@ -12,7 +12,7 @@ The readers accept the official distribution layouts:
 * ``cifar-100-python/`` -- ``train``, ``test``, ``meta`` (keys
   ``fine_labels`` / ``coarse_labels``).
 
-Pickles are read with the restricted unpickler of :mod:`lasres.safepickle`,
+Pickles are read with the restricted unpickler of :mod:`lasres.io.safepickle`,
 which builds nothing but NumPy arrays and builtin containers.
 
 The legacy pipeline of the seed's ``utils.py`` (``load_pickle_data_cv`` and
@@ -41,12 +41,12 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._atomic import atomic_path
+from ..io.atomic import atomic_path
 from ..errors import DataError, LasresError
 from ..recipes import LEGACY
-from ..sizecheck import (MAX_DATA_BYTES, check_finite, check_regular_file, declared_nbytes,
+from ..io.sizecheck import (MAX_DATA_BYTES, check_finite, check_regular_file, declared_nbytes,
                          format_bytes, open_regular, short_repr)
-from ..safepickle import ForbiddenPickleError, PickleLimitError, restricted_load
+from ..io.safepickle import ForbiddenPickleError, PickleLimitError, restricted_load
 
 __all__ = [
     "CIFAR10_CLASSES", "DatasetSplits", "load_cifar10", "load_cifar100",
@@ -96,7 +96,7 @@ def _str(v):
 
 
 def _check_file_size(path, what):
-    """Refuse a data file larger than :data:`lasres.sizecheck.MAX_DATA_BYTES` before reading it."""
+    """Refuse a data file larger than :data:`lasres.io.sizecheck.MAX_DATA_BYTES` before reading it."""
     size = check_regular_file(path, what, DataError, missing=f"missing {what}")
     if size > MAX_DATA_BYTES:
         raise DataError(f"{path}: {what} of {format_bytes(size)} refused (data files are capped "
@@ -115,7 +115,7 @@ def _read_pickle(path, what):
 
     The unpickler may create at most :data:`PICKLE_GROWTH` times the file's
     size plus :data:`PICKLE_SLACK` (and never more than
-    :data:`lasres.sizecheck.MAX_DATA_BYTES`): a small file cannot amplify
+    :data:`lasres.io.sizecheck.MAX_DATA_BYTES`): a small file cannot amplify
     itself into the data-file cap."""
     size = _check_file_size(path, what)
     created = min(MAX_DATA_BYTES, PICKLE_GROWTH * size + PICKLE_SLACK)
@@ -593,12 +593,3 @@ def load_pixel_mean(path, shape=None):
         raise DataError(f"{path}: not a readable .npy pixel mean ({type(exc).__name__})") from None
     check_finite(m, f"{path}: pixel mean", DataError)
     return m.astype(np.float32)
-
-
-def __getattr__(name):
-    # prepare_cifar10 and PreparedCifar10 moved to lasres.data.datasets, with the
-    # preparation of every dataset; they stay reachable here under their old path
-    if name in ("prepare_cifar10", "PreparedCifar10"):
-        from . import datasets
-        return getattr(datasets, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

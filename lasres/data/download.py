@@ -29,7 +29,7 @@ import urllib.request
 import zlib
 
 from ..errors import DataError
-from ..sizecheck import MAX_DATA_BYTES, format_bytes
+from ..io.sizecheck import MAX_DATA_BYTES, format_bytes
 from .cifar import PY_DIR, TEST_BATCH, TRAIN_BATCHES
 from .mnist import MNIST_FILES, _gunzip_capped, load_mnist
 

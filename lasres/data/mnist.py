@@ -19,7 +19,7 @@ import zlib
 import numpy as np
 
 from ..errors import DataError
-from ..sizecheck import MAX_DATA_BYTES, check_regular_file, format_bytes, open_regular
+from ..io.sizecheck import MAX_DATA_BYTES, check_regular_file, format_bytes, open_regular
 from .cifar import DatasetSplits
 
 __all__ = ["load_mnist", "load_fashion_mnist", "read_idx", "MNIST_FILES",

@@ -40,6 +40,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import DataError
+from .cifar import _as_images, compute_pixel_mean
 
 __all__ = ["Preprocess", "PRESETS", "MEAN_KINDS", "parse_preprocess", "as_preprocess",
            "compute_mean", "mean_cache_path"]
@@ -165,7 +166,6 @@ class Preprocess:
 
     def apply(self, X, mean=None) -> np.ndarray:
         """float32 ``(x * scale - mean) / std`` of uint8 (or any real) images ``(N, C, H, W)``."""
-        from .cifar import _as_images
         out = _as_images(X, "preprocess").astype(np.float32)  # always a new array
         d = _divisor(self.scale)
         if d is not None:
@@ -285,7 +285,6 @@ def compute_mean(prep: Preprocess, X) -> np.ndarray:
     numpy.ndarray
         float32 ``(C, H, W)`` (``(C, 1, 1)`` for ``channel``), in scaled units.
     """
-    from .cifar import _as_images, compute_pixel_mean
     X = _as_images(X, "compute_mean")
     if X.shape[0] == 0:
         raise DataError("compute_mean: no training images")

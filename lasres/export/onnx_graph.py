@@ -58,7 +58,14 @@ import os
 
 import numpy as np
 
+from .. import __version__, layers as L, nonlinearities as nl
+from ..data import load_pixel_mean
 from ..errors import ExportError, LasresError
+from ..io.atomic import atomic_path
+from ..ops.elemwise import relu
+from ..ops.pool import pool_output_length
+from .pytensor_graph import symbolic_inputs, Walker
+from .pytensor_onnx import OnnxEmitter
 
 __all__ = ["to_onnx", "build_model", "OPSET"]
 
@@ -147,8 +154,6 @@ def _bn_params(bn):
 
 def _nonlinearity(ctx, layer, f, x, base):
     """Emit ``f(x)``; ``f`` one of lasres.nonlinearities."""
-    from .. import nonlinearities as nl
-    from ..ops.elemwise import relu
     g = ctx.g
     if f is None or f is nl.identity or f is nl.linear:
         return x
@@ -302,7 +307,6 @@ def _folded(ctx, layer, x, base):
 
 
 def _pool(ctx, layer, x, base):
-    from ..ops.pool import pool_output_length
     g = ctx.g
     in_shape = ctx.shapes[layer.input_layer]
     ws, stride, pad = layer.pool_size, layer.stride, layer.pad
@@ -512,7 +516,6 @@ def _converters():
     """(layer class, converter, methods that must not be overridden), most
     specific classes first. A subclass that overrides one of the methods
     computes something else and is not exported."""
-    from .. import layers as L
     keras_bn = getattr(L, "KerasBatchNormLayer", None)  # the Keras layout of ror/ror-wrn
     return ((() if keras_bn is None else ((keras_bn, _keras_batch_norm, ("get_output_for",)),))
             + (
@@ -553,8 +556,6 @@ def _find_converter(layer, ctx):
 
 def _translate(ctx, layer, fn, xs, shapes, dtypes, base):
     """ONNX nodes for ``fn(symbolic inputs)`` -- a PyTensor graph -- op by op."""
-    from .pytensor_graph import Walker, symbolic_inputs
-    from .pytensor_onnx import OnnxEmitter
     sym = symbolic_inputs(shapes, dtypes)
     try:
         out = fn(sym)
@@ -593,7 +594,6 @@ def _inverse(ctx, layer, xs, base):
 
 def _generic(ctx, layer, x, base):
     """Any layer: its deterministic ``get_output_for`` graph, translated."""
-    from .. import layers as L
     merge = isinstance(layer, L.MergeLayer)
     ins = list(layer.input_layers) if merge else [layer.input_layer]
     xs = list(x) if merge else [x]
@@ -611,8 +611,6 @@ def _generic(ctx, layer, x, base):
 # --- the whole network ------------------------------------------------------------------
 def _fold_plan(layers, outputs, shapes, fold_bn):
     """Linear layer -> the BatchNormLayer that directly and solely follows it."""
-    from .. import layers as L
-    from .. import nonlinearities as nl
     if not fold_bn:
         return {}
     consumers = {}
@@ -667,7 +665,6 @@ def _onnx_shape(shape, batch_name="N"):
 
 def _load_mean(pixel_mean):
     if isinstance(pixel_mean, (str, os.PathLike)):
-        from ..data import load_pixel_mean
         return load_pixel_mean(pixel_mean)
     return np.asarray(pixel_mean, dtype=np.float32)
 
@@ -676,7 +673,6 @@ def build_model(network, input_shape=None, pixel_mean=None, fold_bn=False):
     """The ONNX ``ModelProto`` of ``network``'s deterministic graph (see
     :func:`to_onnx`; this builds and checks the model without writing it)."""
     onnx = _onnx()
-    from .. import layers as L
     outputs = list(network) if isinstance(network, (list, tuple)) else [network]
     layers = L.get_all_layers(outputs)
     describe = _describe_factory(layers)
@@ -773,7 +769,6 @@ def build_model(network, input_shape=None, pixel_mean=None, fold_bn=False):
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
                                    producer_name="lasres")
     model.ir_version = _IR_VERSION
-    from .. import __version__
     model.producer_version = __version__
     model.doc_string = ("lasres network, deterministic (inference) graph"
                         + ("; takes raw images: the pixel mean is subtracted inside"
@@ -827,7 +822,6 @@ def to_onnx(network, path, input_shape=None, pixel_mean=None, fold_bn=False):
     LasresError
         When onnx is not installed or the file cannot be written.
     """
-    from .._atomic import atomic_path
     model = build_model(network, input_shape=input_shape, pixel_mean=pixel_mean,
                         fold_bn=fold_bn)
     onnx = _onnx()

@@ -14,6 +14,7 @@ has no translation. A backend supplies ``emit(node, values)``.
 import numpy as np
 
 from ..errors import ExportError
+from ..layers import MergeLayer
 
 
 class Const:
@@ -159,7 +160,6 @@ def symbolic_inputs(shapes, dtypes, names=None):
 
 def layer_graph(layer, in_shapes, in_dtypes, deterministic=True, **kwargs):
     """(inputs, output) of ``layer.get_output_for`` on fresh symbolic inputs."""
-    from ..layers import MergeLayer
     xs = symbolic_inputs(in_shapes, in_dtypes)
     if isinstance(layer, MergeLayer):
         y = layer.get_output_for(xs, deterministic=deterministic, **kwargs)

@@ -12,6 +12,9 @@ and ``Scan`` (the recurrent layers) as an ONNX ``Loop``.
 """
 import numpy as np
 
+from ..ops._args import resolve_pad
+from ..ops.bn import _param_pattern
+from ..ops.shape import pool_output_length
 from .pytensor_graph import Const, Unsupported, Walker
 
 _INT64_MAX = np.iinfo(np.int64).max
@@ -500,7 +503,6 @@ class OnnxEmitter:
         return [int(d) for d in s[-n:]]
 
     def _pads(self, pad, k, dilation=None):
-        from ..ops._args import resolve_pad
         p = resolve_pad(pad, k, dilation)
         return [int(v) for v in p] * 2
 
@@ -577,7 +579,6 @@ class OnnxEmitter:
         return self.node("Transpose", [y], perm=[1, 0, 2, 3])
 
     def op_Pool2d(self, node, ins):
-        from ..ops.shape import pool_output_length
         op = node.op
         x = self.name(ins[0], node.inputs[0].dtype)
         shape = node.inputs[0].type.shape
@@ -644,7 +645,6 @@ class OnnxEmitter:
         return self.node("Where", [mask, gz, zero])
 
     def op_BatchNormInfer(self, node, ins):
-        from ..ops.bn import _param_pattern
         x = self.name(ins[0], node.inputs[0].dtype)
         ndim = node.inputs[0].ndim
         pattern = _param_pattern(ndim, node.op.axes)
@@ -703,8 +703,7 @@ def scan_to_loop(em, node, ins):
         buf = em.name(v, var.dtype)
         inits.append(em.node("Gather", [buf, g.const(np.int64(0), "zero", np.int64)], axis=0))
     # the body graph
-    from .onnx_graph import _Graph
-    body = _Graph(onnx)
+    body = type(g)(onnx)  # a graph of the caller's kind (onnx_graph._Graph)
     body.used = g.used  # one namespace: the body reads outer names
     iter_name = body.name(base + "_iter")
     cond_in = body.name(base + "_cond_in")

@@ -22,8 +22,15 @@ import tempfile
 
 import numpy as np
 
+from .. import __version__, layers as L, nonlinearities as nl
 from ..errors import ExportError, LasresError
-from .pytensor_graph import Const, Unsupported, Walker, symbolic_inputs
+from ..ops._args import resolve_pad
+from ..ops.bn import _param_pattern
+from ..ops.convnd import conv3d
+from ..ops.elemwise import relu
+from ..theano_extensions import conv as c1
+from .onnx_graph import _describe_factory
+from .pytensor_graph import Const, symbolic_inputs, Unsupported, Walker
 
 __all__ = ["to_torch", "torch_source", "regularizable_parameters"]
 
@@ -83,8 +90,6 @@ def _lit(v):
 # --- nonlinearities ------------------------------------------------------------------
 def _nl_spec(f):
     """The runtime's spec of a lasres nonlinearity, or None (translate it)."""
-    from .. import nonlinearities as nl
-    from ..ops.elemwise import relu
     if f is None or f is nl.identity or f is nl.linear:
         return ("identity",)
     for fn, name in ((nl.rectify, "rectify"), (relu, "rectify"), (nl.sigmoid, "sigmoid"),
@@ -467,7 +472,6 @@ class TorchEmitter:
 
     # lasres's convolutions and pooling
     def _pad(self, pad, k, dilation=None):
-        from ..ops._args import resolve_pad
         return tuple(int(p) for p in resolve_pad(pad, k, dilation))
 
     def _w(self, v, flip, n):
@@ -550,7 +554,6 @@ class TorchEmitter:
         return self.assign(f"torch.where({x} == {up(z)}, {up(gz)}, torch.zeros_like({x}))")
 
     def op_BatchNormInfer(self, node, ins):
-        from ..ops.bn import _param_pattern
         pattern = _lit(tuple(_param_pattern(node.inputs[0].ndim, node.op.axes)))
         x, gamma, beta, mean, inv_std = (self.expr(v) for v in ins)
         y = self.assign(f"(({x} - dimshuffle({mean}, {pattern})) * dimshuffle({gamma} * "
@@ -717,7 +720,6 @@ def _layer_tags(layers):
 
 class _Codegen:
     def __init__(self, network, describe):
-        from .. import layers as L
         self.L = L
         self.outputs = list(network) if isinstance(network, (list, tuple)) else [network]
         self.layers = L.get_all_layers(self.outputs)
@@ -978,7 +980,6 @@ class _Codegen:
     def source(self):
         from .torch_runtime import RUNTIME
         in_args, forward, outs = self.build()
-        from .. import __version__
         header = (f'"""A Lasagne network ({len(self.layers)} layers) exported by lasres '
                   f'{__version__} (lasres.export.to_torch).\n\n'
                   "Self-contained: it needs only torch. One submodule per Lasagne layer, named "
@@ -1014,8 +1015,6 @@ class _Codegen:
 
 
 def _default_conv(layer):
-    from ..ops.convnd import conv3d
-    from ..theano_extensions import conv as c1
     name = type(layer).__name__
     if name == "Conv1DLayer":
         return c1.conv1d_mc0
@@ -1039,8 +1038,6 @@ def _pattern(ndim, shared_axes):
 def torch_source(network, keys=False):
     """(model.py source, state_dict arrays) of ``network`` (and, with
     ``keys``, the state_dict key of each lasres parameter)."""
-    from .onnx_graph import _describe_factory
-    from .. import layers as L
     outputs = list(network) if isinstance(network, (list, tuple)) else [network]
     cg = _Codegen(network, _describe_factory(L.get_all_layers(outputs)))
     try:

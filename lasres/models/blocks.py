@@ -5,8 +5,9 @@ for convolutions, ``HeNormal()`` for the softmax layer -- and Lasagne's
 cuDNN-style correlation layer (``Conv2DDNNLayer``, ``flip_filters=False``),
 in which the published weights were trained.
 """
+from ..errors import ArchitectureError
 from ..init import HeNormal
-from ..layers import DenseLayer, batch_norm
+from ..layers import batch_norm, DenseLayer
 from ..layers.dnn import Conv2DDNNLayer as ConvLayer
 from ..nonlinearities import rectify, softmax
 
@@ -31,7 +32,6 @@ def softmax_head(l, num_classes, name=None):
 
 def width_one(name, instead="'wide'"):
     """A registry check refusing a width other than 1 for a type without one."""
-    from ..errors import ArchitectureError
 
     def check(depth, width):
         if width != 1:

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..errors import ArchitectureError, LasresError
+from ..io.sizecheck import format_bytes
 from ..recipes import LEGACY
+from ..weights.registry import entries
 
 __all__ = ["ModelSpec", "register", "register_model", "get_spec", "available", "build",
            "parse_options", "arch_record",
@@ -191,7 +193,6 @@ def available(pretrained: bool = False):
     ``.preprocess``, ``.published_error``, ``.measured_error``; ``print(e.summary())``
     for one line each)."""
     if pretrained:
-        from ..weights.registry import entries
         return list(entries())
     return sorted(_REGISTRY)
 
@@ -312,7 +313,6 @@ def check_model_size(spec, depth: int, width: int, options=None, num_classes: in
     ArchitectureError
         When the estimate exceeds the memory available, naming both.
     """
-    from ..sizecheck import format_bytes
     params, nbytes = estimate_memory(spec, depth, width, input_shape, batch_size, num_classes)
     memory = machine_memory() if memory is None else memory
     if memory is not None and nbytes > memory:

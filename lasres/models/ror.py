@@ -59,12 +59,13 @@ Choices where paper and seed leave room:
 """
 from ..errors import ArchitectureError
 from ..init import HeNormal
-from ..layers import (BatchNormLayer, DenseLayer, DropoutLayer, ElemwiseSumLayer,
-                      GlobalPoolLayer, InputLayer, NonlinearityLayer, batch_norm)
+from ..layers import (batch_norm, BatchNormLayer, DenseLayer, DropoutLayer, ElemwiseSumLayer,
+                      GlobalPoolLayer, InputLayer, NonlinearityLayer)
 from ..layers.dnn import Conv2DDNNLayer as ConvLayer
 from ..nonlinearities import rectify, softmax
 from .blocks import he_norm
 from .registry import register_model, total_depth_hint
+from .ror_keras import RoR3_ResNet_Keras, RoR3_WRN_Keras
 
 __all__ = ["RoR3_ResNet", "RoR3_WRN", "ror_depth", "ror_wrn_depth", "LAYOUTS"]
 
@@ -225,7 +226,6 @@ def _check_layout(layout):
 def _build_ror(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 32, 32),
                dropout=0.0, layout="paper"):
     if _check_layout(layout) == "keras":
-        from .ror_keras import RoR3_ResNet_Keras
         return RoR3_ResNet_Keras(input_shape=input_shape, input_var=input_var,
                                  n_classes=num_classes, N=depth, dropout=dropout)
     return RoR3_ResNet(input_shape=input_shape, input_var=input_var, n_classes=num_classes,
@@ -235,7 +235,6 @@ def _build_ror(depth, width, input_var=None, num_classes=10, input_shape=(None, 
 def _build_ror_wrn(depth, width, input_var=None, num_classes=10, input_shape=(None, 3, 32, 32),
                    dropout=0.0, layout="paper"):
     if _check_layout(layout) == "keras":
-        from .ror_keras import RoR3_WRN_Keras
         return RoR3_WRN_Keras(input_shape=input_shape, input_var=input_var,
                               n_classes=num_classes, N=depth, k=width, dropout=dropout)
     return RoR3_WRN(input_shape=input_shape, input_var=input_var, n_classes=num_classes,

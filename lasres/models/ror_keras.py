@@ -9,7 +9,7 @@ reproduce them with one lasres layer per Keras layer, named as Keras 1 named
 them (``convolution2d_7``, ``batchnormalization_3``, ``merge_2``, ...: the
 class name in lower case and a per-class counter in construction order;
 the four long shortcuts carry the seed's explicit names), so that
-:mod:`lasres.keras_h5` can read and write the seed's HDF5 weight files by
+:mod:`lasres.weights.keras_h5` can read and write the seed's HDF5 weight files by
 the graph's structure. Where the seed differs from the RoR paper (and from
 the paper-style builders of :mod:`lasres.models.ror`):
 

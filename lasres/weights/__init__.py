@@ -7,14 +7,14 @@ Three on-disk formats are handled, one module each:
     ``lasagne.layers.get_all_param_values`` order (the seed's Python 2
     protocol-0 files). :func:`load_pklz` reads them (and modern pickles,
     gzipped or not, and ``.npz`` archives) with the restricted unpickler of
-    :mod:`lasres.safepickle`; :func:`save_pklz` writes files that the legacy
+    :mod:`lasres.io.safepickle`; :func:`save_pklz` writes files that the legacy
     Python 2 / NumPy 1 loader, Python 3 ``pickle.load`` and :func:`load_pklz`
     all read.
 HDF5 checkpoint, :mod:`lasres.weights.checkpoint`
     :func:`save_checkpoint` / :func:`load_checkpoint`: the parameter values
     plus architecture, parameter names, pixel mean, epoch, optimizer state,
     training history and free-form extra metadata, written atomically.
-Keras 1.x weight files, :mod:`lasres.keras_h5`
+Keras 1.x weight files, :mod:`lasres.weights.keras_h5`
     :func:`load_keras_h5` / :func:`save_keras_h5`.
 Anything
     :func:`load_weights` (and :func:`load_weights_with_checkpoint`) look at
@@ -32,9 +32,9 @@ import warnings
 import numpy as np
 
 from ..errors import WeightFileError
-from ..keras_h5 import load_keras_h5, save_keras_h5
-from ..safepickle import ForbiddenPickleError, restricted_load
-from ..sizecheck import check_finite, short_repr
+from .keras_h5 import load_keras_h5, save_keras_h5
+from ..io.safepickle import ForbiddenPickleError, restricted_load
+from ..io.sizecheck import check_finite, short_repr
 from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, MAX_ARRAYS, MAX_EPOCH,
                          Checkpoint, checkpoint_arch, load_checkpoint, save_checkpoint)
 from .formats import detect_format
@@ -63,10 +63,10 @@ def load_weights_with_checkpoint(path, network=None, *, max_bytes: int | None = 
         checkpoint or a Keras 1.x weight file; the extension does not matter.
     network : Layer, optional
         Needed for Keras 1.x weight files, whose layers are matched to the
-        network's by its graph (see :func:`lasres.keras_h5.load_keras_h5`).
+        network's by its graph (see :func:`lasres.weights.keras_h5.load_keras_h5`).
     max_bytes : int, optional
         Most bytes the file's arrays may take (default
-        :data:`lasres.sizecheck.MAX_WEIGHT_BYTES`); checked before allocating.
+        :data:`lasres.io.sizecheck.MAX_WEIGHT_BYTES`); checked before allocating.
     expected_shapes : sequence of tuple, optional
         The shapes the parameter arrays must have; for HDF5 files they are
         checked before reading.
@@ -90,7 +90,7 @@ def load_weights_with_checkpoint(path, network=None, *, max_bytes: int | None = 
     ------
     WeightFileError
         As :func:`load_pklz` / :func:`load_checkpoint` /
-        :func:`lasres.keras_h5.load_keras_h5`, and for complex values or
+        :func:`lasres.weights.keras_h5.load_keras_h5`, and for complex values or
         values that are NaN or infinite (naming the array). A Keras file is
         read under ``max_bytes`` too (default: the network's budget). A
         registered file asked for as another ``arch``.

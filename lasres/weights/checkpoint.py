@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._atomic import atomic_path
+from ..io.atomic import atomic_path
 from ..errors import WeightFileError
-from ..isolation import run_isolated
-from ..sizecheck import check_h5_attr, check_h5_dataset, h5_get
+from ..io.isolation import run_isolated
+from ..io.sizecheck import check_h5_attr, check_h5_dataset, h5_get
 from .formats import HDF5_MAGIC, check_target, check_values, first_line, read_head, weight_budget
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_arch", "CHECKPOINT_FORMAT",
@@ -330,7 +330,7 @@ def _group(f, name, path):
 
 def _read_checkpoint(path, max_bytes, expected_shapes) -> dict:
     """The fields of a :class:`Checkpoint` (history curves as float64 arrays);
-    runs in the reader process of :func:`lasres.isolation.run_isolated`."""
+    runs in the reader process of :func:`lasres.io.isolation.run_isolated`."""
     budget = weight_budget(path, max_bytes)
     with _opened_checkpoint(path) as (f, version):
         params = _group(f, "params", path)
@@ -390,11 +390,11 @@ def load_checkpoint(path, *, max_bytes: int | None = None, expected_shapes=None)
         The HDF5 file.
     max_bytes : int, optional
         Most bytes all arrays of the file may take (default
-        :data:`lasres.sizecheck.MAX_WEIGHT_BYTES`).
+        :data:`lasres.io.sizecheck.MAX_WEIGHT_BYTES`).
     expected_shapes : sequence of tuple, optional
         The shapes the parameter arrays must have (a network's parameters).
 
-    The file is parsed by :func:`lasres.isolation.run_isolated`: in a child
+    The file is parsed by :func:`lasres.io.isolation.run_isolated`: in a child
     process, under a memory limit and a timeout, so that a damaged file on
     which libhdf5 loops forever or crashes is one :class:`WeightFileError`.
 

@@ -9,9 +9,9 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import WeightFileError
-from ..isolation import run_isolated
-from ..keras_h5 import HDF5_MAGIC, is_keras_h5
-from ..sizecheck import MAX_WEIGHT_BYTES, ByteBudget, open_regular
+from ..io.isolation import run_isolated
+from .keras_h5 import HDF5_MAGIC, is_keras_h5
+from ..io.sizecheck import MAX_WEIGHT_BYTES, ByteBudget, open_regular
 
 __all__ = ["detect_format", "read_head", "first_line", "weight_budget", "check_target",
            "check_values", "GZIP_MAGIC", "HDF5_MAGIC", "ZIP_MAGIC"]
@@ -75,7 +75,7 @@ def detect_format(path) -> str:
     ------
     WeightFileError
         If the file is missing or in none of these formats, or libhdf5 does
-        not finish inspecting it in time (see :func:`lasres.isolation.run_isolated`).
+        not finish inspecting it in time (see :func:`lasres.io.isolation.run_isolated`).
     """
     head = read_head(path, 8)
     if head.startswith(GZIP_MAGIC):
@@ -111,8 +111,8 @@ def first_line(exc: BaseException) -> str:
 
 
 def weight_budget(path, max_bytes: int | None, reason: str | None = None) -> ByteBudget:
-    """The :class:`lasres.sizecheck.ByteBudget` for the arrays of one weight file:
-    ``max_bytes``, or :data:`lasres.sizecheck.MAX_WEIGHT_BYTES` when None."""
+    """The :class:`lasres.io.sizecheck.ByteBudget` for the arrays of one weight file:
+    ``max_bytes``, or :data:`lasres.io.sizecheck.MAX_WEIGHT_BYTES` when None."""
     if max_bytes is None:
         max_bytes, reason = MAX_WEIGHT_BYTES, reason or "the cap for weight files"
     return ByteBudget(max_bytes, path, reason, WeightFileError)

@@ -6,7 +6,7 @@ A ``.pklz`` is ``gzip`` of a pickled ``list`` of NumPy arrays, in
 wrote them under Python 2 with ``pickle.dump(params, gzip.open(path, 'wb'))``
 (protocol 0); they need ``encoding='latin1'`` to be read by Python 3.
 :func:`load_pklz` reads them (and modern pickles, gzipped or not, and
-``.npz`` archives) with the restricted unpickler of :mod:`lasres.safepickle`;
+``.npz`` archives) with the restricted unpickler of :mod:`lasres.io.safepickle`;
 :func:`save_pklz` writes files that the legacy Python 2 / NumPy 1 loader,
 Python 3 ``pickle.load`` and :func:`load_pklz` all read
 (:func:`write_portable_pickle`).
@@ -25,11 +25,12 @@ from typing import BinaryIO, Sequence
 
 import numpy as np
 
-from .._atomic import atomic_path
 from ..errors import WeightFileError
-from ..safepickle import (ForbiddenPickleError, PickleLimitError, forbidden_message,
-                          restricted_load)
-from ..sizecheck import CappedReader, format_bytes
+from ..io.atomic import atomic_path
+from ..io.safepickle import (forbidden_message, ForbiddenPickleError, PickleLimitError,
+                             restricted_load)
+from ..io.sizecheck import CappedReader, format_bytes
+from .checkpoint import MAX_ARRAYS
 from .formats import check_target, check_values, detect_format, first_line, weight_budget
 
 __all__ = ["load_pklz", "save_pklz", "write_portable_pickle"]
@@ -129,7 +130,6 @@ _CD_ENTRY = struct.Struct("<4s6H3L5H2L")  # central directory file header
 def _zip_member_cap(budget) -> int:
     """Most members an ``.npz`` may hold: one per array the budget can pay for
     the header of (at least 64 bytes each), at most :data:`MAX_ARRAYS`."""
-    from .checkpoint import MAX_ARRAYS
     return int(min(MAX_ARRAYS, 1024 + budget.limit // 64))
 
 
@@ -242,7 +242,7 @@ def load_pklz(path, *, max_bytes=None, expected_shapes=None) -> list[np.ndarray]
         The file. Its format is recognised from its content.
     max_bytes : int, optional
         Most bytes the arrays may take in all (default
-        :data:`lasres.sizecheck.MAX_WEIGHT_BYTES`); the decompressed stream
+        :data:`lasres.io.sizecheck.MAX_WEIGHT_BYTES`); the decompressed stream
         and every ``.npy`` header are checked against it before anything
         is allocated.
     expected_shapes : sequence of tuple, optional

@@ -26,8 +26,9 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..data.download import _fetch
 from ..data.preprocessing import Preprocess
-from ..errors import WeightFileError
+from ..errors import DataError, WeightFileError
 
 __all__ = ["WeightEntry", "entries", "get", "identify", "fetch", "sha256_file",
            "git_blob_sha1_file", "check_file", "check_arch", "named_like", "ENTRIES", "SHARED_DATA"]
@@ -336,8 +337,6 @@ def fetch(name: str, cache_dir, url: Optional[str] = None, progress: bool = Fals
         put the file by hand); the content does not match (the expected
         checksum named; nothing is left under the final name).
     """
-    from ..data.download import _fetch
-    from ..errors import DataError
     entry = get(name)
     cache_dir = os.fspath(cache_dir)
     dest = os.path.join(cache_dir, entry.file_name)

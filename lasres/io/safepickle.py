@@ -7,7 +7,7 @@ numbers) is made of, in the forms NumPy itself writes, with sizes checked
 against the data actually present, so that a crafted file can neither run
 code nor allocate more than it holds.
 
-This module depends on :mod:`lasres.sizecheck` and :mod:`lasres.errors`
+This module depends on :mod:`lasres.io.sizecheck` and :mod:`lasres.errors`
 only: readers of weight files (:mod:`lasres.weights`) and of data sets
 (:mod:`lasres.data`) both use it.
 """
@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import LasresError
+from ..errors import LasresError
 from .sizecheck import CappedReader, declared_nbytes, format_bytes, short_repr
 
 __all__ = ["restricted_load", "ForbiddenPickleError", "PickleLimitError", "forbidden_message",

@@ -4,7 +4,7 @@
 One process per host (or per group of devices) runs the same command; the
 processes find each other through a coordinator (process 0's address and a
 free port), and from then on JAX sees the devices of every process.
-:class:`lasres.jax_trainer.JaxTrainer` lays its mesh over all of them: each
+:class:`lasres.train.jax_trainer.JaxTrainer` lays its mesh over all of them: each
 process places only its own rows of each global batch on its own devices,
 and XLA's collectives (NCCL on GPUs, gloo on CPUs) all-reduce the gradients
 and the batch-norm statistics across processes, so a step is the
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import LasresError
+from ..errors import LasresError
 
 __all__ = ["Settings", "WORKER_ENV", "JOINED_FD_ENV", "DEFAULT_TIMEOUT", "MIN_STARTUP_TIMEOUT",
            "initialize", "in_worker", "process_index", "process_count", "is_primary",

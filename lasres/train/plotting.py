@@ -1,7 +1,7 @@
 """Training-curve plots (matplotlib, an optional dependency)."""
 import warnings
 
-from ._atomic import atomic_path
+from ..io.atomic import atomic_path
 
 __all__ = ["plot_history", "plot_comparison"]
 
@@ -54,7 +54,7 @@ def plot_history(history, path, title=None):
 
 def plot_comparison(histories, path, title=None, metric="val_error"):
     """One figure of several runs' curves: ``histories`` maps a label to a
-    :class:`lasres.training.History`. Left: training loss; right: validation
+    :class:`lasres.train.History`. Left: training loss; right: validation
     error (%)."""
     plt = _pyplot()
     if plt is None:

@@ -33,7 +33,7 @@ import stat
 
 import numpy as np
 
-from .errors import WeightFileError
+from ..errors import WeightFileError
 
 __all__ = ["ByteBudget", "declared_nbytes", "check_h5_dataset", "check_h5_attr", "h5_get",
            "network_budget", "CappedReader", "MAX_WEIGHT_BYTES", "MAX_DATA_BYTES",

@@ -41,10 +41,13 @@ import os
 
 import numpy as np
 
-from ._atomic import atomic_path
-from .errors import WeightFileError
-from .isolation import run_isolated
-from .sizecheck import MAX_WEIGHT_BYTES, ByteBudget, check_h5_attr, check_h5_dataset, h5_get
+from ..errors import WeightFileError
+from ..io.atomic import atomic_path
+from ..io.isolation import run_isolated
+from ..io.sizecheck import (ByteBudget, check_h5_attr, check_h5_dataset, h5_get, MAX_WEIGHT_BYTES,
+                            network_budget)
+from ..layers import (Conv2DLayer, DenseLayer, FlattenLayer, get_all_layers, get_all_params,
+                      KerasBatchNormLayer)
 
 __all__ = ["is_keras_h5", "read_keras_h5", "keras_layer_order", "load_keras_h5",
            "save_keras_h5", "KerasLayerWeights"]
@@ -120,7 +123,7 @@ def is_keras_h5(path) -> bool:
     """Whether ``path`` is a Keras 1.x weight file: HDF5 with a root
     attribute ``layer_names`` whose groups carry ``weight_names``.
 
-    The file is inspected in a child process (:func:`lasres.isolation.run_isolated`).
+    The file is inspected in a child process (:func:`lasres.io.isolation.run_isolated`).
 
     Parameters
     ----------
@@ -193,7 +196,7 @@ def _read_layers(path, max_bytes, shapes_only=False) -> list:
 def read_keras_h5(path, max_bytes: int | None = None) -> list:
     """The layers of a Keras 1.x weight file, in the file's (``model.layers``) order.
 
-    The file is read in a child process (:func:`lasres.isolation.run_isolated`),
+    The file is read in a child process (:func:`lasres.io.isolation.run_isolated`),
     every dataset's declared size checked before it is read.
 
     Parameters
@@ -201,7 +204,7 @@ def read_keras_h5(path, max_bytes: int | None = None) -> list:
     path : str or os.PathLike
     max_bytes : int, optional
         Most bytes the file's arrays may take (default
-        :data:`lasres.sizecheck.MAX_WEIGHT_BYTES`).
+        :data:`lasres.io.sizecheck.MAX_WEIGHT_BYTES`).
 
     Returns
     -------
@@ -251,7 +254,6 @@ def keras_layer_order(network) -> list:
     -------
     list of Layer
     """
-    from .layers import get_all_layers
     topo = get_all_layers(network)          # every layer after its inputs
     depth = {layer: 0 for layer in topo}
     for layer in reversed(topo):            # consumers before their inputs
@@ -273,7 +275,6 @@ def keras_layer_order(network) -> list:
 # --------------------------------------------------------------------------
 def _kind(layer):
     """'conv', 'bn' or 'dense' for the layers a Keras file can hold; None otherwise."""
-    from .layers import Conv2DLayer, DenseLayer, KerasBatchNormLayer
     if isinstance(layer, KerasBatchNormLayer):
         return "bn"
     if isinstance(layer, Conv2DLayer) and getattr(layer, "b", None) is not None \
@@ -306,7 +307,6 @@ def _weighted_layers(network):
 def _dense_tf_rows(layer):
     """For a 'tf' file: the permutation taking Keras's (h, w, c) flattening of
     the Dense input to lasres's (c, h, w), or None when there is nothing to permute."""
-    from .layers import FlattenLayer
     src = getattr(layer, "input_layer", None)
     shape = src.input_shape if isinstance(src, FlattenLayer) else getattr(layer, "input_shape", ())
     if len(shape) != 4 or shape[2] * shape[3] == 1:
@@ -401,7 +401,7 @@ def load_keras_h5(path, network, dim_ordering="auto", kernels="auto", *,
         TensorFlow for 'tf' files.
     max_bytes : int, optional
         Most bytes the file's arrays may take; by default the network's
-        budget (:func:`lasres.sizecheck.network_budget`: twice its
+        budget (:func:`lasres.io.sizecheck.network_budget`: twice its
         parameters' float64 size), checked before anything is read.
 
     Returns
@@ -416,8 +416,6 @@ def load_keras_h5(path, network, dim_ordering="auto", kernels="auto", *,
         A file that cannot be read, or that does not fit the network: the
         message names the first layer that does not fit and both shapes.
     """
-    from .layers import get_all_params
-    from .sizecheck import network_budget
     _check_options(dim_ordering, kernels)
     path = os.fspath(path)
     if max_bytes is None:
@@ -441,7 +439,6 @@ def load_keras_h5(path, network, dim_ordering="auto", kernels="auto", *,
 def _match_layers(path, file_layers, network, dim_ordering, kernels, convert=True):
     """The values of ``file_layers`` for ``network``'s parameters (None when
     not ``convert``: only the shapes are checked)."""
-    from .layers import get_all_params
     try:
         net_layers = _weighted_layers(network)
     except WeightFileError as exc:

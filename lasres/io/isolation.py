@@ -13,7 +13,7 @@ untrusted HDF5 file in a child forked for it:
   :data:`TIMEOUT_S` plus :data:`SECONDS_PER_GIB` per GiB of file) and then
   kills the child;
 * the result travels back as a pickle that the parent reads with the
-  restricted unpickler of :mod:`lasres.safepickle`, capped at the byte
+  restricted unpickler of :mod:`lasres.io.safepickle`, capped at the byte
   budget: only arrays of the declared sizes, builtin containers and
   scalars, nothing more than the budget.
 
@@ -36,7 +36,7 @@ import time
 import warnings
 from typing import Any, Callable
 
-from .errors import WeightFileError
+from ..errors import WeightFileError
 from .safepickle import restricted_load
 from .sizecheck import format_bytes
 

@@ -1,11 +1,24 @@
-"""Evaluation of a classifier's predictions: accuracy, loss, per-class
-accuracy and the confusion matrix, with a plain-text report."""
+"""Evaluation of a classifier: its predictions, batch by batch, and their
+accuracy, loss, per-class accuracy and confusion matrix, with a plain-text
+report."""
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
-__all__ = ["Evaluation", "evaluate_probabilities", "loss_and_accuracy", "format_report"]
+__all__ = ["Evaluation", "predict_in_batches", "evaluate_probabilities", "loss_and_accuracy",
+           "format_report"]
+
+
+def predict_in_batches(predict_fn: Callable, X: np.ndarray, batch_size: int = 500,
+                       progress: bool = False, desc: str = "predict") -> np.ndarray:
+    """Probabilities for all of ``X``, computed ``batch_size`` images at a time."""
+    out = []
+    starts = range(0, len(X), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress):
+        out.append(np.asarray(predict_fn(X[start:start + batch_size])))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 @dataclass
