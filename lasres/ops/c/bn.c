@@ -65,6 +65,28 @@ static inline double lr_relu_grad(double v, double g)
     return out;
 }
 
+/* LR_LANES (8) values of x as a vector of doubles: lane k of a sum of such
+ * vectors is the k-th of LR_LANES partial sums, each lane computed with the
+ * scalar code's operations in the same order (-ffp-contract=off: no fused
+ * multiply-adds), so that the compiler need not find the vectorisation of
+ * the scalar loops, which it did not for the backward pass's sums. */
+typedef double lr_v8d __attribute__((vector_size(8 * sizeof(double))));
+typedef float lr_v8f __attribute__((vector_size(8 * sizeof(float))));
+
+static inline lr_v8d lr_load8_f32(const float *p)
+{
+    lr_v8f v;
+    memcpy(&v, p, sizeof v);
+    return __builtin_convertvector(v, lr_v8d);
+}
+
+static inline lr_v8d lr_load8_f64(const double *p)
+{
+    lr_v8d v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
 #define LR_BN_KERNELS(T, SUF)                                                            \
 static double lr_bn_sqdev_##SUF(const T *x, npy_intp n_, npy_intp c_, npy_intp m_,      \
                                 npy_intp c, double mu)                                   \
@@ -155,18 +177,17 @@ static void lr_bn_train_bwd_##SUF(const T *x, const T *gy, const T *gamma, const
             }                                                                            \
         }                                                                                \
         const T *gy_ = scale ? gyc : gy;                                                 \
-        double sb[LR_LANES] = {0}, sg[LR_LANES] = {0};                             \
+        lr_v8d sb = {0}, sg = {0};   /* lane k: the k-th partial sums */                \
         double tb = 0.0, tg = 0.0;                                                       \
         for (npy_intp n = 0; n < n_; n++) {                                              \
             const T *p = x + (n * c_ + c) * m_;                                          \
             const T *g = gy_ + (n * c_ + c) * m_;                                         \
             npy_intp i = 0;                                                              \
-            for (; i + LR_LANES <= m_; i += LR_LANES)                              \
-                for (int k = 0; k < LR_LANES; k++) {                                  \
-                    double gv = (double)g[i + k];                                        \
-                    sb[k] += gv;                                                         \
-                    sg[k] += gv * (((double)p[i + k] - mu) * inv);                       \
-                }                                                                        \
+            for (; i + LR_LANES <= m_; i += LR_LANES) {                                  \
+                lr_v8d gv = lr_load8_##SUF(g + i);                                       \
+                sb += gv;                                                                \
+                sg += gv * ((lr_load8_##SUF(p + i) - mu) * inv);                         \
+            }                                                                            \
             for (; i < m_; i++) {                                                        \
                 double gv = (double)g[i];                                                \
                 tb += gv;                                                                \
