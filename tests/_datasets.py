@@ -126,24 +126,37 @@ def cifar10_subset(limit_train: int = 5000, limit_test: int = 1000) -> Path:
         return outdir
 
 
-def write_mnist(folder, n_train: int, n_test: int, seed: int = 0) -> None:
-    """Write random MNIST-layout IDX files (gzipped images and labels) of
-    ``n_train`` training and ``n_test`` test images into ``folder``."""
-    import gzip
+def idx_bytes(arr, magic_type: int = 0x08) -> bytes:
+    """``arr`` as an IDX file (MNIST's format): the magic number (two zero
+    bytes, the element type, the number of dimensions), the big-endian
+    sizes, then the bytes (unsigned 8-bit by default)."""
     import struct
 
     import numpy as np
+    head = bytes([0, 0, magic_type, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return head + np.asarray(arr).astype(np.uint8).tobytes()
 
-    def write_idx(path, arr, magic):
-        with gzip.open(path, "wb") as f:
-            f.write(struct.pack(">I", magic))
-            for d in arr.shape:
-                f.write(struct.pack(">I", d))
-            f.write(arr.tobytes())
 
-    rng = np.random.RandomState(seed)
+def write_mnist(folder, n_train: int = 12, n_test: int = 5, compress: bool = True, rng=None):
+    """Write random MNIST-layout IDX files (gzipped unless ``compress`` is
+    False) of ``n_train`` training and ``n_test`` test images into
+    ``folder``; returns ``{'train': (X, y), 't10k': (X, y)}``."""
+    import gzip
+
+    import numpy as np
+    rng = rng or np.random.RandomState(0)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {}
     for split, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(Path(folder) / f"{split}-images-idx3-ubyte.gz",
-                  (rng.rand(n, 28, 28) * 255).astype(np.uint8), 2051)
-        write_idx(Path(folder) / f"{split}-labels-idx1-ubyte.gz",
-                  rng.randint(0, 10, n).astype(np.uint8), 2049)
+        X = rng.randint(0, 256, size=(n, 28, 28)).astype(np.uint8)
+        y = rng.randint(0, 10, size=n).astype(np.uint8)
+        for kind, arr, nd in (("images", X, 3), ("labels", y, 1)):
+            name = f"{split}-{kind}-idx{nd}-ubyte"
+            raw = idx_bytes(arr)
+            if compress:
+                (folder / (name + ".gz")).write_bytes(gzip.compress(raw))
+            else:
+                (folder / name).write_bytes(raw)
+        data[split] = (X, y)
+    return data

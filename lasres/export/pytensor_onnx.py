@@ -15,7 +15,7 @@ import numpy as np
 from ..ops._args import resolve_pad
 from ..ops.bn import _param_pattern
 from ..ops.shape import pool_output_length
-from .pytensor_graph import Const, Unsupported, Walker
+from .pytensor_graph import Const, index_entries, OpEmitter, Unsupported, Walker
 
 _INT64_MAX = np.iinfo(np.int64).max
 _INT64_MIN = np.iinfo(np.int64).min
@@ -25,7 +25,7 @@ def _tensor_type(onnx, dtype):
     return onnx.helper.np_dtype_to_tensor_dtype(np.dtype("bool" if dtype == "bool" else dtype))
 
 
-class OnnxEmitter:
+class OnnxEmitter(OpEmitter):
     """Emits ONNX nodes into ``g`` (an ``onnx_graph._Graph``)."""
 
     def __init__(self, g, base, params):
@@ -76,21 +76,6 @@ class OnnxEmitter:
             else:
                 pieces.append(self.node("Reshape", [self.int64(p, var), self.ints([1])]))
         return self.node("Concat", pieces, axis=0)
-
-    # --- dispatch ----------------------------------------------------------------
-    def __call__(self, node, ins):
-        op = node.op
-        name = type(op).__name__
-        fn = getattr(self, "op_" + name, None)
-        if fn is None:
-            for cls in type(op).__mro__[1:]:
-                fn = getattr(self, "op_" + cls.__name__, None)
-                if fn is not None:
-                    break
-        if fn is None:
-            raise Unsupported("")
-        out = fn(node, ins)
-        return out if isinstance(out, list) else [out]
 
     # --- elementwise ---------------------------------------------------------------
     def op_Elemwise(self, node, ins):
@@ -270,25 +255,10 @@ class OnnxEmitter:
 
     # --- indexing ---------------------------------------------------------------------
     def _indices(self, node, ins, skip=0):
-        """The index list with Consts/values in place of the variables (``skip``:
-        inputs before the tensor, as IncSubtensor's update)."""
-        from pytensor.tensor.subtensor import get_idx_list
-        lookup = dict(zip(node.inputs, ins))
-        idx = get_idx_list(node.inputs[skip:], node.op.idx_list)
-
-        def val(x):
-            if x is None:
-                return None
-            if hasattr(x, "type"):
-                return lookup[x] if x in lookup else Const(x.data), x
-            return Const(x), None
-        out = []
-        for i in idx:
-            if isinstance(i, slice):
-                out.append(slice(val(i.start), val(i.stop), val(i.step)))
-            else:
-                out.append(val(i))
-        return out
+        """The index list with ``(value, variable)`` pairs in place of the
+        entries (``(Const, None)`` for the op's own)."""
+        return index_entries(node, ins, lambda x, v: (Const(x), None) if v is None else (v, x),
+                             skip)
 
     def _scalar64(self, pair):
         v, var = pair
@@ -579,32 +549,12 @@ class OnnxEmitter:
         return self.node("Transpose", [y], perm=[1, 0, 2, 3])
 
     def op_Pool2d(self, node, ins):
-        op = node.op
-        x = self.name(ins[0], node.inputs[0].dtype)
-        shape = node.inputs[0].type.shape
-        ws, stride, pad = op.ws, op.stride, op.pad
-        end = list(pad)
-        if not op.ignore_border:
-            for a in range(2):
-                n = shape[2 + a]
-                if n is None:
-                    raise Unsupported("pooling with ignore_border=False needs known sizes")
-                out = pool_output_length(n, ws[a], stride[a], pad[a], False)
-                end[a] = max(0, (out - 1) * stride[a] + ws[a] - n - pad[a])
-        attrs = dict(kernel_shape=list(ws), strides=list(stride), pads=list(pad) + end)
-        mode = op.mode
-        if mode == "max":
-            return self.node("MaxPool", [x], **attrs)
-        if mode == "average_exc_pad" or (mode == "average_inc_pad" and not op.ignore_border):
-            return self.node("AveragePool", [x], count_include_pad=0, **attrs)
-        if mode == "average_inc_pad":
-            return self.node("AveragePool", [x], count_include_pad=1, **attrs)
-        c = shape[1]
-        if c is None:
-            raise Unsupported("sum pooling needs a known number of channels")
-        ones = self.g.const(np.ones((c, 1) + tuple(ws), node.inputs[0].dtype), "ones",
-                            np.dtype(node.inputs[0].dtype))
-        return self.node("Conv", [x, ones], group=int(c), dilations=[1, 1], **attrs)
+        op, dtype = node.op, node.inputs[0].dtype
+        return pool_nodes(self.node, self.name(ins[0], dtype), node.inputs[0].type.shape, op.ws,
+                          op.stride, op.pad, op.ignore_border, op.mode,
+                          lambda c: self.g.const(np.ones((c, 1) + tuple(op.ws), dtype), "ones",
+                                                 np.dtype(dtype)),
+                          Unsupported)
 
     def op_Pool2dGrad(self, node, ins):
         """Max unpooling (InverseLayer of a max pooling): each window's output
@@ -760,3 +710,38 @@ def scan_to_loop(em, node, ins):
         results.append(em.node("Concat", [first, outs[n_sit + i]], axis=0))
     results += outs[2 * n_sit:]
     return results
+
+
+def pool_nodes(node, x, shape, ws, stride, pad, ignore_border, mode, ones, refuse):
+    """The ONNX node of a Theano-style 2-D pooling of ``x`` (shape ``shape``).
+
+    Theano keeps the partial windows at the end when ``ignore_border`` is
+    False: the end is padded so that ONNX sees them (max ignores the padding,
+    the averages exclude it: Theano averages a partial window over the
+    pixels it holds). Sum pooling is a depthwise convolution with a window of
+    ones, exact. ``node(op, inputs, **attrs)`` adds a node, ``ones(c)`` the
+    window of ones for ``c`` channels, and ``refuse(message)`` makes the
+    exception to raise.
+    """
+    end = list(pad)
+    if not ignore_border:
+        for a in range(2):
+            n = shape[2 + a]
+            if n is None:
+                raise refuse("pooling with ignore_border=False needs known spatial sizes "
+                             "(give input_shape)")
+            out = pool_output_length(n, ws[a], stride[a], pad[a], False)
+            end[a] = max(0, (out - 1) * stride[a] + ws[a] - n - pad[a])
+    attrs = dict(kernel_shape=list(ws), strides=list(stride), pads=list(pad) + end)
+    if mode == "max":
+        return node("MaxPool", [x], **attrs)
+    if mode == "average_exc_pad" or (mode == "average_inc_pad" and not ignore_border):
+        return node("AveragePool", [x], count_include_pad=0, **attrs)
+    if mode == "average_inc_pad":
+        return node("AveragePool", [x], count_include_pad=1, **attrs)
+    if mode == "sum":
+        c = shape[1]
+        if c is None:
+            raise refuse("sum pooling needs a known number of channels")
+        return node("Conv", [x, ones(c)], group=int(c), dilations=[1, 1], **attrs)
+    raise refuse(f"unknown pooling mode {mode!r}")

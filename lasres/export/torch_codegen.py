@@ -30,7 +30,8 @@ from ..ops.convnd import conv3d
 from ..ops.elemwise import relu
 from ..theano_extensions import conv as c1
 from .onnx_graph import _describe_factory
-from .pytensor_graph import Const, symbolic_inputs, Unsupported, Walker
+from .pytensor_graph import (Const, index_entries, OpEmitter, symbolic_inputs, Unsupported,
+                             Walker)
 
 __all__ = ["to_torch", "torch_source", "regularizable_parameters"]
 
@@ -116,7 +117,7 @@ class _Val:
         self.expr, self.kind = expr, kind
 
 
-class TorchEmitter:
+class TorchEmitter(OpEmitter):
     """Emits lines of a ``forward`` for a layer's PyTensor graph."""
 
     _UNARY = {"Abs": "torch.abs", "Exp": "torch.exp", "Log": "torch.log", "Sqrt": "torch.sqrt",
@@ -169,18 +170,6 @@ class TorchEmitter:
     def is_scalar(self, v):
         return (isinstance(v, Const) and np.asarray(v.value).ndim == 0) or \
             (isinstance(v, _Val) and v.kind == "int")
-
-    def __call__(self, node, ins):
-        op = node.op
-        fn = None
-        for cls in type(op).__mro__:
-            fn = getattr(self, "op_" + cls.__name__, None)
-            if fn is not None:
-                break
-        if fn is None:
-            raise Unsupported("")
-        out = fn(node, ins)
-        return out if isinstance(out, list) else [out]
 
     # elementwise
     def op_Elemwise(self, node, ins):
@@ -360,28 +349,15 @@ class TorchEmitter:
 
     # indexing
     def _key(self, node, ins, skip=0):
-        from pytensor.tensor.subtensor import get_idx_list
-        lookup = dict(zip(node.inputs, ins))
-        idx = get_idx_list(node.inputs[skip:], node.op.idx_list)
-
-        def val(x):
-            if x is None:
-                return None
-            if hasattr(x, "type"):
-                v = lookup[x] if x in lookup else Const(x.data)
-                if isinstance(v, Const):
-                    return int(np.asarray(v.value))
-                return _Raw(v.expr if v.kind == "int" else f"int({v.expr})")
-            return int(x)
-        key, negative = [], False
-        for i in idx:
-            if isinstance(i, slice):
-                s = slice(val(i.start), val(i.stop), val(i.step))
-                if s.step is not None and (isinstance(s.step, _Raw) or s.step < 0):
-                    negative = True
-                key.append(s)
-            else:
-                key.append(val(i))
+        def val(x, v):
+            if v is None:
+                return int(x)
+            if isinstance(v, Const):
+                return int(np.asarray(v.value))
+            return _Raw(v.expr if v.kind == "int" else f"int({v.expr})")
+        key = index_entries(node, ins, val, skip)
+        negative = any(isinstance(i, slice) and i.step is not None
+                       and (isinstance(i.step, _Raw) or i.step < 0) for i in key)
         return key, negative
 
     def op_Subtensor(self, node, ins):
@@ -847,12 +823,12 @@ class _Codegen:
             return f"Slice({_lit(layer.slice)}, axis={int(layer.axis)})", pv
         if same(L.BiasLayer, "get_output_for"):
             ndim = len(self.shapes[layer])
-            pattern = _pattern(ndim, layer.shared_axes)
+            pattern = tuple(_param_pattern(ndim, layer.shared_axes))
             pv = {"b": layer.b}
             return f"Bias(b_shape={_lit(shape(layer.b))}, pattern={_lit(pattern)})", pv
         if same(L.ScaleLayer, "get_output_for"):
             ndim = len(self.shapes[layer])
-            pattern = _pattern(ndim, layer.shared_axes)
+            pattern = tuple(_param_pattern(ndim, layer.shared_axes))
             pv = {"scales": layer.scales}
             return f"Scale(scales_shape={_lit(shape(layer.scales))}, pattern={_lit(pattern)})", pv
         return None, pv
@@ -1021,18 +997,6 @@ def _default_conv(layer):
     if name in ("Conv3DLayer",):
         return conv3d
     return None
-
-
-def _pattern(ndim, shared_axes):
-    """A dimshuffle pattern placing a parameter over the non-shared axes."""
-    out, k = [], 0
-    for d in range(ndim):
-        if d in shared_axes:
-            out.append("x")
-        else:
-            out.append(k)
-            k += 1
-    return tuple(out)
 
 
 def torch_source(network, keys=False):

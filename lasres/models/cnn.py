@@ -32,9 +32,8 @@ def Plain_CNN(input_shape=(None, 3, 32, 32), input_var=None, n_classes=10, depth
 
     Parameters
     ----------
-    input_shape : tuple
-    input_var : PyTensor variable or None
-    n_classes : int
+    input_shape, input_var, n_classes
+        As for :func:`lasres.models.rir.ResNet_in_ResNet`, whose baseline it is.
     depth : int
         Total weighted layers (18: the paper's).
     width : int

@@ -268,15 +268,8 @@ class JaxTrainer(TrainerBase):
 
     Parameters
     ----------
-    network : Layer
-        Output layer (softmax probabilities).
-    l2 : float
-        Weight of the L2 penalty over all regularizable params (BN gammas
-        included, as in Lasagne).
-    momentum : float
-        Nesterov momentum.
-    learning_rate : float
-        Initial value of :attr:`learning_rate`.
+    network, l2, momentum, learning_rate
+        As for :class:`lasres.train.trainer.Trainer`.
     optimizer : {'nesterov'}
         The recipe's optimizer; only Nesterov momentum runs here.
     devices : int or None

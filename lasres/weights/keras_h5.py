@@ -248,7 +248,8 @@ def keras_layer_order(network) -> list:
     Parameters
     ----------
     network : Layer
-        The output layer.
+        The output layer (of a net built with ``layout=keras``, for its
+        weights to line up with the Keras file's).
 
     Returns
     -------

@@ -132,41 +132,50 @@ _ROR_RAW = ("https://github.com/titu1994/Residual-of-Residual-Networks/raw/"
             "e05384a356778a0173050daa3e7786e50eb994de/weights/")
 _LEGACY = Preprocess(1.0, "pixel-split")
 
+
+
+def _lasagne_seed(name, file_name, arch, git_blob_sha1, published_error, paper, title):
+    """A file of the Lasagne seed's repository: the legacy preprocessing, its
+    README's error, no licence, and a mean that was never published."""
+    return WeightEntry(
+        name, file_name, arch, _LEGACY, git_blob_sha1=git_blob_sha1,
+        published_error=published_error,
+        published_where=f"{_LASAGNE_SEED} README (paper: {paper})",
+        source_url=_LASAGNE_SEED_RAW + file_name, licence="none stated by the repository",
+        measured_note="the mean of its (unseeded) training split is not published: keep the "
+                      "seed's pixel_mean.npy beside it",
+        title=title)
+
+
+def _recipes(name, file_name, depth, size, sha256, git_blob_sha1, published_error,
+             measured_error, measured_note, title):
+    """A file of Lasagne/Recipes' CIFAR ResNet: ``x / 255`` minus the mean of
+    all training images, the error its script's docstring gives, MIT."""
+    return WeightEntry(
+        name, file_name,
+        {"type": "resnet", "depth": depth, "width": 1, "options": {"shortcut": "subsample"}},
+        Preprocess(1 / 255, "pixel-all"), size=size, sha256=sha256,
+        git_blob_sha1=git_blob_sha1, published_error=published_error,
+        published_where="Lasagne/Recipes papers/deep_residual_learning/"
+                        "Deep_Residual_Learning_CIFAR-10.py docstring (validation error)",
+        source_url=_RECIPES_RAW + file_name, licence="MIT (Lasagne/Recipes)",
+        measured_error=measured_error, measured_note=measured_note, title=title)
+
+
 #: Every registered file, in listing order.
 ENTRIES = (
-    WeightEntry(
-        "resnet110-preact-lasagne", "resnet110_fullpreactivation_638.pklz",
-        {"type": "normal", "depth": 18, "width": 1, "options": {}}, _LEGACY,
-        git_blob_sha1="1b4bd110dcb08f10c5c829de8131af528d95cc16",
-        published_error=6.38,
-        published_where=f"{_LASAGNE_SEED} README (paper: 6.37%)",
-        source_url=_LASAGNE_SEED_RAW + "resnet110_fullpreactivation_638.pklz",
-        licence="none stated by the repository",
-        measured_note="the mean of its (unseeded) training split is not published: keep the "
-                      "seed's pixel_mean.npy beside it",
-        title="pre-activation ResNet-110, the Lasagne seed"),
-    WeightEntry(
-        "resnet164-preact-lasagne", "resnet164_fullpreactivation.pklz",
-        {"type": "bottleneck", "depth": 18, "width": 1, "options": {}}, _LEGACY,
-        git_blob_sha1="ffdb6dfe790e5a43994a153237bcb30920b17bca",
-        published_error=5.66,
-        published_where=f"{_LASAGNE_SEED} README (paper: 5.46%)",
-        source_url=_LASAGNE_SEED_RAW + "resnet164_fullpreactivation.pklz",
-        licence="none stated by the repository",
-        measured_note="the mean of its (unseeded) training split is not published: keep the "
-                      "seed's pixel_mean.npy beside it",
-        title="pre-activation bottleneck ResNet-164, the Lasagne seed"),
-    WeightEntry(
-        "wrn-16-4-lasagne", "wide_resnet_n2_k4.pklz",
-        {"type": "wide", "depth": 2, "width": 4, "options": {}}, _LEGACY,
-        git_blob_sha1="686cff23589484afee151f9bf161d5fae17f6d77",
-        published_error=5.41,
-        published_where=f"{_LASAGNE_SEED} README (paper: 5.55% for WRN-16-4)",
-        source_url=_LASAGNE_SEED_RAW + "wide_resnet_n2_k4.pklz",
-        licence="none stated by the repository",
-        measured_note="the mean of its (unseeded) training split is not published: keep the "
-                      "seed's pixel_mean.npy beside it",
-        title="the Lasagne seed's wide ResNet (n=2, k=4)"),
+    _lasagne_seed("resnet110-preact-lasagne", "resnet110_fullpreactivation_638.pklz",
+                  {"type": "normal", "depth": 18, "width": 1, "options": {}},
+                  "1b4bd110dcb08f10c5c829de8131af528d95cc16", 6.38, "6.37%",
+                  "pre-activation ResNet-110, the Lasagne seed"),
+    _lasagne_seed("resnet164-preact-lasagne", "resnet164_fullpreactivation.pklz",
+                  {"type": "bottleneck", "depth": 18, "width": 1, "options": {}},
+                  "ffdb6dfe790e5a43994a153237bcb30920b17bca", 5.66, "5.46%",
+                  "pre-activation bottleneck ResNet-164, the Lasagne seed"),
+    _lasagne_seed("wrn-16-4-lasagne", "wide_resnet_n2_k4.pklz",
+                  {"type": "wide", "depth": 2, "width": 4, "options": {}},
+                  "686cff23589484afee151f9bf161d5fae17f6d77", 5.41, "5.55% for WRN-16-4",
+                  "the Lasagne seed's wide ResNet (n=2, k=4)"),
     WeightEntry(
         "ror-wrn-40-2-keras", "RoR-WRN-40-2-Weights.h5",
         {"type": "ror-wrn", "depth": 6, "width": 2, "options": {"layout": "keras"}},
@@ -178,34 +187,18 @@ ENTRIES = (
         source_url=_ROR_RAW + "RoR-WRN-40-2-Weights.h5",
         licence="none stated by the repository",
         title="RoR-3-WRN-40-2, the RoR seed (Keras 1 on Theano)"),
-    WeightEntry(
-        "resnet32-recipes", "cifar_model_n5.npz",
-        {"type": "resnet", "depth": 5, "width": 1, "options": {"shortcut": "subsample"}},
-        Preprocess(1 / 255, "pixel-all"), size=1_893_452,
-        sha256="536662d9c2da893534f82f388ec7c56e80676dbab2fb3a14d840f5c90dbda27a",
-        git_blob_sha1="d89afbaeda091c685b5c59ed093317e205f82751",
-        published_error=7.42,
-        published_where="Lasagne/Recipes papers/deep_residual_learning/"
-                        "Deep_Residual_Learning_CIFAR-10.py docstring (validation error)",
-        source_url=_RECIPES_RAW + "cifar_model_n5.npz", licence="MIT (Lasagne/Recipes)",
-        measured_error=20.30,
-        measured_note="10,000 shared JPEG test images; the real Lasagne 0.2.dev1 gives the same "
-                      "20.30% (../shared/fixtures/recipes/)",
-        title="original CIFAR ResNet-32, the Lasagne Recipes"),
-    WeightEntry(
-        "resnet56-recipes", "cifar_model_n9.npz",
-        {"type": "resnet", "depth": 9, "width": 1, "options": {"shortcut": "subsample"}},
-        Preprocess(1 / 255, "pixel-all"), size=3_477_436,
-        sha256="fb32bb0419332b8cb32a871bfd4141c898642be045995261854bc120b4173845",
-        git_blob_sha1="bb7cbb072a8743a9f7716e01b6f815c3fcb636dc",
-        published_error=6.75,
-        published_where="Lasagne/Recipes papers/deep_residual_learning/"
-                        "Deep_Residual_Learning_CIFAR-10.py docstring (validation error)",
-        source_url=_RECIPES_RAW + "cifar_model_n9.npz", licence="MIT (Lasagne/Recipes)",
-        measured_error=18.21,
-        measured_note="10,000 shared JPEG test images, lasres only (no real-Lasagne reference "
-                      "for this file; its ResNet-32 twin matches the real Lasagne exactly)",
-        title="original CIFAR ResNet-56, the Lasagne Recipes"),
+    _recipes("resnet32-recipes", "cifar_model_n5.npz", 5, 1_893_452,
+             "536662d9c2da893534f82f388ec7c56e80676dbab2fb3a14d840f5c90dbda27a",
+             "d89afbaeda091c685b5c59ed093317e205f82751", 7.42, 20.30,
+             "10,000 shared JPEG test images; the real Lasagne 0.2.dev1 gives the same "
+             "20.30% (../shared/fixtures/recipes/)",
+             "original CIFAR ResNet-32, the Lasagne Recipes"),
+    _recipes("resnet56-recipes", "cifar_model_n9.npz", 9, 3_477_436,
+             "fb32bb0419332b8cb32a871bfd4141c898642be045995261854bc120b4173845",
+             "bb7cbb072a8743a9f7716e01b6f815c3fcb636dc", 6.75, 18.21,
+             "10,000 shared JPEG test images, lasres only (no real-Lasagne reference "
+             "for this file; its ResNet-32 twin matches the real Lasagne exactly)",
+             "original CIFAR ResNet-56, the Lasagne Recipes"),
 )
 
 
