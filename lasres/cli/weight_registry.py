@@ -1,6 +1,7 @@
 """What ``test_model.py`` (and ``train_nn.py``) learn from the weights
 registry and the checkpoints: which preprocessing a weight file needs, where
 that came from, and whether the architecture asked for is the file's."""
+import sys
 from typing import NamedTuple, Optional
 
 from ..data.preprocessing import parse_preprocess, Preprocess, PRESETS
@@ -36,7 +37,6 @@ def registered_entry(path, warn=True):
     ``path`` (recognised by content), or None; a file named as a registered
     one whose content is not gets a warning (it is then read as an
     unregistered file)."""
-    import sys
 
     entry = identify(path)
     like = named_like(path) if entry is None and warn else None

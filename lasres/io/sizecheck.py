@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import math
 import operator
+import reprlib
 import os
 import stat
 
@@ -76,7 +77,6 @@ def format_bytes(n: int) -> str:
 def short_repr(obj, most: int = 80) -> str:
     """``repr(obj)`` cut to ``most`` characters (for one-line messages about
     what a file holds: a crafted file may hold a string of any length)."""
-    import reprlib
     r = reprlib.Repr()
     # never the whole of a container: a list holding itself twice, 30 levels
     # deep, would print as 2**30 items

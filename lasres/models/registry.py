@@ -7,6 +7,7 @@ describe it: the total-depth formula, a check of its depth/width arguments,
 the note printed when a depth looks like a total depth, and the seeds'
 published weight files.
 """
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -268,7 +269,6 @@ def estimate_memory(spec, depth: int, width: int, input_shape=(None, 3, 32, 32),
 def machine_memory() -> int | None:
     """The memory this process may use: the physical memory, or the address
     space limit (``RLIMIT_AS``) when lower; None where neither is known."""
-    import os
     total = None
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

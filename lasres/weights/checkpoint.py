@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -244,7 +245,6 @@ def _write_error(path, exc) -> OSError:
     a full disk over two lines (``... time = ...\n, filename = ..., errno = 28,
     error message = 'No space left on device', ...``), then fails to close."""
     import errno as errnos
-    import re
     chain, seen = [], exc
     while seen is not None and len(chain) < 8:
         chain.append(seen)
