@@ -18,7 +18,9 @@
  * worse than a GEMM (see lr_gemm_bwd_weights).  The blocks are shared among
  * the OpenMP threads, each block a single-threaded primitive
  * (lr_bwdw_blocks_parallel): one small primitive on all threads spends
- * more in fork-joins than in arithmetic.
+ * more in fork-joins than in arithmetic.  A block of one image's rows is
+ * copied by its thread straight into the primitive's blocked layouts
+ * (lr_pack; no reorder primitives) and its filters read back from theirs.
  */
 #ifndef LASRES_ONEDNN_CONV_C
 #define LASRES_ONEDNN_CONV_C
@@ -54,6 +56,7 @@ typedef struct {
     lr_arg args[LR_MAXARGS];
     size_t scratch_bytes;
     dnnl_memory_t scratch_mem;
+    int packed;   /* arguments in the primitive's own layouts (lasres packs them) */
 } lr_entry;
 
 typedef struct {
@@ -385,6 +388,67 @@ static dnnl_status_t lr_md_tag(dnnl_memory_desc_t *md, npy_intp a, npy_intp b,
     return dnnl_memory_desc_create_with_tag(md, 4, dims, dnnl_f32, tag);
 }
 
+/* A plain-float32 view of a oneDNN memory layout (blocked or not): where
+ * element idx[] lies.  The last `spatial` dimensions must not be blocked, so
+ * that a run along the last one has a constant stride (strides[nd - 1]). */
+typedef struct {
+    int nd, nblks, blocked;
+    npy_intp strides[5], blks[5], idxs[5], bsize[5];
+    size_t bytes;
+} lr_layout;
+
+/* Fill `l` from `md`; 0, or -1 when md is not a layout lasres can fill
+ * (a format other than blocked, or one of the last `spatial` dims blocked). */
+static int lr_layout_of(lr_layout *l, const_dnnl_memory_desc_t md, int spatial)
+{
+    int k, kind = 0, nd = 0;
+    const dnnl_dims_t *strides = NULL, *blks = NULL, *idxs = NULL, *dims = NULL, *padded = NULL;
+    memset(l, 0, sizeof(*l));
+    if (dnnl_memory_desc_query(md, dnnl_query_format_kind, &kind) != dnnl_success
+        || kind != dnnl_blocked
+        || dnnl_memory_desc_query(md, dnnl_query_ndims_s32, &nd) != dnnl_success
+        || nd > 5 || nd < spatial
+        || dnnl_memory_desc_query(md, dnnl_query_inner_nblks_s32, &l->nblks) != dnnl_success
+        || dnnl_memory_desc_query(md, dnnl_query_strides, &strides) != dnnl_success
+        || dnnl_memory_desc_query(md, dnnl_query_inner_blks, &blks) != dnnl_success
+        || dnnl_memory_desc_query(md, dnnl_query_inner_idxs, &idxs) != dnnl_success
+        || dnnl_memory_desc_query(md, dnnl_query_dims, &dims) != dnnl_success
+        || dnnl_memory_desc_query(md, dnnl_query_padded_dims, &padded) != dnnl_success
+        || l->nblks > 5)
+        return -1;
+    l->nd = nd;
+    for (k = 0; k < nd; k++) {
+        l->strides[k] = (*strides)[k];
+        l->bsize[k] = 1;
+        if ((*padded)[k] != (*dims)[k]) l->blocked = 1;   /* padding to zero */
+    }
+    for (k = 0; k < l->nblks; k++) {
+        l->blks[k] = (*blks)[k];
+        l->idxs[k] = (*idxs)[k];
+        l->bsize[l->idxs[k]] *= l->blks[k];
+        if (l->idxs[k] >= nd - spatial) return -1;
+    }
+    l->bytes = dnnl_memory_desc_get_size(md);
+    return 0;
+}
+
+/* The offset (in floats) of element idx[] in layout l. */
+static npy_intp lr_offset(const lr_layout *l, const npy_intp *idx)
+{
+    npy_intp off = 0, in = 1, rem[5];
+    int k;
+    for (k = 0; k < l->nd; k++) {
+        off += (idx[k] / l->bsize[k]) * l->strides[k];
+        rem[k] = idx[k] % l->bsize[k];
+    }
+    for (k = l->nblks - 1; k >= 0; k--) {
+        off += (rem[l->idxs[k]] % l->blks[k]) * in;
+        rem[l->idxs[k]] /= l->blks[k];
+        in *= l->blks[k];
+    }
+    return off;
+}
+
 /* LR_BWD_WEIGHTS_1T: backward-weights planned for one thread (run by
  * lr_run_local inside a parallel region) */
 enum { LR_FWD = 0, LR_BWD_DATA = 1, LR_BWD_WEIGHTS = 2, LR_BWD_WEIGHTS_1T = 3 };
@@ -400,6 +464,13 @@ enum { LR_FWD = 0, LR_BWD_DATA = 1, LR_BWD_WEIGHTS = 2, LR_BWD_WEIGHTS_1T = 3 };
  *   SGEMM on the plain layouts, no reorders), as exact as a GEMM within an
  *   image and faster than the direct kernel there.
  * This returns oneDNN's GEMM-based primitive descriptor, or NULL. */
+static int lr_is_gemm(const_dnnl_primitive_desc_t pd)
+{
+    const char *info = NULL;
+    return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) == dnnl_success
+           && info && strstr(info, "gemm") != NULL;
+}
+
 static dnnl_primitive_desc_t lr_gemm_bwd_weights(
     const_dnnl_memory_desc_t src, const_dnnl_memory_desc_t w, const_dnnl_memory_desc_t dst,
     const dnnl_dim_t *strides, const dnnl_dim_t *dil, const dnnl_dim_t *pl,
@@ -424,7 +495,8 @@ static dnnl_primitive_desc_t lr_gemm_bwd_weights(
 
 static int lr_build(lr_entry *e, const lr_geom *g, int kind, int has_bias)
 {
-    int rc = -1;
+    int rc = -1, one_thread = 0;
+    const_dnnl_memory_desc_t src_pack = NULL, dst_pack = NULL, w_pack = NULL;
     dnnl_memory_desc_t src_any = NULL, w_any = NULL, dst_any = NULL, b_md = NULL;
     dnnl_memory_desc_t src_user = NULL, w_user = NULL, dst_user = NULL;
     dnnl_primitive_desc_t pd = NULL, hint = NULL;
@@ -444,8 +516,10 @@ static int lr_build(lr_entry *e, const lr_geom *g, int kind, int has_bias)
     if (has_bias)
         LR_TRY(dnnl_memory_desc_create_with_tag(&b_md, 1, bdims, dnnl_f32, dnnl_a));
 
-    if (kind == LR_BWD_WEIGHTS_1T)   /* the same primitive, planned for one thread */
+    if (kind == LR_BWD_WEIGHTS_1T) {   /* the same primitive, planned for one thread */
         kind = LR_BWD_WEIGHTS;
+        one_thread = 1;
+    }
     if (kind == LR_FWD) {
         LR_TRY(dnnl_convolution_forward_primitive_desc_create(
             &pd, lr_engine, dnnl_forward_training, dnnl_convolution_direct, src_any, w_any,
@@ -473,9 +547,26 @@ static int lr_build(lr_entry *e, const lr_geom *g, int kind, int has_bias)
                 LR_TRY(dnnl_convolution_backward_weights_primitive_desc_create(
                     &pd, lr_engine, dnnl_convolution_direct, src_any, w_any, NULL, dst_any,
                     strides, dil, pl, pr, hint, lr_attr));
-            if (lr_add_arg(e, pd, dnnl_query_src_md, 0, DNNL_ARG_SRC, src_user, 0)) goto done;
-            if (lr_add_arg(e, pd, dnnl_query_diff_dst_md, 0, DNNL_ARG_DIFF_DST, dst_user, 0)) goto done;
-            if (lr_add_arg(e, pd, dnnl_query_diff_weights_md, 0, DNNL_ARG_DIFF_WEIGHTS, w_user, 1))
+            if (one_thread && g->n == 1 && !lr_is_gemm(pd)) {
+                /* lasres packs the blocks into the primitive's own layouts
+                 * (lr_bwdw_blocks_parallel): no reorders */
+                const_dnnl_memory_desc_t smd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+                const_dnnl_memory_desc_t dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0);
+                const_dnnl_memory_desc_t wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
+                lr_layout l;
+                if (!lr_layout_of(&l, smd, 2) && !lr_layout_of(&l, dmd, 2)
+                    && !lr_layout_of(&l, wmd, 2)) {
+                    src_pack = smd; dst_pack = dmd; w_pack = wmd;
+                    e->packed = 1;
+                }
+            }
+            if (lr_add_arg(e, pd, dnnl_query_src_md, 0, DNNL_ARG_SRC, src_pack ? src_pack : src_user, 0))
+                goto done;
+            if (lr_add_arg(e, pd, dnnl_query_diff_dst_md, 0, DNNL_ARG_DIFF_DST,
+                           dst_pack ? dst_pack : dst_user, 0))
+                goto done;
+            if (lr_add_arg(e, pd, dnnl_query_diff_weights_md, 0, DNNL_ARG_DIFF_WEIGHTS,
+                           w_pack ? w_pack : w_user, 1))
                 goto done;
         }
     }
@@ -690,6 +781,67 @@ static void lr_band(const lr_geom *g, npy_intp r0, npy_intp rows, npy_intp nb, l
     b->prh = end - stop;
 }
 
+/* o[u * B + c] = in[c * cs + u] for B channels: the row of a block of a
+ * channel-blocked layout (B a constant, so that the compiler unrolls it). */
+static void lr_interleave16(float *__restrict__ o, const float *__restrict__ in, npy_intp cs, npy_intp nw)
+{
+    npy_intp u, c;
+    for (u = 0; u < nw; u++)
+        for (c = 0; c < 16; c++) o[u * 16 + c] = in[c * cs + u];
+}
+
+static void lr_interleave8(float *__restrict__ o, const float *__restrict__ in, npy_intp cs, npy_intp nw)
+{
+    npy_intp u, c;
+    for (u = 0; u < nw; u++)
+        for (c = 0; c < 8; c++) o[u * 8 + c] = in[c * cs + u];
+}
+
+/* Copy channels [0, nc) of one image (channel stride cs, row stride rs;
+ * row t of the copy is row first + t of the image; src NULL: zeros) into
+ * rows [0, nt) x columns [0, nw) of channels [c0, c0 + nc) of image j of
+ * layout l; rows outside [t0, t1) are zeros.  A channel-blocked layout is
+ * written a block of channels and a row at a time, in memory order. */
+static void lr_pack(float *dst, const lr_layout *l, npy_intp j, npy_intp c0, npy_intp nc,
+                    npy_intp nt, npy_intp nw, const float *src, npy_intp cs, npy_intp rs,
+                    npy_intp first, npy_intp t0, npy_intp t1)
+{
+    npy_intp blk = l->bsize[1] > 64 ? 1 : l->bsize[1], ws = l->strides[3], ts = l->strides[2];
+    npy_intp cb, c, t, u, m, idx[4];
+    npy_intp base[64];
+    idx[0] = j; idx[2] = 0; idx[3] = 0;
+    for (cb = 0; cb < nc; cb += blk) {
+        int dense;
+        m = nc - cb < blk ? nc - cb : blk;
+        for (c = 0; c < m; c++) {   /* rows are unblocked: row t is t * ts further */
+            idx[1] = c0 + cb + c;
+            base[c] = lr_offset(l, idx);
+        }
+        /* a whole block, channels innermost: written in memory order */
+        dense = m == blk && blk > 1 && ws == blk && base[m - 1] == base[0] + (m - 1);
+        for (t = 0; t < nt; t++) {
+            int live = src != NULL && t >= t0 && t < t1;
+            float *o = dst + base[0] + t * ts;
+            const float *in = live ? src + cb * cs + (first + t) * rs : NULL;
+            if (dense && !live) {
+                memset(o, 0, sizeof(float) * nw * blk);
+            } else if (dense && blk == 16) {
+                lr_interleave16(o, in, cs, nw);
+            } else if (dense && blk == 8) {
+                lr_interleave8(o, in, cs, nw);
+            } else if (dense) {
+                for (u = 0; u < nw; u++)
+                    for (c = 0; c < blk; c++) o[u * blk + c] = in[c * cs + u];
+            } else {
+                for (c = 0; c < m; c++) {
+                    float *oc = dst + base[c] + t * ts;
+                    for (u = 0; u < nw; u++) oc[u * ws] = live ? in[c * cs + u] : 0.0f;
+                }
+            }
+        }
+    }
+}
+
 /* The blocks of lr_conv_bwd_weights shared among the OpenMP threads: each
  * thread runs whole blocks (oneDNN on that thread alone) in a fixed share
  * of the block list and sums their filters in its own float64 accumulator;
@@ -706,9 +858,12 @@ static int lr_bwdw_blocks_parallel(lr_cache *cache, const lr_geom *g, PyArrayObj
 #ifdef _OPENMP
     lr_entry *shapes[LR_PAR_SHAPES];
     lr_geom gs[LR_PAR_SHAPES], gb;
+    lr_layout lx[LR_PAR_SHAPES], lg[LR_PAR_SHAPES], lw[LR_PAR_SHAPES];
+    npy_intp *wofs[LR_PAR_SHAPES] = {NULL};
+    size_t xbytes = 0, gbytes = 0, wbytes = 0;
     npy_intp nbands = (g->oh + rows - 1) / rows, nblk = ((g->n + nb - 1) / nb) * nbands;
     npy_intp size = g->f * g->c * g->kh * g->kw, k, in0;
-    int nshapes = 0, nthr = omp_get_max_threads(), s, failed = 0;
+    int nshapes = 0, nthr = omp_get_max_threads(), s, failed = 0, rc = -1;
     size_t bytes = 0;
     double *part = NULL;
     if (lr_init()) return -1;
@@ -731,11 +886,42 @@ static int lr_bwdw_blocks_parallel(lr_cache *cache, const lr_geom *g, PyArrayObj
         if (!(shapes[s] = lr_entry_1t(cache, &gs[s], LR_BWD_WEIGHTS_1T, 0))) return -1;
         if (lr_bytes(shapes[s]) > bytes) bytes = lr_bytes(shapes[s]);
     }
-    for (s = 0; s < nshapes; s++)      /* still cached: nothing evicted them */
-        if (!shapes[s]->valid) return 1;
+    for (s = 0; s < nshapes; s++) {    /* still cached: nothing evicted them */
+        const_dnnl_memory_desc_t md;
+        if (!shapes[s]->valid) { rc = 1; goto out; }
+        if (!shapes[s]->packed) continue;
+        if (dnnl_memory_get_memory_desc(shapes[s]->args[0].user_mem, &md) != dnnl_success
+            || lr_layout_of(&lx[s], md, 2)
+            || dnnl_memory_get_memory_desc(shapes[s]->args[1].user_mem, &md) != dnnl_success
+            || lr_layout_of(&lg[s], md, 2)
+            || dnnl_memory_get_memory_desc(shapes[s]->args[2].user_mem, &md) != dnnl_success
+            || lr_layout_of(&lw[s], md, 2)) {
+            rc = 1;
+            goto out;
+        }
+        /* where each filter value (o, c, y, z), in order, lies in the layout */
+        if (!(wofs[s] = (npy_intp *)malloc(sizeof(npy_intp) * size + 1))) {
+            PyErr_NoMemory();
+            goto out;
+        }
+        {
+            npy_intp o, c, y, z, idx[4] = {0, 0, 0, 0}, kk = 0, base;
+            for (o = 0; o < g->f; o++)
+                for (c = 0; c < g->c; c++) {
+                    idx[0] = o; idx[1] = c;
+                    base = lr_offset(&lw[s], idx);   /* taps are unblocked */
+                    for (y = 0; y < g->kh; y++)
+                        for (z = 0; z < g->kw; z++)
+                            wofs[s][kk++] = base + y * lw[s].strides[2] + z * lw[s].strides[3];
+                }
+        }
+        if (lx[s].bytes > xbytes) xbytes = lx[s].bytes;
+        if (lg[s].bytes > gbytes) gbytes = lg[s].bytes;
+        if (lw[s].bytes > wbytes) wbytes = lw[s].bytes;
+    }
     if (!(part = (double *)calloc((size_t)nthr * size + 1, sizeof(double)))) {
         PyErr_NoMemory();
-        return -1;
+        goto out;
     }
 #pragma omp parallel num_threads(nthr) reduction(|:failed)
     {
@@ -744,12 +930,20 @@ static int lr_bwdw_blocks_parallel(lr_cache *cache, const lr_geom *g, PyArrayObj
         double *mine = part + (size_t)t * size;
         char *buf = NULL;
         float *dw = (float *)malloc(sizeof(float) * size + 1);
+        float *xbuf = NULL, *gbuf = NULL, *wbuf = NULL;
         dnnl_stream_t stream = NULL;
         lr_geom gl;
         void *handles[3];
         if (!dw || (bytes && posix_memalign((void **)&buf, 64, bytes) != 0)
+            || (xbytes && posix_memalign((void **)&xbuf, 64, xbytes) != 0)
+            || (gbytes && posix_memalign((void **)&gbuf, 64, gbytes) != 0)
+            || (wbytes && posix_memalign((void **)&wbuf, 64, wbytes) != 0)
             || dnnl_stream_create(&stream, lr_engine, dnnl_stream_default_flags) != dnnl_success)
             failed = 1;
+        if (!failed) {   /* channels a block pads stay zero */
+            if (xbytes) memset(xbuf, 0, xbytes);
+            if (gbytes) memset(gbuf, 0, gbytes);
+        }
         for (kk = kb; kk < ke && !failed; kk++) {
             npy_intp n0 = (kk / nbands) * nb, r0 = (kk % nbands) * rows;
             lr_band(g, r0, g->oh - r0 < rows ? g->oh - r0 : rows,
@@ -759,18 +953,32 @@ static int lr_bwdw_blocks_parallel(lr_cache *cache, const lr_geom *g, PyArrayObj
             handles[0] = (float *)PyArray_DATA(x) + n0 * g->c * g->h * g->w + i0 * g->w;
             handles[1] = (float *)PyArray_DATA(gz) + n0 * g->f * g->oh * g->ow + r0 * g->ow;
             handles[2] = dw;
+            if (!shapes[sh]->packed) {
+                if (lr_run_local(shapes[sh], handles, buf, stream)) { failed = 1; break; }
+                for (ii = 0; ii < size; ii++)
+                    mine[ii] += dw[ii];
+                continue;
+            }
+            /* the block's images, straight into the primitive's layouts */
+            for (ii = 0; ii < gl.n; ii++) {
+                lr_pack(xbuf, &lx[sh], ii, 0, g->c, gl.he, gl.we, (const float *)handles[0]
+                        + ii * g->c * g->h * g->w, g->h * g->w, g->w, 0, 0, gl.he);
+                lr_pack(gbuf, &lg[sh], ii, 0, g->f, gl.oh, gl.ow, (const float *)handles[1]
+                        + ii * g->f * g->oh * g->ow, g->oh * g->ow, g->ow, 0, 0, gl.oh);
+            }
+            handles[0] = xbuf; handles[1] = gbuf; handles[2] = wbuf;
             if (lr_run_local(shapes[sh], handles, buf, stream)) { failed = 1; break; }
             for (ii = 0; ii < size; ii++)
-                mine[ii] += dw[ii];
+                mine[ii] += wbuf[wofs[sh][ii]];
         }
         if (stream) dnnl_stream_destroy(stream);
         free(buf);
         free(dw);
+        free(xbuf); free(gbuf); free(wbuf);
     }
     if (failed) {
-        free(part);
         PyErr_SetString(PyExc_RuntimeError, "oneDNN: a backward-weights block failed");
-        return -1;
+        goto out;
     }
     for (k = 0; k < size; k++) {
         double sum = 0.0;
@@ -778,8 +986,12 @@ static int lr_bwdw_blocks_parallel(lr_cache *cache, const lr_geom *g, PyArrayObj
             sum += part[(size_t)s * size + k];
         acc[k] = sum;
     }
+    rc = 0;
+out:
     free(part);
-    return 0;
+    for (s = 0; s < LR_PAR_SHAPES; s++)
+        free(wofs[s]);
+    return rc;
 #else
     (void)cache; (void)g; (void)x; (void)gz; (void)rows; (void)nb; (void)acc;
     return 1;
