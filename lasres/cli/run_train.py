@@ -7,13 +7,12 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..train import distributed
 from ..data import save_pixel_mean
 from ..errors import LasresError
+from ..recipes import LEGACY, LEGACY_SCHEDULE, RECIPES
+from ..train import OPTIMIZERS, distributed, fit, predict_in_batches
 from ..train.evaluation import evaluate_probabilities
 from ..train.interrupts import interrupted_status
-from ..recipes import LEGACY, LEGACY_SCHEDULE, RECIPES
-from ..train import fit, predict_in_batches
 from . import processes, run_setup
 from .files import check_output_folder, make_output_folder
 from .network import add_model_arguments, banner, build_network
@@ -123,7 +122,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=tuple(RECIPES), default=LEGACY.name,
                    help="legacy (the Lasagne seed's) or keras-seed (the RoR seed's: Adam 1e-3, "
                         "no L2, rotation 15 deg + shifts 5/32, 300 epochs); explicit flags win")
-    p.add_argument("--optimizer", choices=("nesterov", "adam"), default=LEGACY.optimizer,
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=LEGACY.optimizer,
                    help="nesterov (legacy, with --momentum) or adam")
     p.add_argument("--valid-fraction", type=float, default=LEGACY.valid_fraction)
     p.add_argument("--preprocess", default=None, metavar="SPEC",
