@@ -71,11 +71,11 @@ def _c_mode():
 
     from .ops.bn import local_bn_infer_relu, local_bn_train_relu
     from .ops.inline import local_inline_softmax
-    from .ops.reduce import local_channel_sum
+    from .ops.reduce import local_channel_sum, local_trailing_sum
 
     mode = Mode(linker="cvm", optimizer="fast_run").excluding(*_EXCLUDED_REWRITES)
-    kernels = in2out(local_inline_softmax, local_channel_sum, local_bn_train_relu,
-                     local_bn_infer_relu, name="lasres_c_kernels")
+    kernels = in2out(local_inline_softmax, local_channel_sum, local_trailing_sum,
+                     local_bn_train_relu, local_bn_infer_relu, name="lasres_c_kernels")
     from .ops.fused_infer import fuse_inference
     return mode.register((kernels, _LASRES_REWRITES_POSITION),
                          (fuse_inference, _LASRES_FUSION_POSITION))

@@ -63,9 +63,33 @@ def test_c_mode_replaces_the_bias_gradient_sum():
         np.testing.assert_allclose(f(xv), _fsum_reference(xv), rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(64, 64, 8, 8), (3, 5, 7, 2), (4, 3, 5), (2, 3, 4, 1, 5),
+                                   (1, 1, 1, 1)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_c_mode_sums_the_spatial_axes_per_channel(shape, dtype):
+    """Global average pooling's sum over the axes after 1 becomes a
+    ChannelSum of the (1, N * C, -1) view: each (n, c) to the final rounding
+    of its exact sum, the mean's too, and the gradient."""
+    x = pt.tensor("x", dtype=dtype, shape=(None,) * len(shape))
+    axes = tuple(range(2, len(shape)))
+    f = pytensor.function([x], [x.sum(axis=axes), x.mean(axis=axes),
+                                pytensor.grad(x.mean(axis=axes).sum(), x)], mode=get_mode("c"))
+    ops = [type(n.op) for n in f.maker.fgraph.toposort()]
+    assert ChannelSum in ops and Sum not in ops
+    xv = np.random.default_rng(4).normal(0.5, 2.0, shape).astype(dtype)
+    total, mean, grad = f(xv)
+    flat = xv.astype(np.float64).reshape(shape[0], shape[1], -1)
+    want = np.array([[math.fsum(flat[i, c]) for c in range(shape[1])] for i in range(shape[0])])
+    assert total.dtype == dtype and total.shape == shape[:2]
+    tol = 4 * np.finfo(dtype).eps * np.abs(want) + (1e-12 if dtype == "float64" else 0)
+    assert np.all(np.abs(total - want) <= tol)
+    assert np.all(np.abs(mean - want / flat.shape[2]) <= 2 * tol / flat.shape[2])
+    np.testing.assert_allclose(grad, np.full(shape, 1.0 / flat.shape[2]), rtol=1e-6)
+
+
 def test_c_mode_keeps_other_sums():
     x = pt.tensor4("x")
-    for axes in [(0, 2), (1, 2, 3), None]:
+    for axes in [(0, 2), (1, 2, 3), (3,), None]:
         f = pytensor.function([x], x.sum(axis=axes), mode=get_mode("c"))
         assert ChannelSum not in [type(n.op) for n in f.maker.fgraph.toposort()]
 

@@ -9,7 +9,11 @@ in independent partial sums, the channels shared among OpenMP threads.
 
 The C backend's mode (:mod:`lasres.config`) replaces such ``Sum`` nodes
 with :class:`ChannelSum` through the rewrite :data:`local_channel_sum`, so
-graphs keep being written with ``.sum(axis=...)``.
+graphs keep being written with ``.sum(axis=...)``. A sum over the spatial
+axes (``axis=(2, 3)``: global average pooling, Lasagne's ``GlobalPoolLayer``)
+is a per-channel sum of the ``(1, N * C, H * W)`` view of the same values
+(:data:`local_trailing_sum`): PyTensor's generic loop took 1.5 ms per call
+on the last activation of ResNet-20 in a training step.
 """
 import sys
 
@@ -24,7 +28,7 @@ from pytensor.tensor.math import Sum
 from ._csource import c_source, c_source_crc
 from .threads import openmp_threads
 
-__all__ = ["ChannelSum", "channel_sum", "local_channel_sum"]
+__all__ = ["ChannelSum", "channel_sum", "local_channel_sum", "local_trailing_sum"]
 
 _SOURCES = ("channel.h", "channel_sum.c")
 _C_DTYPES = ("float32", "float64")
@@ -101,3 +105,21 @@ def local_channel_sum(fgraph, node):
     if op.acc_dtype != "float64":
         return None
     return [channel_sum(x)]
+
+
+@node_rewriter([Sum])
+def local_trailing_sum(fgraph, node):
+    """``Sum`` over every axis after 1 (``(N, C, ...)`` -> ``(N, C)``) with a
+    float64 accumulator (float32 or float64 in and out) -> :class:`ChannelSum`
+    of the ``(1, N * C, -1)`` view, reshaped to ``(N, C)``: each ``(n, c)``
+    sums its own values as a channel does."""
+    (x,) = node.inputs
+    op = node.op
+    if x.ndim < 3 or op.axis is None or tuple(sorted(op.axis)) != tuple(range(2, x.ndim)):
+        return None
+    if x.dtype not in _C_DTYPES or node.outputs[0].dtype != x.dtype:
+        return None
+    if op.acc_dtype != "float64":
+        return None
+    n, c = x.shape[0], x.shape[1]
+    return [channel_sum(x.reshape((1, n * c, -1))).reshape((n, c))]
