@@ -20,8 +20,8 @@ def one(model, depth, width, backend, predict_only):
     t0 = time.perf_counter()
     import lasres  # noqa: F401
     from lasres.models import build
-    from lasres.recipe import compile_predict
-    from lasres.training import Trainer
+    from lasres.train.recipe import compile_predict
+    from lasres.train import Trainer
     t_import = time.perf_counter() - t0
     t1 = time.perf_counter()
     net = build(model, depth, width)

@@ -46,7 +46,7 @@ def calibrate(net, x):
     the agreement check would compare ones and zeros."""
     import pytensor
     from lasres.layers import BatchNormLayer, get_all_layers, get_output
-    from lasres.recipe import input_var
+    from lasres.train.recipe import input_var
     bns = [l for l in get_all_layers(net) if isinstance(l, BatchNormLayer)]
     f = pytensor.function([input_var(net)], get_output(
         [b.input_layer for b in bns], deterministic=True, batch_norm_use_averages=False))
@@ -65,7 +65,7 @@ def main():
     from lasres.export import to_onnx
     from lasres.layers import get_all_param_values, get_output
     from lasres.models import build
-    from lasres.recipe import input_var
+    from lasres.train.recipe import input_var
     from torch_twin import PreActResNet
 
     torch.set_num_threads(args.threads)

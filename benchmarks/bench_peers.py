@@ -20,12 +20,12 @@ What is measured, for each ``--models TYPE:DEPTH[:WIDTH]`` (pre-activation
 - ``train``: the legacy step at batch 64 (``--train-batch``): softmax
   cross-entropy + 1e-4 L2 over the regularizable parameters (conv and dense
   weights, BN gammas), Nesterov momentum 0.9, BN running statistics updated.
-  lasres: ``lasres.training.Trainer`` (C backend); PyTorch: the identical
+  lasres: ``lasres.train.Trainer`` (C backend); PyTorch: the identical
   network of benchmarks/torch_twin.py with lasres's weights and
   ``legacy_optimizer()``, eager NCHW, eager channels_last, and
   ``torch.compile`` (the model compiled, the optimizer step eager).
 - ``infer``: probabilities at batch 100 (``--infer-batch``) with the stored
-  BN statistics. lasres: ``lasres.recipe.compile_predict`` (C backend); the
+  BN statistics. lasres: ``lasres.train.recipe.compile_predict`` (C backend); the
   three PyTorch configurations (``torch.compile`` with inductor's weight
   freezing unless ``--no-freezing``); ONNX Runtime and OpenVINO (float32,
   one stream), both on lasres's own export (``lasres.export.to_onnx``),
@@ -265,7 +265,7 @@ def calibrate(net, x):
     compare ones and zeros (as benchmarks/bench_onnx.py does)."""
     import pytensor
     from lasres.layers import BatchNormLayer, get_all_layers, get_output
-    from lasres.recipe import input_var
+    from lasres.train.recipe import input_var
     bns = [l for l in get_all_layers(net) if isinstance(l, BatchNormLayer)]
     f = pytensor.function([input_var(net)], get_output(
         [b.input_layer for b in bns], deterministic=True, batch_norm_use_averages=False))
@@ -303,8 +303,8 @@ def bench_model(spec, torch, ort, ov, gemm, tmp):
     from lasres.export import to_onnx
     from lasres.layers import get_all_param_values, set_all_param_values
     from lasres.models import build
-    from lasres.recipe import compile_predict
-    from lasres.training import Trainer
+    from lasres.train.recipe import compile_predict
+    from lasres.train import Trainer
 
     kind, depth, width = parse_model(spec)
     rng = np.random.RandomState(0)

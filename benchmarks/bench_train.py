@@ -54,7 +54,7 @@ def main():
 
     import lasres  # noqa: F401
     from lasres.models import build
-    from lasres.training import Trainer
+    from lasres.train import Trainer
 
     net = build(a.model, a.depth, a.width)
     t0 = time.perf_counter()

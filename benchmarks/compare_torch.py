@@ -51,7 +51,7 @@ def main():
     import lasres  # noqa: F401
     from lasres.layers import get_all_param_values
     from lasres.models import build
-    from lasres.training import Trainer
+    from lasres.train import Trainer
     from torch_twin import PreActResNet
 
     rng = np.random.RandomState(0)

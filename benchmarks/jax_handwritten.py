@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """A hand-written pure-JAX train step of the legacy pre-activation ResNets,
-and a side-by-side timing against :class:`lasres.jax_trainer.JaxTrainer`.
+and a side-by-side timing against :class:`lasres.train.jax_trainer.JaxTrainer`.
 
     python benchmarks/jax_handwritten.py --model normal --depth 3 --batch 64
     python benchmarks/jax_handwritten.py --compare --model normal --depth 18 --batch 128
@@ -358,14 +358,14 @@ def main():
                             precision=a.precision)
     impls["handwritten"] = dict(step=hw.train_fn, block=hw.block, trainer=hw)
     if a.compare:
-        from lasres.jax_trainer import JaxTrainer
+        from lasres.train.jax_trainer import JaxTrainer
         from lasres.layers import set_all_param_values
         from lasres.models import build
         jt = JaxTrainer(net, learning_rate=a.lr, devices=a.devices, precision=a.precision)
         impls["jaxtrainer"] = dict(step=jt.train_fn, block=lambda: jax.block_until_ready(
             jt.state()), trainer=jt)
         for backend in filter(None, a.trainers.split(",")):
-            from lasres.training import Trainer
+            from lasres.train import Trainer
             tnet = build(a.model, a.depth, k)
             set_all_param_values(tnet, values)
             tr = Trainer(tnet, learning_rate=a.lr, backend=backend)

@@ -74,7 +74,7 @@ class LasresRun:
 
     def __init__(self, args, init_values):
         import lasres
-        from lasres.training import Trainer
+        from lasres.train import Trainer
         self.net = lasres.models.build(args.type, args.depth, args.width)
         lasres.layers.set_all_param_values(self.net, init_values)
         self.trainer = Trainer(self.net)
@@ -154,7 +154,7 @@ class TorchRun:
 
 
 def _save_state(path, values, history):
-    from lasres._atomic import atomic_path
+    from lasres.io.atomic import atomic_path
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, *values, history=json.dumps(history))
@@ -168,7 +168,7 @@ def _load_state(path):
 
 
 def run_framework(run, data, args, schedule, out):
-    from lasres.training import learning_rate_at
+    from lasres.train import learning_rate_at
     from tqdm import tqdm
     path = os.path.join(out, f"state_{run.name}.npz")
     history = {"epoch": [], "train_loss": [], "val_loss": [], "val_error": [], "seconds": []}
@@ -200,7 +200,7 @@ def run_framework(run, data, args, schedule, out):
 
 
 def _write_json(path, obj):
-    from lasres._atomic import atomic_path
+    from lasres.io.atomic import atomic_path
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
 
@@ -209,7 +209,7 @@ def plot(histories, path, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from lasres._atomic import atomic_path
+    from lasres.io.atomic import atomic_path
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name, h in histories.items():
         a1.plot(h["epoch"], h["train_loss"], label=name)
@@ -228,7 +228,7 @@ def main(argv=None):
     args = parse_args(argv)
     import lasres
     from lasres.data import prepare_cifar10
-    from lasres.training import parse_schedule
+    from lasres.train import parse_schedule
     schedule = parse_schedule(args.schedule)
     os.makedirs(args.out, exist_ok=True)
     data = prepare_cifar10(args.data, limit=args.limit, seed=args.seed,

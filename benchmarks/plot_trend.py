@@ -46,7 +46,7 @@ def plot(runs, path, title, together=False):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    from lasres._atomic import atomic_path
+    from lasres.io.atomic import atomic_path
     kinds = [None] if together else sorted({r["type"] for r in runs}, key=lambda t: t != "plain")
     fig, axes = plt.subplots(1, len(kinds), figsize=(7.0 if together else 5.5 * len(kinds), 4.2),
                              sharey=True,
