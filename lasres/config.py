@@ -76,7 +76,8 @@ def _c_mode():
     mode = Mode(linker="cvm", optimizer="fast_run").excluding(*_EXCLUDED_REWRITES)
     kernels = in2out(local_inline_softmax, local_channel_sum, local_trailing_sum,
                      local_bn_train_relu, local_bn_infer_relu, name="lasres_c_kernels")
-    from .ops.fused_infer import fuse_inference
+    from .ops.fused_infer import fuse_inference, set_fallback_mode
+    set_fallback_mode(lambda: get_mode("c"))
     return mode.register((kernels, _LASRES_REWRITES_POSITION),
                          (fuse_inference, _LASRES_FUSION_POSITION))
 

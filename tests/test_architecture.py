@@ -27,20 +27,13 @@ LEVELS = [
     ("data", ["lasres.data"]),
     ("weights", ["lasres.weights"]),
     ("models", ["lasres.models"]),
-    ("running", ["lasres.train", "lasres.compare",
-                 # aliases of moved modules, kept for benchmarks/ only
-                 "lasres.training", "lasres.recipe", "lasres.jax_trainer", "lasres._atomic"]),
+    ("running", ["lasres.train", "lasres.compare"]),
     ("export", ["lasres.export"]),
     ("front ends", ["lasres.cli"]),
 ]
 
 #: Imports left out of the cycle check, each with its reason.
-KNOWN = {
-    # ops/fused_infer.py reads config.get_mode inside a function, and config
-    # registers fused_infer's rewrite: in files of another change (reported
-    # there), not this test's to fix.
-    ("lasres.ops.fused_infer", "lasres.config"): "ops/ is being changed elsewhere",
-}
+KNOWN = {}
 
 
 def _modules():

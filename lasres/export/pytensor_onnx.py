@@ -13,7 +13,7 @@ and ``Scan`` (the recurrent layers) as an ONNX ``Loop``.
 import numpy as np
 
 from ..ops._args import resolve_pad
-from ..ops.bn import _param_pattern
+from ..ops.shape import broadcast_pattern
 from ..ops.shape import pool_output_length
 from .pytensor_graph import Const, index_entries, OpEmitter, Unsupported, Walker
 
@@ -597,7 +597,7 @@ class OnnxEmitter(OpEmitter):
     def op_BatchNormInfer(self, node, ins):
         x = self.name(ins[0], node.inputs[0].dtype)
         ndim = node.inputs[0].ndim
-        pattern = _param_pattern(ndim, node.op.axes)
+        pattern = broadcast_pattern(ndim, node.op.axes)
         shape = [-1 if p != "x" else 1 for p in pattern]
 
         def p(k):

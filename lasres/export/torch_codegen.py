@@ -25,7 +25,7 @@ import numpy as np
 from .. import __version__, layers as L, nonlinearities as nl
 from ..errors import ExportError, LasresError
 from ..ops._args import resolve_pad
-from ..ops.bn import _param_pattern
+from ..ops.shape import broadcast_pattern
 from ..ops.convnd import conv3d
 from ..ops.elemwise import relu
 from ..theano_extensions import conv as c1
@@ -530,7 +530,7 @@ class TorchEmitter(OpEmitter):
         return self.assign(f"torch.where({x} == {up(z)}, {up(gz)}, torch.zeros_like({x}))")
 
     def op_BatchNormInfer(self, node, ins):
-        pattern = _lit(tuple(_param_pattern(node.inputs[0].ndim, node.op.axes)))
+        pattern = _lit(tuple(broadcast_pattern(node.inputs[0].ndim, node.op.axes)))
         x, gamma, beta, mean, inv_std = (self.expr(v) for v in ins)
         y = self.assign(f"(({x} - dimshuffle({mean}, {pattern})) * dimshuffle({gamma} * "
                         f"{inv_std}, {pattern})) + dimshuffle({beta}, {pattern})")
@@ -823,12 +823,12 @@ class _Codegen:
             return f"Slice({_lit(layer.slice)}, axis={int(layer.axis)})", pv
         if same(L.BiasLayer, "get_output_for"):
             ndim = len(self.shapes[layer])
-            pattern = tuple(_param_pattern(ndim, layer.shared_axes))
+            pattern = tuple(broadcast_pattern(ndim, layer.shared_axes))
             pv = {"b": layer.b}
             return f"Bias(b_shape={_lit(shape(layer.b))}, pattern={_lit(pattern)})", pv
         if same(L.ScaleLayer, "get_output_for"):
             ndim = len(self.shapes[layer])
-            pattern = tuple(_param_pattern(ndim, layer.shared_axes))
+            pattern = tuple(broadcast_pattern(ndim, layer.shared_axes))
             pv = {"scales": layer.scales}
             return f"Scale(scales_shape={_lit(shape(layer.scales))}, pattern={_lit(pattern)})", pv
         return None, pv

@@ -6,6 +6,7 @@ from pytensor.graph.basic import Variable
 from pytensor.tensor.random.utils import RandomStream
 
 from .. import init, nonlinearities
+from ..ops.shape import broadcast_pattern
 from ..random import get_rng
 from ..utils import as_tuple, floatX
 from .base import Layer, MergeLayer
@@ -43,17 +44,6 @@ def _param_shape(layer, shared_axes, message):
     return shape
 
 
-def _broadcast_param(p, shared_axes, ndim):
-    pattern, k = [], 0
-    for d in range(ndim):
-        if d in shared_axes:
-            pattern.append("x")
-        else:
-            pattern.append(k)
-            k += 1
-    return p.dimshuffle(pattern)
-
-
 class BiasLayer(Layer):
     """Add a learned bias, shared over ``shared_axes`` ('auto': all but axis 1)."""
 
@@ -70,7 +60,7 @@ class BiasLayer(Layer):
     def get_output_for(self, input, **kwargs):
         if self.b is None:
             return input
-        return input + _broadcast_param(self.b, self.shared_axes, input.ndim)
+        return input + self.b.dimshuffle(broadcast_pattern(input.ndim, self.shared_axes))
 
 
 class ScaleLayer(Layer):
@@ -84,7 +74,7 @@ class ScaleLayer(Layer):
         self.scales = self.add_param(scales, shape, "scales", regularizable=False)
 
     def get_output_for(self, input, **kwargs):
-        return input * _broadcast_param(self.scales, self.shared_axes, input.ndim)
+        return input * self.scales.dimshuffle(broadcast_pattern(input.ndim, self.shared_axes))
 
 
 class ExpressionLayer(Layer):
@@ -500,7 +490,7 @@ class ParametricRectifierLayer(Layer):
         self.alpha = self.add_param(alpha, shape, name="alpha", regularizable=False)
 
     def get_output_for(self, input, **kwargs):
-        return _relu(input, _broadcast_param(self.alpha, self.shared_axes, input.ndim))
+        return _relu(input, self.alpha.dimshuffle(broadcast_pattern(input.ndim, self.shared_axes)))
 
 
 def _stack_instead_of_nonlinearity(layer, layer_class, **kwargs):

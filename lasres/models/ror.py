@@ -167,9 +167,8 @@ def RoR3_WRN(input_shape=(None, 3, 32, 32), input_var=None, n_classes=10, N=6, k
 
     Parameters
     ----------
-    input_shape : tuple
-    input_var : PyTensor variable or None
-    n_classes : int
+    input_shape, input_var, n_classes
+        As for :func:`RoR3_ResNet`.
     N : int
         Blocks per stage, ``(depth - 4) / 6``.
     k : int

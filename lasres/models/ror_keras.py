@@ -188,10 +188,8 @@ def RoR3_ResNet_Keras(input_shape=(None, 3, 32, 32), input_var=None, n_classes=1
 
     Parameters
     ----------
-    input_shape : tuple
-        ``(None, 3, 32, 32)`` as the seed.
-    input_var : PyTensor variable or None
-    n_classes : int
+    input_shape, input_var, n_classes
+        As for :func:`RoR3_WRN_Keras`.
     N : int
         The seed's depth parameter.
     dropout : float

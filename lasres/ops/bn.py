@@ -39,33 +39,13 @@ from pytensor.link.c.op import COp
 
 from .elemwise import relu, relu_grad
 from .fused import Attach
+from .shape import broadcast_pattern, broadcast_to_axes
 from ._csource import c_source, c_source_crc
 from .threads import openmp_threads
 
 __all__ = ["BatchNormTrain", "BatchNormTrainGrad", "BatchNormInfer", "BatchNormTrainRelu",
            "BatchNormReluTrainGrad", "BatchNormInferRelu", "batch_norm_train", "batch_norm_infer",
            "local_bn_train_relu", "local_bn_infer_relu"]
-
-
-def _param_pattern(ndim, axes):
-    """Dimshuffle pattern broadcasting a parameter (axes removed) back to x."""
-    pattern, k = [], 0
-    for d in range(ndim):
-        if d in axes:
-            pattern.append("x")
-        else:
-            pattern.append(k)
-            k += 1
-    return pattern
-
-
-def _bcast(p, ndim, axes):
-    """NumPy: reshape a parameter of the non-normalised axes to broadcast against x."""
-    shape = [1] * ndim
-    kept = [d for d in range(ndim) if d not in axes]
-    for d, s in zip(kept, p.shape):
-        shape[d] = s
-    return p.reshape(shape)
 
 
 try:  # numba comes with PyTensor 3; the NumPy formulation is the fallback
@@ -98,6 +78,25 @@ _SOURCES = ("channel.h", "bn.c")
 class _ChannelCOp(COp):
     """C code (``c/bn.c``) for float32/float64 inputs normalised over the
     channel axes; ``perform`` for everything else."""
+
+    __props__ = ("axes",)
+
+    def __init__(self, axes=(0, 2, 3)):
+        self.axes = tuple(int(a) for a in axes)
+
+    def _numba_channels(self, *arrays):
+        """The arrays viewed as ``(N, C, M)`` (contiguous) when the numba
+        kernels apply (normalised over the channel axes), else None."""
+        if not (_is_channel_axes(arrays[0].ndim, self.axes) and _bn_kernels is not None):
+            return None
+        n, c = arrays[0].shape[:2]
+        return [np.ascontiguousarray(a).reshape(n, c, -1) for a in arrays]
+
+    @staticmethod
+    def _inputs(x, *rest):
+        """x as a tensor, and the other inputs as tensors of x's dtype."""
+        x = pt.as_tensor_variable(x)
+        return x, [pt.as_tensor_variable(v).astype(x.dtype) for v in rest]
 
     def _use_c(self, node):
         x = node.inputs[0]
@@ -143,13 +142,11 @@ class BatchNormTrain(_ChannelCOp):
     __props__ = ("axes", "epsilon")
 
     def __init__(self, axes=(0, 2, 3), epsilon=1e-4):
-        self.axes = tuple(int(a) for a in axes)
+        super().__init__(axes)
         self.epsilon = float(epsilon)
 
     def make_node(self, x, gamma, beta):
-        x = pt.as_tensor_variable(x)
-        gamma = pt.as_tensor_variable(gamma).astype(x.dtype)
-        beta = pt.as_tensor_variable(beta).astype(x.dtype)
+        x, (gamma, beta) = self._inputs(x, gamma, beta)
         pdim = x.ndim - len(self.axes)
         if gamma.ndim != pdim or beta.ndim != pdim:
             raise TypeError(f"gamma and beta must have {pdim} dimensions for a {x.ndim}-d "
@@ -163,9 +160,9 @@ class BatchNormTrain(_ChannelCOp):
             return self._perform_channels(x, gamma, beta, output_storage)
         mean, centred, var = _moments(x, self.axes)
         inv_std = 1.0 / np.sqrt(var + self.epsilon)
-        scale = (_bcast(gamma, x.ndim, self.axes) * inv_std.astype(x.dtype))
+        scale = (broadcast_to_axes(gamma, x.ndim, self.axes) * inv_std.astype(x.dtype))
         y = centred * scale
-        y += _bcast(beta, x.ndim, self.axes)
+        y += broadcast_to_axes(beta, x.ndim, self.axes)
         output_storage[0][0] = y.astype(x.dtype, copy=False)
         output_storage[1][0] = np.squeeze(mean, axis=self.axes).astype(x.dtype)
         output_storage[2][0] = np.squeeze(inv_std, axis=self.axes).astype(x.dtype)
@@ -212,7 +209,7 @@ class BatchNormTrain(_ChannelCOp):
             ggamma = gbeta = DisconnectedType()()
         else:
             gx, ggamma, gbeta = BatchNormTrainGrad(self.axes)(x, gy, gamma, mean, inv_std)
-        pattern = _param_pattern(x.ndim, self.axes)
+        pattern = broadcast_pattern(x.ndim, self.axes)
         n = pt.prod([x.shape[a] for a in self.axes]).astype(x.dtype)
         if not disconnected[1]:
             gx = gx + gmean.dimshuffle(pattern) / n
@@ -234,23 +231,16 @@ class BatchNormTrainGrad(_ChannelCOp):
     ``gx = gamma·inv_std·(gy - gbeta/n - xhat·ggamma/n)``.
     """
 
-    __props__ = ("axes",)
-
-    def __init__(self, axes=(0, 2, 3)):
-        self.axes = tuple(int(a) for a in axes)
-
     def make_node(self, x, gy, gamma, mean, inv_std):
-        x = pt.as_tensor_variable(x)
-        args = [pt.as_tensor_variable(v).astype(x.dtype) for v in (gy, gamma, mean, inv_std)]
+        x, args = self._inputs(x, gy, gamma, mean, inv_std)
         return Apply(self, [x] + args, [x.type(), args[1].type(), args[1].type()])
 
     def perform(self, node, inputs, output_storage):
         x, gy, gamma, mean, inv_std = inputs
         nd, axes = x.ndim, self.axes
-        if _is_channel_axes(nd, axes) and _bn_kernels is not None:
-            n, c = x.shape[:2]
-            x3 = np.ascontiguousarray(x).reshape(n, c, -1)
-            gy3 = np.ascontiguousarray(gy).reshape(n, c, -1)
+        views = self._numba_channels(x, gy)
+        if views is not None:
+            (x3, gy3), c = views, x.shape[1]
             gx3 = np.empty_like(x3)
             ggamma, gbeta = np.empty(c), np.empty(c)
             _bn_kernels.bn_train_backward(x3, gy3, gamma, mean.astype(np.float64),
@@ -276,13 +266,13 @@ class BatchNormTrainGrad(_ChannelCOp):
             output_storage[2][0] = gbeta.astype(x.dtype)
             return
         n = np.prod([x.shape[a] for a in axes])
-        inv_b = _bcast(inv_std, nd, axes)
-        xhat = (x - _bcast(mean, nd, axes)) * inv_b
+        inv_b = broadcast_to_axes(inv_std, nd, axes)
+        xhat = (x - broadcast_to_axes(mean, nd, axes)) * inv_b
         gbeta = gy.sum(axis=axes, dtype=np.float64)
         ggamma = (gy * xhat).sum(axis=axes, dtype=np.float64)
-        gx = gy - _bcast((gbeta / n).astype(x.dtype), nd, axes)
-        gx -= xhat * _bcast((ggamma / n).astype(x.dtype), nd, axes)
-        gx *= _bcast(gamma, nd, axes) * inv_b
+        gx = gy - broadcast_to_axes((gbeta / n).astype(x.dtype), nd, axes)
+        gx -= xhat * broadcast_to_axes((ggamma / n).astype(x.dtype), nd, axes)
+        gx *= broadcast_to_axes(gamma, nd, axes) * inv_b
         output_storage[0][0] = gx.astype(x.dtype, copy=False)
         output_storage[1][0] = ggamma.astype(x.dtype)
         output_storage[2][0] = gbeta.astype(x.dtype)
@@ -299,29 +289,23 @@ class BatchNormInfer(_ChannelCOp):
     """Inference-mode batch normalisation with stored statistics:
     ``y = (x - mean) * (gamma * inv_std) + beta``."""
 
-    __props__ = ("axes",)
-
-    def __init__(self, axes=(0, 2, 3)):
-        self.axes = tuple(int(a) for a in axes)
-
     def make_node(self, x, gamma, beta, mean, inv_std):
-        x = pt.as_tensor_variable(x)
-        args = [pt.as_tensor_variable(v).astype(x.dtype) for v in (gamma, beta, mean, inv_std)]
+        x, args = self._inputs(x, gamma, beta, mean, inv_std)
         return Apply(self, [x] + args, [x.type()])
 
     def perform(self, node, inputs, output_storage):
         x, gamma, beta, mean, inv_std = inputs
         nd, axes = x.ndim, self.axes
-        if _is_channel_axes(nd, axes) and _bn_kernels is not None:
-            n, c = x.shape[:2]
-            x3 = np.ascontiguousarray(x).reshape(n, c, -1)
+        views = self._numba_channels(x)
+        if views is not None:
+            (x3,) = views
             y3 = np.empty_like(x3)
             _bn_kernels.bn_infer(x3, gamma, beta, mean, inv_std, y3)
             output_storage[0][0] = y3.reshape(x.shape)
             return
-        y = x - _bcast(mean, nd, axes)
-        y *= _bcast(gamma * inv_std, nd, axes)
-        y += _bcast(beta, nd, axes)
+        y = x - broadcast_to_axes(mean, nd, axes)
+        y *= broadcast_to_axes(gamma * inv_std, nd, axes)
+        y += broadcast_to_axes(beta, nd, axes)
         output_storage[0][0] = y
 
     def infer_shape(self, fgraph, node, shapes):
@@ -333,7 +317,7 @@ class BatchNormInfer(_ChannelCOp):
     def pullback(self, inputs, outputs, cotangents):
         x, gamma, beta, mean, inv_std = inputs
         (gy,) = cotangents
-        pattern = _param_pattern(x.ndim, self.axes)
+        pattern = broadcast_pattern(x.ndim, self.axes)
         b = lambda v: v.dimshuffle(pattern)  # noqa: E731
         centred = x - b(mean)
         gbeta = gy.sum(axis=self.axes)
@@ -454,9 +438,9 @@ class BatchNormReluTrainGrad(BatchNormTrainGrad):
     def perform(self, node, inputs, output_storage):
         x, gr, gamma, beta, mean, scale, inv_std = inputs
         nd, axes = x.ndim, self.axes
-        y = x - _bcast(mean, nd, axes)
-        y *= _bcast(scale, nd, axes)
-        y += _bcast(beta, nd, axes)
+        y = x - broadcast_to_axes(mean, nd, axes)
+        y *= broadcast_to_axes(scale, nd, axes)
+        y += broadcast_to_axes(beta, nd, axes)
         gy = relu_grad.scalar_op.impl(y, gr)
         super().perform(node, [x, gy, gamma, mean, inv_std], output_storage)
 

@@ -47,10 +47,23 @@ from .elemwise import ScalarRectify
 from .onednn import _pad_args, kernels
 from .onednn_program import DnnlError, Program, Step, available
 
-__all__ = ["OneDNNInference", "fuse_inference", "FUSE_ENV", "enabled"]
+__all__ = ["OneDNNInference", "fuse_inference", "set_fallback_mode", "FUSE_ENV", "enabled"]
 
 #: Environment variable: ``0`` turns the fusion off (the ops run one by one).
 FUSE_ENV = "LASRES_FUSE"
+
+
+#: The mode a region's fallback compiles in (a function returning it): the C
+#: mode, which registers this module's rewrite, sets it (:func:`set_fallback_mode`);
+#: ops know nothing of the modes above them.
+_fallback_mode = None
+
+
+def set_fallback_mode(factory):
+    """Compile the fallbacks of fused regions with ``factory()`` (a
+    :class:`pytensor.compile.mode.Mode`); :mod:`lasres.config` passes its C mode."""
+    global _fallback_mode
+    _fallback_mode = factory
 
 
 #: Non-zero while a region's fallback is compiled (it must not fuse again).
@@ -117,12 +130,12 @@ class OneDNNInference(Op):
 
     def _compile_fallback(self):
         import pytensor
-        from ..config import get_mode
         global _suspended
         ins, outs = self._fallback
         _suspended += 1
         try:
-            self._fallback_fn = pytensor.function(ins, outs, mode=get_mode("c"))
+            mode = _fallback_mode() if _fallback_mode is not None else None
+            self._fallback_fn = pytensor.function(ins, outs, mode=mode)
         finally:
             _suspended -= 1
 

@@ -28,7 +28,32 @@ from ._args import int64_scalar, resolve_pad
 
 __all__ = ["conv_output_length", "pool_output_length", "conv_output_shape", "ConvLength",
            "PoolLength", "shape_arg", "as_shape_input", "shape_input_static",
-           "shape_input_symbolic", "shape_input_value", "check_topgrad"]
+           "shape_input_symbolic", "shape_input_value", "check_topgrad",
+           "broadcast_pattern", "broadcast_to_axes"]
+
+
+def broadcast_pattern(ndim: int, axes: Sequence[int]) -> list:
+    """The ``dimshuffle`` pattern that broadcasts a parameter of the axes of
+    an ``ndim``-d tensor not in ``axes`` (a batch norm's gamma, a bias
+    shared over ``axes``) back against the tensor."""
+    pattern, k = [], 0
+    for d in range(ndim):
+        if d in axes:
+            pattern.append("x")
+        else:
+            pattern.append(k)
+            k += 1
+    return pattern
+
+
+def broadcast_to_axes(p: Any, ndim: int, axes: Sequence[int]) -> Any:
+    """The same broadcast for an array (NumPy or JAX): ``p`` reshaped with
+    length-1 axes at ``axes``."""
+    shape = [1] * ndim
+    kept = [d for d in range(ndim) if d not in axes]
+    for d, s in zip(kept, p.shape):
+        shape[d] = s
+    return p.reshape(shape)
 
 
 def conv_output_length(length: Any, filter_size: Any, stride: int = 1, pad: Any = 0,

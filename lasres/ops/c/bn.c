@@ -91,16 +91,15 @@ static inline lr_v8d lr_load8_f64(const double *p)
 static double lr_bn_sqdev_##SUF(const T *x, npy_intp n_, npy_intp c_, npy_intp m_,      \
                                 npy_intp c, double mu)                                   \
 {                                                                                        \
-    double s[LR_LANES] = {0};                                                         \
+    lr_v8d s = {0};              /* lane k: the k-th partial sum */                     \
     double tail = 0.0;                                                                   \
     for (npy_intp n = 0; n < n_; n++) {                                                  \
         const T *p = x + (n * c_ + c) * m_;                                              \
         npy_intp i = 0;                                                                  \
-        for (; i + LR_LANES <= m_; i += LR_LANES)                                  \
-            for (int k = 0; k < LR_LANES; k++) {                                      \
-                double d = (double)p[i + k] - mu;                                        \
-                s[k] += d * d;                                                           \
-            }                                                                            \
+        for (; i + LR_LANES <= m_; i += LR_LANES) {                                      \
+            lr_v8d d = lr_load8_##SUF(p + i) - mu;                                       \
+            s += d * d;                                                                  \
+        }                                                                                \
         for (; i < m_; i++) {                                                            \
             double d = (double)p[i] - mu;                                                \
             tail += d * d;                                                               \

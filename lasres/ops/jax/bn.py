@@ -3,14 +3,8 @@ from pytensor.link.jax.dispatch import jax_funcify
 
 from ..bn import (BatchNormInfer, BatchNormInferRelu, BatchNormReluTrainGrad, BatchNormTrain,
                   BatchNormTrainGrad, BatchNormTrainRelu)
+from ..shape import broadcast_to_axes
 
-
-def _jax_bcast(p, ndim, axes):
-    shape = [1] * ndim
-    kept = [d for d in range(ndim) if d not in axes]
-    for d, s in zip(kept, p.shape):
-        shape[d] = s
-    return p.reshape(shape)
 
 @jax_funcify.register(BatchNormTrain)
 def _jax_bn_train(op, node=None, **kwargs):
@@ -22,7 +16,8 @@ def _jax_bn_train(op, node=None, **kwargs):
         centred = x - mean
         var = jnp.mean(jnp.square(centred), axis=axes, keepdims=True)
         inv_std = 1.0 / jnp.sqrt(var + eps)
-        y = centred * (_jax_bcast(gamma, x.ndim, axes) * inv_std) + _jax_bcast(beta, x.ndim, axes)
+        y = (centred * (broadcast_to_axes(gamma, x.ndim, axes) * inv_std)
+             + broadcast_to_axes(beta, x.ndim, axes))
         return (y.astype(x.dtype), jnp.squeeze(mean, axes).astype(x.dtype),
                 jnp.squeeze(inv_std, axes).astype(x.dtype))
 
@@ -38,12 +33,13 @@ def _jax_bn_train_grad(op, node=None, **kwargs):
         n = 1
         for a in axes:
             n *= x.shape[a]
-        inv_b = _jax_bcast(inv_std, nd, axes)
-        xhat = (x - _jax_bcast(mean, nd, axes)) * inv_b
+        inv_b = broadcast_to_axes(inv_std, nd, axes)
+        xhat = (x - broadcast_to_axes(mean, nd, axes)) * inv_b
         gbeta = jnp.sum(gy, axis=axes)
         ggamma = jnp.sum(gy * xhat, axis=axes)
-        gx = (gy - _jax_bcast(gbeta / n, nd, axes) - xhat * _jax_bcast(ggamma / n, nd, axes)) \
-            * (_jax_bcast(gamma, nd, axes) * inv_b)
+        gx = (gy - broadcast_to_axes(gbeta / n, nd, axes)
+              - xhat * broadcast_to_axes(ggamma / n, nd, axes)) \
+            * (broadcast_to_axes(gamma, nd, axes) * inv_b)
         return gx.astype(x.dtype), ggamma.astype(x.dtype), gbeta.astype(x.dtype)
 
     return bn_train_grad
@@ -54,8 +50,9 @@ def _jax_bn_infer(op, node=None, **kwargs):
 
     def bn_infer(x, gamma, beta, mean, inv_std):
         nd = x.ndim
-        return ((x - _jax_bcast(mean, nd, axes)) * _jax_bcast(gamma * inv_std, nd, axes)
-                + _jax_bcast(beta, nd, axes)).astype(x.dtype)
+        return ((x - broadcast_to_axes(mean, nd, axes))
+                * broadcast_to_axes(gamma * inv_std, nd, axes)
+                + broadcast_to_axes(beta, nd, axes)).astype(x.dtype)
 
     return bn_infer
 
@@ -87,8 +84,8 @@ def _jax_bn_relu_train_grad(op, node=None, **kwargs):
 
     def bn_relu_train_grad(x, gr, gamma, beta, mean, scale, inv_std):
         nd = x.ndim
-        y = (x - _jax_bcast(mean, nd, axes)) * _jax_bcast(scale, nd, axes) \
-            + _jax_bcast(beta, nd, axes)
+        y = (x - broadcast_to_axes(mean, nd, axes)) * broadcast_to_axes(scale, nd, axes) \
+            + broadcast_to_axes(beta, nd, axes)
         gy = jnp.where(y > 0, gr, jnp.where(y == 0, 0.5 * gr, 0 * gr)).astype(gr.dtype)
         return grad(x, gy, gamma, mean, inv_std)
 

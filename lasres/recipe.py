@@ -1,6 +1,0 @@
-"""Moved to :mod:`lasres.train.recipe`. This alias is kept only for the scripts of
-``benchmarks/``, which still import from here; nothing in lasres, its tests
-or its documentation uses it, and it goes once they import from
-``lasres.train.recipe``."""
-from .train.recipe import *  # noqa: F401,F403
-from .train.recipe import __all__  # noqa: F401
