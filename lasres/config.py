@@ -21,10 +21,12 @@ Backends
 ``py``     pure Python VM, for debugging.
 """
 import os
+import platform
 import warnings
 
 import pytensor
 from pytensor.compile.mode import Mode, register_mode, predefined_modes
+from pytensor.graph.rewriting.basic import in2out
 
 __all__ = ["floatX", "get_mode", "BACKENDS", "default_backend", "describe_device"]
 
@@ -35,6 +37,13 @@ if "floatX" not in _user_flags:
     pytensor.config.floatX = "float32"
 
 floatX = pytensor.config.floatX
+
+# lasres's own modules after floatX is set (the ops build graphs of floatX)
+from .errors import LasresError  # noqa: E402
+from .ops.bn import local_bn_infer_relu, local_bn_train_relu  # noqa: E402
+from .ops.fused_infer import fuse_inference, set_fallback_mode  # noqa: E402
+from .ops.inline import local_inline_softmax  # noqa: E402
+from .ops.reduce import local_channel_sum, local_trailing_sum  # noqa: E402
 
 # lasres's convolutions run on NumPy's BLAS; PyTensor's own C BLAS link only
 # matters for its dense products, so its warning would mislead.
@@ -67,16 +76,9 @@ _LASRES_FUSION_POSITION = 48.7
 
 
 def _c_mode():
-    from pytensor.graph.rewriting.basic import in2out
-
-    from .ops.bn import local_bn_infer_relu, local_bn_train_relu
-    from .ops.inline import local_inline_softmax
-    from .ops.reduce import local_channel_sum, local_trailing_sum
-
     mode = Mode(linker="cvm", optimizer="fast_run").excluding(*_EXCLUDED_REWRITES)
     kernels = in2out(local_inline_softmax, local_channel_sum, local_trailing_sum,
                      local_bn_train_relu, local_bn_infer_relu, name="lasres_c_kernels")
-    from .ops.fused_infer import fuse_inference, set_fallback_mode
     set_fallback_mode(lambda: get_mode("c"))
     return mode.register((kernels, _LASRES_REWRITES_POSITION),
                          (fuse_inference, _LASRES_FUSION_POSITION))
@@ -94,8 +96,6 @@ def get_mode(backend=None):
     -------
     pytensor.compile.mode.Mode
     """
-    from .errors import LasresError
-
     backend = (backend or default_backend()).lower()
     if backend == "c":
         return predefined_modes["LASRES_C"]
@@ -104,7 +104,6 @@ def get_mode(backend=None):
             import jax  # noqa: F401
         except ImportError:
             raise LasresError("backend 'jax' needs jax: pip install 'lasres[jax]'") from None
-        import lasres.ops  # noqa: F401  (registers the JAX implementations)
         return predefined_modes["LASRES_JAX"]
     if backend == "numba":
         return predefined_modes["NUMBA"]
@@ -130,7 +129,6 @@ def describe_device(backend=None):
                 (f" in {procs} processes" if procs > 1 else "")
         except Exception as exc:  # pragma: no cover - depends on the machine
             return f"jax unavailable ({exc})"
-    import platform
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
