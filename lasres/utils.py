@@ -6,6 +6,7 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
+import inspect
 
 __all__ = ["floatX", "shared_empty", "as_theano_expression", "as_pytensor_expression",
            "collect_shared_vars", "one_hot", "unique", "as_tuple", "compute_norms",
@@ -304,7 +305,6 @@ def unroll_scan(fn, sequences, outputs_info, non_sequences, n_steps, go_backward
 def inspect_kwargs(func):
     """The names of the arguments of ``func`` that have default values
     (the optional keyword arguments), in order."""
-    import inspect
     argspec = inspect.getfullargspec(func)
     defaults = argspec.defaults
     if defaults is None:

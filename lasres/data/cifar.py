@@ -40,6 +40,7 @@ import os
 from collections import namedtuple
 
 import numpy as np
+from numpy.lib import format as npformat
 
 from ..io.atomic import atomic_path
 from ..errors import DataError, LasresError
@@ -557,7 +558,6 @@ def load_pixel_mean(path, shape=None):
         Missing file, not a regular file, not an ``.npy`` of a 3-d array of
         real numbers, larger than the cap, or holding NaN or infinity.
     """
-    from numpy.lib import format as npformat
     path = os.fspath(path)
     want = "(3, 32, 32)" if shape is None else str(tuple(shape))
     cap = MAX_PIXEL_MEAN_BYTES if shape is None else 8 * math.prod(int(d) for d in shape)

@@ -57,6 +57,8 @@ import functools
 import os
 
 import numpy as np
+import pytensor
+import pytensor.tensor as pt
 
 from .. import __version__, layers as L, nonlinearities as nl
 from ..data import load_pixel_mean
@@ -321,7 +323,6 @@ def _reduce(g, op, x, axes, base):
 
 
 def _global_pool(ctx, layer, x, base):
-    import pytensor.tensor as pt
     ops = ((pt.mean, "ReduceMean"), (pt.max, "ReduceMax"), (pt.sum, "ReduceSum"),
            (pt.min, "ReduceMin"))
     op = next((name for f, name in ops if layer.pool_function is f), None)
@@ -353,7 +354,6 @@ def _sum(ctx, layer, xs, base):
 
 
 def _merge(ctx, layer, xs, base):
-    import pytensor.tensor as pt
     if not _same_shapes(ctx, layer):
         return _generic(ctx, layer, xs, base)
     ops = ((pt.add, "Add"), (pt.mul, "Mul"), (pt.sub, "Sub"), (pt.maximum, "Max"),
@@ -538,7 +538,6 @@ def _translate(ctx, layer, fn, xs, shapes, dtypes, base):
     except Exception as exc:  # noqa: BLE001 -- the layer cannot build its graph
         raise ctx.unsupported(layer, f"building its graph failed: {type(exc).__name__}: "
                                      f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    import pytensor.tensor as pt
     outs = [pt.as_tensor_variable(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
     em = OnnxEmitter(ctx.g, base, ctx.params)
     walker = Walker(em, em.param, lambda msg: ctx.unsupported(layer, msg))
@@ -550,7 +549,6 @@ def _translate(ctx, layer, fn, xs, shapes, dtypes, base):
 def _inverse(ctx, layer, xs, base):
     """InverseLayer: the gradient of the inverted layer's graph, rebuilt from
     that layer's input, applied to this layer's input."""
-    import pytensor
     inv = layer.input_layers[1]
     inner_in = layer.input_layers[2]
     inner_kind = isinstance(inv, __import__("lasres.layers", fromlist=["MergeLayer"]).MergeLayer)

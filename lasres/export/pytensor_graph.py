@@ -13,6 +13,11 @@ has no translation. A backend supplies ``emit(node, values)``.
 """
 import numpy as np
 from pytensor.tensor.subtensor import get_idx_list
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.basic import Constant
+from pytensor.scan.op import Scan
+from pytensor.tensor.random.op import RandomVariable
+import pytensor.tensor as pt
 
 from ..errors import ExportError
 from ..layers import MergeLayer
@@ -77,7 +82,6 @@ class OpEmitter:
 
 
 def _is_random(node):
-    from pytensor.tensor.random.op import RandomVariable
     return isinstance(node.op, RandomVariable)
 
 
@@ -93,7 +97,6 @@ def fold(node, values):
     """The outputs of ``node`` computed from constant inputs, or None."""
     if _is_random(node):
         return None
-    from pytensor.scan.op import Scan
     if isinstance(node.op, Scan):
         return None
     try:
@@ -122,8 +125,6 @@ class Walker:
         self.fail = fail  # fail(message) -> an ExportError to raise
 
     def value(self, var, values):
-        from pytensor.compile.sharedvalue import SharedVariable
-        from pytensor.graph.basic import Constant
         if var in values:
             return values[var]
         if isinstance(var, Constant):
@@ -149,8 +150,6 @@ class Walker:
             if d is not None:
                 return Const(np.asarray(d, dtype=node.outputs[0].dtype))
         elif name == "Subtensor" and x in shape_of and len(node.op.idx_list) == 1:
-            from pytensor.graph.basic import Constant
-            from pytensor.tensor.subtensor import get_idx_list
             (i,) = get_idx_list(node.inputs, node.op.idx_list)
             if isinstance(i, Constant):
                 i = int(i.data)
@@ -187,7 +186,6 @@ class Walker:
 
 def symbolic_inputs(shapes, dtypes, names=None):
     """Fresh symbolic tensors of the given static shapes and dtypes."""
-    import pytensor.tensor as pt
     return [pt.tensor(dtype=d, shape=tuple(s), name=None if names is None else names[i])
             for i, (s, d) in enumerate(zip(shapes, dtypes))]
 
@@ -199,7 +197,6 @@ def layer_graph(layer, in_shapes, in_dtypes, deterministic=True, **kwargs):
         y = layer.get_output_for(xs, deterministic=deterministic, **kwargs)
     else:
         y = layer.get_output_for(xs[0], deterministic=deterministic, **kwargs)
-    import pytensor.tensor as pt
     return xs, pt.as_tensor_variable(y)
 
 

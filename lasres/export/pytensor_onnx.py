@@ -11,6 +11,9 @@ the usual unary functions, Lasagne's rectifier, composites), ``DimShuffle``,
 and ``Scan`` (the recurrent layers) as an ONNX ``Loop``.
 """
 import numpy as np
+from pytensor.scalar import basic as ps
+from pytensor.scalar.basic import upcast
+from pytensor.tensor.type_other import NoneTypeT, SliceType
 
 from ..ops._args import resolve_pad
 from ..ops.shape import broadcast_pattern
@@ -96,7 +99,6 @@ class OnnxEmitter(OpEmitter):
              "ScalarMaximum": "Max", "ScalarMinimum": "Min"}
 
     def scalar(self, sop, ins, in_dtypes, out_dtype):
-        from pytensor.scalar.basic import upcast
         kind = type(sop).__name__
         if kind == "Composite":
             return self.composite(sop, ins, in_dtypes)
@@ -382,7 +384,6 @@ class OnnxEmitter(OpEmitter):
         return self.node("Gather", [x, self._gather_index(ins[1], node.inputs[1])], axis=0)
 
     def op_AdvancedSubtensor(self, node, ins):
-        from pytensor.tensor.type_other import NoneTypeT, SliceType
         x = self.name(ins[0], node.inputs[0].dtype)
         args = list(zip(node.inputs[1:], ins[1:]))
         # x[idx] and x[:, idx]...: one integer index array, full slices elsewhere
@@ -404,7 +405,6 @@ class OnnxEmitter(OpEmitter):
                "Mean": "ReduceMean"}
 
     def op_CAReduce(self, node, ins):
-        from pytensor.scalar import basic as ps
         sop = node.op.scalar_op
         ndim = node.inputs[0].ndim
         axes = list(range(ndim)) if node.op.axis is None else [a % ndim for a in node.op.axis]

@@ -21,6 +21,11 @@ import shutil
 import tempfile
 
 import numpy as np
+from pytensor.graph.basic import equal_computations
+from pytensor.scalar import basic as ps
+from pytensor.tensor.type_other import NoneTypeT, SliceType
+import importlib.util
+import pytensor.tensor as pt
 
 from .. import __version__, layers as L, nonlinearities as nl
 from ..errors import ExportError, LasresError
@@ -386,7 +391,6 @@ class TorchEmitter(OpEmitter):
                            f"{self.expr(ins[0])}[{self.expr(ins[1])}.long()]")
 
     def op_AdvancedSubtensor(self, node, ins):
-        from pytensor.tensor.type_other import NoneTypeT, SliceType
         args = list(zip(node.inputs[1:], ins[1:]))
         parts = []
         for var, v in args:
@@ -406,7 +410,6 @@ class TorchEmitter(OpEmitter):
 
     # reductions, products
     def op_CAReduce(self, node, ins):
-        from pytensor.scalar import basic as ps
         sop = node.op.scalar_op
         ndim = node.inputs[0].ndim
         axes = tuple(range(ndim)) if node.op.axis is None else tuple(a % ndim for a in node.op.axis)
@@ -784,7 +787,6 @@ class _Codegen:
                     f"stride={_lit(tuple(layer.stride))}, pad={_lit(tuple(layer.pad))}, "
                     f"mode={layer.mode!r}, ignore_border={bool(layer.ignore_border)})"), pv
         if same(L.GlobalPoolLayer, "get_output_for"):
-            import pytensor.tensor as pt
             f = {pt.mean: "mean", pt.max: "max", pt.sum: "sum", pt.min: "min"}.get(
                 layer.pool_function)
             if f is None or len(self.shapes[layer.input_layer]) < 3:
@@ -793,7 +795,6 @@ class _Codegen:
         if same(L.ElemwiseSumLayer, "get_output_for") and layer.cropping is None:
             return f"ElemwiseSum(coeffs={_lit([float(c) for c in layer.coeffs])})", pv
         if same(L.ElemwiseMergeLayer, "get_output_for") and layer.cropping is None:
-            import pytensor.tensor as pt
             f = {pt.add: "add", pt.mul: "mul", pt.sub: "sub", pt.maximum: "maximum",
                  pt.minimum: "minimum", pt.true_div: "true_div"}.get(layer.merge_function)
             return (None, pv) if f is None else (f"ElemwiseMerge({f!r})", pv)
@@ -835,8 +836,6 @@ class _Codegen:
 
     # the others: their graph, translated
     def translated(self, layer, mod):
-        import pytensor.tensor as pt
-        from pytensor.graph.basic import equal_computations
         L = self.L
         merge = isinstance(layer, L.MergeLayer)
         ins = list(layer.input_layers) if merge else [layer.input_layer]
@@ -1013,7 +1012,6 @@ def torch_source(network, keys=False):
 
 def load_module(directory):
     """Import ``directory/model.py``, build ``Net`` and load ``weights.pt``."""
-    import importlib.util
     torch = _torch()
     path = os.path.join(directory, "model.py")
     spec = importlib.util.spec_from_file_location(f"lasres_torch_model_{abs(hash(path))}", path)

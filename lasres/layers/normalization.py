@@ -1,5 +1,6 @@
 """Batch normalisation (Lasagne's ``lasagne.layers.normalization``)."""
 import warnings
+import pytensor.tensor as pt
 
 from .. import init, nonlinearities
 from ..ops.bn import batch_norm_infer, batch_norm_train
@@ -71,7 +72,6 @@ class BatchNormLayer(Layer):
                                       regularizable=False, batch_norm_stat=True)
 
     def _gamma_beta(self, dtype):
-        import pytensor.tensor as pt
         shape = self.mean.type.shape
         gamma = self.gamma if self.gamma is not None else pt.ones(shape, dtype=dtype)
         beta = self.beta if self.beta is not None else pt.zeros(shape, dtype=dtype)
@@ -184,7 +184,6 @@ class KerasBatchNormLayer(Layer):
 
     def get_output_for(self, input, deterministic=False, batch_norm_use_averages=None,
                        batch_norm_update_averages=None, **kwargs):
-        import pytensor.tensor as pt
         use_averages = deterministic if batch_norm_use_averages is None else batch_norm_use_averages
         update_averages = (not deterministic if batch_norm_update_averages is None
                            else batch_norm_update_averages)
@@ -247,7 +246,6 @@ class LocalResponseNormalization2DLayer(Layer):
         return input_shape
 
     def get_output_for(self, input, **kwargs):
-        import pytensor.tensor as pt
         input_shape = self.input_shape
         if any(s is None for s in input_shape):
             input_shape = input.shape
@@ -294,7 +292,6 @@ class StandardizationLayer(Layer):
         self.epsilon = epsilon
 
     def get_output_for(self, input, **kwargs):
-        import pytensor.tensor as pt
         mean = input.mean(self.axes, keepdims=True)
         std = pt.sqrt(input.var(self.axes, keepdims=True) + self.epsilon)
         return (input - mean) / std

@@ -107,8 +107,6 @@ class ExpressionLayer(Layer):
         if self._output_shape is None:
             return input_shape
         if self._output_shape == "auto":
-            import numpy as np
-            import pytensor
             input_shape = (0 if s is None else s for s in input_shape)
             X = pt.alloc(np.asarray(0, dtype=pytensor.config.floatX), *input_shape)
             output_shape = self.function(X).shape.eval()

@@ -40,6 +40,10 @@ from pytensor.graph.op import Op
 from pytensor.graph.rewriting.basic import GraphRewriter
 from pytensor.tensor.elemwise import Elemwise
 from pytensor.scalar.basic import Add
+from pytensor.graph.basic import Constant
+from pytensor.graph.traversal import ancestors
+from pytensor.tensor.shape import Shape_i
+import pytensor
 
 from .bn import BatchNormInfer, BatchNormInferRelu, BatchNormTrain, BatchNormTrainGrad
 from .conv import Conv2d, Conv2dGradInputs
@@ -129,7 +133,6 @@ class OneDNNInference(Op):
             store[0] = y
 
     def _compile_fallback(self):
-        import pytensor
         global _suspended
         ins, outs = self._fallback
         _suspended += 1
@@ -335,9 +338,6 @@ def _shapes_from_outputs(fgraph, inputs, new, old_shapes):
     node checks its shapes itself (a mismatch fails its plan, and the
     fallback raises the ops' own errors), so each such scalar becomes a
     ``Shape_i`` of the fused output."""
-    from pytensor.graph.basic import Constant
-    from pytensor.graph.traversal import ancestors
-    from pytensor.tensor.shape import Shape_i
     upstream = None
     for nv, shape in zip(new, old_shapes):
         if shape is None:

@@ -68,6 +68,13 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.replace import clone_replace
+from pytensor.graph.traversal import graph_inputs
+from pytensor.link.utils import fgraph_to_python
+from pytensor.tensor.blas import Dot22
+from pytensor.tensor.math import Dot
+from pytensor.tensor.random.type import RandomType
+from pytensor.tensor.special import LogSoftmax, Softmax
 
 from .. import updates as lupdates
 from ..config import get_mode
@@ -170,7 +177,6 @@ def _as_input(a, dtype):
 
 def _shared_inputs(outputs):
     """The shared variables the graphs of ``outputs`` depend on, in a stable order."""
-    from pytensor.graph.traversal import graph_inputs
     return [v for v in graph_inputs(outputs) if isinstance(v, SharedVariable)]
 
 
@@ -189,9 +195,6 @@ def _mixed_precision_funcify(compute_dtype):
     """
     import jax.numpy as jnp
     from pytensor.link.jax.dispatch import jax_funcify
-    from pytensor.tensor.blas import Dot22
-    from pytensor.tensor.math import Dot
-    from pytensor.tensor.special import LogSoftmax, Softmax
 
 
     low_ops = (Conv2d, Conv2dGradInputs, Conv2dGradWeights, Dot, Dot22)
@@ -243,8 +246,6 @@ def _to_jax_function(fgraph, precision, name):
     """A pure JAX function of a rewritten FunctionGraph (positional inputs,
     tuple of outputs), as PyTensor's JAX linker builds it."""
     from pytensor.link.jax.dispatch import jax_funcify, jax_typify
-    from pytensor.link.utils import fgraph_to_python
-    from pytensor.tensor.random.type import RandomType
 
     if any(isinstance(v.type, RandomType) for v in fgraph.inputs):
         raise LasresError("JaxTrainer does not support random variables in the graph "
@@ -388,7 +389,6 @@ class JaxTrainer(TrainerBase):
     def _build_train_graph(self, network, l2, momentum):
         """The symbolic step of :class:`~lasres.train.Trainer` with every
         shared variable replaced by an explicit input, rewritten for JAX."""
-        from pytensor.graph.replace import clone_replace
 
         obj = legacy_objective(network, l2)
         x, y, loss, accuracy = obj.inputs, obj.targets, obj.loss, obj.accuracy
@@ -453,7 +453,6 @@ class JaxTrainer(TrainerBase):
         self._step_graph_fn = _to_jax_function(fgraph, self.precision, "lasres_train_step")
 
     def _build_predict_graph(self, network):
-        from pytensor.graph.replace import clone_replace
 
         x, out = inference_output(network)
         pid = {id(p.container): i for i, p in enumerate(self.params)}

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import errno as errnos
 
 from ..io.atomic import atomic_path
 from ..errors import WeightFileError
@@ -244,7 +245,6 @@ def _write_error(path, exc) -> OSError:
     """One :class:`OSError` line for a failed write of ``path``: libhdf5 reports
     a full disk over two lines (``... time = ...\n, filename = ..., errno = 28,
     error message = 'No space left on device', ...``), then fails to close."""
-    import errno as errnos
     chain, seen = [], exc
     while seen is not None and len(chain) < 8:
         chain.append(seen)

@@ -24,6 +24,7 @@ import zlib
 from typing import BinaryIO, Sequence
 
 import numpy as np
+from numpy.lib import format as npformat
 
 from ..errors import WeightFileError
 from ..io.atomic import atomic_path
@@ -91,7 +92,6 @@ def _load_pickle_bytes_or_stream(fileobj, path, compressed: bool, budget=None):
 
 def _check_npz_members(z, path, budget):
     """Check each ``.npy`` header of an open ``NpzFile`` before NumPy allocates."""
-    from numpy.lib import format as npformat
     for name in z.zip.namelist():
         info = z.zip.getinfo(name)
         with z.zip.open(name) as f:
