@@ -39,20 +39,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-
-def calibrate(net, x):
-    """Set every BN's statistics to those of its input on ``x`` (training-mode
-    pass): a fresh 110-layer net would otherwise saturate its softmax, and
-    the agreement check would compare ones and zeros."""
-    import pytensor
-    from lasres.layers import BatchNormLayer, get_all_layers, get_output
-    from lasres.train.recipe import input_var
-    bns = [l for l in get_all_layers(net) if isinstance(l, BatchNormLayer)]
-    f = pytensor.function([input_var(net)], get_output(
-        [b.input_layer for b in bns], deterministic=True, batch_norm_use_averages=False))
-    for bn, v in zip(bns, f(x)):
-        bn.mean.set_value(v.mean(axis=bn.axes).astype("float32"))
-        bn.inv_std.set_value((1 / np.sqrt(v.var(axis=bn.axes) + bn.epsilon)).astype("float32"))
+from _common import calibrate  # noqa: E402
 
 
 def main():

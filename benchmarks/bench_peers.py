@@ -135,6 +135,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
 
+from _common import calibrate  # noqa: E402
+
 JSON_PATH = args.json or (os.path.splitext(args.out)[0] + ".jsonl")
 _json_file = open(JSON_PATH, "w")
 
@@ -257,21 +259,6 @@ def count_macs(net):
         elif isinstance(layer, DenseLayer):
             macs += int(np.prod(layer.input_shape[layer.num_leading_axes:])) * layer.num_units
     return macs
-
-
-def calibrate(net, x):
-    """Set every BN's statistics to those of its input on ``x``: a fresh deep
-    net would otherwise saturate its softmax, and the agreement check would
-    compare ones and zeros (as benchmarks/bench_onnx.py does)."""
-    import pytensor
-    from lasres.layers import BatchNormLayer, get_all_layers, get_output
-    from lasres.train.recipe import input_var
-    bns = [l for l in get_all_layers(net) if isinstance(l, BatchNormLayer)]
-    f = pytensor.function([input_var(net)], get_output(
-        [b.input_layer for b in bns], deterministic=True, batch_norm_use_averages=False))
-    for bn, v in zip(bns, f(x)):
-        bn.mean.set_value(v.mean(axis=bn.axes).astype("float32"))
-        bn.inv_std.set_value((1 / np.sqrt(v.var(axis=bn.axes) + bn.epsilon)).astype("float32"))
 
 
 class Peer:
