@@ -392,7 +392,7 @@ static dnnl_status_t lr_md_tag(dnnl_memory_desc_t *md, npy_intp a, npy_intp b,
  * element idx[] lies.  The last `spatial` dimensions must not be blocked, so
  * that a run along the last one has a constant stride (strides[nd - 1]). */
 typedef struct {
-    int nd, nblks, blocked;
+    int nd, nblks;
     npy_intp strides[5], blks[5], idxs[5], bsize[5];
     size_t bytes;
 } lr_layout;
@@ -402,7 +402,7 @@ typedef struct {
 static int lr_layout_of(lr_layout *l, const_dnnl_memory_desc_t md, int spatial)
 {
     int k, kind = 0, nd = 0;
-    const dnnl_dims_t *strides = NULL, *blks = NULL, *idxs = NULL, *dims = NULL, *padded = NULL;
+    const dnnl_dims_t *strides = NULL, *blks = NULL, *idxs = NULL;
     memset(l, 0, sizeof(*l));
     if (dnnl_memory_desc_query(md, dnnl_query_format_kind, &kind) != dnnl_success
         || kind != dnnl_blocked
@@ -412,15 +412,12 @@ static int lr_layout_of(lr_layout *l, const_dnnl_memory_desc_t md, int spatial)
         || dnnl_memory_desc_query(md, dnnl_query_strides, &strides) != dnnl_success
         || dnnl_memory_desc_query(md, dnnl_query_inner_blks, &blks) != dnnl_success
         || dnnl_memory_desc_query(md, dnnl_query_inner_idxs, &idxs) != dnnl_success
-        || dnnl_memory_desc_query(md, dnnl_query_dims, &dims) != dnnl_success
-        || dnnl_memory_desc_query(md, dnnl_query_padded_dims, &padded) != dnnl_success
         || l->nblks > 5)
         return -1;
     l->nd = nd;
     for (k = 0; k < nd; k++) {
         l->strides[k] = (*strides)[k];
         l->bsize[k] = 1;
-        if ((*padded)[k] != (*dims)[k]) l->blocked = 1;   /* padding to zero */
     }
     for (k = 0; k < l->nblks; k++) {
         l->blks[k] = (*blks)[k];
@@ -453,6 +450,14 @@ static npy_intp lr_offset(const lr_layout *l, const npy_intp *idx)
  * lr_run_local inside a parallel region) */
 enum { LR_FWD = 0, LR_BWD_DATA = 1, LR_BWD_WEIGHTS = 2, LR_BWD_WEIGHTS_1T = 3 };
 
+/* Whether oneDNN implements pd with a GEMM. */
+static int lr_is_gemm(const_dnnl_primitive_desc_t pd)
+{
+    const char *info = NULL;
+    return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) == dnnl_success
+           && info && strstr(info, "gemm") != NULL;
+}
+
 /* Backward-weights and float32 round-off.  oneDNN's direct (jit) kernels sum
  * all the N * oh * ow products of a filter tap in one float32 chain per
  * thread, which rounds 2-5x worse than a GEMM (the algorithm of Theano's
@@ -464,27 +469,18 @@ enum { LR_FWD = 0, LR_BWD_DATA = 1, LR_BWD_WEIGHTS = 2, LR_BWD_WEIGHTS_1T = 3 };
  *   SGEMM on the plain layouts, no reorders), as exact as a GEMM within an
  *   image and faster than the direct kernel there.
  * This returns oneDNN's GEMM-based primitive descriptor, or NULL. */
-static int lr_is_gemm(const_dnnl_primitive_desc_t pd)
-{
-    const char *info = NULL;
-    return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) == dnnl_success
-           && info && strstr(info, "gemm") != NULL;
-}
-
 static dnnl_primitive_desc_t lr_gemm_bwd_weights(
     const_dnnl_memory_desc_t src, const_dnnl_memory_desc_t w, const_dnnl_memory_desc_t dst,
     const dnnl_dim_t *strides, const dnnl_dim_t *dil, const dnnl_dim_t *pl,
     const dnnl_dim_t *pr, const_dnnl_primitive_desc_t hint)
 {
     dnnl_primitive_desc_t pd = NULL;
-    const char *info = NULL;
     if (dnnl_convolution_backward_weights_primitive_desc_create(
             &pd, lr_engine, dnnl_convolution_direct, src, w, NULL, dst,
             strides, dil, pl, pr, hint, lr_attr) != dnnl_success)
         return NULL;
     for (;;) {
-        if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) == dnnl_success
-            && info && strstr(info, "gemm") != NULL)
+        if (lr_is_gemm(pd))
             return pd;
         if (dnnl_primitive_desc_next_impl(pd) != dnnl_success)
             break;
@@ -797,14 +793,12 @@ static void lr_interleave8(float *__restrict__ o, const float *__restrict__ in, 
         for (c = 0; c < 8; c++) o[u * 8 + c] = in[c * cs + u];
 }
 
-/* Copy channels [0, nc) of one image (channel stride cs, row stride rs;
- * row t of the copy is row first + t of the image; src NULL: zeros) into
- * rows [0, nt) x columns [0, nw) of channels [c0, c0 + nc) of image j of
- * layout l; rows outside [t0, t1) are zeros.  A channel-blocked layout is
- * written a block of channels and a row at a time, in memory order. */
-static void lr_pack(float *dst, const lr_layout *l, npy_intp j, npy_intp c0, npy_intp nc,
-                    npy_intp nt, npy_intp nw, const float *src, npy_intp cs, npy_intp rs,
-                    npy_intp first, npy_intp t0, npy_intp t1)
+/* Copy rows [0, nt) x columns [0, nw) of channels [0, nc) of one image
+ * (channel stride cs, row stride rs) into image j of layout l (its padding
+ * channels, if any, left as they are).  A channel-blocked layout is written
+ * a block of channels and a row at a time, in memory order. */
+static void lr_pack(float *dst, const lr_layout *l, npy_intp j, npy_intp nc, npy_intp nt,
+                    npy_intp nw, const float *src, npy_intp cs, npy_intp rs)
 {
     npy_intp blk = l->bsize[1] > 64 ? 1 : l->bsize[1], ws = l->strides[3], ts = l->strides[2];
     npy_intp cb, c, t, u, m, idx[4];
@@ -814,18 +808,15 @@ static void lr_pack(float *dst, const lr_layout *l, npy_intp j, npy_intp c0, npy
         int dense;
         m = nc - cb < blk ? nc - cb : blk;
         for (c = 0; c < m; c++) {   /* rows are unblocked: row t is t * ts further */
-            idx[1] = c0 + cb + c;
+            idx[1] = cb + c;
             base[c] = lr_offset(l, idx);
         }
         /* a whole block, channels innermost: written in memory order */
         dense = m == blk && blk > 1 && ws == blk && base[m - 1] == base[0] + (m - 1);
         for (t = 0; t < nt; t++) {
-            int live = src != NULL && t >= t0 && t < t1;
             float *o = dst + base[0] + t * ts;
-            const float *in = live ? src + cb * cs + (first + t) * rs : NULL;
-            if (dense && !live) {
-                memset(o, 0, sizeof(float) * nw * blk);
-            } else if (dense && blk == 16) {
+            const float *in = src + cb * cs + t * rs;
+            if (dense && blk == 16) {
                 lr_interleave16(o, in, cs, nw);
             } else if (dense && blk == 8) {
                 lr_interleave8(o, in, cs, nw);
@@ -835,7 +826,7 @@ static void lr_pack(float *dst, const lr_layout *l, npy_intp j, npy_intp c0, npy
             } else {
                 for (c = 0; c < m; c++) {
                     float *oc = dst + base[c] + t * ts;
-                    for (u = 0; u < nw; u++) oc[u * ws] = live ? in[c * cs + u] : 0.0f;
+                    for (u = 0; u < nw; u++) oc[u * ws] = in[c * cs + u];
                 }
             }
         }
@@ -961,10 +952,10 @@ static int lr_bwdw_blocks_parallel(lr_cache *cache, const lr_geom *g, PyArrayObj
             }
             /* the block's images, straight into the primitive's layouts */
             for (ii = 0; ii < gl.n; ii++) {
-                lr_pack(xbuf, &lx[sh], ii, 0, g->c, gl.he, gl.we, (const float *)handles[0]
-                        + ii * g->c * g->h * g->w, g->h * g->w, g->w, 0, 0, gl.he);
-                lr_pack(gbuf, &lg[sh], ii, 0, g->f, gl.oh, gl.ow, (const float *)handles[1]
-                        + ii * g->f * g->oh * g->ow, g->oh * g->ow, g->ow, 0, 0, gl.oh);
+                lr_pack(xbuf, &lx[sh], ii, g->c, gl.he, gl.we, (const float *)handles[0]
+                        + ii * g->c * g->h * g->w, g->h * g->w, g->w);
+                lr_pack(gbuf, &lg[sh], ii, g->f, gl.oh, gl.ow, (const float *)handles[1]
+                        + ii * g->f * g->oh * g->ow, g->oh * g->ow, g->ow);
             }
             handles[0] = xbuf; handles[1] = gbuf; handles[2] = wbuf;
             if (lr_run_local(shapes[sh], handles, buf, stream)) { failed = 1; break; }
