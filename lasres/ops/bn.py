@@ -15,9 +15,13 @@ The statistics are accumulated in float64 and the result cast back to the
 input's dtype.
 
 Kernels: the C backend runs the C code of ``c/bn.c`` for float32 and
-float64 inputs normalised over the channel axes ``(0, 2, ...)`` (no Python
-call per node); every other case, and the Python and Numba backends, run
-``perform`` (a numba kernel for the channel axes, NumPy otherwise).
+float64 inputs normalised over the channel axes ``(0, 2, ...)``, and for
+channel-blocked inputs (oneDNN's nChw16c / nChw8c: 5-d ``(N, CB, H, W, B)``,
+channel ``cb * B + b``, normalised over axes ``(0, 2, 3)``, parameters and
+statistics ``(CB, B)``) with the same values but for the order of the
+float64 sums (no Python call per node); every other case, and the Python and
+Numba backends, run ``perform`` (a numba kernel for the channel axes, NumPy
+otherwise).
 
 Fusion with the rectifier: in the C backend's mode, a batch norm whose
 output feeds only lasres's ``relu`` (and, in training, its gradient) is
@@ -59,6 +63,13 @@ def _is_channel_axes(ndim, axes):
     return ndim >= 2 and tuple(axes) == (0,) + tuple(range(2, ndim))
 
 
+def _is_blocked(ndim, axes):
+    """True for the channel-blocked layout (oneDNN's nChw16c): a 5-d
+    ``(N, CB, H, W, B)`` input normalised over axes ``(0, 2, 3)``, channel
+    ``cb * B + b``, parameters and statistics ``(CB, B)``."""
+    return ndim == 5 and tuple(axes) == (0, 2, 3)
+
+
 def _channel_sum(a):
     """Sum of an (N, C, M) array over axes 0 and 2: pairwise in float32 along
     the contiguous axis, then float64 across the batch."""
@@ -77,7 +88,7 @@ _SOURCES = ("channel.h", "bn.c")
 
 class _ChannelCOp(COp):
     """C code (``c/bn.c``) for float32/float64 inputs normalised over the
-    channel axes; ``perform`` for everything else."""
+    channel axes or channel-blocked; ``perform`` for everything else."""
 
     __props__ = ("axes",)
 
@@ -100,7 +111,8 @@ class _ChannelCOp(COp):
 
     def _use_c(self, node):
         x = node.inputs[0]
-        return _is_channel_axes(x.ndim, self.axes) and x.dtype in ("float32", "float64")
+        return ((_is_channel_axes(x.ndim, self.axes) or _is_blocked(x.ndim, self.axes))
+                and x.dtype in ("float32", "float64"))
 
     def make_thunk(self, node, storage_map, compute_map, no_recycling, impl=None):
         # decided here, not only in c_code: a module found in PyTensor's
@@ -109,17 +121,19 @@ class _ChannelCOp(COp):
             impl = "py"
         return super().make_thunk(node, storage_map, compute_map, no_recycling, impl=impl)
 
-    def _c_call(self, inputs, outputs):
+    def _c_call(self, inputs, outputs, blocked):
         raise NotImplementedError
 
     def c_code(self, node, name, inputs, outputs, sub):
         if not self._use_c(node):
-            raise MethodNotDefined("batch norm C code: channel axes, float32/float64 only")
+            raise MethodNotDefined("batch norm C code: channel axes or the channel-blocked "
+                                   "layout, float32/float64 only")
+        blocked = int(_is_blocked(node.inputs[0].ndim, self.axes))
         return (f"lr_bn_parallel = {int(openmp_threads())};\n"
-                f"if ({self._c_call(inputs, outputs)}) {{ {sub['fail']} }}")
+                f"if ({self._c_call(inputs, outputs, blocked)}) {{ {sub['fail']} }}")
 
     def c_code_cache_version(self):
-        return (2, c_source_crc(*_SOURCES), int(openmp_threads()))
+        return (3, c_source_crc(*_SOURCES), int(openmp_threads()))
 
     def c_headers(self, **kwargs):
         return ["<math.h>"]
@@ -193,11 +207,11 @@ class BatchNormTrain(_ChannelCOp):
         xs, gs, _ = shapes
         return [xs, gs, gs]
 
-    def _c_call(self, inputs, outputs):
+    def _c_call(self, inputs, outputs, blocked):
         x, gamma, beta = inputs
         y, mean, inv_std = outputs
         return (f"lr_bn_train({x}, {gamma}, {beta}, {self.epsilon!r}, &{y}, &{mean}, &{inv_std}, "
-                "NULL)")
+                f"NULL, {blocked})")
 
     def pullback(self, inputs, outputs, cotangents):
         x, gamma, beta = inputs
@@ -280,9 +294,10 @@ class BatchNormTrainGrad(_ChannelCOp):
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0], shapes[2], shapes[2]]
 
-    def _c_call(self, inputs, outputs):
+    def _c_call(self, inputs, outputs, blocked):
         gx, ggamma, gbeta = outputs
-        return f"lr_bn_train_grad({', '.join(inputs)}, &{gx}, &{ggamma}, &{gbeta}, NULL, NULL)"
+        return (f"lr_bn_train_grad({', '.join(inputs)}, &{gx}, &{ggamma}, &{gbeta}, NULL, NULL, "
+                f"{blocked})")
 
 
 class BatchNormInfer(_ChannelCOp):
@@ -311,8 +326,8 @@ class BatchNormInfer(_ChannelCOp):
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0]]
 
-    def _c_call(self, inputs, outputs):
-        return f"lr_bn_infer({', '.join(inputs)}, &{outputs[0]}, 0)"
+    def _c_call(self, inputs, outputs, blocked):
+        return f"lr_bn_infer({', '.join(inputs)}, &{outputs[0]}, 0, {blocked})"
 
     def pullback(self, inputs, outputs, cotangents):
         x, gamma, beta, mean, inv_std = inputs
@@ -341,8 +356,8 @@ class BatchNormInferRelu(BatchNormInfer):
         y = output_storage[0][0]
         output_storage[0][0] = relu.scalar_op.impl(y)
 
-    def _c_call(self, inputs, outputs):
-        return f"lr_bn_infer({', '.join(inputs)}, &{outputs[0]}, 1)"
+    def _c_call(self, inputs, outputs, blocked):
+        return f"lr_bn_infer({', '.join(inputs)}, &{outputs[0]}, 1, {blocked})"
 
     def pullback(self, inputs, outputs, cotangents):
         y = BatchNormInfer(self.axes)(*inputs)
@@ -388,11 +403,11 @@ class BatchNormTrainRelu(BatchNormTrain):
         xs, gs, _ = shapes
         return [xs, gs, gs, gs]
 
-    def _c_call(self, inputs, outputs):
+    def _c_call(self, inputs, outputs, blocked):
         x, gamma, beta = inputs
         r, mean, inv_std, scale = outputs
         return (f"lr_bn_train({x}, {gamma}, {beta}, {self.epsilon!r}, &{r}, &{mean}, &{inv_std}, "
-                f"&{scale})")
+                f"&{scale}, {blocked})")
 
     def pullback(self, inputs, outputs, cotangents):
         y, mean, inv_std = BatchNormTrain(self.axes, self.epsilon)(*inputs)
@@ -447,11 +462,11 @@ class BatchNormReluTrainGrad(BatchNormTrainGrad):
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0], shapes[2], shapes[2]]
 
-    def _c_call(self, inputs, outputs):
+    def _c_call(self, inputs, outputs, blocked):
         x, gr, gamma, beta, mean, scale, inv_std = inputs
         gx, ggamma, gbeta = outputs
         return (f"lr_bn_train_grad({x}, {gr}, {gamma}, {mean}, {inv_std}, &{gx}, &{ggamma}, "
-                f"&{gbeta}, {beta}, {scale})")
+                f"&{gbeta}, {beta}, {scale}, {blocked})")
 
 
 @node_rewriter([BatchNormTrainGrad])

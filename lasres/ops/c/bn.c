@@ -6,12 +6,14 @@
  * is accumulated in double in LR_LANES independent partial sums (channel.h),
  * whatever the data type.  Forward: a pass for the mean, one for the variance of the
  * centred values, one for the output.  Backward: one pass for both sums,
- * one for the input gradient.
+ * one for the input gradient.  The channel-blocked layout (N, CB, H, W, B),
+ * statistics over axes (0, 2, 3), has kernels of its own (lr_bnb_*, below).
  *
  * Compiled as C++ by PyTensor; one instance of each kernel per data type.
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef LR_BN_C
@@ -28,16 +30,6 @@ static int lr_bn_parallel = 1;
 #else
 #define LR_BN_PARALLEL
 #endif
-
-/* Check that p is a vector of c values; sets a Python error otherwise. */
-static int lr_bn_check_vec(PyArrayObject *p, npy_intp c, const char *what)
-{
-    if (PyArray_NDIM(p) != 1 || PyArray_DIMS(p)[0] != c) {
-        PyErr_Format(PyExc_ValueError, "batch norm: %s must have shape (%ld,)", what, (long)c);
-        return -1;
-    }
-    return 0;
-}
 
 /* The rectifier's gradient at v applied to g, as Rectify's is (ops/elemwise.py):
  * g where v > 0, (T)(0.5 * g) where v == 0, +0 elsewhere (NaN included) -- chosen
@@ -228,34 +220,397 @@ static void lr_bn_infer_##SUF(const T *x, const T *gamma, const T *beta, const T
 LR_BN_KERNELS(float, f32)
 LR_BN_KERNELS(double, f64)
 
-/* (N, C, M) of an array of at least 2 dimensions. */
-static void lr_bn_ncm(PyArrayObject *x, npy_intp *n, npy_intp *c, npy_intp *m)
+/* ---- The channel-blocked layout (channel.h): x is (N, CB, H, W, B), viewed as
+ * (N, CB, M, B); the per-channel arrays are (CB, B), i.e. indexed by c = cb * B + b.
+ * The per-value formulas of the kernels above, in the same types and order, with
+ * the loops over a block's lanes innermost.  A lane's sums over a block are
+ * accumulated in double in two partial sums (even and odd m), the blocks' sums
+ * added in image order after the parallel loop (lr_block_images): no result
+ * depends on the number of threads.  The blocks are shared out among the threads,
+ * the same ones to each thread in every pass (static schedule), so that a
+ * thread's part of x stays in its cache between passes when it fits. */
+#ifdef _OPENMP
+#define LR_BNB_REGION _Pragma("omp parallel if (lr_bn_parallel && total_ >= 32768)")
+#define LR_BNB_FOR _Pragma("omp for schedule(static)")
+#define LR_BNB_SINGLE _Pragma("omp single")
+#else
+#define LR_BNB_REGION
+#define LR_BNB_FOR
+#define LR_BNB_SINGLE
+#endif
+
+/* out[k] = sum over m of (x[m, k] - mu[k])^2, in double. */
+template <typename T, int KN>
+static void lr_bnb_sqdev(const T *x, npy_intp m_, npy_intp b_, const double *mu_,
+                         double *out)
 {
-    *n = PyArray_DIMS(x)[0];
-    *c = PyArray_DIMS(x)[1];
-    *m = 1;
-    for (int d = 2; d < PyArray_NDIM(x); d++)
-        *m *= PyArray_DIMS(x)[d];
+    const npy_intp S = KN ? KN : b_;
+    for (npy_intp k0 = 0; k0 < S; k0 += LR_BLK_MAX) {
+        const int K = LR_BLK_K(KN, S, k0);
+        double s0[LR_BLK_MAX] = {0}, s1[LR_BLK_MAX] = {0}, mu[LR_BLK_MAX];
+        for (int k = 0; k < K; k++)
+            mu[k] = mu_[k0 + k];
+        const T *p = x + k0;
+        npy_intp m = 0;
+        for (; m + 1 < m_; m += 2, p += 2 * S)
+            for (int k = 0; k < K; k++) {
+                double d0 = (double)p[k] - mu[k], d1 = (double)p[S + k] - mu[k];
+                s0[k] += d0 * d0;
+                s1[k] += d1 * d1;
+            }
+        if (m < m_)
+            for (int k = 0; k < K; k++) {
+                double d = (double)p[k] - mu[k];
+                s0[k] += d * d;
+            }
+        for (int k = 0; k < K; k++)
+            out[k0 + k] = s0[k] + s1[k];
+    }
 }
 
-/* Entry points called by the ops' c_code; 0 on success, -1 with a Python error set. */
+/* A block's output: y = (x - mu) * scale + beta in T, rectified (lr_bn_apply). */
+template <typename T, int KN>
+static void lr_bnb_apply(const T *__restrict__ x, npy_intp m_, npy_intp b_, const T *mu_,
+                         const T *scale_, const T *beta_, T *__restrict__ y, int relu)
+{
+    const npy_intp S = KN ? KN : b_;
+    for (npy_intp k0 = 0; k0 < S; k0 += LR_BLK_MAX) {
+        const int K = LR_BLK_K(KN, S, k0);
+        T mu[LR_BLK_MAX], sc[LR_BLK_MAX], bt[LR_BLK_MAX];
+        for (int k = 0; k < K; k++) {
+            mu[k] = mu_[k0 + k];
+            sc[k] = scale_[k0 + k];
+            bt[k] = beta_[k0 + k];
+        }
+        const T *p = x + k0;
+        T *q = y + k0;
+        if (relu)
+            for (npy_intp m = 0; m < m_; m++, p += S, q += S)
+                for (int k = 0; k < K; k++) {
+                    T v = (p[k] - mu[k]) * sc[k] + bt[k];
+                    q[k] = (T)(0.5 * (v + fabs(v)));
+                }
+        else
+            for (npy_intp m = 0; m < m_; m++, p += S, q += S)
+                for (int k = 0; k < K; k++)
+                    q[k] = (p[k] - mu[k]) * sc[k] + bt[k];
+    }
+}
+
+/* The gradient of y: g itself, or with RELU that of relu(y) with y recomputed as
+ * the forward pass computed it (lr_bn_train_bwd). */
+template <typename T, int RELU>
+static inline T lr_bnb_grad(T x, T g, T mu, T scale, T beta)
+{
+    return RELU ? lr_relu_grad((x - mu) * scale + beta, g) : g;
+}
+
+/* A block's backward sums: ob[k] = sum gy, og[k] = sum gy * xhat (double). */
+template <typename T, int KN, int RELU>
+static void lr_bnb_gsum(const T *x, const T *gy, npy_intp m_, npy_intp b_,
+                        const double *mu_, const double *inv_, const T *mut_,
+                        const T *scale_, const T *beta_, double *ob, double *og)
+{
+    const npy_intp S = KN ? KN : b_;
+    for (npy_intp k0 = 0; k0 < S; k0 += LR_BLK_MAX) {
+        const int K = LR_BLK_K(KN, S, k0);
+        double sb0[LR_BLK_MAX] = {0}, sb1[LR_BLK_MAX] = {0};
+        double sg0[LR_BLK_MAX] = {0}, sg1[LR_BLK_MAX] = {0};
+        double mu[LR_BLK_MAX], inv[LR_BLK_MAX];
+        T mut[LR_BLK_MAX] = {0}, sc[LR_BLK_MAX] = {0}, bt[LR_BLK_MAX] = {0};
+        for (int k = 0; k < K; k++) {
+            mu[k] = mu_[k0 + k];
+            inv[k] = inv_[k0 + k];
+            if (RELU) {
+                mut[k] = mut_[k0 + k];
+                sc[k] = scale_[k0 + k];
+                bt[k] = beta_[k0 + k];
+            }
+        }
+        const T *p = x + k0, *g = gy + k0;
+        npy_intp m = 0;
+        for (; m + 1 < m_; m += 2, p += 2 * S, g += 2 * S)
+            for (int k = 0; k < K; k++) {
+                double g0 = (double)lr_bnb_grad<T, RELU>(p[k], g[k], mut[k], sc[k], bt[k]);
+                double g1 = (double)lr_bnb_grad<T, RELU>(p[S + k], g[S + k], mut[k], sc[k],
+                                                         bt[k]);
+                sb0[k] += g0;
+                sg0[k] += g0 * (((double)p[k] - mu[k]) * inv[k]);
+                sb1[k] += g1;
+                sg1[k] += g1 * (((double)p[S + k] - mu[k]) * inv[k]);
+            }
+        if (m < m_)
+            for (int k = 0; k < K; k++) {
+                double g0 = (double)lr_bnb_grad<T, RELU>(p[k], g[k], mut[k], sc[k], bt[k]);
+                sb0[k] += g0;
+                sg0[k] += g0 * (((double)p[k] - mu[k]) * inv[k]);
+            }
+        for (int k = 0; k < K; k++) {
+            ob[k0 + k] = sb0[k] + sb1[k];
+            og[k0 + k] = sg0[k] + sg1[k];
+        }
+    }
+}
+
+/* A block's input gradient: gx = (gy - mb - xhat * mg) * k, in double. */
+template <typename T, int KN, int RELU>
+static void lr_bnb_gx(const T *__restrict__ x, const T *__restrict__ gy, npy_intp m_,
+                      npy_intp b_, const double *mu_, const double *inv_, const double *mb_,
+                      const double *mg_, const double *k_, const T *mut_, const T *scale_,
+                      const T *beta_, T *__restrict__ gx)
+{
+    const npy_intp S = KN ? KN : b_;
+    for (npy_intp k0 = 0; k0 < S; k0 += LR_BLK_MAX) {
+        const int K = LR_BLK_K(KN, S, k0);
+        double mu[LR_BLK_MAX], inv[LR_BLK_MAX], mb[LR_BLK_MAX], mg[LR_BLK_MAX],
+               kk[LR_BLK_MAX];
+        T mut[LR_BLK_MAX] = {0}, sc[LR_BLK_MAX] = {0}, bt[LR_BLK_MAX] = {0};
+        for (int k = 0; k < K; k++) {
+            mu[k] = mu_[k0 + k];
+            inv[k] = inv_[k0 + k];
+            mb[k] = mb_[k0 + k];
+            mg[k] = mg_[k0 + k];
+            kk[k] = k_[k0 + k];
+            if (RELU) {
+                mut[k] = mut_[k0 + k];
+                sc[k] = scale_[k0 + k];
+                bt[k] = beta_[k0 + k];
+            }
+        }
+        const T *p = x + k0, *g = gy + k0;
+        T *q = gx + k0;
+        for (npy_intp m = 0; m < m_; m++, p += S, g += S, q += S)
+            for (int k = 0; k < K; k++) {
+                double gv = (double)lr_bnb_grad<T, RELU>(p[k], g[k], mut[k], sc[k], bt[k]);
+                double xhat = ((double)p[k] - mu[k]) * inv[k];
+                q[k] = (T)((gv - mb[k] - xhat * mg[k]) * kk[k]);
+            }
+    }
+}
+
+/* lr_bn_train_fwd_* on the blocked view; work: (n_ + 3) * c_ doubles. */
+template <typename T, int KN>
+static void lr_bnb_train_fwd(const T *x, const T *gamma, const T *beta, double eps,
+                             npy_intp n_, npy_intp cb_, npy_intp m_, npy_intp b_, T *y,
+                             T *mean_out, T *inv_out, T *scale_out, int relu, double *work)
+{
+    const npy_intp c_ = cb_ * b_, nb_ = n_ * cb_, blk = m_ * b_, total_ = n_ * c_ * m_;
+    const double count = (double)(n_ * m_);
+    double *part = work, *mu = work + n_ * c_, *var = mu + c_;
+    T *scale = scale_out ? scale_out : (T *)(var + c_);
+    LR_BNB_REGION
+    {
+        LR_BNB_FOR
+        for (npy_intp t = 0; t < nb_; t++)
+            lr_block_total<T, KN>(x + t * blk, m_, b_, part + t * b_);
+        LR_BNB_SINGLE
+        {
+            lr_block_images(part, n_, c_, mu);
+            for (npy_intp c = 0; c < c_; c++)
+                mu[c] /= count;
+        }
+        LR_BNB_FOR
+        for (npy_intp t = 0; t < nb_; t++)
+            lr_bnb_sqdev<T, KN>(x + t * blk, m_, b_, mu + t % cb_ * b_, part + t * b_);
+        LR_BNB_SINGLE
+        {
+            lr_block_images(part, n_, c_, var);
+            for (npy_intp c = 0; c < c_; c++) {
+                double inv = 1.0 / sqrt(var[c] / count + eps);
+                mean_out[c] = (T)mu[c];
+                inv_out[c] = (T)inv;
+                scale[c] = (T)((double)gamma[c] * inv);
+            }
+        }
+        LR_BNB_FOR
+        for (npy_intp t = 0; t < nb_; t++) {
+            const npy_intp o = t % cb_ * b_;
+            lr_bnb_apply<T, KN>(x + t * blk, m_, b_, mean_out + o, scale + o, beta + o,
+                                y + t * blk, relu);
+        }
+    }
+}
+
+/* lr_bn_train_bwd_* on the blocked view (with scale: the rectifier's gradient
+ * recomputed in both passes, nothing stored between them); work: (2 n_ + 5) c_. */
+template <typename T, int KN, int RELU>
+static void lr_bnb_train_bwd(const T *x, const T *gy, const T *gamma, const T *mean,
+                             const T *inv_std, npy_intp n_, npy_intp cb_, npy_intp m_,
+                             npy_intp b_, T *gx, T *ggamma_out, T *gbeta_out,
+                             const T *beta, const T *scale, double *work)
+{
+    const npy_intp c_ = cb_ * b_, nb_ = n_ * cb_, blk = m_ * b_, total_ = n_ * c_ * m_;
+    const double count = (double)(n_ * m_);
+    double *pb = work, *pg = pb + n_ * c_, *mu = pg + n_ * c_, *inv = mu + c_,
+           *mb = inv + c_, *mg = mb + c_, *kk = mg + c_;
+    for (npy_intp c = 0; c < c_; c++) {
+        mu[c] = (double)mean[c];
+        inv[c] = (double)inv_std[c];
+    }
+    LR_BNB_REGION
+    {
+        LR_BNB_FOR
+        for (npy_intp t = 0; t < nb_; t++) {
+            const npy_intp o = t % cb_ * b_;
+            lr_bnb_gsum<T, KN, RELU>(x + t * blk, gy + t * blk, m_, b_, mu + o, inv + o,
+                                     mean + o, RELU ? scale + o : NULL,
+                                     RELU ? beta + o : NULL, pb + t * b_, pg + t * b_);
+        }
+        LR_BNB_SINGLE
+        {
+            lr_block_images(pb, n_, c_, mb);
+            lr_block_images(pg, n_, c_, mg);
+            for (npy_intp c = 0; c < c_; c++) {
+                gbeta_out[c] = (T)mb[c];
+                ggamma_out[c] = (T)mg[c];
+                kk[c] = (double)gamma[c] * inv[c];
+                mb[c] /= count;
+                mg[c] /= count;
+            }
+        }
+        LR_BNB_FOR
+        for (npy_intp t = 0; t < nb_; t++) {
+            const npy_intp o = t % cb_ * b_;
+            lr_bnb_gx<T, KN, RELU>(x + t * blk, gy + t * blk, m_, b_, mu + o, inv + o,
+                                   mb + o, mg + o, kk + o, mean + o,
+                                   RELU ? scale + o : NULL, RELU ? beta + o : NULL,
+                                   gx + t * blk);
+        }
+    }
+}
+
+/* lr_bn_infer_* on the blocked view; work: c_ values of T. */
+template <typename T, int KN>
+static void lr_bnb_infer(const T *x, const T *gamma, const T *beta, const T *mean,
+                         const T *inv_std, npy_intp n_, npy_intp cb_, npy_intp m_,
+                         npy_intp b_, T *y, int relu, T *scale)
+{
+    const npy_intp c_ = cb_ * b_, nb_ = n_ * cb_, blk = m_ * b_, total_ = n_ * c_ * m_;
+    for (npy_intp c = 0; c < c_; c++)
+        scale[c] = gamma[c] * inv_std[c];
+    LR_BNB_REGION
+    {
+        LR_BNB_FOR
+        for (npy_intp t = 0; t < nb_; t++) {
+            const npy_intp o = t % cb_ * b_;
+            lr_bnb_apply<T, KN>(x + t * blk, m_, b_, mean + o, scale + o, beta + o,
+                                y + t * blk, relu);
+        }
+    }
+}
+
+/* Runs the blocked kernels: the instances for B = 16 and 8 (constant lane counts),
+ * the generic one for other B. */
+template <typename T>
+static void lr_bnb_train_run(PyArrayObject *x, PyArrayObject *g, PyArrayObject *b, double eps,
+                             const npy_intp *v, PyArrayObject *y, PyArrayObject *mean,
+                             PyArrayObject *inv_std, PyArrayObject *scale, double *work)
+{
+    auto f = v[3] == 16 ? lr_bnb_train_fwd<T, 16>
+             : v[3] == 8 ? lr_bnb_train_fwd<T, 8> : lr_bnb_train_fwd<T, 0>;
+    f((const T *)PyArray_DATA(x), (const T *)PyArray_DATA(g), (const T *)PyArray_DATA(b), eps,
+      v[0], v[1], v[2], v[3], (T *)PyArray_DATA(y), (T *)PyArray_DATA(mean),
+      (T *)PyArray_DATA(inv_std), scale ? (T *)PyArray_DATA(scale) : NULL, scale != NULL,
+      work);
+}
+
+template <typename T, int RELU>
+static void lr_bnb_grad_run(PyArrayObject *x, PyArrayObject *gy, PyArrayObject *g,
+                            PyArrayObject *mu, PyArrayObject *inv, const npy_intp *v,
+                            PyArrayObject *gx, PyArrayObject *ggamma, PyArrayObject *gbeta,
+                            PyArrayObject *beta, PyArrayObject *scale, double *work)
+{
+    auto f = v[3] == 16 ? lr_bnb_train_bwd<T, 16, RELU>
+             : v[3] == 8 ? lr_bnb_train_bwd<T, 8, RELU> : lr_bnb_train_bwd<T, 0, RELU>;
+    f((const T *)PyArray_DATA(x), (const T *)PyArray_DATA(gy), (const T *)PyArray_DATA(g),
+      (const T *)PyArray_DATA(mu), (const T *)PyArray_DATA(inv), v[0], v[1], v[2], v[3],
+      (T *)PyArray_DATA(gx), (T *)PyArray_DATA(ggamma), (T *)PyArray_DATA(gbeta),
+      RELU ? (const T *)PyArray_DATA(beta) : NULL, RELU ? (const T *)PyArray_DATA(scale) : NULL,
+      work);
+}
+
+template <typename T>
+static void lr_bnb_infer_run(PyArrayObject *x, PyArrayObject *g, PyArrayObject *b,
+                             PyArrayObject *mu, PyArrayObject *inv, const npy_intp *v,
+                             PyArrayObject *y, int relu, double *work)
+{
+    auto f = v[3] == 16 ? lr_bnb_infer<T, 16>
+             : v[3] == 8 ? lr_bnb_infer<T, 8> : lr_bnb_infer<T, 0>;
+    f((const T *)PyArray_DATA(x), (const T *)PyArray_DATA(g), (const T *)PyArray_DATA(b),
+      (const T *)PyArray_DATA(mu), (const T *)PyArray_DATA(inv), v[0], v[1], v[2], v[3],
+      (T *)PyArray_DATA(y), relu, (T *)work);
+}
+
+/* The kernels' view of x: v = (N, C, M, 1), or with blocked (a 5-d x normalised over
+ * axes (0, 2, 3): the channel-blocked layout) (N, CB, H * W, B); the per-channel
+ * arrays' shape in pd, of pnd (1 or 2) dimensions. */
+static void lr_bn_view(PyArrayObject *x, int blocked, npy_intp *v, int *pnd, npy_intp *pd)
+{
+    const npy_intp *d = PyArray_DIMS(x);
+    const int last = PyArray_NDIM(x) - (blocked ? 1 : 0);
+    v[0] = d[0];
+    v[1] = d[1];
+    v[2] = 1;
+    v[3] = blocked ? d[last] : 1;
+    for (int k = 2; k < last; k++)
+        v[2] *= d[k];
+    pd[0] = v[1];
+    pd[1] = v[3];
+    *pnd = blocked ? 2 : 1;
+}
+
+/* Check that p has the per-channel arrays' shape; sets a Python error otherwise. */
+static int lr_bn_check(PyArrayObject *p, int pnd, const npy_intp *pd, const char *what)
+{
+    if (PyArray_NDIM(p) == pnd && PyArray_CompareLists(PyArray_DIMS(p), pd, pnd))
+        return 0;
+    if (pnd == 1)
+        PyErr_Format(PyExc_ValueError, "batch norm: %s must have shape (%ld,)", what,
+                     (long)pd[0]);
+    else
+        PyErr_Format(PyExc_ValueError, "batch norm: %s must have shape (%ld, %ld)", what,
+                     (long)pd[0], (long)pd[1]);
+    return -1;
+}
+
+/* Scratch memory of the blocked kernels: n doubles, or NULL with a Python error. */
+static double *lr_bnb_work(npy_intp n)
+{
+    double *w = (double *)malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    if (w == NULL)
+        PyErr_NoMemory();
+    return w;
+}
+
+/* Entry points called by the ops' c_code; 0 on success, -1 with a Python error set.
+ * blocked: x is 5-d in the channel-blocked layout, normalised over axes (0, 2, 3). */
 
 /* Training forward; with scale != NULL also the per-channel scale used, and the
  * output rectified (BatchNormTrainRelu). */
 static int lr_bn_train(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0, double eps,
                        PyArrayObject **y, PyArrayObject **mean, PyArrayObject **inv_std,
-                       PyArrayObject **scale)
+                       PyArrayObject **scale, int blocked)
 {
-    int tn = PyArray_TYPE(x0), rc = -1;
+    int tn = PyArray_TYPE(x0), rc = -1, pnd;
     PyArrayObject *x = lr_contig(x0, tn), *g = lr_contig(g0, tn), *b = lr_contig(b0, tn);
-    npy_intp n, c, m;
+    npy_intp v[4], pd[2], n, c, m;
+    double *work = NULL;
     if (!x || !g || !b) goto done;
-    lr_bn_ncm(x, &n, &c, &m);
-    if (lr_bn_check_vec(g, c, "gamma") || lr_bn_check_vec(b, c, "beta")) goto done;
-    if (lr_out_array(y, PyArray_NDIM(x), PyArray_DIMS(x), tn) || lr_out_array(mean, 1, &c, tn)
-        || lr_out_array(inv_std, 1, &c, tn) || (scale && lr_out_array(scale, 1, &c, tn))) goto done;
+    lr_bn_view(x, blocked, v, &pnd, pd);
+    n = v[0], c = v[1], m = v[2];
+    if (lr_bn_check(g, pnd, pd, "gamma") || lr_bn_check(b, pnd, pd, "beta")) goto done;
+    if (lr_out_array(y, PyArray_NDIM(x), PyArray_DIMS(x), tn) || lr_out_array(mean, pnd, pd, tn)
+        || lr_out_array(inv_std, pnd, pd, tn) || (scale && lr_out_array(scale, pnd, pd, tn)))
+        goto done;
+    if (blocked && !(work = lr_bnb_work((n + 3) * c * v[3]))) goto done;
     Py_BEGIN_ALLOW_THREADS
-    if (tn == NPY_FLOAT32)
+    if (blocked && tn == NPY_FLOAT32)
+        lr_bnb_train_run<float>(x, g, b, eps, v, *y, *mean, *inv_std, scale ? *scale : NULL,
+                                work);
+    else if (blocked)
+        lr_bnb_train_run<double>(x, g, b, eps, v, *y, *mean, *inv_std, scale ? *scale : NULL,
+                                 work);
+    else if (tn == NPY_FLOAT32)
         lr_bn_train_fwd_f32((const float *)PyArray_DATA(x), (const float *)PyArray_DATA(g),
                             (const float *)PyArray_DATA(b), eps, n, c, m,
                             (float *)PyArray_DATA(*y), (float *)PyArray_DATA(*mean),
@@ -270,6 +625,7 @@ static int lr_bn_train(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0, 
     Py_END_ALLOW_THREADS
     rc = 0;
 done:
+    free(work);
     Py_XDECREF(x); Py_XDECREF(g); Py_XDECREF(b);
     return rc;
 }
@@ -279,34 +635,45 @@ done:
 static int lr_bn_train_grad(PyArrayObject *x0, PyArrayObject *gy0, PyArrayObject *g0,
                             PyArrayObject *mu0, PyArrayObject *inv0, PyArrayObject **gx,
                             PyArrayObject **ggamma, PyArrayObject **gbeta,
-                            PyArrayObject *beta0, PyArrayObject *scale0)
+                            PyArrayObject *beta0, PyArrayObject *scale0, int blocked)
 {
-    int tn = PyArray_TYPE(x0), rc = -1;
+    int tn = PyArray_TYPE(x0), rc = -1, pnd;
     PyArrayObject *x = lr_contig(x0, tn), *gy = lr_contig(gy0, tn),
                   *g = lr_contig(g0, tn), *mu = lr_contig(mu0, tn),
                   *inv = lr_contig(inv0, tn), *beta = NULL, *scale = NULL;
-    npy_intp n, c, m;
+    npy_intp v[4], pd[2], n, c, m;
+    double *work = NULL;
     if (!x || !gy || !g || !mu || !inv) goto done;
     if (scale0 && (!(beta = lr_contig(beta0, tn)) || !(scale = lr_contig(scale0, tn))))
         goto done;
-    lr_bn_ncm(x, &n, &c, &m);
+    lr_bn_view(x, blocked, v, &pnd, pd);
+    n = v[0], c = v[1], m = v[2];
     if (PyArray_NDIM(gy) != PyArray_NDIM(x)
         || !PyArray_CompareLists(PyArray_DIMS(gy), PyArray_DIMS(x), PyArray_NDIM(x))) {
         PyErr_SetString(PyExc_ValueError, "batch norm gradient: gy and x differ in shape");
         goto done;
     }
-    if (lr_bn_check_vec(g, c, "gamma") || lr_bn_check_vec(mu, c, "mean")
-        || lr_bn_check_vec(inv, c, "inv_std")) goto done;
-    if (scale && (lr_bn_check_vec(beta, c, "beta") || lr_bn_check_vec(scale, c, "scale")))
+    if (lr_bn_check(g, pnd, pd, "gamma") || lr_bn_check(mu, pnd, pd, "mean")
+        || lr_bn_check(inv, pnd, pd, "inv_std")) goto done;
+    if (scale && (lr_bn_check(beta, pnd, pd, "beta") || lr_bn_check(scale, pnd, pd, "scale")))
         goto done;
-    if (lr_out_array(gx, PyArray_NDIM(x), PyArray_DIMS(x), tn) || lr_out_array(ggamma, 1, &c, tn)
-        || lr_out_array(gbeta, 1, &c, tn)) goto done;
+    if (lr_out_array(gx, PyArray_NDIM(x), PyArray_DIMS(x), tn)
+        || lr_out_array(ggamma, pnd, pd, tn) || lr_out_array(gbeta, pnd, pd, tn)) goto done;
     if (*gx == gy) {  /* never: a fresh or recycled output is not an input */
         PyErr_SetString(PyExc_RuntimeError, "batch norm gradient: output aliases gy");
         goto done;
     }
+    if (blocked && !(work = lr_bnb_work((2 * n + 5) * c * v[3]))) goto done;
     Py_BEGIN_ALLOW_THREADS
-    if (tn == NPY_FLOAT32)
+    if (blocked && tn == NPY_FLOAT32 && scale)
+        lr_bnb_grad_run<float, 1>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, work);
+    else if (blocked && tn == NPY_FLOAT32)
+        lr_bnb_grad_run<float, 0>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, work);
+    else if (blocked && scale)
+        lr_bnb_grad_run<double, 1>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, work);
+    else if (blocked)
+        lr_bnb_grad_run<double, 0>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, work);
+    else if (tn == NPY_FLOAT32)
         lr_bn_train_bwd_f32((const float *)PyArray_DATA(x), (const float *)PyArray_DATA(gy),
                             (const float *)PyArray_DATA(g), (const float *)PyArray_DATA(mu),
                             (const float *)PyArray_DATA(inv), n, c, m,
@@ -327,26 +694,35 @@ static int lr_bn_train_grad(PyArrayObject *x0, PyArrayObject *gy0, PyArrayObject
     Py_END_ALLOW_THREADS
     rc = 0;
 done:
+    free(work);
     Py_XDECREF(x); Py_XDECREF(gy); Py_XDECREF(g); Py_XDECREF(mu); Py_XDECREF(inv);
     Py_XDECREF(beta); Py_XDECREF(scale);
     return rc;
 }
 
 static int lr_bn_infer(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0,
-                       PyArrayObject *mu0, PyArrayObject *inv0, PyArrayObject **y, int relu)
+                       PyArrayObject *mu0, PyArrayObject *inv0, PyArrayObject **y, int relu,
+                       int blocked)
 {
-    int tn = PyArray_TYPE(x0), rc = -1;
+    int tn = PyArray_TYPE(x0), rc = -1, pnd;
     PyArrayObject *x = lr_contig(x0, tn), *g = lr_contig(g0, tn),
                   *b = lr_contig(b0, tn), *mu = lr_contig(mu0, tn),
                   *inv = lr_contig(inv0, tn);
-    npy_intp n, c, m;
+    npy_intp v[4], pd[2], n, c, m;
+    double *work = NULL;
     if (!x || !g || !b || !mu || !inv) goto done;
-    lr_bn_ncm(x, &n, &c, &m);
-    if (lr_bn_check_vec(g, c, "gamma") || lr_bn_check_vec(b, c, "beta")
-        || lr_bn_check_vec(mu, c, "mean") || lr_bn_check_vec(inv, c, "inv_std")) goto done;
+    lr_bn_view(x, blocked, v, &pnd, pd);
+    n = v[0], c = v[1], m = v[2];
+    if (lr_bn_check(g, pnd, pd, "gamma") || lr_bn_check(b, pnd, pd, "beta")
+        || lr_bn_check(mu, pnd, pd, "mean") || lr_bn_check(inv, pnd, pd, "inv_std")) goto done;
     if (lr_out_array(y, PyArray_NDIM(x), PyArray_DIMS(x), tn)) goto done;
+    if (blocked && !(work = lr_bnb_work(c * v[3]))) goto done;
     Py_BEGIN_ALLOW_THREADS
-    if (tn == NPY_FLOAT32)
+    if (blocked && tn == NPY_FLOAT32)
+        lr_bnb_infer_run<float>(x, g, b, mu, inv, v, *y, relu, work);
+    else if (blocked)
+        lr_bnb_infer_run<double>(x, g, b, mu, inv, v, *y, relu, work);
+    else if (tn == NPY_FLOAT32)
         lr_bn_infer_f32((const float *)PyArray_DATA(x), (const float *)PyArray_DATA(g),
                         (const float *)PyArray_DATA(b), (const float *)PyArray_DATA(mu),
                         (const float *)PyArray_DATA(inv), n, c, m, (float *)PyArray_DATA(*y),
@@ -359,6 +735,7 @@ static int lr_bn_infer(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0,
     Py_END_ALLOW_THREADS
     rc = 0;
 done:
+    free(work);
     Py_XDECREF(x); Py_XDECREF(g); Py_XDECREF(b); Py_XDECREF(mu); Py_XDECREF(inv);
     return rc;
 }
