@@ -43,6 +43,7 @@ from .errors import LasresError  # noqa: E402
 from .ops.bn import local_bn_infer_relu, local_bn_train_relu  # noqa: E402
 from .ops.fused_infer import fuse_inference, set_fallback_mode  # noqa: E402
 from .ops.inline import local_inline_softmax  # noqa: E402
+from .ops.layout import blocked_layout  # noqa: E402
 from .ops.reduce import local_channel_sum, local_trailing_sum  # noqa: E402
 
 # lasres's convolutions run on NumPy's BLAS; PyTensor's own C BLAS link only
@@ -73,6 +74,10 @@ _LASRES_REWRITES_POSITION = 48.5
 #: lasres's kernel rewrites (it fuses their BN + ReLU nodes), before
 #: PyTensor's elementwise fusion would hide the sums and ReLUs in composites.
 _LASRES_FUSION_POSITION = 48.7
+#: Position of the blocked-layout rewrite of training graphs (lasres.ops.layout):
+#: after the kernel rewrites (it rewrites their batch-norm nodes), before
+#: the elementwise fusion (it moves the elementwise nodes to blocked values).
+_LASRES_LAYOUT_POSITION = 48.8
 
 
 def _c_mode():
@@ -81,7 +86,8 @@ def _c_mode():
                      local_bn_train_relu, local_bn_infer_relu, name="lasres_c_kernels")
     set_fallback_mode(lambda: get_mode("c"))
     return mode.register((kernels, _LASRES_REWRITES_POSITION),
-                         (fuse_inference, _LASRES_FUSION_POSITION))
+                         (fuse_inference, _LASRES_FUSION_POSITION),
+                         (blocked_layout, _LASRES_LAYOUT_POSITION))
 
 
 def get_mode(backend=None):

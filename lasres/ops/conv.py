@@ -29,7 +29,8 @@ from .conv_numpy import (CHUNK_BYTES, conv2d_forward_numpy, conv2d_grad_inputs_n
                          conv2d_grad_weights_numpy)
 from .onednn import OneDNNConvCOp, shape_pair_c
 from .shape import (ConvLength, as_shape_input, check_topgrad, conv_output_length, conv_output_shape, shape_arg,
-                    shape_input_static, shape_input_symbolic, shape_input_value)
+                    shape_input_static, shape_input_symbolic, shape_input_value, to_blocked,
+                    from_blocked)
 
 __all__ = ["conv2d", "Conv2d", "Conv2dGradInputs", "Conv2dGradWeights",
            "ConvLength", "conv_output_length"]
@@ -49,14 +50,61 @@ class _ConvOpBase(OneDNNConvCOp):
     filter_flip : bool
         True for a true convolution (kernel flipped), False for
         cross-correlation.
+    blocks : pair of int
+        The layouts of the activations on the convolution's input side
+        (``input``, or the input gradient) and on its output side (the output,
+        or the output gradient): 0 for NCHW, ``B`` (8 or 16) for oneDNN's
+        channel-blocked ``(N, C/B, H, W, B)`` arrays, which the convolution
+        then reads or writes as they are. Only the C mode's layout rewrite
+        (:mod:`lasres.ops.layout`) builds blocked nodes, in graphs already
+        differentiated: they have no gradient.
     """
 
-    __props__ = ("stride", "pad", "filter_flip")
+    __props__ = ("stride", "pad", "filter_flip", "blocks")
+    #: (for ops pickled before the attribute existed)
+    blocks = (0, 0)
 
-    def __init__(self, stride=(1, 1), pad=(0, 0), filter_flip=True):
+    def __init__(self, stride=(1, 1), pad=(0, 0), filter_flip=True, blocks=(0, 0)):
         self.stride = int_pair(stride, "stride", 1)
         self.pad = normalize_pad(pad)
         self.filter_flip = bool(filter_flip)
+        self.blocks = tuple(int(b) for b in blocks)
+        if len(self.blocks) != 2 or any(b not in (0, 8, 16) for b in self.blocks):
+            raise ValueError(f"blocks must be a pair of 0, 8 or 16, got {blocks!r}")
+
+    def _act(self, var, name, side):
+        """An activation argument: 4-d, or 5-d when its side is blocked."""
+        return float_tensor(var, name, 5 if self.blocks[side] else 4)
+
+    def _act_type(self, dtype, n, c, hw, side):
+        b = self.blocks[side]
+        if not b:
+            return pt.tensor(dtype=dtype, shape=(n, c) + tuple(hw))
+        return pt.tensor(dtype=dtype, shape=(n, None if c is None else c // b) + tuple(hw) + (b,))
+
+    def _channels(self, static_shape, side):
+        """Channels of an activation's static shape (None if unknown)."""
+        c = static_shape[1]
+        b = self.blocks[side]
+        return c * b if (b and c is not None) else c
+
+    def _plain(self, value, side):
+        return from_blocked(value) if self.blocks[side] else value
+
+    def _layout(self, value, side):
+        return to_blocked(value, self.blocks[side]) if self.blocks[side] else value
+
+    def _chan_symbolic(self, shape, side):
+        return shape[1] * self.blocks[side] if self.blocks[side] else shape[1]
+
+    def _out_sym(self, n, c, h, w, side):
+        b = self.blocks[side]
+        return (n, c // b, h, w, b) if b else (n, c, h, w)
+
+    def _differentiable(self):
+        if any(self.blocks):
+            raise NotImplementedError("blocked-layout convolutions are built after "
+                                      "differentiation; differentiate the NCHW graph")
 
     def _kwargs(self):
         return dict(stride=self.stride, pad=self.pad, filter_flip=self.filter_flip)
@@ -79,7 +127,7 @@ class Conv2d(_ConvOpBase):
     """
 
     def make_node(self, input, filters, bias=None):
-        x = float_tensor(input, "input", 4)
+        x = self._act(input, "input", 0)
         w = cast(float_tensor(filters, "filters", 4), x.dtype)
         inputs = [x, w]
         xs, ws = x.type.shape, w.type.shape
@@ -88,16 +136,18 @@ class Conv2d(_ConvOpBase):
             if None not in (b.type.shape[0], ws[0]) and b.type.shape[0] != ws[0]:
                 raise ValueError(f"bias has {b.type.shape[0]} entries for {ws[0]} filters")
             inputs.append(b)
-        if xs[1] is not None and ws[1] is not None and xs[1] != ws[1]:
-            raise ValueError(f"input has {xs[1]} channels but the filters expect {ws[1]}")
-        oh, ow = self._static_out(xs[2:], ws[2:])
-        out = pt.tensor(dtype=x.dtype, shape=(xs[0], ws[0], oh, ow))
+        xc = self._channels(xs, 0)
+        if xc is not None and ws[1] is not None and xc != ws[1]:
+            raise ValueError(f"input has {xc} channels but the filters expect {ws[1]}")
+        oh, ow = self._static_out(xs[2:4], ws[2:])
+        out = self._act_type(x.dtype, xs[0], ws[0], (oh, ow), 1)
         return Apply(self, inputs, [out])
 
     def perform(self, node, inputs, outputs):
         x, w = inputs[:2]
         b = inputs[2] if len(inputs) > 2 else None
-        outputs[0][0] = conv2d_forward_numpy(x, w, b, **self._kwargs())
+        outputs[0][0] = self._layout(
+            conv2d_forward_numpy(self._plain(x, 0), w, b, **self._kwargs()), 1)
 
     def _onednn_call(self, node, cache, inputs, out, params):
         bias = inputs[2] if len(inputs) > 2 else "NULL"
@@ -105,10 +155,11 @@ class Conv2d(_ConvOpBase):
 
     def infer_shape(self, fgraph, node, in_shapes):
         xs, ws = in_shapes[0], in_shapes[1]
-        return [(xs[0], ws[0], self._out_len_symbolic(xs[2], ws[2], 0),
-                 self._out_len_symbolic(xs[3], ws[3], 1))]
+        return [self._out_sym(xs[0], ws[0], self._out_len_symbolic(xs[2], ws[2], 0),
+                              self._out_len_symbolic(xs[3], ws[3], 1), 1)]
 
     def pullback(self, inputs, outputs, output_grads):
+        self._differentiable()
         x, w = inputs[:2]
         (gz,) = output_grads
         gx = Conv2dGradInputs(**self._kwargs())(gz, w, shape_arg(x))
@@ -119,6 +170,7 @@ class Conv2d(_ConvOpBase):
         return grads
 
     def pushforward(self, inputs, outputs, tangents):
+        self._differentiable()
         x, w = inputs[:2]
         plain = Conv2d(**self._kwargs())
         total = None
@@ -147,20 +199,22 @@ class Conv2dGradInputs(_ConvOpBase):
     """
 
     def make_node(self, topgrad, filters, shape):
-        gz = float_tensor(topgrad, "topgrad", 4)
+        gz = self._act(topgrad, "topgrad", 1)
         w = cast(float_tensor(filters, "filters", 4), gz.dtype)
         shape = as_shape_input(shape, 2)
+        if any(self.blocks) and shape.ndim != 1:
+            raise TypeError("a blocked-layout convolution takes its shape as a vector")
         static_hw = shape_input_static(shape, 2)
         gs, ws = gz.type.shape, w.type.shape
-        check_topgrad(gs[2:], self._static_out(static_hw, ws[2:]),
+        check_topgrad(gs[2:4], self._static_out(static_hw, ws[2:]),
                       f"an input of shape {static_hw}")
-        out = pt.tensor(dtype=gz.dtype, shape=(gs[0], ws[1]) + tuple(static_hw))
+        out = self._act_type(gz.dtype, gs[0], ws[1], static_hw, 0)
         return Apply(self, [gz, w, shape], [out])
 
     def perform(self, node, inputs, outputs):
         gz, w, shape = inputs
-        outputs[0][0] = conv2d_grad_inputs_numpy(gz, w, shape_input_value(shape, 2),
-                                                  **self._kwargs())
+        outputs[0][0] = self._layout(conv2d_grad_inputs_numpy(
+            self._plain(gz, 1), w, shape_input_value(shape, 2), **self._kwargs()), 0)
 
     def _onednn_call(self, node, cache, inputs, out, params):
         h, w = shape_pair_c(node, 2, inputs[2])
@@ -169,12 +223,13 @@ class Conv2dGradInputs(_ConvOpBase):
 
     def infer_shape(self, fgraph, node, in_shapes):
         h, w = shape_input_symbolic(node, 2, in_shapes, 2)
-        return [(in_shapes[0][0], in_shapes[1][1], h, w)]
+        return [self._out_sym(in_shapes[0][0], in_shapes[1][1], h, w, 0)]
 
     def connection_pattern(self, node):
         return [[True], [True], [False]]
 
     def pullback(self, inputs, outputs, output_grads):
+        self._differentiable()
         gz, w, _ = inputs
         (g,) = output_grads
         d_gz = Conv2d(**self._kwargs())(g, w)
@@ -192,20 +247,22 @@ class Conv2dGradWeights(_ConvOpBase):
     """
 
     def make_node(self, input, topgrad, shape):
-        x = float_tensor(input, "input", 4)
-        gz = cast(float_tensor(topgrad, "topgrad", 4), x.dtype)
+        x = self._act(input, "input", 0)
+        gz = cast(self._act(topgrad, "topgrad", 1), x.dtype)
         shape = as_shape_input(shape, 2)
+        if any(self.blocks) and shape.ndim != 1:
+            raise TypeError("a blocked-layout convolution takes its shape as a vector")
         static_hw = shape_input_static(shape, 2)
-        check_topgrad(gz.type.shape[2:], self._static_out(x.type.shape[2:], static_hw),
+        check_topgrad(gz.type.shape[2:4], self._static_out(x.type.shape[2:4], static_hw),
                       f"filters of shape {static_hw}")
-        out = pt.tensor(dtype=x.dtype,
-                        shape=(gz.type.shape[1], x.type.shape[1]) + tuple(static_hw))
+        out = pt.tensor(dtype=x.dtype, shape=(self._channels(gz.type.shape, 1),
+                                              self._channels(x.type.shape, 0)) + tuple(static_hw))
         return Apply(self, [x, gz, shape], [out])
 
     def perform(self, node, inputs, outputs):
         x, gz, shape = inputs
-        outputs[0][0] = conv2d_grad_weights_numpy(x, gz, shape_input_value(shape, 2),
-                                                  **self._kwargs())
+        outputs[0][0] = conv2d_grad_weights_numpy(self._plain(x, 0), self._plain(gz, 1),
+                                                  shape_input_value(shape, 2), **self._kwargs())
 
     def _onednn_call(self, node, cache, inputs, out, params):
         kh, kw = shape_pair_c(node, 2, inputs[2])
@@ -214,12 +271,14 @@ class Conv2dGradWeights(_ConvOpBase):
 
     def infer_shape(self, fgraph, node, in_shapes):
         kh, kw = shape_input_symbolic(node, 2, in_shapes, 2)
-        return [(in_shapes[1][1], in_shapes[0][1], kh, kw)]
+        return [(self._chan_symbolic(in_shapes[1], 1), self._chan_symbolic(in_shapes[0], 0),
+                 kh, kw)]
 
     def connection_pattern(self, node):
         return [[True], [True], [False]]
 
     def pullback(self, inputs, outputs, output_grads):
+        self._differentiable()
         x, gz, _ = inputs
         (g,) = output_grads
         d_x = Conv2dGradInputs(**self._kwargs())(gz, g, shape_arg(x))

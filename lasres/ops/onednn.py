@@ -111,13 +111,14 @@ class OneDNNConvCOp(COp):
     """
 
     params_type = ParamsType(stride_h=int64, stride_w=int64, pad_h=int64, pad_w=int64,
-                             pad_mode=int64, flip=int64)
+                             pad_mode=int64, flip=int64, block_x=int64, block_z=int64)
 
     def get_params(self, node):
         ph, pw, mode = _pad_args(self.pad)
         return self.params_type.get_params(stride_h=self.stride[0], stride_w=self.stride[1],
                                            pad_h=ph, pad_w=pw, pad_mode=mode,
-                                           flip=int(self.filter_flip))
+                                           flip=int(self.filter_flip),
+                                           block_x=self.blocks[0], block_z=self.blocks[1])
 
     def _onednn_call(self, node, cache, inputs, out, params):
         raise NotImplementedError
@@ -138,12 +139,13 @@ class OneDNNConvCOp(COp):
             raise MethodNotDefined("oneDNN kernels off or not float32")
         p = sub["params"]
         params = ", ".join(f"(int){p}->{field}" for field in
-                           ("stride_h", "stride_w", "pad_h", "pad_w", "pad_mode", "flip"))
+                           ("stride_h", "stride_w", "pad_h", "pad_w", "pad_mode", "flip",
+                            "block_x", "block_z"))
         call = self._onednn_call(node, f"&lr_cache_{name}", inputs, f"&{outputs[0]}", params)
         return f"if ({call}) {{ {sub['fail']} }}"
 
     def c_code_cache_version(self):
-        return (2, c_source_crc("onednn_conv.c"))
+        return (3, c_source_crc("onednn_conv.c"))
 
     def c_headers(self, **kwargs):
         return ["<oneapi/dnnl/dnnl.h>", "<stdlib.h>", "<string.h>"]
@@ -194,7 +196,7 @@ def shape_pair_c(node: Apply, index: int, var: str) -> Tuple[str, str]:
     -------
     pair of str
     """
-    if node.inputs[index].ndim == 4:
+    if node.inputs[index].ndim in (4, 5):
         return f"PyArray_DIMS({var})[2]", f"PyArray_DIMS({var})[3]"
     get = f"((dtype_{var}*)PyArray_GETPTR1({var}, %d))[0]"
     return f"(npy_intp){get % 0}", f"(npy_intp){get % 1}"

@@ -29,7 +29,7 @@ import numpy as np
 
 from .onednn import _library_paths
 
-__all__ = ["Program", "Step", "DnnlError", "available"]
+__all__ = ["Program", "Step", "DnnlError", "available", "canonical_tag", "channel_block"]
 
 # enum values of oneDNN 3's C API (dnnl_types.h)
 _F32 = 3
@@ -625,28 +625,7 @@ class _Plan:
         return pd
 
     def _canonical(self, n):
-        """The activation layout oneDNN picks for a typical inner convolution of
-        this batch size on this CPU (a format tag), or None."""
-        key = int(n)
-        if key in _CANONICAL:
-            return _CANONICAL[key]
-        o = _Owner()
-        tag = None
-        try:
-            anyd = o.md((n, 32, 16, 16), _TAG_ANY)
-            pd = self._conv_pd(anyd, o.md((32, 32, 3, 3), _TAG_ANY), None, anyd, (1, 1), (1, 1),
-                               (1, 1), o.attr())
-            if pd is not None:
-                got = o.lib.dnnl_primitive_desc_query_md(pd, _Q_SRC, 0)
-                for t in _ACT_TAGS:
-                    if o.lib.dnnl_memory_desc_equal(got, o.md((n, 32, 16, 16), t)):
-                        tag = t
-                        break
-                o.lib.dnnl_primitive_desc_destroy(pd)
-        finally:
-            o.close()
-        _CANONICAL[key] = tag
-        return tag
+        return canonical_tag(n)
 
     def _plan_eltwise(self, i, s, src, last_use, outputs):
         lib, eng, o = self.o.lib, _Engine.get(), self.o
@@ -770,3 +749,40 @@ class _Plan:
                 raise DnnlError(f"oneDNN: primitive execution failed (status {st})")
         _check(lib.dnnl_stream_wait(stream), "stream wait")
         return outs
+
+
+def canonical_tag(n):
+    """The activation layout oneDNN picks for a typical inner convolution of a
+    batch of ``n`` on this CPU (a format tag), or None."""
+    key = int(n)
+    if key in _CANONICAL:
+        return _CANONICAL[key]
+    o = _Owner()
+    tag = None
+    try:
+        anyd = o.md((n, 32, 16, 16), _TAG_ANY)
+        pd = _Plan._conv_pd(anyd, o.md((32, 32, 3, 3), _TAG_ANY), None, anyd, (1, 1), (1, 1),
+                            (1, 1), o.attr())
+        if pd is not None:
+            got = o.lib.dnnl_primitive_desc_query_md(pd, _Q_SRC, 0)
+            for t in _ACT_TAGS:
+                if o.lib.dnnl_memory_desc_equal(got, o.md((n, 32, 16, 16), t)):
+                    tag = t
+                    break
+            o.lib.dnnl_primitive_desc_destroy(pd)
+    finally:
+        o.close()
+    _CANONICAL[key] = tag
+    return tag
+
+
+def channel_block(n=64):
+    """The channel block of that layout (16 for nChw16c, 8 for nChw8c), or 0
+    (another layout, or no oneDNN)."""
+    if not available():
+        return 0
+    try:
+        tag = canonical_tag(n)
+    except DnnlError:
+        return 0
+    return {78: 16, 102: 8}.get(tag, 0)

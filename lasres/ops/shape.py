@@ -29,7 +29,7 @@ from ._args import int64_scalar, resolve_pad
 __all__ = ["conv_output_length", "pool_output_length", "conv_output_shape", "ConvLength",
            "PoolLength", "shape_arg", "as_shape_input", "shape_input_static",
            "shape_input_symbolic", "shape_input_value", "check_topgrad",
-           "broadcast_pattern", "broadcast_to_axes"]
+           "broadcast_pattern", "broadcast_to_axes", "to_blocked", "from_blocked"]
 
 
 def broadcast_pattern(ndim: int, axes: Sequence[int]) -> list:
@@ -307,3 +307,19 @@ def check_topgrad(got: Sequence[Optional[int]], want: Sequence[Optional[int]], w
     for g, w in zip(got, want):
         if g is not None and w is not None and g != w:
             raise ValueError(f"topgrad of spatial shape {tuple(got)} does not fit {what}")
+
+
+def to_blocked(x: np.ndarray, block: int) -> np.ndarray:
+    """NCHW ``x`` in the channel-blocked layout ``(N, C/B, H, W, B)`` of
+    oneDNN's nChw8c / nChw16c (channel ``c`` at ``[:, c // B, :, :, c % B]``),
+    C-contiguous; ``C`` must be a multiple of ``block``."""
+    n, c, h, w = x.shape
+    if c % block:
+        raise ValueError(f"{c} channels are not a whole number of blocks of {block}")
+    return np.ascontiguousarray(x.reshape(n, c // block, block, h, w).transpose(0, 1, 3, 4, 2))
+
+
+def from_blocked(x5: np.ndarray) -> np.ndarray:
+    """The NCHW array of a channel-blocked ``(N, C/B, H, W, B)`` one (C-contiguous)."""
+    n, cb, h, w, b = x5.shape
+    return np.ascontiguousarray(x5.transpose(0, 1, 4, 2, 3).reshape(n, cb * b, h, w))

@@ -34,7 +34,7 @@
 
 #define LR_SLOTS 8
 #define LR_MAXARGS 4
-#define LR_KEYLEN 12
+#define LR_KEYLEN 14
 /* output positions per call of the direct backward-weights (see lr_bwdw_split) */
 #define LR_BWDW_TERMS 512
 
@@ -69,6 +69,7 @@ typedef struct {
     npy_intp sh, sw, ph, pw;
     npy_intp oh, ow, he, we, prh, prw;
     npy_intp ohs;   /* output rows stored per image (> oh for a band of rows) */
+    npy_intp bx, bz;   /* the input's and the output's channel block (0: NCHW) */
 } lr_geom;
 
 static dnnl_engine_t lr_engine = NULL;
@@ -381,6 +382,30 @@ static dnnl_status_t lr_md_image(dnnl_memory_desc_t *md, npy_intp n, npy_intp c,
     return dnnl_memory_desc_create_with_strides(md, 4, dims, dnnl_f32, strides);
 }
 
+/* An activation of the graph: NCHW (block 0) or channel-blocked (N, C/B, H, W, B)
+ * with B 8 or 16 (oneDNN's nChw8c / nChw16c), cropped to its first he rows
+ * and we columns. */
+static dnnl_status_t lr_md_act(dnnl_memory_desc_t *md, npy_intp n, npy_intp c, npy_intp h,
+                               npy_intp w, npy_intp he, npy_intp we, npy_intp block)
+{
+    dnnl_dims_t dims = {n, c, h, w}, sub = {n, c, he, we}, offsets = {0, 0, 0, 0};
+    dnnl_memory_desc_t parent = NULL;
+    dnnl_status_t st;
+    if (block == 0)
+        return lr_md_image(md, n, c, h, w, he, we);
+    if (block != 8 && block != 16)
+        return dnnl_invalid_arguments;
+    st = dnnl_memory_desc_create_with_tag(&parent, 4, dims, dnnl_f32,
+                                          block == 16 ? dnnl_aBcd16b : dnnl_aBcd8b);
+    if (st != dnnl_success || (he == h && we == w)) {
+        *md = parent;
+        return st;
+    }
+    st = dnnl_memory_desc_create_submemory(md, parent, sub, offsets);
+    dnnl_memory_desc_destroy(parent);
+    return st;
+}
+
 static dnnl_status_t lr_md_tag(dnnl_memory_desc_t *md, npy_intp a, npy_intp b,
                                npy_intp c, npy_intp d, dnnl_format_tag_t tag)
 {
@@ -503,12 +528,10 @@ static int lr_build(lr_entry *e, const lr_geom *g, int kind, int has_bias)
     LR_TRY(lr_md_tag(&src_any, g->n, g->c, g->he, g->we, dnnl_format_tag_any));
     LR_TRY(lr_md_tag(&w_any, g->f, g->c, g->kh, g->kw, dnnl_format_tag_any));
     LR_TRY(lr_md_tag(&dst_any, g->n, g->f, g->oh, g->ow, dnnl_format_tag_any));
-    LR_TRY(lr_md_image(&src_user, g->n, g->c, g->h, g->w, g->he, g->we));
+    LR_TRY(lr_md_act(&src_user, g->n, g->c, g->h, g->w, g->he, g->we, g->bx));
     LR_TRY(lr_md_tag(&w_user, g->f, g->c, g->kh, g->kw, dnnl_oihw));
-    if (g->ohs != g->oh)   /* a band of rows of the stored output gradient */
-        LR_TRY(lr_md_image(&dst_user, g->n, g->f, g->ohs, g->ow, g->oh, g->ow));
-    else
-        LR_TRY(lr_md_tag(&dst_user, g->n, g->f, g->oh, g->ow, dnnl_nchw));
+    /* (a band of rows of the stored output gradient when ohs > oh) */
+    LR_TRY(lr_md_act(&dst_user, g->n, g->f, g->ohs, g->ow, g->oh, g->ow, g->bz));
     if (has_bias)
         LR_TRY(dnnl_memory_desc_create_with_tag(&b_md, 1, bdims, dnnl_f32, dnnl_a));
 
@@ -537,7 +560,15 @@ static int lr_build(lr_entry *e, const lr_geom *g, int kind, int has_bias)
             if (lr_add_arg(e, pd, dnnl_query_weights_md, 0, DNNL_ARG_WEIGHTS, w_user, 0)) goto done;
             if (lr_add_arg(e, pd, dnnl_query_diff_src_md, 0, DNNL_ARG_DIFF_SRC, src_user, 1)) goto done;
         } else {
-            if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1)
+            if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && (g->bx || g->bz)) {
+                /* the GEMM on plain copies of blocked activations: the same sums */
+                dnnl_memory_desc_t sp = NULL, dp = NULL;
+                if (lr_md_tag(&sp, g->n, g->c, g->he, g->we, dnnl_nchw) == dnnl_success
+                    && lr_md_tag(&dp, g->n, g->f, g->oh, g->ow, dnnl_nchw) == dnnl_success)
+                    pd = lr_gemm_bwd_weights(sp, w_user, dp, strides, dil, pl, pr, hint);
+                if (sp) dnnl_memory_desc_destroy(sp);
+                if (dp) dnnl_memory_desc_destroy(dp);
+            } else if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1)
                 pd = lr_gemm_bwd_weights(src_user, w_user, dst_user, strides, dil, pl, pr, hint);
             if (pd == NULL)
                 LR_TRY(dnnl_convolution_backward_weights_primitive_desc_create(
@@ -604,6 +635,48 @@ static int lr_prepare_out(PyArrayObject **out, npy_intp a, npy_intp b, npy_intp 
     return *out == NULL ? -1 : 0;
 }
 
+/* (N, C, H, W) of activation a: NCHW (block 0) or (N, C/B, H, W, B). */
+static int lr_act_dims(PyArrayObject *a, npy_intp block, const char *what, npy_intp *n,
+                       npy_intp *c, npy_intp *h, npy_intp *w)
+{
+    const npy_intp *d = PyArray_DIMS(a);
+    if (PyArray_NDIM(a) != (block ? 5 : 4) || (block && d[4] != block)) {
+        PyErr_Format(PyExc_ValueError, "%s must be %s", what,
+                     block ? "channel-blocked (N, C/B, H, W, B)" : "4-d (N, C, H, W)");
+        return -1;
+    }
+    *n = d[0]; *c = block ? d[1] * block : d[1]; *h = d[2]; *w = d[3];
+    return 0;
+}
+
+/* An output activation of shape (n, c, h, w): NCHW or blocked (block B). */
+static int lr_prepare_act(PyArrayObject **out, npy_intp n, npy_intp c, npy_intp h, npy_intp w,
+                          npy_intp block)
+{
+    npy_intp dims[5] = {n, block ? c / block : c, h, w, block};
+    int nd = block ? 5 : 4, k, same;
+    if (block && c % block) {
+        PyErr_Format(PyExc_ValueError, "%ld channels are not a whole number of blocks of %ld",
+                     (long)c, (long)block);
+        return -1;
+    }
+    same = *out != NULL && PyArray_NDIM(*out) == nd && PyArray_ISCARRAY(*out)
+           && PyArray_TYPE(*out) == NPY_FLOAT32;
+    for (k = 0; same && k < nd; k++)
+        same = PyArray_DIMS(*out)[k] == dims[k];
+    if (same)
+        return 0;
+    Py_XDECREF(*out);
+    *out = (PyArrayObject *)PyArray_EMPTY(nd, dims, NPY_FLOAT32, 0);
+    return *out == NULL ? -1 : 0;
+}
+
+/* Floats from one row of an activation to the next (within a channel block). */
+static npy_intp lr_row_floats(npy_intp w, npy_intp block)
+{
+    return block ? w * block : w;
+}
+
 static PyArrayObject *lr_contig(PyArrayObject *a)
 {
     return (PyArrayObject *)PyArray_FromAny((PyObject *)a, PyArray_DescrFromType(NPY_FLOAT32),
@@ -616,7 +689,7 @@ static lr_entry *lr_entry_for(lr_cache *cache, const lr_geom *g, int kind, int h
     int fresh = 0;
     lr_entry *e;
     npy_intp key[LR_KEYLEN] = {g->n, g->c, g->h, g->w, g->f, g->kh, g->kw, has_bias, kind,
-                               g->he, g->ph, g->prh};
+                               g->he, g->ph, g->prh, g->bx, g->bz};
     if (lr_init()) return NULL;
     e = lr_lookup(cache, key, &fresh);
     if (fresh && lr_build(e, g, kind, has_bias)) return NULL;
@@ -668,7 +741,8 @@ static int lr_check_gz(PyArrayObject *gz, const lr_geom *g)
 
 /* out = conv(x, w) + b */
 static int lr_conv_fwd(lr_cache *cache, PyArrayObject *x0, PyArrayObject *w0, PyArrayObject *b0,
-                       PyArrayObject **out, int sh, int sw, int ph, int pw, int pad_mode, int flip)
+                       PyArrayObject **out, int sh, int sw, int ph, int pw, int pad_mode, int flip,
+                       int bx, int bz)
 {
     int rc = -1;
     lr_geom g;
@@ -678,8 +752,8 @@ static int lr_conv_fwd(lr_cache *cache, PyArrayObject *x0, PyArrayObject *w0, Py
     int k = 0;
     PyArrayObject *x = lr_contig(x0), *w = lr_contig(w0), *b = b0 ? lr_contig(b0) : NULL;
     if (!x || !w || (b0 && !b)) goto done;
-    g.n = PyArray_DIMS(x)[0]; g.c = PyArray_DIMS(x)[1];
-    g.h = PyArray_DIMS(x)[2]; g.w = PyArray_DIMS(x)[3];
+    g.bx = bx; g.bz = bz;
+    if (lr_act_dims(x, bx, "the input", &g.n, &g.c, &g.h, &g.w)) goto done;
     g.f = PyArray_DIMS(w)[0]; g.kh = PyArray_DIMS(w)[2]; g.kw = PyArray_DIMS(w)[3];
     g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw;
     if (PyArray_DIMS(w)[1] != g.c) {
@@ -693,7 +767,7 @@ static int lr_conv_fwd(lr_cache *cache, PyArrayObject *x0, PyArrayObject *w0, Py
         goto done;
     }
     if (lr_geometry(&g, pad_mode)) goto done;
-    if (lr_prepare_out(out, g.n, g.f, g.oh, g.ow)) goto done;
+    if (lr_prepare_act(out, g.n, g.f, g.oh, g.ow, bz)) goto done;
     if (g.n == 0 || g.f == 0 || g.c == 0) {
         PyErr_SetString(PyExc_NotImplementedError, "oneDNN convolution of an empty tensor "
                         "(set LASRES_KERNELS=numpy)");
@@ -714,8 +788,9 @@ done:
 /* out = d conv(x, w) / dx applied to gz, x of spatial shape (h, w) */
 static int lr_conv_bwd_data(lr_cache *cache, PyArrayObject *gz0, PyArrayObject *w0,
                             npy_intp h, npy_intp wd, PyArrayObject **out,
-                            int sh, int sw, int ph, int pw, int pad_mode, int flip)
+                            int sh, int sw, int ph, int pw, int pad_mode, int flip, int bx, int bz)
 {
+    npy_intp zh, zw;
     int rc = -1;
     lr_geom g;
     lr_entry *e;
@@ -723,7 +798,8 @@ static int lr_conv_bwd_data(lr_cache *cache, PyArrayObject *gz0, PyArrayObject *
     void *handles[3];
     PyArrayObject *gz = lr_contig(gz0), *w = lr_contig(w0);
     if (!gz || !w) goto done;
-    g.n = PyArray_DIMS(gz)[0]; g.f = PyArray_DIMS(gz)[1];
+    g.bx = bx; g.bz = bz;
+    if (lr_act_dims(gz, bz, "the output gradient", &g.n, &g.f, &zh, &zw)) goto done;
     g.h = h; g.w = wd;
     g.c = PyArray_DIMS(w)[1]; g.kh = PyArray_DIMS(w)[2]; g.kw = PyArray_DIMS(w)[3];
     g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw;
@@ -733,7 +809,7 @@ static int lr_conv_bwd_data(lr_cache *cache, PyArrayObject *gz0, PyArrayObject *
         goto done;
     }
     if (lr_geometry(&g, pad_mode) || lr_check_gz(gz, &g)) goto done;
-    if (lr_prepare_out(out, g.n, g.c, g.h, g.w)) goto done;
+    if (lr_prepare_act(out, g.n, g.c, g.h, g.w, bx)) goto done;
     if (g.he < g.h || g.we < g.w || g.f == 0)
         memset(PyArray_DATA(*out), 0, PyArray_NBYTES(*out));
     if (g.n == 0 || g.c == 0 || g.f == 0) { rc = 0; goto done; }   /* zeros */
@@ -793,14 +869,16 @@ static void lr_interleave8(float *__restrict__ o, const float *__restrict__ in, 
         for (c = 0; c < 8; c++) o[u * 8 + c] = in[c * cs + u];
 }
 
-/* Copy rows [0, nt) x columns [0, nw) of channels [0, nc) of one image
- * (channel stride cs, row stride rs) into image j of layout l (its padding
+/* Copy rows [0, nt) x columns [0, nw) of channels [0, nc) of one image of
+ * h x w pixels (src: its first row to copy; NCHW for block 0, else blocks of
+ * `block` channels, (C/B, h, w, B)) into image j of layout l (its padding
  * channels, if any, left as they are).  A channel-blocked layout is written
  * a block of channels and a row at a time, in memory order. */
 static void lr_pack(float *dst, const lr_layout *l, npy_intp j, npy_intp nc, npy_intp nt,
-                    npy_intp nw, const float *src, npy_intp cs, npy_intp rs)
+                    npy_intp nw, const float *src, npy_intp h, npy_intp w, npy_intp block)
 {
     npy_intp blk = l->bsize[1] > 64 ? 1 : l->bsize[1], ws = l->strides[3], ts = l->strides[2];
+    npy_intp cs = h * w, rs = w;    /* NCHW source: channel and row strides */
     npy_intp cb, c, t, u, m, idx[4];
     npy_intp base[64];
     idx[0] = j; idx[2] = 0; idx[3] = 0;
@@ -815,18 +893,34 @@ static void lr_pack(float *dst, const lr_layout *l, npy_intp j, npy_intp nc, npy
         dense = m == blk && blk > 1 && ws == blk && base[m - 1] == base[0] + (m - 1);
         for (t = 0; t < nt; t++) {
             float *o = dst + base[0] + t * ts;
-            const float *in = src + cb * cs + t * rs;
-            if (dense && blk == 16) {
-                lr_interleave16(o, in, cs, nw);
-            } else if (dense && blk == 8) {
-                lr_interleave8(o, in, cs, nw);
-            } else if (dense) {
-                for (u = 0; u < nw; u++)
-                    for (c = 0; c < blk; c++) o[u * blk + c] = in[c * cs + u];
-            } else {
-                for (c = 0; c < m; c++) {
-                    float *oc = dst + base[c] + t * ts;
-                    for (u = 0; u < nw; u++) oc[u * ws] = in[c * cs + u];
+            if (block) {   /* blocked source */
+                const float *in = src + (cb / block) * cs * block + t * w * block;
+                if (dense && blk == block && cb % block == 0) {
+                    memcpy(o, in, sizeof(float) * nw * blk);
+                } else {
+                    for (c = 0; c < m; c++) {
+                        const float *ic = src + ((cb + c) / block) * cs * block
+                                          + t * w * block + (cb + c) % block;
+                        float *oc = dst + base[c] + t * ts;
+                        for (u = 0; u < nw; u++) oc[u * ws] = ic[u * block];
+                    }
+                }
+                continue;
+            }
+            {
+                const float *in = src + cb * cs + t * rs;
+                if (dense && blk == 16) {
+                    lr_interleave16(o, in, cs, nw);
+                } else if (dense && blk == 8) {
+                    lr_interleave8(o, in, cs, nw);
+                } else if (dense) {
+                    for (u = 0; u < nw; u++)
+                        for (c = 0; c < blk; c++) o[u * blk + c] = in[c * cs + u];
+                } else {
+                    for (c = 0; c < m; c++) {
+                        float *oc = dst + base[c] + t * ts;
+                        for (u = 0; u < nw; u++) oc[u * ws] = in[c * cs + u];
+                    }
                 }
             }
         }
@@ -941,8 +1035,10 @@ static int lr_bwdw_blocks_parallel(lr_cache *cache, const lr_geom *g, PyArrayObj
                     g->n - n0 < nb ? g->n - n0 : nb, &gl, &i0);
             for (sh = 0; sh < nshapes; sh++)
                 if (memcmp(&gs[sh], &gl, sizeof(gl)) == 0) break;
-            handles[0] = (float *)PyArray_DATA(x) + n0 * g->c * g->h * g->w + i0 * g->w;
-            handles[1] = (float *)PyArray_DATA(gz) + n0 * g->f * g->oh * g->ow + r0 * g->ow;
+            handles[0] = (float *)PyArray_DATA(x) + n0 * g->c * g->h * g->w
+                         + i0 * lr_row_floats(g->w, g->bx);
+            handles[1] = (float *)PyArray_DATA(gz) + n0 * g->f * g->oh * g->ow
+                         + r0 * lr_row_floats(g->ow, g->bz);
             handles[2] = dw;
             if (!shapes[sh]->packed) {
                 if (lr_run_local(shapes[sh], handles, buf, stream)) { failed = 1; break; }
@@ -953,9 +1049,9 @@ static int lr_bwdw_blocks_parallel(lr_cache *cache, const lr_geom *g, PyArrayObj
             /* the block's images, straight into the primitive's layouts */
             for (ii = 0; ii < gl.n; ii++) {
                 lr_pack(xbuf, &lx[sh], ii, g->c, gl.he, gl.we, (const float *)handles[0]
-                        + ii * g->c * g->h * g->w, g->h * g->w, g->w);
+                        + ii * g->c * g->h * g->w, g->h, g->w, g->bx);
                 lr_pack(gbuf, &lg[sh], ii, g->f, gl.oh, gl.ow, (const float *)handles[1]
-                        + ii * g->f * g->oh * g->ow, g->oh * g->ow, g->ow);
+                        + ii * g->f * g->oh * g->ow, g->oh, g->ow, g->bz);
             }
             handles[0] = xbuf; handles[1] = gbuf; handles[2] = wbuf;
             if (lr_run_local(shapes[sh], handles, buf, stream)) { failed = 1; break; }
@@ -992,8 +1088,10 @@ out:
 /* out = d conv(x, w) / dw applied to gz, filters of spatial shape (kh, kw) */
 static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject *gz0,
                                npy_intp kh, npy_intp kw, PyArrayObject **out,
-                               int sh, int sw, int ph, int pw, int pad_mode, int flip)
+                               int sh, int sw, int ph, int pw, int pad_mode, int flip,
+                               int bx, int bz)
 {
+    npy_intp zn, zh, zw;
     int rc = -1;
     lr_geom g, gb;
     lr_entry *e;
@@ -1003,13 +1101,15 @@ static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject
     npy_intp i, n0, r0, nb, rows, in0, size, xstride, gzstride;
     PyArrayObject *x = lr_contig(x0), *gz = lr_contig(gz0);
     if (!x || !gz) goto done;
-    g.n = PyArray_DIMS(x)[0]; g.c = PyArray_DIMS(x)[1];
-    g.h = PyArray_DIMS(x)[2]; g.w = PyArray_DIMS(x)[3];
-    g.f = PyArray_DIMS(gz)[1]; g.kh = kh; g.kw = kw;
+    g.bx = bx; g.bz = bz;
+    if (lr_act_dims(x, bx, "the input", &g.n, &g.c, &g.h, &g.w)
+        || lr_act_dims(gz, bz, "the output gradient", &zn, &g.f, &zh, &zw))
+        goto done;
+    g.kh = kh; g.kw = kw;
     g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw;
-    if (PyArray_DIMS(gz)[0] != g.n) {
+    if (zn != g.n) {
         PyErr_Format(PyExc_ValueError, "input batch %ld differs from output gradient batch %ld",
-                     (long)g.n, (long)PyArray_DIMS(gz)[0]);
+                     (long)g.n, (long)zn);
         goto done;
     }
     if (lr_geometry(&g, pad_mode) || lr_check_gz(gz, &g)) goto done;
@@ -1053,8 +1153,8 @@ static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject
             lr_band(&g, r0, g.oh - r0 < rows ? g.oh - r0 : rows, g.n - n0 < nb ? g.n - n0 : nb,
                     &gb, &in0);
             if (!(e = lr_entry_for(cache, &gb, LR_BWD_WEIGHTS, 0))) goto done;
-            handles[0] = (float *)PyArray_DATA(x) + n0 * xstride + in0 * g.w;
-            handles[1] = (float *)PyArray_DATA(gz) + n0 * gzstride + r0 * g.ow;
+            handles[0] = (float *)PyArray_DATA(x) + n0 * xstride + in0 * lr_row_floats(g.w, g.bx);
+            handles[1] = (float *)PyArray_DATA(gz) + n0 * gzstride + r0 * lr_row_floats(g.ow, g.bz);
             handles[2] = dw;
             if (lr_run(e, handles)) goto done;
             for (i = 0; i < size; i++)
