@@ -44,7 +44,8 @@ from .reduce import ChannelSum, blocked_channel_sum
 from .shape import from_blocked, to_blocked
 from .threads import openmp_threads
 
-__all__ = ["ToBlocked", "FromBlocked", "blocked_layout", "BLOCKED_ENV", "block_size"]
+__all__ = ["ToBlocked", "FromBlocked", "blocked_layout", "blocked_views", "BLOCKED_ENV",
+           "block_size"]
 
 BLOCKED_ENV = "LASRES_BLOCKED"
 _SOURCES = ("layout.c",)
@@ -292,6 +293,33 @@ def local_shape_of_blocked(fgraph, node):
     return [pt.cast(pt.stack(dims), node.outputs[0].dtype)]
 
 
+@node_rewriter([Elemwise])
+def local_elemwise_blocked_views(fgraph, node):
+    """An elementwise node on whole channel-blocked values runs on their
+    ``(N, C/B, H * W * B)`` views: PyTensor's loops over a 5-d array whose
+    innermost axis is one block (16 values) took 1.7x as long as over the
+    NCHW array (a residual sum of ResNet-20's first stage: 0.22 vs 0.13 ms)."""
+    out = node.outputs[0]
+    if out.ndim != 5 or getattr(node.op, "inplace_pattern", None):
+        return None
+    ref, whole = None, out.type.broadcastable
+    for v in node.inputs:
+        if v.ndim != 5:
+            return None
+        if v.type.broadcastable == whole and not all(whole):
+            ref = v if ref is None else ref
+        elif not all(v.type.broadcastable):
+            return None
+    if ref is None or any(o.type.broadcastable != whole for o in node.outputs):
+        return None
+    flat = (ref.shape[0], ref.shape[1], -1)
+    args = [v.reshape(flat) if v.type.broadcastable == whole else v.reshape((1, 1, 1))
+            for v in node.inputs]
+    outs = node.op.make_node(*args).outputs
+    return [pt.specify_shape(r.reshape(ref.shape, ndim=5), o.type.shape)
+            for o, r in zip(node.outputs, outs)]
+
+
 def _has_gradient(fgraph):
     return any(type(n.op) in (Conv2dGradInputs, Conv2dGradWeights) for n in fgraph.apply_nodes)
 
@@ -330,6 +358,19 @@ class _BlockedLayout(GraphRewriter):
                 break
 
 
+class _BlockedViews(GraphRewriter):
+    """After PyTensor's elementwise fusion: the elementwise nodes of a
+    blocked graph on ``(N, C/B, H * W * B)`` views."""
+
+    def apply(self, fgraph):
+        if not any(isinstance(n.op, (Conv2d, Conv2dGradInputs, Conv2dGradWeights))
+                   and any(n.op.blocks) for n in fgraph.apply_nodes):
+            return
+        in2out(local_elemwise_blocked_views, name="blocked_views").rewrite(fgraph)
+
+
 #: Position it after lasres's kernel rewrites and the inference fusion
 #: (lasres.config): it rewrites their batch-norm nodes.
 blocked_layout = _BlockedLayout()
+#: Position it after PyTensor's elementwise fusion.
+blocked_views = _BlockedViews()
