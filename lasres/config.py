@@ -43,7 +43,7 @@ from .errors import LasresError  # noqa: E402
 from .ops.bn import local_bn_infer_relu, local_bn_train_relu  # noqa: E402
 from .ops.fused_infer import fuse_inference, set_fallback_mode  # noqa: E402
 from .ops.inline import local_inline_softmax  # noqa: E402
-from .ops.layout import blocked_layout, blocked_views  # noqa: E402
+from .ops.layout import blocked_layout  # noqa: E402
 from .ops.reduce import local_channel_sum, local_trailing_sum  # noqa: E402
 
 # lasres's convolutions run on NumPy's BLAS; PyTensor's own C BLAS link only
@@ -78,8 +78,6 @@ _LASRES_FUSION_POSITION = 48.7
 #: after the kernel rewrites (it rewrites their batch-norm nodes), before
 #: the elementwise fusion (it moves the elementwise nodes to blocked values).
 _LASRES_LAYOUT_POSITION = 48.8
-#: ... and its elementwise nodes on flat views, after the fusion (49).
-_LASRES_VIEWS_POSITION = 49.5
 
 
 def _c_mode():
@@ -89,8 +87,7 @@ def _c_mode():
     set_fallback_mode(lambda: get_mode("c"))
     return mode.register((kernels, _LASRES_REWRITES_POSITION),
                          (fuse_inference, _LASRES_FUSION_POSITION),
-                         (blocked_layout, _LASRES_LAYOUT_POSITION),
-                         (blocked_views, _LASRES_VIEWS_POSITION))
+                         (blocked_layout, _LASRES_LAYOUT_POSITION))
 
 
 def get_mode(backend=None):

@@ -14,13 +14,13 @@ from lasres.config import get_mode
 
 
 def _nary_adds(fn):
-    """How many activation additions (4-d; in the training graphs'
-    channel-blocked layout, lasres/ops/layout.py, on (N, C/B, H * W * B)
-    views) of each arity the compiled graph holds."""
+    """How many activation additions (4-d, or 5-d in the training graphs'
+    channel-blocked layout, lasres/ops/layout.py) of each arity the compiled
+    graph holds."""
     count = collections.Counter()
     for node in fn.maker.fgraph.apply_nodes:
         if isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.Add) \
-                and node.outputs[0].ndim in (3, 4, 5):
+                and node.outputs[0].ndim in (4, 5):
             count[len(node.inputs)] += 1
     return count
 

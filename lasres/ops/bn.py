@@ -143,7 +143,7 @@ class _ChannelCOp(COp):
 
     def c_compile_args(self, **kwargs):
         # OpenMP over the channels, in the libgomp pool that oneDNN uses too
-        return ["-ffp-contract=off"] + (["-fopenmp"] if sys.platform.startswith("linux") else [])
+        return ["-g0", "-ffp-contract=off"] + (["-fopenmp"] if sys.platform.startswith("linux") else [])
 
 
 class BatchNormTrain(_ChannelCOp):

@@ -80,7 +80,9 @@ class _ConvOpBase(OneDNNConvCOp):
         b = self.blocks[side]
         if not b:
             return pt.tensor(dtype=dtype, shape=(n, c) + tuple(hw))
-        return pt.tensor(dtype=dtype, shape=(n, None if c is None else c // b) + tuple(hw) + (b,))
+        # the number of channel blocks stays unknown: a static 1 (16 channels)
+        # would make another type, and another compiled module, than 2 or 4
+        return pt.tensor(dtype=dtype, shape=(n, None) + tuple(hw) + (b,))
 
     def _channels(self, static_shape, side):
         """Channels of an activation's static shape (None if unknown)."""

@@ -29,11 +29,11 @@ import sys
 import numpy as np
 import pytensor.tensor as pt
 from pytensor.graph.basic import Apply
-from pytensor.graph.rewriting.basic import GraphRewriter, in2out, node_rewriter
+from pytensor.graph.rewriting.basic import GraphRewriter, node_rewriter
 from pytensor.graph.utils import MethodNotDefined
 from pytensor.link.c.op import COp
 from pytensor.tensor.elemwise import Elemwise
-from pytensor.tensor.shape import Shape, Shape_i
+from pytensor.tensor.shape import Reshape, Shape, Shape_i, SpecifyShape
 
 from ._csource import c_source, c_source_crc
 from .bn import BatchNormReluTrainGrad, BatchNormTrain, BatchNormTrainGrad, BatchNormTrainRelu
@@ -44,8 +44,7 @@ from .reduce import ChannelSum, blocked_channel_sum
 from .shape import from_blocked, to_blocked
 from .threads import openmp_threads
 
-__all__ = ["ToBlocked", "FromBlocked", "blocked_layout", "blocked_views", "BLOCKED_ENV",
-           "block_size"]
+__all__ = ["ToBlocked", "FromBlocked", "blocked_layout", "BLOCKED_ENV", "block_size"]
 
 BLOCKED_ENV = "LASRES_BLOCKED"
 _SOURCES = ("layout.c",)
@@ -95,8 +94,8 @@ class ToBlocked(_LayoutOp):
         n, c, h, w = x.type.shape
         if c is not None and c % self.block:
             raise ValueError(f"{c} channels are not a whole number of blocks of {self.block}")
-        out = pt.tensor(dtype=x.dtype,
-                        shape=(n, None if c is None else c // self.block, h, w, self.block))
+        # the number of blocks unknown, as the blocked convolutions give it
+        out = pt.tensor(dtype=x.dtype, shape=(n, None, h, w, self.block))
         return Apply(self, [x], [out])
 
     def perform(self, node, inputs, output_storage):
@@ -111,9 +110,16 @@ class ToBlocked(_LayoutOp):
 
 
 class FromBlocked(_LayoutOp):
-    """Channel-blocked ``(N, C/B, H, W, B)`` -> NCHW ``(N, C, H, W)``."""
+    """Channel-blocked ``(N, C/B, H, W, B)`` -> NCHW ``(N, C, H, W)``;
+    ``channels``, when given, is ``C`` for the output's static shape (the
+    blocked arrays' number of blocks stays unknown)."""
 
+    __props__ = ("block", "channels")
     _to_blocked = 0
+
+    def __init__(self, block, channels=None):
+        super().__init__(block)
+        self.channels = None if channels is None else int(channels)
 
     def make_node(self, x):
         x = pt.as_tensor_variable(x)
@@ -121,7 +127,8 @@ class FromBlocked(_LayoutOp):
             raise TypeError(f"FromBlocked needs a (N, C/{self.block}, H, W, {self.block}) "
                             f"tensor, got {x.type}")
         n, cb, h, w, _ = x.type.shape
-        out = pt.tensor(dtype=x.dtype, shape=(n, None if cb is None else cb * self.block, h, w))
+        c = self.channels if cb is None else cb * self.block
+        out = pt.tensor(dtype=x.dtype, shape=(n, c, h, w))
         return Apply(self, [x], [out])
 
     def perform(self, node, inputs, output_storage):
@@ -133,6 +140,22 @@ class FromBlocked(_LayoutOp):
 
     def pullback(self, inputs, outputs, cotangents):
         return [ToBlocked(self.block)(cotangents[0])]
+
+
+def _blocked_source(v):
+    """``(z, block)`` when ``v`` is ``FromBlocked(z)`` (possibly behind a
+    ``SpecifyShape`` that a replacement added), else ``(None, 0)``."""
+    while v.owner is not None and isinstance(v.owner.op, SpecifyShape):
+        v = v.owner.inputs[0]
+    if v.owner is not None and isinstance(v.owner.op, FromBlocked):
+        return v.owner.inputs[0], v.owner.op.block
+    return None, 0
+
+
+def _from_blocked(z, block, like):
+    """``FromBlocked(z)`` typed with the channels of ``like`` (the NCHW
+    variable it replaces)."""
+    return FromBlocked(block, like.type.shape[1])(z)
 
 
 _BLOCK = {}
@@ -154,8 +177,9 @@ def _static_channels(v):
 
 def _blocked(v, block):
     """v (NCHW) as a blocked value: the blocked value it came from, else a conversion."""
-    if v.owner is not None and isinstance(v.owner.op, FromBlocked) and v.owner.op.block == block:
-        return v.owner.inputs[0]
+    z, b = _blocked_source(v)
+    if z is not None and b == block:
+        return z
     return ToBlocked(block)(v)
 
 
@@ -164,6 +188,21 @@ def _spatial_shape(shape):
     if shape.ndim == 4:
         return pt.stack([shape.shape[2], shape.shape[3]])
     return shape
+
+
+def _blocks_of(v, block):
+    """A per-channel vector as ``(C/B, B)``, typed with an unknown number of
+    blocks: a static 1 (16 channels) would be another type, and another
+    compiled module of each batch-norm op, than 2 or 4."""
+    shape = pt.as_tensor_variable(np.asarray([-1, block], dtype="int64"))
+    return Apply(Reshape(2), [v, shape], [pt.tensor(dtype=v.dtype, shape=(None, block))]).outputs[0]
+
+
+def _typed_like(op, inputs, like):
+    """``op``'s outputs on ``inputs``, typed as the variables ``like`` they
+    replace (same values, with the static shapes the old graph knew)."""
+    node = op.make_node(*inputs)
+    return Apply(op, node.inputs, [v.type() for v in like]).outputs
 
 
 def _block_of(c, block):
@@ -199,13 +238,15 @@ def _introduce(node, block):
 
         if type(op) is Conv2d:
             out = new(arg(node.inputs[0], bx), *node.inputs[1:])
-            return [FromBlocked(bz)(out) if bz else out]
+            return [_from_blocked(out, bz, node.outputs[0]) if bz else out]
         if type(op) is Conv2dGradInputs:
             gz, w, shape = node.inputs
             out = new(arg(gz, bz), w, _spatial_shape(shape))
-            return [FromBlocked(bx)(out) if bx else out]
+            return [_from_blocked(out, bx, node.outputs[0]) if bx else out]
         x, gz, shape = node.inputs
-        return [new(arg(x, bx), arg(gz, bz), _spatial_shape(shape))]
+        # typed as the filters' gradient it replaces (its static shape: no
+        # SpecifyShape, no compiled module for one)
+        return [_typed_like(new, [arg(x, bx), arg(gz, bz), _spatial_shape(shape)], node.outputs)[0]]
     if type(op) in (BatchNormTrain, BatchNormTrainRelu, BatchNormTrainGrad, BatchNormReluTrainGrad):
         x = node.inputs[0]
         c = _static_channels(x)
@@ -214,28 +255,30 @@ def _introduce(node, block):
         cb = c // block
 
         def par(v):
-            return v.reshape((cb, block))
+            return _blocks_of(v, block)
 
-        def flat(v):
-            return v.reshape((c,))
+        def flat(v, like):
+            return Apply(Reshape(1), [v, pt.as_tensor_variable(np.asarray([c], dtype="int64"))],
+                         [like.type()]).outputs[0]
 
         if type(op) in (BatchNormTrain, BatchNormTrainRelu):
             outs = op(_blocked(x, block), par(node.inputs[1]), par(node.inputs[2]))
-            return [FromBlocked(block)(outs[0])] + [flat(v) for v in outs[1:]]
+            return [_from_blocked(outs[0], block, node.outputs[0])] + \
+                [flat(v, o) for v, o in zip(outs[1:], node.outputs[1:])]
         acts = 2   # x and the output gradient
         args = [_blocked(v, block) for v in node.inputs[:acts]] + [par(v) for v in node.inputs[acts:]]
         outs = op(*args)
-        return [FromBlocked(block)(outs[0])] + [flat(v) for v in outs[1:]]
+        return [_from_blocked(outs[0], block, node.outputs[0])] + \
+            [flat(v, o) for v, o in zip(outs[1:], node.outputs[1:])]
     return None
 
 
 @node_rewriter([ToBlocked])
 def local_blocked_roundtrip(fgraph, node):
     """``ToBlocked(FromBlocked(z))`` -> ``z`` (same block)."""
-    (v,) = node.inputs
-    if v.owner is not None and isinstance(v.owner.op, FromBlocked) \
-            and v.owner.op.block == node.op.block:
-        return [v.owner.inputs[0]]
+    z, b = _blocked_source(node.inputs[0])
+    if z is not None and b == node.op.block:
+        return [z]
     return None
 
 
@@ -248,11 +291,11 @@ def local_elemwise_blocked(fgraph, node):
         return None
     block, args = None, []
     for v in node.inputs:
-        if v.owner is not None and isinstance(v.owner.op, FromBlocked):
-            if block is not None and v.owner.op.block != block:
+        z, b = _blocked_source(v)
+        if z is not None:
+            if block is not None and b != block:
                 return None
-            block = v.owner.op.block
-            z = v.owner.inputs[0]
+            block = b
             if v.type.broadcastable != (False,) * 4 and z.type.broadcastable[:4] != \
                     v.type.broadcastable:
                 return None
@@ -266,7 +309,7 @@ def local_elemwise_blocked(fgraph, node):
     args = [a if a is not None else v.dimshuffle(0, 1, 2, 3, "x")
             for a, v in zip(args, node.inputs)]
     outs = node.op.make_node(*args).outputs
-    return [FromBlocked(block)(o) for o in outs]
+    return [_from_blocked(o, block, old) for o, old in zip(outs, node.outputs)]
 
 
 @node_rewriter([ChannelSum])
@@ -274,50 +317,24 @@ def local_channel_sum_blocked(fgraph, node):
     """A per-channel sum (a convolution's bias gradient) of ``FromBlocked(z)``
     sums ``z`` as it is: :class:`~lasres.ops.reduce.BlockedChannelSum`."""
     (v,) = node.inputs
-    if v.ndim != 4 or v.owner is None or not isinstance(v.owner.op, FromBlocked):
+    z, _ = _blocked_source(v) if v.ndim == 4 else (None, 0)
+    if z is None:
         return None
-    return [blocked_channel_sum(v.owner.inputs[0]).flatten()]
+    flat = pt.as_tensor_variable(np.asarray([-1], dtype="int64"))
+    return Apply(Reshape(1), [blocked_channel_sum(z), flat], [node.outputs[0].type()]).outputs
 
 
 @node_rewriter([Shape, Shape_i])
 def local_shape_of_blocked(fgraph, node):
     """The shape of ``FromBlocked(z)`` read from ``z`` (so that a shape
     check does not keep the conversion alive)."""
-    (v,) = node.inputs
-    if v.owner is None or not isinstance(v.owner.op, FromBlocked):
+    z, b = _blocked_source(node.inputs[0])
+    if z is None:
         return None
-    z, b = v.owner.inputs[0], v.owner.op.block
-    dims = [z.shape[0], z.shape[1] * b, z.shape[2], z.shape[3]]
+    dims = [z.shape[0], z.shape[1] * np.int64(b), z.shape[2], z.shape[3]]
     if isinstance(node.op, Shape_i):
         return [pt.cast(dims[node.op.i], node.outputs[0].dtype)]
     return [pt.cast(pt.stack(dims), node.outputs[0].dtype)]
-
-
-@node_rewriter([Elemwise])
-def local_elemwise_blocked_views(fgraph, node):
-    """An elementwise node on whole channel-blocked values runs on their
-    ``(N, C/B, H * W * B)`` views: PyTensor's loops over a 5-d array whose
-    innermost axis is one block (16 values) took 1.7x as long as over the
-    NCHW array (a residual sum of ResNet-20's first stage: 0.22 vs 0.13 ms)."""
-    out = node.outputs[0]
-    if out.ndim != 5 or getattr(node.op, "inplace_pattern", None):
-        return None
-    ref, whole = None, out.type.broadcastable
-    for v in node.inputs:
-        if v.ndim != 5:
-            return None
-        if v.type.broadcastable == whole and not all(whole):
-            ref = v if ref is None else ref
-        elif not all(v.type.broadcastable):
-            return None
-    if ref is None or any(o.type.broadcastable != whole for o in node.outputs):
-        return None
-    flat = (ref.shape[0], ref.shape[1], -1)
-    args = [v.reshape(flat) if v.type.broadcastable == whole else v.reshape((1, 1, 1))
-            for v in node.inputs]
-    outs = node.op.make_node(*args).outputs
-    return [pt.specify_shape(r.reshape(ref.shape, ndim=5), o.type.shape)
-            for o, r in zip(node.outputs, outs)]
 
 
 def _has_gradient(fgraph):
@@ -339,38 +356,44 @@ class _BlockedLayout(GraphRewriter):
         block = block_size()
         if not block:
             return
-        for node in list(fgraph.toposort()):
+        # every node at once, then one validation: a validation per node is
+        # quadratic in the graph (20 s of a ResNet-110 training step's compile)
+        pairs = []
+        for node in fgraph.toposort():
+            new = _introduce(node, block)
+            if new is not None:
+                pairs += [(o, n) for o, n in zip(node.outputs, new)
+                          if fgraph.clients.get(o) or o in fgraph.outputs]
+        if not pairs:
+            return
+        # outputs first: a replacement imports its new nodes, which read the
+        # old variables that the earlier nodes' replacements then redirect
+        fgraph.replace_all(pairs[::-1], reason="blocked_layout")
+        _rewrite_locally(fgraph, (local_blocked_roundtrip, local_elemwise_blocked,
+                                  local_shape_of_blocked, local_channel_sum_blocked))
+        fgraph.validate()   # (PyTensor's merge pass, next, merges the new shape nodes)
+
+
+def _rewrite_locally(fgraph, rewriters):
+    """Apply node rewriters until none applies, without a validation per
+    replacement (the caller validates once)."""
+    for _ in range(50):
+        changed = False
+        for node in fgraph.toposort():
             if node not in fgraph.apply_nodes:
                 continue
-            new = _introduce(node, block)
-            if new is None:
-                continue
-            pairs = [(o, n) for o, n in zip(node.outputs, new)
-                     if fgraph.clients.get(o) or o in fgraph.outputs]
-            if pairs:
-                fgraph.replace_all_validate(pairs, reason="blocked_layout")
-        cleanup = in2out(local_blocked_roundtrip, local_elemwise_blocked, local_shape_of_blocked,
-                         local_channel_sum_blocked, name="blocked_cleanup")
-        for _ in range(20):
-            before = len(fgraph.apply_nodes)
-            cleanup.rewrite(fgraph)
-            if len(fgraph.apply_nodes) == before:
-                break
-
-
-class _BlockedViews(GraphRewriter):
-    """After PyTensor's elementwise fusion: the elementwise nodes of a
-    blocked graph on ``(N, C/B, H * W * B)`` views."""
-
-    def apply(self, fgraph):
-        if not any(isinstance(n.op, (Conv2d, Conv2dGradInputs, Conv2dGradWeights))
-                   and any(n.op.blocks) for n in fgraph.apply_nodes):
+            for rw in rewriters:
+                if not any(isinstance(node.op, t) for t in rw.tracks()):
+                    continue
+                new = rw.transform(fgraph, node)
+                if new:
+                    fgraph.replace_all(list(zip(node.outputs, new)), reason=str(rw))
+                    changed = True
+                    break
+        if not changed:
             return
-        in2out(local_elemwise_blocked_views, name="blocked_views").rewrite(fgraph)
 
 
 #: Position it after lasres's kernel rewrites and the inference fusion
 #: (lasres.config): it rewrites their batch-norm nodes.
 blocked_layout = _BlockedLayout()
-#: Position it after PyTensor's elementwise fusion.
-blocked_views = _BlockedViews()

@@ -165,7 +165,7 @@ class OneDNNConvCOp(COp):
         paths = _library_paths()
         # OpenMP (libgomp, oneDNN's own pool) for the copies around the kernels
         omp = ["-fopenmp"] if sys.platform.startswith("linux") else []
-        return omp + ([f"-Wl,-rpath,{paths[1]}"] if paths else [])
+        return ["-g0"] + omp + ([f"-Wl,-rpath,{paths[1]}"] if paths else [])
 
     def c_support_code(self, **kwargs):
         return c_source("onednn_conv.c")

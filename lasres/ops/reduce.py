@@ -73,7 +73,7 @@ class _SumCOp(COp):
 
     def c_compile_args(self, **kwargs):
         # no FMA contraction; OpenMP over the channels in libgomp's pool (oneDNN's too)
-        return ["-ffp-contract=off"] + (["-fopenmp"] if sys.platform.startswith("linux") else [])
+        return ["-g0", "-ffp-contract=off"] + (["-fopenmp"] if sys.platform.startswith("linux") else [])
 
 
 class ChannelSum(_SumCOp):
