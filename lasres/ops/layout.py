@@ -47,7 +47,7 @@ from .threads import openmp_threads
 __all__ = ["ToBlocked", "FromBlocked", "blocked_layout", "BLOCKED_ENV", "block_size"]
 
 BLOCKED_ENV = "LASRES_BLOCKED"
-_SOURCES = ("layout.c",)
+_SOURCES = ("channel.h", "layout.c")
 _C_DTYPES = ("float32", "float64")
 
 

@@ -6,7 +6,7 @@
  * strips of LR_LT_STRIP pixels so that the B rows being read stay in the
  * cache; the (image, block) pairs are shared among the OpenMP threads.
  *
- * Compiled as C++ by PyTensor.
+ * Compiled as C++ by PyTensor, after channel.h (lr_out_array).
  */
 #ifndef LR_LAYOUT_C
 #define LR_LAYOUT_C
@@ -80,22 +80,6 @@ static void lr_from_blocked_##SUF(const T *y, npy_intp n_, npy_intp cb_, npy_int
 LR_LT_KERNELS(float, f32)
 LR_LT_KERNELS(double, f64)
 
-/* An output array of the given shape and x's type (reused when it fits). */
-static int lr_lt_out(PyArrayObject **out, int nd, const npy_intp *dims, int typenum)
-{
-    if (*out != NULL && PyArray_NDIM(*out) == nd && PyArray_ISCARRAY(*out)
-        && PyArray_TYPE(*out) == typenum) {
-        int same = 1;
-        for (int d = 0; d < nd; d++)
-            same &= PyArray_DIMS(*out)[d] == dims[d];
-        if (same)
-            return 0;
-    }
-    Py_XDECREF(*out);
-    *out = (PyArrayObject *)PyArray_EMPTY(nd, (npy_intp *)dims, typenum, 0);
-    return *out == NULL ? -1 : 0;
-}
-
 /* to_blocked: x (N, C, H, W) -> *out (N, C/B, H, W, B); from_blocked the reverse.
  * 0, or -1 with a Python error. */
 static int lr_layout_convert(PyArrayObject *x0, npy_intp block, int to_blocked,
@@ -123,10 +107,10 @@ static int lr_layout_convert(PyArrayObject *x0, npy_intp block, int to_blocked,
     w = PyArray_DIMS(x)[3];
     if (to_blocked) {
         dims[0] = n; dims[1] = cb; dims[2] = h; dims[3] = w; dims[4] = block;
-        if (lr_lt_out(out, 5, dims, typenum)) goto done;
+        if (lr_out_array(out, 5, dims, typenum)) goto done;
     } else {
         dims[0] = n; dims[1] = cb * block; dims[2] = h; dims[3] = w;
-        if (lr_lt_out(out, 4, dims, typenum)) goto done;
+        if (lr_out_array(out, 4, dims, typenum)) goto done;
     }
     if (typenum == NPY_FLOAT32) {
         if (to_blocked)
