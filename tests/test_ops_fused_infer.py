@@ -238,3 +238,27 @@ def test_layers_the_fast_path_does_not_cover_fall_back(monkeypatch):
     fused, plain = _both(monkeypatch, lambda: pytensor.function([xv], out))
     x = np.random.RandomState(13).randn(3, 4, 33, 29).astype("float32")
     _close(fused(x), plain(x))
+
+
+@pytest.mark.skipif(onednn_program.channel_block() != 16,
+                    reason="16 channels are NHWC's bytes only in AVX-512's nChw16c")
+def test_sixteen_channel_convolutions_run_brgemm_on_the_same_bytes(monkeypatch):
+    """A 16-channel activation in nChw16c is byte for byte NHWC, where oneDNN
+    runs its brgemm kernels: the plan hands them the same buffers (no
+    reorder), and they sum as the ops one by one do, bit for bit: a
+    convolution plus its bias, then the residual sum, then the ReLU."""
+    from lasres.layers import Conv2DLayer, ElemwiseSumLayer, InputLayer, NonlinearityLayer
+    from lasres.nonlinearities import rectify
+    xv = pt.tensor4("x")
+    l0 = Conv2DLayer(InputLayer((None, 3, 32, 32), xv), 16, 3, pad=1, nonlinearity=rectify)
+    l1 = Conv2DLayer(l0, 16, 3, pad=1, nonlinearity=rectify)
+    l2 = Conv2DLayer(l1, 16, 3, pad=1, nonlinearity=None)
+    out = NonlinearityLayer(ElemwiseSumLayer([l2, l0]), rectify)
+    _randomise(out, seed=5)
+    fused, plain = _both(monkeypatch, lambda: pytensor.function(
+        [xv], L.get_output(out, deterministic=True)))
+    x = np.random.RandomState(8).randn(10, 3, 32, 32).astype("float32")
+    np.testing.assert_array_equal(fused(x), plain(x))
+    prog = _fused_nodes(fused)[0].op._program
+    impls = [p.impls for p in prog._plans.values()][0]
+    assert [i.startswith("brg") for i in impls] == [False, True, True], impls

@@ -249,3 +249,42 @@ def test_inference_float64_and_numpy_graphs_are_left_alone(monkeypatch):
     out = Conv2d(pad=(1, 1))(x, w)
     g = pytensor.function([x, w], pytensor.grad(out.sum(), [x, w]), mode=get_mode("c"))
     assert _kinds(g)["blocked_convs"] == 0
+
+
+_NHWC16_SCRIPT = """
+import numpy as np, pytensor, pytensor.tensor as pt
+from lasres.config import get_mode
+from lasres.ops.conv import Conv2d
+from lasres.ops.shape import from_blocked, to_blocked
+rng = np.random.RandomState(4)
+x = rng.randn(6, 16, 32, 32).astype("float32")
+w = rng.randn(16, 16, 3, 3).astype("float32")
+b = rng.randn(16).astype("float32")
+kw = dict(stride=(1, 1), pad=(1, 1), filter_flip=False)
+x4, x5, wv, bv = pt.tensor4(), pt.tensor(dtype="float32", shape=(None,) * 5), pt.tensor4(), pt.vector()
+plain = pytensor.function([x4, wv, bv], Conv2d(**kw)(x4, wv, bv), mode=get_mode("c"))(x, w, b)
+blocked = pytensor.function([x5, wv, bv], Conv2d(blocks=(16, 16), **kw)(x5, wv, bv),
+                            mode=get_mode("c"))(to_blocked(x, 16), w, b)
+print("EQUAL", np.array_equal(from_blocked(blocked), plain))
+"""
+
+
+@needs_onednn
+@pytest.mark.skipif(layout.block_size() != 16,
+                    reason="16 channels are NHWC's bytes only in AVX-512's nChw16c")
+def test_sixteen_channel_forward_runs_brgemm_bit_for_bit():
+    """The blocked 16-to-16-channel forward pass hands oneDNN its arrays as
+    NHWC (the same bytes), where the brgemm kernels run: the same bits as
+    the plain graph's direct kernel, with the bias."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, ONEDNN_VERBOSE="1")
+    out = subprocess.run([sys.executable, "-c", _NHWC16_SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "EQUAL True" in out.stdout
+    fwd = [ln for ln in out.stdout.splitlines()
+           if ln.startswith("onednn_verbose") and ",exec," in ln and "forward_training" in ln]
+    assert any("brgconv" in ln for ln in fwd), fwd      # the blocked op
+    assert any(",jit:avx512" in ln for ln in fwd), fwd  # the plain op: NCHW, direct kernel

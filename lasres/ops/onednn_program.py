@@ -36,6 +36,7 @@ _F32 = 3
 _TAG_ANY, _TAG_A, _TAG_ABCD = 1, 2, 5
 #: blocked layouts an activation may take (nhwc, nChw16c, nChw8c)
 _ACT_TAGS = (22, 78, 102)
+_TAG_NHWC, _TAG_NCHW16C = 22, 78
 _Q_SRC, _Q_WEIGHTS, _Q_DST, _Q_SCRATCH = 129, 131, 133, 136
 _Q_IMPL_INFO = 8
 _CPU, _STREAM_DEFAULT = 1, 1
@@ -486,6 +487,7 @@ class _Plan:
         self._seen = None       # the parameters last prepared, flat
         self._flat = None
         self.prepare = []       # per call: (kind, ...) parameter preparation
+        self.impls = []         # oneDNN's name of each convolution's kernels, in order
         self.in_mems, self.out_mems = [], []
         steps, n_in = prog.steps, prog.n_inputs
         last_use = {}
@@ -559,18 +561,37 @@ class _Plan:
         attr = o.attr(post)
         pd = None
         canon = self._canonical(n)
-        if canon is not None and f >= 8:   # the layout every other primitive keeps
+        alias = None   # the NHWC descriptors of a canonical 16-channel source and result
+        if (canon == _TAG_NCHW16C and c == f == 16 and (kh, kw) == (3, 3)
+                and tuple(s.stride) == (1, 1) and self._tag_of(src) == canon
+                and src.buf is not None):
+            # 16 channels in nChw16c are byte for byte NHWC, where oneDNN runs
+            # its brgemm kernels: the direct kernel's products summed in the
+            # same order (the same bits; a residual sum is added after the
+            # bias, as the ops one by one do), 1.2-1.3x as fast on 32x32 images
+            nhwc = (o.md((n, c, h, w), _TAG_NHWC), o.md(dst.shape, _TAG_NHWC))
+            pd = self._conv_pd(nhwc[0], w_any, b_md, nhwc[1], s.stride, pl, pr, attr,
+                               impl=b"brg")
+            alias = nhwc if pd is not None else None
+        if pd is None and canon is not None and f >= 8:   # the layout every other primitive keeps
             pd = self._conv_pd(src_any, w_any, b_md, o.md(dst.shape, canon), s.stride, pl, pr,
                                attr)
         if pd is None:
             pd = self._conv_pd(src_any, w_any, b_md, dst_any, s.stride, pl, pr, attr)
         if pd is None:
             raise DnnlError("oneDNN has no convolution for this geometry")
+        info = ctypes.c_char_p()
+        lib.dnnl_primitive_desc_query(pd, _Q_IMPL_INFO, 0, ctypes.byref(info))
+        self.impls.append((info.value or b"").decode())
         try:
             src_md = lib.dnnl_primitive_desc_query_md(pd, _Q_SRC, 0)
             wmd = o.clone_md(lib.dnnl_primitive_desc_query_md(pd, _Q_WEIGHTS, 0))
             dmd = lib.dnnl_primitive_desc_query_md(pd, _Q_DST, 0)
-            src_mem = self._as_md(s.src, src_md, i)
+            if alias is not None:   # the values keep the canonical layout
+                src_mem = o.mem(alias[0], src.buf)
+                dmd = o.md(dst.shape, canon)
+            else:
+                src_mem = self._as_md(s.src, src_md, i)
             # the destination: in place over the summand when that is its last use
             if s.sum_with >= 0:
                 other = self.values[s.sum_with]
@@ -598,7 +619,8 @@ class _Plan:
         wmem = o.mem(wmd, wbuf)
         bmem = o.mem(b_md, bias)
         self.prepare.append((s, wuser, bias))
-        args = [(_ARG_SRC, src_mem), (_ARG_WEIGHTS, wmem), (_ARG_BIAS, bmem), (_ARG_DST, dst.mem)]
+        dst_mem = dst.mem if alias is None else o.mem(alias[1], dst.buf)
+        args = [(_ARG_SRC, src_mem), (_ARG_WEIGHTS, wmem), (_ARG_BIAS, bmem), (_ARG_DST, dst_mem)]
         args += post_args
         wuser_mem = o.mem(wuser_md, wuser)
         # the filters' reorder runs only when the parameters changed
@@ -607,9 +629,10 @@ class _Plan:
         return dst
 
     @staticmethod
-    def _conv_pd(src, wts, bias, dst, stride, pl, pr, attr):
+    def _conv_pd(src, wts, bias, dst, stride, pl, pr, attr, impl=None):
         """A convolution's primitive descriptor, or None where oneDNN has no
-        implementation but its reference one (or none at all)."""
+        implementation but its reference one (or none at all), or, with
+        ``impl``, none whose name starts with those bytes."""
         lib, eng = _lib(), _Engine.get()
         pd = _VP()
         st = lib.dnnl_convolution_forward_primitive_desc_create(
@@ -618,8 +641,9 @@ class _Plan:
         if st != 0:
             return None
         info = ctypes.c_char_p()
-        if lib.dnnl_primitive_desc_query(pd, _Q_IMPL_INFO, 0, ctypes.byref(info)) == 0 \
-                and info.value and info.value.startswith(b"ref"):
+        name = info.value or b"" if lib.dnnl_primitive_desc_query(
+            pd, _Q_IMPL_INFO, 0, ctypes.byref(info)) == 0 else b""
+        if name.startswith(b"ref") if impl is None else not name.startswith(impl):
             lib.dnnl_primitive_desc_destroy(pd)
             return None
         return pd

@@ -514,6 +514,51 @@ static dnnl_primitive_desc_t lr_gemm_bwd_weights(
     return NULL;
 }
 
+static int lr_impl_is(const_dnnl_primitive_desc_t pd, const char *prefix)
+{
+    const char *info = NULL;
+    return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) == dnnl_success
+           && info && strncmp(info, prefix, strlen(prefix)) == 0;
+}
+
+/* A forward pass of 16 channels in and out, both blocked by 16: (N, 1, H, W, 16)
+ * is byte for byte NHWC, where oneDNN runs its brgemm kernels, which sum in the
+ * direct kernel's order (the same bits: tests/test_ops_layout.py) and run
+ * 1.2-1.3x as fast on 32x32 images.  The primitive with NHWC user descriptors
+ * over the blocked arrays, or NULL (then the usual one). */
+static dnnl_primitive_desc_t lr_fwd_nhwc16(const lr_geom *g, const_dnnl_memory_desc_t w_any,
+                                           const_dnnl_memory_desc_t b_md,
+                                           dnnl_memory_desc_t *src_user,
+                                           dnnl_memory_desc_t *dst_user)
+{
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_memory_desc_t sn = NULL, dn = NULL;
+    dnnl_dims_t strides = {g->sh, g->sw}, dil = {0, 0};
+    dnnl_dims_t pl = {g->ph, g->pw}, pr = {g->prh, g->prw};
+    if (g->bx != 16 || g->bz != 16 || g->c != 16 || g->f != 16 || g->kh != 3 || g->kw != 3
+        || g->sh != 1 || g->sw != 1 || g->he != g->h || g->we != g->w || g->ohs != g->oh)
+        return NULL;
+    if (lr_md_tag(&sn, g->n, g->c, g->h, g->w, dnnl_nhwc) == dnnl_success
+        && lr_md_tag(&dn, g->n, g->f, g->oh, g->ow, dnnl_nhwc) == dnnl_success
+        && dnnl_convolution_forward_primitive_desc_create(
+               &pd, lr_engine, dnnl_forward_training, dnnl_convolution_direct, sn, w_any, b_md,
+               dn, strides, dil, pl, pr, lr_attr) == dnnl_success
+        && !lr_impl_is(pd, "brg")) {
+        dnnl_primitive_desc_destroy(pd);
+        pd = NULL;
+    }
+    if (pd != NULL) {
+        dnnl_memory_desc_destroy(*src_user);
+        dnnl_memory_desc_destroy(*dst_user);
+        *src_user = sn;
+        *dst_user = dn;
+    } else {
+        if (sn) dnnl_memory_desc_destroy(sn);
+        if (dn) dnnl_memory_desc_destroy(dn);
+    }
+    return pd;
+}
+
 static int lr_build(lr_entry *e, const lr_geom *g, int kind, int has_bias)
 {
     int rc = -1, one_thread = 0;
@@ -540,9 +585,11 @@ static int lr_build(lr_entry *e, const lr_geom *g, int kind, int has_bias)
         one_thread = 1;
     }
     if (kind == LR_FWD) {
-        LR_TRY(dnnl_convolution_forward_primitive_desc_create(
-            &pd, lr_engine, dnnl_forward_training, dnnl_convolution_direct, src_any, w_any,
-            b_md, dst_any, strides, dil, pl, pr, lr_attr));
+        pd = lr_fwd_nhwc16(g, w_any, b_md, &src_user, &dst_user);
+        if (pd == NULL)
+            LR_TRY(dnnl_convolution_forward_primitive_desc_create(
+                &pd, lr_engine, dnnl_forward_training, dnnl_convolution_direct, src_any, w_any,
+                b_md, dst_any, strides, dil, pl, pr, lr_attr));
         if (lr_add_arg(e, pd, dnnl_query_src_md, 0, DNNL_ARG_SRC, src_user, 0)) goto done;
         if (lr_add_arg(e, pd, dnnl_query_weights_md, 0, DNNL_ARG_WEIGHTS, w_user, 0)) goto done;
         if (has_bias && lr_add_arg(e, pd, dnnl_query_weights_md, 1, DNNL_ARG_BIAS, b_md, 0))
