@@ -183,6 +183,18 @@ class _Engine:
         return cls._inst
 
 
+_LIBC = ctypes.CDLL(None)
+_LIBC.memcmp.restype = ctypes.c_int
+_LIBC.memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
+def _same_bytes(a, b):
+    """Whether two C-contiguous arrays of one size hold the same bytes (one
+    pass, no temporary: a parameter whose bits did not change needs no new
+    filters, a NaN included)."""
+    return _LIBC.memcmp(a.ctypes.data, b.ctypes.data, a.nbytes) == 0
+
+
 def _aligned(nbytes):
     """A float32 NumPy buffer of at least ``nbytes`` bytes, 64-byte aligned."""
     raw = np.empty(nbytes // 4 + 32, np.float32)
@@ -743,10 +755,15 @@ class _Plan:
         if flat is None or flat.size != total:
             flat = self._flat = np.empty(total, np.float32)
             self._seen = None
-        np.concatenate([p.reshape(-1) for p in params] or [flat[:0]], out=flat, casting="unsafe")
-        if self._seen is not None and np.array_equal(flat, self._seen):
+        if params:
+            np.concatenate(params, axis=None, out=flat, casting="unsafe")
+        seen = self._seen
+        if seen is not None and _same_bytes(flat, seen):
             return False
-        self._seen = flat.copy()
+        if seen is None:
+            self._seen = flat.copy()
+        else:
+            np.copyto(seen, flat)
         return True
 
     def run(self, inputs, params, outs=None, check=True):
