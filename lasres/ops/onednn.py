@@ -36,6 +36,9 @@ __all__ = ["kernels", "KERNELS_ENV"]
 #: Environment variable that selects the convolution kernels.
 KERNELS_ENV = "LASRES_KERNELS"
 
+#: The convolution ops' C sources (c/): lasres's own weight-gradient kernel, the oneDNN calls.
+_CONV_SOURCES = ("conv_bwdw.c", "onednn_conv.c")
+
 #: Set by tests to force a kernel family in-process (None: follow the environment).
 _override = None
 
@@ -145,7 +148,7 @@ class OneDNNConvCOp(COp):
         return f"if ({call}) {{ {sub['fail']} }}"
 
     def c_code_cache_version(self):
-        return (3, c_source_crc("onednn_conv.c"))
+        return (3, c_source_crc(*_CONV_SOURCES))
 
     def c_headers(self, **kwargs):
         return ["<oneapi/dnnl/dnnl.h>", "<stdlib.h>", "<string.h>"]
@@ -168,7 +171,7 @@ class OneDNNConvCOp(COp):
         return ["-g0"] + omp + ([f"-Wl,-rpath,{paths[1]}"] if paths else [])
 
     def c_support_code(self, **kwargs):
-        return c_source("onednn_conv.c")
+        return c_source(*_CONV_SOURCES)
 
     def c_support_code_struct(self, node, name):
         return f"lr_cache lr_cache_{name};"

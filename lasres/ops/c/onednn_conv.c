@@ -79,6 +79,8 @@ static dnnl_primitive_attr_t lr_attr = NULL;
  * other, each on all threads (as before the threads shared the blocks; for
  * measurements) */
 static int lr_no_split = -1;
+/* LASRES_CONV_NATIVE=0: no weight gradient by lasres's own kernel (c/conv_bwdw.c) */
+static int lr_no_native = -1;
 
 static int lr_fail(dnnl_status_t st, const char *what)
 {
@@ -97,6 +99,8 @@ static int lr_init(void)
     {
         const char *v = getenv("LASRES_CONV_SPLIT");
         lr_no_split = v != NULL && strcmp(v, "0") == 0;
+        v = getenv("LASRES_CONV_NATIVE");
+        lr_no_native = v != NULL && strcmp(v, "0") == 0;
     }
     if ((st = dnnl_engine_create(&lr_engine, dnnl_cpu, 0)) != dnnl_success)
         return lr_fail(st, "engine creation");
@@ -1132,6 +1136,66 @@ out:
 #endif
 }
 
+/* A (N, C, H, W) array as (N, C/B, H, W, B) into dst (C a multiple of B). */
+static void lr_nchw_to_blocked(float *dst, const float *src, npy_intp n, npy_intp c,
+                               npy_intp hw, npy_intp B)
+{
+    npy_intp i;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (i = 0; i < n * (c / B); i++) {
+        const float *s = src + i * B * hw;
+        float *d = dst + i * B * hw;
+        npy_intp p, l;
+        for (p = 0; p < hw; p++)
+            for (l = 0; l < B; l++) d[p * B + l] = s[l * hw + p];
+    }
+}
+
+/* The weight gradient of a 3x3 stride-1 convolution by lasres's own kernel
+ * (c/conv_bwdw.c), on rows of at least 16 outputs (shorter ones run faster
+ * in oneDNN) and channels in whole blocks; an NCHW side is copied into the
+ * blocked layout first (the sums do not depend on B, so both graphs give the
+ * same bits).  0: dw written; 1: not this geometry; -1: Python error. */
+static int lr_bwdw_native(const lr_geom *g, PyArrayObject *x, PyArrayObject *gz, float *dw)
+{
+    npy_intp B = g->bx ? g->bx : g->bz;
+    const float *xs = (const float *)PyArray_DATA(x), *zs = (const float *)PyArray_DATA(gz);
+    float *xt = NULL, *zt = NULL;
+    lr_bw_geom bg;
+    int rc;
+    if (lr_init()) return -1;
+    if (lr_no_native || g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 || g->ow < 16
+        || g->he != g->h || g->we != g->w)
+        return 1;
+    if (B == 0) {
+        __builtin_cpu_init();
+        B = __builtin_cpu_supports("avx512f") ? 16 : 8;
+    }
+    if ((g->bx && g->bx != B) || (g->bz && g->bz != B) || g->c % B || g->f % B)
+        return 1;
+    if (!g->bx) {
+        if (!(xt = (float *)malloc(sizeof(float) * g->n * g->c * g->h * g->w + 1))) return 1;
+        lr_nchw_to_blocked(xt, xs, g->n, g->c, g->h * g->w, B);
+        xs = xt;
+    }
+    if (!g->bz) {
+        if (!(zt = (float *)malloc(sizeof(float) * g->n * g->f * g->oh * g->ow + 1))) {
+            free(xt);
+            return 1;
+        }
+        lr_nchw_to_blocked(zt, zs, g->n, g->f, g->oh * g->ow, B);
+        zs = zt;
+    }
+    bg.n = g->n; bg.c = g->c; bg.h = g->h; bg.w = g->w; bg.f = g->f;
+    bg.oh = g->oh; bg.ow = g->ow; bg.ph = g->ph; bg.pw = g->pw; bg.block = B;
+    rc = lr_bwdw_blocked(&bg, xs, zs, dw);
+    free(xt);
+    free(zt);
+    return rc;
+}
+
 /* out = d conv(x, w) / dw applied to gz, filters of spatial shape (kh, kw) */
 static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject *gz0,
                                npy_intp kh, npy_intp kw, PyArrayObject **out,
@@ -1167,13 +1231,19 @@ static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject
         goto done;
     }
     size = PyArray_SIZE(*out);
+    if (!(dw = (float *)malloc(sizeof(float) * size + 1))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    i = lr_bwdw_native(&g, x, gz, dw);
+    if (i < 0) goto done;
+    if (i == 0) goto summed_native;
     lr_bwdw_split(&g, &rows, &nb);
     if (nb >= g.n && rows >= g.oh) {   /* one call */
         if (!(e = lr_entry_for(cache, &g, LR_BWD_WEIGHTS, 0))) goto done;
         handles[0] = PyArray_DATA(x);
         handles[1] = PyArray_DATA(gz);
         if (flip) {
-            if (!(dw = (float *)malloc(sizeof(float) * size + 1))) { PyErr_NoMemory(); goto done; }
             handles[2] = dw;
         } else {
             handles[2] = PyArray_DATA(*out);
@@ -1185,8 +1255,7 @@ static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject
         goto done;
     }
     /* blocks of nb images x rows output rows, summed in float64 */
-    if (!(dw = (float *)malloc(sizeof(float) * size + 1))
-        || !(acc = (double *)calloc(size + 1, sizeof(double)))) {
+    if (!(acc = (double *)calloc(size + 1, sizeof(double)))) {
         PyErr_NoMemory();
         goto done;
     }
@@ -1211,6 +1280,7 @@ static int lr_conv_bwd_weights(lr_cache *cache, PyArrayObject *x0, PyArrayObject
 summed:
     for (i = 0; i < size; i++)
         dw[i] = (float)acc[i];
+summed_native:
     if (flip)
         lr_flip((float *)PyArray_DATA(*out), dw, g.f * g.c, g.kh, g.kw);
     else
