@@ -144,9 +144,9 @@ static void NAME(const lr_bw_geom *g, const float *xb, const float *gb, double *
     } while (0)
 
 #define LR_BC16(p) _mm512_set1_ps(*(p))
-LR_BW_KERNEL(lr_bw_pair16, "avx512f", __m512, 16, 8, _mm512_setzero_ps(),
+LR_BW_KERNEL(lr_bw_pair16, "avx512f,tune=generic", __m512, 16, 8, _mm512_setzero_ps(),
              _mm512_loadu_ps, _mm512_storeu_ps, LR_BC16, _mm512_fmadd_ps, LR_F16_FLUSH)
-LR_BW_KERNEL(lr_bw_pair8, "avx2,fma", __m256, 8, 4, _mm256_setzero_ps(),
+LR_BW_KERNEL(lr_bw_pair8, "avx2,fma,tune=generic", __m256, 8, 4, _mm256_setzero_ps(),
              _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, LR_F8_FLUSH)
 
 /* dw (F, C, 3, 3) of g's arrays; see the top of this file. */
