@@ -150,16 +150,21 @@ LR_BW_KERNEL(lr_bw_pair8, "avx2,fma,tune=generic", __m256, 8, 4, _mm256_setzero_
              _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, LR_F8_FLUSH)
 
 /* dw (F, C, 3, 3) of g's arrays; see the top of this file. */
+/* The threads' float64 sums, open float32 chains and their row counts, kept between calls
+ * (the ops hold the GIL: one call at a time per module), so that a call
+ * neither maps fresh pages nor zeroes them on one thread. */
+static double *lr_bw_part = NULL;
+static size_t lr_bw_cap = 0;
+
 static int lr_bwdw_blocked(const lr_bw_geom *g, const float *x, const float *gz, float *dw)
 {
     const long B = g->block, cb = g->c / B, fb = g->f / B, size = g->f * g->c * 9;
     const long xs = g->h * g->w * B, zs = g->oh * g->ow * B;
+    /* per thread: the sums, the chains, then the chains' row counts (as floats' room) */
+    const size_t per = (size_t)size * 3 + (size_t)fb * cb * 3 * 2 + 16;
     void (*pair)(const lr_bw_geom *, const float *, const float *, double *, float *,
                  long *) = NULL;
-    int nthr = 1, failed = 0;
-    double *part;
-    float *chains = NULL;
-    long *counts = NULL, k;
+    int nthr = 1;
     if (g->c % B || g->f % B || g->n < 1 || g->ph < 0 || g->ph > 2 || g->pw < 0 || g->pw > 2
         || g->oh < 1 || g->ow < 1)
         return 1;
@@ -174,12 +179,12 @@ static int lr_bwdw_blocked(const lr_bw_geom *g, const float *x, const float *gz,
     nthr = omp_in_parallel() ? 1 : omp_get_max_threads();
     if (nthr > g->n) nthr = (int)g->n;
 #endif
-    if (!(part = (double *)calloc((size_t)nthr * size, sizeof(double))))
-        return 1;
-    if (!(chains = (float *)calloc((size_t)nthr * size, sizeof(float)))
-        || !(counts = (long *)calloc((size_t)nthr * fb * cb * 3, sizeof(long)))) {
-        free(part); free(chains);
-        return 1;
+    if ((size_t)nthr * per > lr_bw_cap) {
+        double *p = (double *)malloc(sizeof(double) * (size_t)nthr * per);
+        if (!p) return 1;
+        free(lr_bw_part);
+        lr_bw_part = p;
+        lr_bw_cap = (size_t)nthr * per;
     }
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nthr)
@@ -190,31 +195,34 @@ static int lr_bwdw_blocked(const lr_bw_geom *g, const float *x, const float *gz,
 #else
         const int t = 0;
 #endif
-        double *mine = part + (size_t)t * size;
-        float *st = chains + (size_t)t * size;
-        long n, ob, ib, j;
+        double *mine = lr_bw_part + (size_t)t * per;
+        float *st = (float *)(mine + size);
+        long *counts = (long *)(st + size + 8), n, ob, ib, j;
+        memset(mine, 0, sizeof(double) * size);
+        memset(st, 0, sizeof(float) * size);
+        memset(counts, 0, sizeof(long) * fb * cb * 3);
         for (n = g->n * t / nthr; n < g->n * (t + 1) / nthr; n++)
             for (ob = 0; ob < fb; ob++)
                 for (ib = 0; ib < cb; ib++)
                     pair(g, x + (n * cb + ib) * xs, gz + (n * fb + ob) * zs,
                          mine + (ob * cb + ib) * 9 * B * B, st + (ob * cb + ib) * 9 * B * B,
-                         counts + ((size_t)t * fb * cb + ob * cb + ib) * 3);
+                         counts + (ob * cb + ib) * 3);
         for (j = 0; j < size; j++)   /* the chains still open */
             mine[j] += st[j];
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        /* the threads' sums in thread order; k runs over [ob][ib][y][z][ci][oj] */
+        for (j = size * t / nthr; j < size * (t + 1) / nthr; j++) {
+            const long oj = j % B, ci = (j / B) % B, yz = (j / (B * B)) % 9;
+            const long ibk = (j / (9 * B * B)) % cb, obk = j / (9 * B * B * cb);
+            double sum = 0.0;
+            int s;
+            for (s = 0; s < nthr; s++)
+                sum += lr_bw_part[(size_t)s * per + j];
+            dw[((obk * B + oj) * g->c + ibk * B + ci) * 9 + yz] = (float)sum;
+        }
     }
-    (void)failed;
-    for (k = 0; k < size; k++) {   /* k runs over [ob][ib][y][z][ci][oj] */
-        const long oj = k % B, ci = (k / B) % B, yz = (k / (B * B)) % 9;
-        const long ib = (k / (9 * B * B)) % cb, ob = k / (9 * B * B * cb);
-        double sum = 0.0;
-        int s;
-        for (s = 0; s < nthr; s++)
-            sum += part[(size_t)s * size + k];
-        dw[((ob * B + oj) * g->c + ib * B + ci) * 9 + yz] = (float)sum;
-    }
-    free(part);
-    free(chains);
-    free(counts);
     return 0;
 }
 
