@@ -160,8 +160,9 @@ static int lr_bwdw_blocked(const lr_bw_geom *g, const float *x, const float *gz,
 {
     const long B = g->block, cb = g->c / B, fb = g->f / B, size = g->f * g->c * 9;
     const long xs = g->h * g->w * B, zs = g->oh * g->ow * B;
-    /* per thread: the sums, the chains, then the chains' row counts (as floats' room) */
-    const size_t per = (size_t)size * 3 + (size_t)fb * cb * 3 * 2 + 16;
+    /* per thread, in doubles: the sums, the chains (floats, then 8 floats
+     * apart), the chains' row counts (longs) */
+    const size_t per = (size_t)size + ((size_t)size + 8) / 2 + (size_t)fb * cb * 3 + 8;
     void (*pair)(const lr_bw_geom *, const float *, const float *, double *, float *,
                  long *) = NULL;
     int nthr = 1;
