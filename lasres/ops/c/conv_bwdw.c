@@ -11,11 +11,12 @@
  * accumulators (G = 8 of 32 registers with AVX-512, 4 of 16 with AVX2).
  *
  * Round-off: each accumulator sums at most LR_CHAIN products in float32
- * (whole output rows, at least one), then is added to a float64 sum; the
- * threads take whole images, in order, each with its own float64 sums, and
- * those are added in thread order.  A GEMM (Lasagne's CorrMM) sums a K-block
- * of a few hundred products in float32 and adds the blocks in float32: this
- * rounds no worse (tests/test_float32_precision.py).
+ * (whole output rows, at least one; a chain goes on into the next image),
+ * then is added to a float64 sum; the threads take whole images, in order,
+ * each with its own float64 sums, and those are added in thread order.  A
+ * GEMM (Lasagne's CorrMM) sums a K-block of a few hundred products in
+ * float32 and adds the blocks in float32: this rounds no worse
+ * (tests/test_ops_conv_native.py, tests/test_float32_precision.py).
  *
  * lr_bwdw_blocked returns 0 (dw written), 1 (not this geometry, this CPU or
  * no memory: the caller runs oneDNN) -- never an error of its own. */
