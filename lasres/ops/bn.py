@@ -31,21 +31,17 @@ replaced by :class:`BatchNormTrainRelu` / :class:`BatchNormReluTrainGrad` /
 the same values bit for bit (the backward pass recomputes the normalised
 output from the forward pass's exact per-channel scale instead of storing it).
 """
-import sys
 
 import numpy as np
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType
 from pytensor.graph.basic import Apply
 from pytensor.graph.rewriting.basic import node_rewriter
-from pytensor.graph.utils import MethodNotDefined
-from pytensor.link.c.op import COp
 
 from .elemwise import relu, relu_grad
 from .fused import Attach
 from .shape import broadcast_pattern, broadcast_to_axes
-from ._csource import c_source, c_source_crc
-from .threads import openmp_threads
+from ._csource import SourcedCOp
 
 __all__ = ["BatchNormTrain", "BatchNormTrainGrad", "BatchNormInfer", "BatchNormTrainRelu",
            "BatchNormReluTrainGrad", "BatchNormInferRelu", "batch_norm_train", "batch_norm_infer",
@@ -86,11 +82,15 @@ def _moments(x, axes):
 _SOURCES = ("channel.h", "bn.c")
 
 
-class _ChannelCOp(COp):
+class _ChannelCOp(SourcedCOp):
     """C code (``c/bn.c``) for float32/float64 inputs normalised over the
     channel axes or channel-blocked; ``perform`` for everything else."""
 
     __props__ = ("axes",)
+    _sources = _SOURCES
+    _version = 4
+    _parallel = "lr_bn_parallel"
+    _compile_args = ("-g0", "-ffp-contract=off")   # no FMA contraction
 
     def __init__(self, axes=(0, 2, 3)):
         self.axes = tuple(int(a) for a in axes)
@@ -114,36 +114,14 @@ class _ChannelCOp(COp):
         return ((_is_channel_axes(x.ndim, self.axes) or _is_blocked(x.ndim, self.axes))
                 and x.dtype in ("float32", "float64"))
 
-    def make_thunk(self, node, storage_map, compute_map, no_recycling, impl=None):
-        # decided here, not only in c_code: a module found in PyTensor's
-        # compile cache is loaded without calling c_code
-        if not self._use_c(node):
-            impl = "py"
-        return super().make_thunk(node, storage_map, compute_map, no_recycling, impl=impl)
-
-    def _c_call(self, inputs, outputs, blocked):
+    def _bn_call(self, inputs, outputs, blocked):
         raise NotImplementedError
 
-    def c_code(self, node, name, inputs, outputs, sub):
-        if not self._use_c(node):
-            raise MethodNotDefined("batch norm C code: channel axes or the channel-blocked "
-                                   "layout, float32/float64 only")
-        blocked = int(_is_blocked(node.inputs[0].ndim, self.axes))
-        return (f"lr_bn_parallel = {int(openmp_threads())};\n"
-                f"if ({self._c_call(inputs, outputs, blocked)}) {{ {sub['fail']} }}")
-
-    def c_code_cache_version(self):
-        return (3, c_source_crc(*_SOURCES), int(openmp_threads()))
+    def _c_call(self, node, inputs, outputs):
+        return self._bn_call(inputs, outputs, int(_is_blocked(node.inputs[0].ndim, self.axes)))
 
     def c_headers(self, **kwargs):
         return ["<math.h>"]
-
-    def c_support_code(self, **kwargs):
-        return c_source(*_SOURCES)
-
-    def c_compile_args(self, **kwargs):
-        # OpenMP over the channels, in the libgomp pool that oneDNN uses too
-        return ["-g0", "-ffp-contract=off"] + (["-fopenmp"] if sys.platform.startswith("linux") else [])
 
 
 class BatchNormTrain(_ChannelCOp):
@@ -207,7 +185,7 @@ class BatchNormTrain(_ChannelCOp):
         xs, gs, _ = shapes
         return [xs, gs, gs]
 
-    def _c_call(self, inputs, outputs, blocked):
+    def _bn_call(self, inputs, outputs, blocked):
         x, gamma, beta = inputs
         y, mean, inv_std = outputs
         return (f"lr_bn_train({x}, {gamma}, {beta}, {self.epsilon!r}, &{y}, &{mean}, &{inv_std}, "
@@ -294,7 +272,7 @@ class BatchNormTrainGrad(_ChannelCOp):
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0], shapes[2], shapes[2]]
 
-    def _c_call(self, inputs, outputs, blocked):
+    def _bn_call(self, inputs, outputs, blocked):
         gx, ggamma, gbeta = outputs
         return (f"lr_bn_train_grad({', '.join(inputs)}, &{gx}, &{ggamma}, &{gbeta}, NULL, NULL, "
                 f"{blocked})")
@@ -326,7 +304,7 @@ class BatchNormInfer(_ChannelCOp):
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0]]
 
-    def _c_call(self, inputs, outputs, blocked):
+    def _bn_call(self, inputs, outputs, blocked):
         return f"lr_bn_infer({', '.join(inputs)}, &{outputs[0]}, 0, {blocked})"
 
     def pullback(self, inputs, outputs, cotangents):
@@ -356,7 +334,7 @@ class BatchNormInferRelu(BatchNormInfer):
         y = output_storage[0][0]
         output_storage[0][0] = relu.scalar_op.impl(y)
 
-    def _c_call(self, inputs, outputs, blocked):
+    def _bn_call(self, inputs, outputs, blocked):
         return f"lr_bn_infer({', '.join(inputs)}, &{outputs[0]}, 1, {blocked})"
 
     def pullback(self, inputs, outputs, cotangents):
@@ -403,7 +381,7 @@ class BatchNormTrainRelu(BatchNormTrain):
         xs, gs, _ = shapes
         return [xs, gs, gs, gs]
 
-    def _c_call(self, inputs, outputs, blocked):
+    def _bn_call(self, inputs, outputs, blocked):
         x, gamma, beta = inputs
         r, mean, inv_std, scale = outputs
         return (f"lr_bn_train({x}, {gamma}, {beta}, {self.epsilon!r}, &{r}, &{mean}, &{inv_std}, "
@@ -462,7 +440,7 @@ class BatchNormReluTrainGrad(BatchNormTrainGrad):
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0], shapes[2], shapes[2]]
 
-    def _c_call(self, inputs, outputs, blocked):
+    def _bn_call(self, inputs, outputs, blocked):
         x, gr, gamma, beta, mean, scale, inv_std = inputs
         gx, ggamma, gbeta = outputs
         return (f"lr_bn_train_grad({x}, {gr}, {gamma}, {mean}, {inv_std}, &{gx}, &{ggamma}, "

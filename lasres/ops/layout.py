@@ -24,37 +24,35 @@ another layout are left alone. ``LASRES_BLOCKED=0`` turns the rewrite off.
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import pytensor.tensor as pt
 from pytensor.graph.basic import Apply
 from pytensor.graph.rewriting.basic import GraphRewriter, node_rewriter
-from pytensor.graph.utils import MethodNotDefined
-from pytensor.link.c.op import COp
 from pytensor.tensor.elemwise import Elemwise
 from pytensor.tensor.shape import Reshape, Shape, Shape_i, SpecifyShape
 
-from ._csource import c_source, c_source_crc
+from ._csource import SourcedCOp
 from .bn import BatchNormReluTrainGrad, BatchNormTrain, BatchNormTrainGrad, BatchNormTrainRelu
 from .conv import Conv2d, Conv2dGradInputs, Conv2dGradWeights
 from .onednn import kernels
 from .onednn_program import channel_block
 from .reduce import ChannelSum, blocked_channel_sum
 from .shape import from_blocked, to_blocked
-from .threads import openmp_threads
 
 __all__ = ["ToBlocked", "FromBlocked", "blocked_layout", "BLOCKED_ENV", "block_size"]
 
 BLOCKED_ENV = "LASRES_BLOCKED"
 _SOURCES = ("channel.h", "layout.c")
-_C_DTYPES = ("float32", "float64")
 
 
-class _LayoutOp(COp):
+class _LayoutOp(SourcedCOp):
     """Shared C plumbing of the two conversions."""
 
     __props__ = ("block",)
+    _sources = _SOURCES
+    _version = 2
+    _parallel = "lr_lt_parallel"
     _to_blocked = 1
 
     def __init__(self, block):
@@ -62,26 +60,8 @@ class _LayoutOp(COp):
         if self.block < 1:
             raise ValueError(f"block must be positive, got {block}")
 
-    def make_thunk(self, node, storage_map, compute_map, no_recycling, impl=None):
-        if node.inputs[0].dtype not in _C_DTYPES:
-            impl = "py"
-        return super().make_thunk(node, storage_map, compute_map, no_recycling, impl=impl)
-
-    def c_code(self, node, name, inputs, outputs, sub):
-        if node.inputs[0].dtype not in _C_DTYPES:
-            raise MethodNotDefined("layout conversion C code: float32/float64 only")
-        return (f"lr_lt_parallel = {int(openmp_threads())};\n"
-                f"if (lr_layout_convert({inputs[0]}, {self.block}, {self._to_blocked}, "
-                f"&{outputs[0]})) {{ {sub['fail']} }}")
-
-    def c_code_cache_version(self):
-        return (1, c_source_crc(*_SOURCES), int(openmp_threads()))
-
-    def c_support_code(self, **kwargs):
-        return c_source(*_SOURCES)
-
-    def c_compile_args(self, **kwargs):
-        return ["-fopenmp"] if sys.platform.startswith("linux") else []
+    def _c_call(self, node, inputs, outputs):
+        return f"lr_layout_convert({inputs[0]}, {self.block}, {self._to_blocked}, &{outputs[0]})"
 
 
 class ToBlocked(_LayoutOp):

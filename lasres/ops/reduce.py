@@ -18,18 +18,14 @@ in oneDNN's channel-blocked layout, a 5-d ``(N, CB, H, W, B)`` array (channel
 ``cb * B + b``), the bias gradient is ``x5.sum(axis=(0, 2, 3))``, of shape
 ``(CB, B)``: :class:`BlockedChannelSum` (the same rewrite).
 """
-import sys
 
 import numpy as np
 import pytensor.tensor as pt
 from pytensor.graph.basic import Apply
 from pytensor.graph.rewriting.basic import node_rewriter
-from pytensor.graph.utils import MethodNotDefined
-from pytensor.link.c.op import COp
 from pytensor.tensor.math import Sum
 
-from ._csource import c_source, c_source_crc
-from .threads import openmp_threads
+from ._csource import SourcedCOp
 
 __all__ = ["ChannelSum", "channel_sum", "BlockedChannelSum", "blocked_channel_sum",
            "local_channel_sum", "local_trailing_sum"]
@@ -46,34 +42,18 @@ def _other_axes(ndim):
 _BLOCKED_AXES = (0, 2, 3)
 
 
-class _SumCOp(COp):
+class _SumCOp(SourcedCOp):
     """C plumbing shared by the per-channel sums (``c/channel_sum.c``)."""
 
     __props__ = ()
+    _sources = _SOURCES
+    _version = 3
+    _parallel = "lr_cs_parallel"
+    _compile_args = ("-g0", "-ffp-contract=off")   # no FMA contraction
     _entry = None  # the C entry point
 
-    def make_thunk(self, node, storage_map, compute_map, no_recycling, impl=None):
-        # decided here, not only in c_code: a module found in PyTensor's
-        # compile cache is loaded without calling c_code
-        if node.inputs[0].dtype not in _C_DTYPES:
-            impl = "py"
-        return super().make_thunk(node, storage_map, compute_map, no_recycling, impl=impl)
-
-    def c_code(self, node, name, inputs, outputs, sub):
-        if node.inputs[0].dtype not in _C_DTYPES:
-            raise MethodNotDefined(f"{type(self).__name__} C code: float32/float64 only")
-        return (f"lr_cs_parallel = {int(openmp_threads())};\n"
-                f"if ({self._entry}({inputs[0]}, &{outputs[0]})) {{ {sub['fail']} }}")
-
-    def c_code_cache_version(self):
-        return (2, c_source_crc(*_SOURCES), int(openmp_threads()))
-
-    def c_support_code(self, **kwargs):
-        return c_source(*_SOURCES)
-
-    def c_compile_args(self, **kwargs):
-        # no FMA contraction; OpenMP over the channels in libgomp's pool (oneDNN's too)
-        return ["-g0", "-ffp-contract=off"] + (["-fopenmp"] if sys.platform.startswith("linux") else [])
+    def _c_call(self, node, inputs, outputs):
+        return f"{self._entry}({inputs[0]}, &{outputs[0]})"
 
 
 class ChannelSum(_SumCOp):
