@@ -41,7 +41,7 @@ from pytensor.graph.rewriting.basic import node_rewriter
 from .elemwise import relu, relu_grad
 from .fused import Attach
 from .shape import broadcast_pattern, broadcast_to_axes
-from ._csource import SourcedCOp
+from .ccop import SourcedCOp
 
 __all__ = ["BatchNormTrain", "BatchNormTrainGrad", "BatchNormInfer", "BatchNormTrainRelu",
            "BatchNormReluTrainGrad", "BatchNormInferRelu", "batch_norm_train", "batch_norm_infer",

@@ -32,7 +32,7 @@ from pytensor.graph.rewriting.basic import GraphRewriter, node_rewriter
 from pytensor.tensor.elemwise import Elemwise
 from pytensor.tensor.shape import Reshape, Shape, Shape_i, SpecifyShape
 
-from ._csource import SourcedCOp
+from .ccop import SourcedCOp
 from .bn import BatchNormReluTrainGrad, BatchNormTrain, BatchNormTrainGrad, BatchNormTrainRelu
 from .conv import Conv2d, Conv2dGradInputs, Conv2dGradWeights
 from .onednn import kernels

@@ -25,7 +25,7 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.rewriting.basic import node_rewriter
 from pytensor.tensor.math import Sum
 
-from ._csource import SourcedCOp
+from .ccop import SourcedCOp
 
 __all__ = ["ChannelSum", "channel_sum", "BlockedChannelSum", "blocked_channel_sum",
            "local_channel_sum", "local_trailing_sum"]
