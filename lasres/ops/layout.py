@@ -43,7 +43,7 @@ from .shape import from_blocked, to_blocked
 __all__ = ["ToBlocked", "FromBlocked", "blocked_layout", "BLOCKED_ENV", "block_size"]
 
 BLOCKED_ENV = "LASRES_BLOCKED"
-_SOURCES = ("channel.h", "layout.c")
+_SOURCES = ("channel.h", "blocked.h", "layout.c")
 
 
 class _LayoutOp(SourcedCOp):

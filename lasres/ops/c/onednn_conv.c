@@ -1136,28 +1136,11 @@ out:
 #endif
 }
 
-/* A (N, C, H, W) array as (N, C/B, H, W, B) into dst (C a multiple of B). */
-static void lr_nchw_to_blocked(float *dst, const float *src, npy_intp n, npy_intp c,
-                               npy_intp hw, npy_intp B)
-{
-    npy_intp i;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)
-#endif
-    for (i = 0; i < n * (c / B); i++) {
-        const float *s = src + i * B * hw;
-        float *d = dst + i * B * hw;
-        npy_intp p, l;
-        for (p = 0; p < hw; p++)
-            for (l = 0; l < B; l++) d[p * B + l] = s[l * hw + p];
-    }
-}
-
 /* The weight gradient of a 3x3 stride-1 convolution by lasres's own kernel
  * (c/conv_bwdw.c), on rows of at least 16 outputs (shorter ones run faster
  * in oneDNN) and channels in whole blocks; an NCHW side is copied into the
- * blocked layout first (the sums do not depend on B, so both graphs give the
- * same bits).  0: dw written; 1: not this geometry; -1: Python error. */
+ * blocked layout first by blocked.h's transposition (the sums do not depend
+ * on B, so both graphs give the same bits).  0: dw written; 1: not this geometry; -1: Python error. */
 static int lr_bwdw_native(const lr_geom *g, PyArrayObject *x, PyArrayObject *gz, float *dw)
 {
     npy_intp B = g->bx ? g->bx : g->bz;
@@ -1177,7 +1160,7 @@ static int lr_bwdw_native(const lr_geom *g, PyArrayObject *x, PyArrayObject *gz,
         return 1;
     if (!g->bx) {
         if (!(xt = (float *)malloc(sizeof(float) * g->n * g->c * g->h * g->w + 1))) return 1;
-        lr_nchw_to_blocked(xt, xs, g->n, g->c, g->h * g->w, B);
+        lr_to_blocked_f32(xs, g->n, g->c / B, g->h * g->w, B, xt);
         xs = xt;
     }
     if (!g->bz) {
@@ -1185,7 +1168,7 @@ static int lr_bwdw_native(const lr_geom *g, PyArrayObject *x, PyArrayObject *gz,
             free(xt);
             return 1;
         }
-        lr_nchw_to_blocked(zt, zs, g->n, g->f, g->oh * g->ow, B);
+        lr_to_blocked_f32(zs, g->n, g->f / B, g->oh * g->ow, B, zt);
         zs = zt;
     }
     bg.n = g->n; bg.c = g->c; bg.h = g->h; bg.w = g->w; bg.f = g->f;
