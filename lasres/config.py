@@ -42,6 +42,7 @@ floatX = pytensor.config.floatX
 from .errors import LasresError  # noqa: E402
 from .ops.bn import local_bn_infer_relu, local_bn_train_relu  # noqa: E402
 from .ops.fused_infer import fuse_inference, set_fallback_mode  # noqa: E402
+from .ops.heap import keep_freed_memory  # noqa: E402
 from .ops.inline import local_inline_softmax  # noqa: E402
 from .ops.layout import blocked_layout  # noqa: E402
 from .ops.reduce import local_channel_sum, local_trailing_sum  # noqa: E402
@@ -144,3 +145,6 @@ if "LASRES_C" not in predefined_modes:
 
 if "mode" not in _user_flags:
     pytensor.config.mode = predefined_modes["LASRES_C"]
+
+# a step's large arrays reused by the next, not mapped afresh (see lasres.ops.heap)
+keep_freed_memory()
