@@ -1,5 +1,6 @@
-"""lasres's own weight-gradient kernel (lasres/ops/c/conv_bwdw.c): 3x3,
-stride 1, rows of 16 outputs or more, channels in whole blocks.
+"""lasres's own weight-gradient kernels (lasres/ops/c/conv_bwdw.c): stride
+1, channels in whole blocks; 3x3 on rows of 16 outputs or more, 1x1
+(unpadded) on images of 256 pixels or more.
 
 Each case runs in a subprocess, because the kernel is chosen once per process
 (``LASRES_CONV_NATIVE=0`` gives oneDNN's blocks instead, and
@@ -65,11 +66,14 @@ def _rms(a, truth):
 
 
 # (input shape, filter shape, pad): the nets' 32x32 layer; odd widths and
-# heights; no padding; padding 2; 32 channels in, 16 out
+# heights; no padding; padding 2; 32 channels in, 16 out; 1x1: a bottleneck's
+# 64-to-16 layer, and 17x19 pixels (chains across rows and images)
 CASES = [((16, 16, 32, 32), (16, 16, 3, 3), 1),
          ((3, 16, 17, 19), (16, 16, 3, 3), 1),
          ((2, 16, 18, 20), (32, 16, 3, 3), 0),
-         ((2, 32, 16, 16), (16, 32, 3, 3), 2)]
+         ((2, 32, 16, 16), (16, 32, 3, 3), 2),
+         ((8, 64, 32, 32), (16, 64, 1, 1), 0),
+         ((6, 16, 17, 19), (32, 16, 1, 1), 0)]
 
 
 @needs_onednn
@@ -94,10 +98,10 @@ def test_native_weight_gradient_rounds_better_than_onednn_blocks(tmp_path, case)
 
 @needs_onednn
 @pytest.mark.skipif(layout.block_size() != 16, reason="needs AVX-512 to run both kernels")
-def test_avx2_kernel_gives_the_avx512_kernels_bits(tmp_path):
-    """The sums do not depend on the block: the AVX2 kernel (blocks of 8)
-    gives the AVX-512 kernel's (blocks of 16) results bit for bit."""
-    case = CASES[0]
+@pytest.mark.parametrize("case", [CASES[0], CASES[5]], ids=("3x3", "1x1"))
+def test_avx2_kernel_gives_the_avx512_kernels_bits(tmp_path, case):
+    """The sums do not depend on the block: the AVX2 kernels (blocks of 8)
+    give the AVX-512 kernels' (blocks of 16) results bit for bit."""
     wide = _run(tmp_path, case, blocked=True)
     narrow = _run(tmp_path, case, blocked=True, ONEDNN_MAX_CPU_ISA="AVX2")
     np.testing.assert_array_equal(narrow, wide)
@@ -105,10 +109,13 @@ def test_avx2_kernel_gives_the_avx512_kernels_bits(tmp_path):
 
 @needs_onednn
 def test_geometries_the_kernel_does_not_cover_run_onednn(tmp_path):
-    """Rows shorter than 16 outputs and channels not in whole blocks: the
-    same bits as with the kernel turned off."""
+    """Rows shorter than 16 outputs, 1x1 filters on fewer than 256 pixels
+    or padded, and channels not in whole blocks: the same bits as with the
+    kernels turned off."""
     for case in [((4, 16, 8, 8), (16, 16, 3, 3), 1),      # 8-output rows
-                 ((3, 12, 16, 16), (16, 12, 3, 3), 1)]:   # 12 channels
+                 ((3, 12, 16, 16), (16, 12, 3, 3), 1),    # 12 channels
+                 ((4, 32, 8, 8), (16, 32, 1, 1), 0),      # 64 pixels
+                 ((2, 16, 16, 16), (16, 16, 1, 1), 1)]:   # a padded 1x1
         got = _run(tmp_path, case, blocked=False)
         off = _run(tmp_path, case, blocked=False, LASRES_CONV_NATIVE="0")
         np.testing.assert_array_equal(got, off)

@@ -1,5 +1,5 @@
-/* The weight gradient of a 3x3, stride-1 convolution on channel-blocked
- * arrays, lasres's own kernel (no oneDNN call).
+/* The weight gradient of a 3x3 or 1x1, stride-1 convolution on
+ * channel-blocked arrays, lasres's own kernels (no oneDNN call).
  *
  *   dw[o, c, y, z] = sum over n, r, q of gz[n, o, r, q] * x[n, c, r + y - ph, q + z - pw]
  *
@@ -9,9 +9,12 @@
  * multiplies them with the output gradient at the three columns that meet
  * that input column through the filter's three taps of a row: 3 x G
  * accumulators (G = 8 of 32 registers with AVX-512, 4 of 16 with AVX2).
+ * A 1x1 filter (no padding) has B accumulators, one per input channel of
+ * the block, and runs along the pixels as along one row.
  *
  * Round-off: each accumulator sums at most LR_CHAIN products in float32
- * (whole output rows, at least one; a chain goes on into the next image),
+ * (3x3: whole output rows, at least one; 1x1: LR_CHAIN pixels; a chain goes
+ * on into the next image),
  * then is added to a float64 sum; the threads take whole images, in order,
  * each with its own float64 sums, and those are added in thread order.  A
  * GEMM (Lasagne's CorrMM) sums a K-block of a few hundred products in
@@ -31,9 +34,13 @@
 #endif
 
 #define LR_CHAIN 128
+/* the images of one pass over the (output block, input block) pairs: their
+ * x and gz in about this many bytes (L2), so that each pair's sums and
+ * chains stay in L1 while they run through the pass's images */
+#define LR_BW_CHUNK (512 * 1024)
 
 typedef struct {
-    long n, c, h, w, f, oh, ow, ph, pw, block;
+    long n, c, h, w, f, oh, ow, ph, pw, block, k;   /* k: the filter's size, 3 or 1 */
 } lr_bw_geom;
 
 /* One image's (output block, input block) pair: adds its products into the
@@ -130,6 +137,41 @@ static void NAME(const lr_bw_geom *g, const float *xb, const float *gb, double *
     }                                                                                      \
 }
 
+/* The 1x1 kernel: dw[o, c] += gz[p, o] * x[p, c] along the image's pixels p,
+ * flushed to acc64 every LR_CHAIN pixels (chain[0] counts them). */
+#define LR_BW1_KERNEL(NAME, TARGET, VEC, B, ZERO, LOAD, STORE, BCAST, FMA, FLUSH)               \
+__attribute__((target(TARGET)))                                                            \
+static void NAME(const lr_bw_geom *g, const float *xb, const float *gb, double *acc64,     \
+                 float *st, long *chain)                                                   \
+{                                                                                          \
+    const long np = g->oh * g->ow;                                                         \
+    long p = 0, i, count = chain[0];                                                       \
+    VEC a[B];                                                                              \
+    _Pragma("GCC unroll 16")                                                               \
+    for (i = 0; i < B; i++) a[i] = LOAD(st + i * B);                                       \
+    while (p < np) {                                                                       \
+        const long stop = np - p < LR_CHAIN - count ? np : p + LR_CHAIN - count;          \
+        count += stop - p;                                                                 \
+        for (; p < stop; p++) {                                                            \
+            const VEC gv = LOAD(gb + p * B);                                               \
+            const float *xp = xb + p * B;                                                  \
+            _Pragma("GCC unroll 16")                                                       \
+            for (i = 0; i < B; i++) a[i] = FMA(BCAST(xp + i), gv, a[i]);                   \
+        }                                                                                  \
+        if (count == LR_CHAIN) {                                                           \
+            _Pragma("GCC unroll 16")                                                       \
+            for (i = 0; i < B; i++) {                                                      \
+                FLUSH(acc64 + i * B, a[i]);                                                \
+                a[i] = ZERO;                                                               \
+            }                                                                              \
+            count = 0;                                                                     \
+        }                                                                                  \
+    }                                                                                      \
+    _Pragma("GCC unroll 16")                                                               \
+    for (i = 0; i < B; i++) STORE(st + i * B, a[i]);                                       \
+    chain[0] = count;                                                                      \
+}
+
 #define LR_F16_FLUSH(p, v) do {                                                            \
         __m512d lo_ = _mm512_cvtps_pd(_mm512_castps512_ps256(v));                          \
         __m512d hi_ = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(             \
@@ -149,8 +191,12 @@ LR_BW_KERNEL(lr_bw_pair16, "avx512f,tune=generic", __m512, 16, 8, _mm512_setzero
              _mm512_loadu_ps, _mm512_storeu_ps, LR_BC16, _mm512_fmadd_ps, LR_F16_FLUSH)
 LR_BW_KERNEL(lr_bw_pair8, "avx2,fma,tune=generic", __m256, 8, 4, _mm256_setzero_ps(),
              _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, LR_F8_FLUSH)
+LR_BW1_KERNEL(lr_bw1_pair16, "avx512f,tune=generic", __m512, 16, _mm512_setzero_ps(),
+              _mm512_loadu_ps, _mm512_storeu_ps, LR_BC16, _mm512_fmadd_ps, LR_F16_FLUSH)
+LR_BW1_KERNEL(lr_bw1_pair8, "avx2,fma,tune=generic", __m256, 8, _mm256_setzero_ps(),
+              _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, LR_F8_FLUSH)
 
-/* dw (F, C, 3, 3) of g's arrays; see the top of this file. */
+/* dw (F, C, k, k) of g's arrays; see the top of this file. */
 /* The threads' float64 sums, open float32 chains and their row counts, kept between calls
  * (the ops hold the GIL: one call at a time per module), so that a call
  * neither maps fresh pages nor zeroes them on one thread. */
@@ -159,22 +205,28 @@ static size_t lr_bw_cap = 0;
 
 static int lr_bwdw_blocked(const lr_bw_geom *g, const float *x, const float *gz, float *dw)
 {
-    const long B = g->block, cb = g->c / B, fb = g->f / B, size = g->f * g->c * 9;
+    const long B = g->block, cb = g->c / B, fb = g->f / B, kk = g->k * g->k;
+    const long size = g->f * g->c * kk, pb = kk * B * B;   /* all sums; one pair's */
     const long xs = g->h * g->w * B, zs = g->oh * g->ow * B;
     /* per thread, in doubles: the sums, the chains (floats, then 8 floats
-     * apart), the chains' row counts (longs) */
+     * apart), the chains' counts (longs, 3 per pair) */
     const size_t per = (size_t)size + ((size_t)size + 8) / 2 + (size_t)fb * cb * 3 + 8;
     void (*pair)(const lr_bw_geom *, const float *, const float *, double *, float *,
                  long *) = NULL;
-    int nthr = 1;
-    if (g->c % B || g->f % B || g->n < 1 || g->ph < 0 || g->ph > 2 || g->pw < 0 || g->pw > 2
-        || g->oh < 1 || g->ow < 1)
+    long imgs = LR_BW_CHUNK / (long)(sizeof(float) * (xs * cb + zs * fb));
+    int nthr = 1, wide;
+    if (g->c % B || g->f % B || g->n < 1 || g->oh < 1 || g->ow < 1)
         return 1;
+    if (g->k == 3 ? g->ph < 0 || g->ph > 2 || g->pw < 0 || g->pw > 2
+                  : g->k != 1 || g->ph || g->pw || g->oh != g->h || g->ow != g->w)
+        return 1;
+    if (imgs < 1) imgs = 1;
     __builtin_cpu_init();
-    if (B == 16 && __builtin_cpu_supports("avx512f"))
-        pair = lr_bw_pair16;
+    wide = B == 16 && __builtin_cpu_supports("avx512f");
+    if (wide)
+        pair = g->k == 3 ? lr_bw_pair16 : lr_bw1_pair16;
     else if (B == 8 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        pair = lr_bw_pair8;
+        pair = g->k == 3 ? lr_bw_pair8 : lr_bw1_pair8;
     if (!pair)
         return 1;
 #ifdef _OPENMP
@@ -199,30 +251,34 @@ static int lr_bwdw_blocked(const lr_bw_geom *g, const float *x, const float *gz,
 #endif
         double *mine = lr_bw_part + (size_t)t * per;
         float *st = (float *)(mine + size);
-        long *counts = (long *)(st + size + 8), n, ob, ib, j;
+        long *counts = (long *)(st + size + 8), n, n0, ob, ib, j;
+        const long first = g->n * t / nthr, end = g->n * (t + 1) / nthr;
         memset(mine, 0, sizeof(double) * size);
         memset(st, 0, sizeof(float) * size);
         memset(counts, 0, sizeof(long) * fb * cb * 3);
-        for (n = g->n * t / nthr; n < g->n * (t + 1) / nthr; n++)
+        for (n0 = first; n0 < end; n0 += imgs) {   /* a pass: images [n0, n0 + imgs) */
+            const long n1 = end - n0 < imgs ? end : n0 + imgs;
             for (ob = 0; ob < fb; ob++)
                 for (ib = 0; ib < cb; ib++)
-                    pair(g, x + (n * cb + ib) * xs, gz + (n * fb + ob) * zs,
-                         mine + (ob * cb + ib) * 9 * B * B, st + (ob * cb + ib) * 9 * B * B,
-                         counts + (ob * cb + ib) * 3);
+                    for (n = n0; n < n1; n++)
+                        pair(g, x + (n * cb + ib) * xs, gz + (n * fb + ob) * zs,
+                             mine + (ob * cb + ib) * pb, st + (ob * cb + ib) * pb,
+                             counts + (ob * cb + ib) * 3);
+        }
         for (j = 0; j < size; j++)   /* the chains still open */
             mine[j] += st[j];
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-        /* the threads' sums in thread order; k runs over [ob][ib][y][z][ci][oj] */
+        /* the threads' sums in thread order; j runs over [ob][ib][y][z][ci][oj] */
         for (j = size * t / nthr; j < size * (t + 1) / nthr; j++) {
-            const long oj = j % B, ci = (j / B) % B, yz = (j / (B * B)) % 9;
-            const long ibk = (j / (9 * B * B)) % cb, obk = j / (9 * B * B * cb);
+            const long oj = j % B, ci = (j / B) % B, yz = (j / (B * B)) % kk;
+            const long ibk = (j / pb) % cb, obk = j / (pb * cb);
             double sum = 0.0;
             int s;
             for (s = 0; s < nthr; s++)
                 sum += lr_bw_part[(size_t)s * per + j];
-            dw[((obk * B + oj) * g->c + ibk * B + ci) * 9 + yz] = (float)sum;
+            dw[((obk * B + oj) * g->c + ibk * B + ci) * kk + yz] = (float)sum;
         }
     }
     return 0;

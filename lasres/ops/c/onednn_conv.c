@@ -1136,11 +1136,13 @@ out:
 #endif
 }
 
-/* The weight gradient of a 3x3 stride-1 convolution by lasres's own kernel
- * (c/conv_bwdw.c), on rows of at least 16 outputs (shorter ones run faster
- * in oneDNN) and channels in whole blocks; an NCHW side is copied into the
- * blocked layout first by blocked.h's transposition (the sums do not depend
- * on B, so both graphs give the same bits).  0: dw written; 1: not this geometry; -1: Python error. */
+/* The weight gradient of a 3x3 or 1x1 (unpadded) stride-1 convolution by
+ * lasres's own kernels (c/conv_bwdw.c), 3x3 on rows of at least 16 outputs
+ * and 1x1 on images of at least 256 pixels (smaller ones run faster in
+ * oneDNN), channels in whole blocks; an NCHW
+ * side is copied into the blocked layout first by blocked.h's transposition
+ * (the sums do not depend on B, so both graphs give the same bits).
+ * 0: dw written; 1: not this geometry; -1: Python error. */
 static int lr_bwdw_native(const lr_geom *g, PyArrayObject *x, PyArrayObject *gz, float *dw)
 {
     npy_intp B = g->bx ? g->bx : g->bz;
@@ -1149,8 +1151,10 @@ static int lr_bwdw_native(const lr_geom *g, PyArrayObject *x, PyArrayObject *gz,
     lr_bw_geom bg;
     int rc;
     if (lr_init()) return -1;
-    if (lr_no_native || g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 || g->ow < 16
-        || g->he != g->h || g->we != g->w)
+    if (lr_no_native || g->kh != g->kw || g->sh != 1 || g->sw != 1
+        || g->he != g->h || g->we != g->w
+        || !((g->kh == 3 && g->ow >= 16)
+             || (g->kh == 1 && g->ph == 0 && g->pw == 0 && g->oh * g->ow >= 256)))
         return 1;
     if (B == 0) {
         __builtin_cpu_init();
@@ -1172,7 +1176,7 @@ static int lr_bwdw_native(const lr_geom *g, PyArrayObject *x, PyArrayObject *gz,
         zs = zt;
     }
     bg.n = g->n; bg.c = g->c; bg.h = g->h; bg.w = g->w; bg.f = g->f;
-    bg.oh = g->oh; bg.ow = g->ow; bg.ph = g->ph; bg.pw = g->pw; bg.block = B;
+    bg.oh = g->oh; bg.ow = g->ow; bg.ph = g->ph; bg.pw = g->pw; bg.block = B; bg.k = g->kh;
     rc = lr_bwdw_blocked(&bg, xs, zs, dw);
     free(xt);
     free(zt);
