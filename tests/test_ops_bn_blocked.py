@@ -181,6 +181,25 @@ def test_blocked_fused_with_the_rectifier_bit_for_bit(shape):
         np.testing.assert_array_equal(a, e)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_blocked_gradient_with_an_addend_bit_for_bit(shape, dtype):
+    """The blocked kernels add the addend as the separate sum does (and as
+    the NCHW kernels do): the input gradient plus the addend, bit for bit."""
+    x = pt.tensor("x", dtype=dtype, shape=(None,) * 5)
+    gy, v = x.type("gy"), x.type("v")
+    g, b = (pt.tensor(n, dtype=dtype, shape=(None, None)) for n in "gb")
+    _, mean, inv, scale = BatchNormTrainRelu(AXES, EPS)(x, g, b)
+    gx = BatchNormReluTrainGrad(AXES)(x, gy, g, b, mean, scale, inv)[0]
+    gx_v = BatchNormReluTrainGrad(AXES)(x, gy, g, b, mean, scale, inv, v)[0]
+    f = pytensor.function([x, g, b, gy, v], [gx + v, gx_v], mode=C_MODE)
+    xs, gs, bs, _, _, gys = _data(shape, dtype, 21)
+    vs = np.random.default_rng(22).normal(0, 3, shape).astype(dtype)
+    want, got = f(xs, gs, bs, gys, vs)
+    assert np.any(got != gx_v.eval({x: xs, g: gs, b: bs, gy: gys, v: 0 * vs}))
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("relu_op", [False, True], ids=["bn", "bn_relu"])
 def test_verify_grad_blocked(relu_op):
     rng = np.random.default_rng(5)

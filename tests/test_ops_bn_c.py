@@ -310,6 +310,71 @@ def test_bn_train_relu_perform_matches_c(dtype):
         np.testing.assert_allclose(a, e, rtol=0, atol=tol * max(1.0, np.max(np.abs(e))))
 
 
+def _addend_graph(dtype, ndim):
+    """A residual block's input: its gradient is the one through the
+    pre-activation batch norm + ReLU plus the shortcut's (``v``)."""
+    from lasres.ops.elemwise import relu
+
+    x = pt.tensor("x", dtype=dtype, shape=(None,) * ndim)
+    w, v = x.type("w"), x.type("v")
+    g, b = pt.vector("g", dtype=dtype), pt.vector("b", dtype=dtype)
+    y, _, _ = batch_norm_train(x, g, b, axes=_axes(ndim))
+    r = relu(y)
+    cost = (r * w).sum() + (x * v).sum()
+    return [x, g, b, w, v], [r] + pytensor.grad(cost, [x, g, b])
+
+
+def _folded(fn):
+    from lasres.ops.bn import BatchNormReluTrainGrad
+    return [n for n in fn.maker.fgraph.toposort()
+            if isinstance(n.op, BatchNormReluTrainGrad) and len(n.inputs) == 8]
+
+
+@pytest.mark.parametrize("shape", [(64, 16, 8, 8), (3, 5, 7, 3), (2, 3, 4, 3, 5)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_residual_gradient_sum_folded_into_the_bn_gradient_bit_for_bit(shape, dtype,
+                                                                       monkeypatch):
+    """``gx + v`` is written by the batch-norm gradient itself: the values
+    of the separate sum bit for bit (``LASRES_BN_ADDEND=0``: not folded),
+    and those of ``perform``."""
+    from lasres.config import get_mode
+
+    ins, outs = _addend_graph(dtype, len(shape))
+    folded = pytensor.function(ins, outs, mode=get_mode("c"))
+    monkeypatch.setenv("LASRES_BN_ADDEND", "0")
+    apart = pytensor.function(ins, outs, mode=get_mode("c"))
+    assert len(_folded(folded)) == 1 and not _folded(apart)
+    rng = np.random.default_rng(12)
+    x, g, b, w = _train_relu_data(shape, dtype, 12)
+    args = [x, g, b, w, rng.normal(0, 5, shape).astype(dtype)]
+    want = apart(*args)
+    for a, e in zip(folded(*args), want):
+        np.testing.assert_array_equal(a, e)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bn_gradient_with_an_addend_perform_matches_c(dtype):
+    from lasres.ops.bn import BatchNormReluTrainGrad, BatchNormTrainRelu
+
+    shape = (3, 5, 7, 3)
+    x = pt.tensor4("x", dtype=dtype)
+    gr, v = x.type("gr"), x.type("v")
+    g, b = pt.vector("g", dtype=dtype), pt.vector("b", dtype=dtype)
+    _, mean, inv, scale = BatchNormTrainRelu()(x, g, b)
+    outs = list(BatchNormReluTrainGrad()(x, gr, g, b, mean, scale, inv, v))
+    args = _train_relu_data(shape, dtype, 13) + [np.full(shape, 0.25, dtype)]
+    got = pytensor.function([x, g, b, gr, v], outs, mode=C_MODE)(*args)
+    want = pytensor.function([x, g, b, gr, v], outs, mode=PY_MODE)(*args)
+    plain = pytensor.function([x, g, b, gr], list(BatchNormReluTrainGrad()(
+        x, gr, g, b, mean, scale, inv)), mode=C_MODE)(*args[:4])
+    np.testing.assert_array_equal(got[0], plain[0] + args[4])
+    tol = 1e-13 if dtype == "float64" else 1e-6
+    for a, e in zip(got, want):
+        np.testing.assert_allclose(a, e, rtol=0, atol=tol * max(1.0, np.max(np.abs(e))))
+    with pytest.raises(TypeError, match="addend"):
+        BatchNormReluTrainGrad()(x, gr, g, b, mean, scale, inv, pt.matrix("m", dtype=dtype))
+
+
 def test_bn_train_relu_not_fused_when_y_is_used_elsewhere():
     from lasres.config import get_mode
     from lasres.ops.bn import BatchNormTrainRelu

@@ -32,9 +32,16 @@ def test_residual_sums_stay_binary_in_the_training_step():
     from lasres.models import build
     from lasres.train import Trainer
 
+    from lasres.ops.bn import BatchNormReluTrainGrad
+
     trainer = Trainer(build("normal", 3, 1), backend="c")
     adds = _nary_adds(trainer.train_fn)
     assert adds and set(adds) == {2}, adds
+    # the gradient sums at the blocks' inputs are written by the batch-norm
+    # gradients (lasres.ops.bn.local_bn_grad_addend), here on blocked arrays
+    folded = [n for n in trainer.train_fn.maker.fgraph.apply_nodes
+              if isinstance(n.op, BatchNormReluTrainGrad) and len(n.inputs) == 8]
+    assert len(folded) >= 6, len(folded)
 
 
 def test_residual_chain_in_lasagnes_order_bit_for_bit():

@@ -30,7 +30,12 @@ replaced by :class:`BatchNormTrainRelu` / :class:`BatchNormReluTrainGrad` /
 :data:`local_bn_infer_relu`): one pass less over the activations each way,
 the same values bit for bit (the backward pass recomputes the normalised
 output from the forward pass's exact per-channel scale instead of storing it).
+And a residual block's input gradient, that sum plus the shortcut's, is
+written by the batch-norm gradient itself (:data:`local_bn_grad_addend`,
+after the layout rewrite): one pass less again, the same bits.
 """
+
+import os
 
 import numpy as np
 import pytensor.tensor as pt
@@ -43,9 +48,12 @@ from .fused import Attach
 from .shape import broadcast_pattern, broadcast_to_axes
 from .ccop import SourcedCOp
 
+#: ``LASRES_BN_ADDEND=0`` leaves the residual gradients' sums as separate nodes
+ADDEND_ENV = "LASRES_BN_ADDEND"
+
 __all__ = ["BatchNormTrain", "BatchNormTrainGrad", "BatchNormInfer", "BatchNormTrainRelu",
            "BatchNormReluTrainGrad", "BatchNormInferRelu", "batch_norm_train", "batch_norm_infer",
-           "local_bn_train_relu", "local_bn_infer_relu"]
+           "local_bn_train_relu", "local_bn_infer_relu", "local_bn_grad_addend"]
 
 
 try:  # numba comes with PyTensor 3; the NumPy formulation is the fallback
@@ -275,7 +283,7 @@ class BatchNormTrainGrad(_ChannelCOp):
     def _bn_call(self, inputs, outputs, blocked):
         gx, ggamma, gbeta = outputs
         return (f"lr_bn_train_grad({', '.join(inputs)}, &{gx}, &{ggamma}, &{gbeta}, NULL, NULL, "
-                f"{blocked})")
+                f"NULL, {blocked})")
 
 
 class BatchNormInfer(_ChannelCOp):
@@ -420,31 +428,43 @@ class BatchNormReluTrainGrad(BatchNormTrainGrad):
     ``x, gr, gamma, beta, mean, scale, inv_std``. The rectifier's gradient
     (:data:`lasres.ops.elemwise.relu_grad`) is applied to ``gr`` with ``y``
     recomputed from ``x, mean, scale, beta``, then :class:`BatchNormTrainGrad`'s
-    formulas: the same values as the two nodes, bit for bit."""
+    formulas: the same values as the two nodes, bit for bit.
 
-    def make_node(self, x, gr, gamma, beta, mean, scale, inv_std):
+    An eighth input ``addend`` (of ``x``'s shape; :func:`local_bn_grad_addend`)
+    is added to the input gradient as it is written: ``gx + addend``, the
+    values of the sum node it replaces, without a pass of its own."""
+
+    def make_node(self, x, gr, gamma, beta, mean, scale, inv_std, addend=None):
         x = pt.as_tensor_variable(x)
         args = [pt.as_tensor_variable(v).astype(x.dtype)
                 for v in (gr, gamma, beta, mean, scale, inv_std)]
+        if addend is not None:
+            addend = pt.as_tensor_variable(addend)
+            if addend.type != x.type:
+                raise TypeError(f"the addend ({addend.type}) must have x's type ({x.type})")
+            args.append(addend)
         return Apply(self, [x] + args, [x.type(), args[1].type(), args[1].type()])
 
     def perform(self, node, inputs, output_storage):
-        x, gr, gamma, beta, mean, scale, inv_std = inputs
+        x, gr, gamma, beta, mean, scale, inv_std = inputs[:7]
         nd, axes = x.ndim, self.axes
         y = x - broadcast_to_axes(mean, nd, axes)
         y *= broadcast_to_axes(scale, nd, axes)
         y += broadcast_to_axes(beta, nd, axes)
         gy = relu_grad.scalar_op.impl(y, gr)
         super().perform(node, [x, gy, gamma, mean, inv_std], output_storage)
+        if len(inputs) > 7:
+            output_storage[0][0] = output_storage[0][0] + inputs[7]
 
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0], shapes[2], shapes[2]]
 
     def _bn_call(self, inputs, outputs, blocked):
-        x, gr, gamma, beta, mean, scale, inv_std = inputs
+        x, gr, gamma, beta, mean, scale, inv_std = inputs[:7]
+        add = inputs[7] if len(inputs) > 7 else "NULL"
         gx, ggamma, gbeta = outputs
         return (f"lr_bn_train_grad({x}, {gr}, {gamma}, {mean}, {inv_std}, &{gx}, &{ggamma}, "
-                f"&{gbeta}, {beta}, {scale}, {blocked})")
+                f"&{gbeta}, {beta}, {scale}, {add}, {blocked})")
 
 
 @node_rewriter([BatchNormTrainGrad])
@@ -486,6 +506,31 @@ def local_bn_train_relu(fgraph, node):
         x, gr, gamma, beta, mean2, scale, inv2)
     return {fwd[0].outputs[0]: r, bn.outputs[1]: mean2, bn.outputs[2]: inv2,
             node.outputs[0]: gx, node.outputs[1]: ggamma, node.outputs[2]: gbeta}
+
+
+@node_rewriter([pt.add])
+def local_bn_grad_addend(fgraph, node):
+    """``gx + a``, where ``gx`` is the input gradient of a
+    :class:`BatchNormReluTrainGrad` used by nothing else (a residual block's
+    input: the gradient through its pre-activation batch norm plus the one
+    through the shortcut), becomes that node with the addend ``a``: the same
+    bits, one pass over the arrays instead of two (``LASRES_BN_ADDEND=0``:
+    not folded)."""
+    if os.environ.get(ADDEND_ENV, "").strip() == "0":
+        return None
+    if len(node.inputs) != 2 or node.outputs[0].type != node.inputs[0].type \
+            or node.inputs[0].type != node.inputs[1].type:
+        return None
+    for i, gx in enumerate(node.inputs):
+        grad = gx.owner
+        if grad is None or type(grad.op) is not BatchNormReluTrainGrad \
+                or len(grad.inputs) != 7 or grad.outputs[0] is not gx \
+                or len(fgraph.clients[gx]) != 1 or gx in fgraph.outputs:
+            continue
+        addend = node.inputs[1 - i]
+        new = grad.op(*grad.inputs, addend)
+        return {node.outputs[0]: new[0], grad.outputs[1]: new[1], grad.outputs[2]: new[2]}
+    return None
 
 
 def batch_norm_train(x, gamma, beta, axes=(0, 2, 3), epsilon=1e-4):

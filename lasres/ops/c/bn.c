@@ -147,7 +147,7 @@ static void lr_bn_train_fwd_##SUF(const T *x, const T *gamma, const T *beta, dou
 static void lr_bn_train_bwd_##SUF(const T *x, const T *gy, const T *gamma, const T *mean,\
                                   const T *inv_std, npy_intp n_, npy_intp c_,            \
                                   npy_intp m_, T *gx, T *ggamma_out, T *gbeta_out,       \
-                                  const T *beta, const T *scale, T *gyc)                 \
+                                  const T *beta, const T *scale, T *gyc, const T *add)   \
 {                                                                                        \
     const double count = (double)(n_ * m_);                                              \
     LR_BN_PARALLEL                                                                       \
@@ -199,6 +199,10 @@ static void lr_bn_train_bwd_##SUF(const T *x, const T *gy, const T *gamma, const
             for (npy_intp i = 0; i < m_; i++) {                                          \
                 double xhat = ((double)p[i] - mu) * inv;                                 \
                 q[i] = (T)(((double)g[i] - mb - xhat * mg) * k_);                        \
+            }                                                                            \
+            if (add) {   /* gx + add, rounded as the sum of the two arrays would be */  \
+                const T *a = add + (n * c_ + c) * m_;                                    \
+                for (npy_intp i = 0; i < m_; i++) q[i] = q[i] + a[i];                    \
             }                                                                            \
         }                                                                                \
     }                                                                                    \
@@ -357,7 +361,7 @@ template <typename T, int KN, int RELU>
 static void lr_bnb_gx(const T *__restrict__ x, const T *__restrict__ gy, npy_intp m_,
                       npy_intp b_, const double *mu_, const double *inv_, const double *mb_,
                       const double *mg_, const double *k_, const T *mut_, const T *scale_,
-                      const T *beta_, T *__restrict__ gx)
+                      const T *beta_, T *__restrict__ gx, const T *__restrict__ add)
 {
     const npy_intp S = KN ? KN : b_;
     for (npy_intp k0 = 0; k0 < S; k0 += LR_BLK_MAX) {
@@ -379,6 +383,17 @@ static void lr_bnb_gx(const T *__restrict__ x, const T *__restrict__ gy, npy_int
         }
         const T *p = x + k0, *g = gy + k0;
         T *q = gx + k0;
+        if (add) {   /* gx + add, rounded as the sum of the two arrays would be */
+            const T *a = add + k0;
+            for (npy_intp m = 0; m < m_; m++, p += S, g += S, q += S, a += S)
+                for (int k = 0; k < K; k++) {
+                    double gv = (double)lr_bnb_grad<T, RELU>(p[k], g[k], mut[k], sc[k], bt[k]);
+                    double xhat = ((double)p[k] - mu[k]) * inv[k];
+                    const T v = (T)((gv - mb[k] - xhat * mg[k]) * kk[k]);
+                    q[k] = v + a[k];
+                }
+            continue;
+        }
         for (npy_intp m = 0; m < m_; m++, p += S, g += S, q += S)
             for (int k = 0; k < K; k++) {
                 double gv = (double)lr_bnb_grad<T, RELU>(p[k], g[k], mut[k], sc[k], bt[k]);
@@ -437,7 +452,7 @@ template <typename T, int KN, int RELU>
 static void lr_bnb_train_bwd(const T *x, const T *gy, const T *gamma, const T *mean,
                              const T *inv_std, npy_intp n_, npy_intp cb_, npy_intp m_,
                              npy_intp b_, T *gx, T *ggamma_out, T *gbeta_out,
-                             const T *beta, const T *scale, double *work)
+                             const T *beta, const T *scale, const T *add, double *work)
 {
     const npy_intp c_ = cb_ * b_, nb_ = n_ * cb_, blk = m_ * b_, total_ = n_ * c_ * m_;
     const double count = (double)(n_ * m_);
@@ -474,7 +489,7 @@ static void lr_bnb_train_bwd(const T *x, const T *gy, const T *gamma, const T *m
             lr_bnb_gx<T, KN, RELU>(x + t * blk, gy + t * blk, m_, b_, mu + o, inv + o,
                                    mb + o, mg + o, kk + o, mean + o,
                                    RELU ? scale + o : NULL, RELU ? beta + o : NULL,
-                                   gx + t * blk);
+                                   gx + t * blk, add ? add + t * blk : NULL);
         }
     }
 }
@@ -518,7 +533,8 @@ template <typename T, int RELU>
 static void lr_bnb_grad_run(PyArrayObject *x, PyArrayObject *gy, PyArrayObject *g,
                             PyArrayObject *mu, PyArrayObject *inv, const npy_intp *v,
                             PyArrayObject *gx, PyArrayObject *ggamma, PyArrayObject *gbeta,
-                            PyArrayObject *beta, PyArrayObject *scale, double *work)
+                            PyArrayObject *beta, PyArrayObject *scale, PyArrayObject *add,
+                            double *work)
 {
     auto f = v[3] == 16 ? lr_bnb_train_bwd<T, 16, RELU>
              : v[3] == 8 ? lr_bnb_train_bwd<T, 8, RELU> : lr_bnb_train_bwd<T, 0, RELU>;
@@ -526,7 +542,7 @@ static void lr_bnb_grad_run(PyArrayObject *x, PyArrayObject *gy, PyArrayObject *
       (const T *)PyArray_DATA(mu), (const T *)PyArray_DATA(inv), v[0], v[1], v[2], v[3],
       (T *)PyArray_DATA(gx), (T *)PyArray_DATA(ggamma), (T *)PyArray_DATA(gbeta),
       RELU ? (const T *)PyArray_DATA(beta) : NULL, RELU ? (const T *)PyArray_DATA(scale) : NULL,
-      work);
+      add ? (const T *)PyArray_DATA(add) : NULL, work);
 }
 
 template <typename T>
@@ -631,26 +647,34 @@ done:
 }
 
 /* Training backward; with beta0 and scale0 (BatchNormReluTrainGrad), gy0 is the
- * gradient of the rectified output and the rectifier's gradient is applied first. */
+ * gradient of the rectified output and the rectifier's gradient is applied first;
+ * with add0 (an array of x's shape) the input gradient is gx + add0. */
 static int lr_bn_train_grad(PyArrayObject *x0, PyArrayObject *gy0, PyArrayObject *g0,
                             PyArrayObject *mu0, PyArrayObject *inv0, PyArrayObject **gx,
                             PyArrayObject **ggamma, PyArrayObject **gbeta,
-                            PyArrayObject *beta0, PyArrayObject *scale0, int blocked)
+                            PyArrayObject *beta0, PyArrayObject *scale0, PyArrayObject *add0,
+                            int blocked)
 {
     int tn = PyArray_TYPE(x0), rc = -1, pnd;
     PyArrayObject *x = lr_contig(x0, tn), *gy = lr_contig(gy0, tn),
                   *g = lr_contig(g0, tn), *mu = lr_contig(mu0, tn),
-                  *inv = lr_contig(inv0, tn), *beta = NULL, *scale = NULL;
+                  *inv = lr_contig(inv0, tn), *beta = NULL, *scale = NULL, *add = NULL;
     npy_intp v[4], pd[2], n, c, m;
     double *work = NULL;
     if (!x || !gy || !g || !mu || !inv) goto done;
     if (scale0 && (!(beta = lr_contig(beta0, tn)) || !(scale = lr_contig(scale0, tn))))
         goto done;
+    if (add0 && !(add = lr_contig(add0, tn))) goto done;
     lr_bn_view(x, blocked, v, &pnd, pd);
     n = v[0], c = v[1], m = v[2];
     if (PyArray_NDIM(gy) != PyArray_NDIM(x)
         || !PyArray_CompareLists(PyArray_DIMS(gy), PyArray_DIMS(x), PyArray_NDIM(x))) {
         PyErr_SetString(PyExc_ValueError, "batch norm gradient: gy and x differ in shape");
+        goto done;
+    }
+    if (add && (PyArray_NDIM(add) != PyArray_NDIM(x)
+                || !PyArray_CompareLists(PyArray_DIMS(add), PyArray_DIMS(x), PyArray_NDIM(x)))) {
+        PyErr_SetString(PyExc_ValueError, "batch norm gradient: the addend and x differ in shape");
         goto done;
     }
     if (lr_bn_check(g, pnd, pd, "gamma") || lr_bn_check(mu, pnd, pd, "mean")
@@ -659,20 +683,24 @@ static int lr_bn_train_grad(PyArrayObject *x0, PyArrayObject *gy0, PyArrayObject
         goto done;
     if (lr_out_array(gx, PyArray_NDIM(x), PyArray_DIMS(x), tn)
         || lr_out_array(ggamma, pnd, pd, tn) || lr_out_array(gbeta, pnd, pd, tn)) goto done;
-    if (*gx == gy) {  /* never: a fresh or recycled output is not an input */
+    if (*gx == gy || *gx == add) {  /* never: a fresh or recycled output is not an input */
         PyErr_SetString(PyExc_RuntimeError, "batch norm gradient: output aliases gy");
         goto done;
     }
     if (blocked && !(work = lr_bnb_work((2 * n + 5) * c * v[3]))) goto done;
     Py_BEGIN_ALLOW_THREADS
     if (blocked && tn == NPY_FLOAT32 && scale)
-        lr_bnb_grad_run<float, 1>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, work);
+        lr_bnb_grad_run<float, 1>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, add,
+                                  work);
     else if (blocked && tn == NPY_FLOAT32)
-        lr_bnb_grad_run<float, 0>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, work);
+        lr_bnb_grad_run<float, 0>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, add,
+                                  work);
     else if (blocked && scale)
-        lr_bnb_grad_run<double, 1>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, work);
+        lr_bnb_grad_run<double, 1>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, add,
+                                   work);
     else if (blocked)
-        lr_bnb_grad_run<double, 0>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, work);
+        lr_bnb_grad_run<double, 0>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, add,
+                                   work);
     else if (tn == NPY_FLOAT32)
         lr_bn_train_bwd_f32((const float *)PyArray_DATA(x), (const float *)PyArray_DATA(gy),
                             (const float *)PyArray_DATA(g), (const float *)PyArray_DATA(mu),
@@ -681,7 +709,8 @@ static int lr_bn_train_grad(PyArrayObject *x0, PyArrayObject *gy0, PyArrayObject
                             (float *)PyArray_DATA(*gbeta),
                             scale ? (const float *)PyArray_DATA(beta) : NULL,
                             scale ? (const float *)PyArray_DATA(scale) : NULL,
-                            (float *)PyArray_DATA(*gx));
+                            (float *)PyArray_DATA(*gx),
+                            add ? (const float *)PyArray_DATA(add) : NULL);
     else
         lr_bn_train_bwd_f64((const double *)PyArray_DATA(x), (const double *)PyArray_DATA(gy),
                             (const double *)PyArray_DATA(g), (const double *)PyArray_DATA(mu),
@@ -690,13 +719,14 @@ static int lr_bn_train_grad(PyArrayObject *x0, PyArrayObject *gy0, PyArrayObject
                             (double *)PyArray_DATA(*gbeta),
                             scale ? (const double *)PyArray_DATA(beta) : NULL,
                             scale ? (const double *)PyArray_DATA(scale) : NULL,
-                            (double *)PyArray_DATA(*gx));
+                            (double *)PyArray_DATA(*gx),
+                            add ? (const double *)PyArray_DATA(add) : NULL);
     Py_END_ALLOW_THREADS
     rc = 0;
 done:
     free(work);
     Py_XDECREF(x); Py_XDECREF(gy); Py_XDECREF(g); Py_XDECREF(mu); Py_XDECREF(inv);
-    Py_XDECREF(beta); Py_XDECREF(scale);
+    Py_XDECREF(beta); Py_XDECREF(scale); Py_XDECREF(add);
     return rc;
 }
 

@@ -82,12 +82,13 @@ def _jax_bn_relu_train_grad(op, node=None, **kwargs):
     grad = _jax_bn_train_grad(op, node=node, **kwargs)
     axes = op.axes
 
-    def bn_relu_train_grad(x, gr, gamma, beta, mean, scale, inv_std):
+    def bn_relu_train_grad(x, gr, gamma, beta, mean, scale, inv_std, *addend):
         nd = x.ndim
         y = (x - broadcast_to_axes(mean, nd, axes)) * broadcast_to_axes(scale, nd, axes) \
             + broadcast_to_axes(beta, nd, axes)
         gy = jnp.where(y > 0, gr, jnp.where(y == 0, 0.5 * gr, 0 * gr)).astype(gr.dtype)
-        return grad(x, gy, gamma, mean, inv_std)
+        gx, ggamma, gbeta = grad(x, gy, gamma, mean, inv_std)
+        return (gx + addend[0] if addend else gx), ggamma, gbeta
 
     return bn_relu_train_grad
 
