@@ -41,6 +41,7 @@ floatX = pytensor.config.floatX
 # lasres's own modules after floatX is set (the ops build graphs of floatX)
 from .errors import LasresError  # noqa: E402
 from .ops.bn import local_bn_grad_addend, local_bn_infer_relu, local_bn_train_relu  # noqa: E402
+from .ops.conv import local_conv_addend  # noqa: E402
 from .ops.fused_infer import fuse_inference, set_fallback_mode  # noqa: E402
 from .ops.heap import keep_freed_memory  # noqa: E402
 from .ops.inline import local_inline_softmax  # noqa: E402
@@ -79,8 +80,9 @@ _LASRES_FUSION_POSITION = 48.7
 #: after the kernel rewrites (it rewrites their batch-norm nodes), before
 #: the elementwise fusion (it moves the elementwise nodes to blocked values).
 _LASRES_LAYOUT_POSITION = 48.8
-#: Position of the sums folded into the batch-norm gradients: after the
-#: layout rewrite (the sums of the graph's final layouts), before the fusion.
+#: Position of the residual sums folded into the batch-norm gradients and the
+#: convolutions: after the layout rewrite (the sums of the graph's final
+#: layouts), before the fusion.
 _LASRES_ADDEND_POSITION = 48.9
 
 
@@ -92,8 +94,8 @@ def _c_mode():
     return mode.register((kernels, _LASRES_REWRITES_POSITION),
                          (fuse_inference, _LASRES_FUSION_POSITION),
                          (blocked_layout, _LASRES_LAYOUT_POSITION),
-                         (in2out(local_bn_grad_addend, name="lasres_bn_grad_addend"),
-                          _LASRES_ADDEND_POSITION))
+                         (in2out(local_bn_grad_addend, local_conv_addend,
+                                 name="lasres_addends"), _LASRES_ADDEND_POSITION))
 
 
 def get_mode(backend=None):

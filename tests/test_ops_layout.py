@@ -107,6 +107,41 @@ def test_blocked_convolutions_equal_plain_bit_for_bit(case, block):
         np.testing.assert_array_equal(gw, plain[2])
 
 
+@needs_onednn
+@pytest.mark.parametrize("block", [16, 8])
+@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[0])))
+def test_convolution_with_an_addend_equals_the_sum_bit_for_bit(case, block, bias):
+    """Conv2dSum (a residual block's last convolution and its sum with the
+    shortcut, one pass) gives the blocked convolution's output plus the
+    addend, rounded as the separate sum rounds it; ``perform`` agrees."""
+    from lasres.ops.conv import Conv2dSum
+    xs, ws, st, pd = case
+    bz = block if ws[0] % block == 0 else 0
+    if not bz:
+        pytest.skip("the output side is not blocked")
+    bx = block if xs[1] % block == 0 else 0
+    rng = np.random.RandomState(5)
+    kw = dict(stride=st, pad=pd, filter_flip=True, blocks=(bx, bz))
+    x = rng.randn(*xs).astype("float32")
+    w = rng.randn(*ws).astype("float32")
+    b = rng.randn(ws[0]).astype("float32")
+    oh = [(i + 2 * p - k) // s + 1 for i, k, s, p in zip(xs[2:], ws[2:], st, pd)]
+    a = to_blocked(rng.randn(xs[0], ws[0], *oh).astype("float32") * 3, bz)
+    xb = pt.tensor(dtype="float32", shape=(None,) * (5 if bx else 4))
+    wv, bv, av = pt.tensor4(), pt.vector(), pt.tensor(dtype="float32", shape=(None,) * 5)
+    conv = Conv2d(**kw)(xb, wv, bv) if bias else Conv2d(**kw)(xb, wv)
+    fused = Conv2dSum(**kw)(xb, wv, bv, av) if bias else Conv2dSum(**kw)(xb, wv, av)
+    ins = [xb, wv, bv, av] if bias else [xb, wv, av]
+    vals = [to_blocked(x, bx) if bx else x, w, b, a] if bias else \
+        [to_blocked(x, bx) if bx else x, w, a]
+    f = pytensor.function(ins, [conv, fused], mode=get_mode("c"), on_unused_input="ignore")
+    y, got = f(*vals)
+    np.testing.assert_array_equal(got, y + a)
+    slow = pytensor.function(ins, fused, mode="FAST_COMPILE", on_unused_input="ignore")(*vals)
+    np.testing.assert_allclose(slow, got, rtol=1e-4, atol=1e-4 * np.abs(got).max())
+
+
 def test_blocked_convolution_numpy_path_and_no_gradient():
     """perform (the Python linker) converts the layouts; blocked ops are
     built after differentiation and refuse to be differentiated."""

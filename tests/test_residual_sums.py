@@ -60,3 +60,37 @@ def test_residual_chain_in_lasagnes_order_bit_for_bit():
     for v, g in zip(vals[1:], got):
         acc = acc + v
         np.testing.assert_array_equal(g, np.square(acc))
+
+
+def test_folded_residual_sums_give_the_training_step_bit_for_bit(monkeypatch):
+    """The residual sums folded into the convolutions (forward) and the
+    batch-norm gradients (backward) leave the training step's results as
+    they were, bit for bit (``LASRES_CONV_ADDEND=0``, ``LASRES_BN_ADDEND=0``:
+    the separate sums)."""
+    import lasres.random
+    from lasres.layers import get_all_param_values, set_all_param_values
+    from lasres.models import build
+    from lasres.ops.conv import Conv2dSum
+    from lasres.train import Trainer
+
+    lasres.random.set_rng(np.random.RandomState(1))
+    vals = get_all_param_values(build("bottleneck", 1, 1))
+    rng = np.random.RandomState(0)
+    x = rng.randn(16, 3, 32, 32).astype("float32")
+    y = rng.randint(0, 10, 16).astype("int32")
+    res = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("LASRES_CONV_ADDEND", flag)
+        monkeypatch.setenv("LASRES_BN_ADDEND", flag)
+        net = build("bottleneck", 1, 1)
+        set_all_param_values(net, vals)
+        tr = Trainer(net, backend="c")
+        sums = sum(isinstance(n.op, Conv2dSum) for n in tr.train_fn.maker.fgraph.apply_nodes)
+        losses = [tr.train_fn(x, y)[0] for _ in range(2)]
+        res[flag] = (sums, losses, get_all_param_values(net))
+    from lasres.ops import layout
+    if layout.block_size():
+        assert res["1"][0] >= 2 and res["0"][0] == 0, (res["1"][0], res["0"][0])
+    np.testing.assert_array_equal(res["1"][1], res["0"][1])
+    for a, b in zip(res["1"][2], res["0"][2]):
+        np.testing.assert_array_equal(a, b)

@@ -17,11 +17,13 @@ float32 on the C backend their ``c_code`` runs oneDNN
 the JAX implementations in :mod:`lasres.ops.jax.conv` (``jax.lax``), used by
 ``pytensor.function(..., mode="JAX")``.
 """
+import os
 from typing import Any, Optional
 
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType, disconnected_type
 from pytensor.graph.basic import Apply
+from pytensor.graph.rewriting.basic import node_rewriter
 from pytensor.tensor.variable import TensorVariable
 
 from ._args import cast, float_tensor, int_pair, normalize_pad, resolve_pad
@@ -32,8 +34,11 @@ from .shape import (ConvLength, as_shape_input, check_topgrad, conv_output_lengt
                     shape_input_static, shape_input_symbolic, shape_input_value, to_blocked,
                     from_blocked)
 
-__all__ = ["conv2d", "Conv2d", "Conv2dGradInputs", "Conv2dGradWeights",
-           "ConvLength", "conv_output_length"]
+__all__ = ["conv2d", "Conv2d", "Conv2dSum", "Conv2dGradInputs", "Conv2dGradWeights",
+           "ConvLength", "conv_output_length", "local_conv_addend"]
+
+#: ``LASRES_CONV_ADDEND=0`` leaves the residual sums after the convolutions
+ADDEND_ENV = "LASRES_CONV_ADDEND"
 
 
 class _ConvOpBase(OneDNNConvCOp):
@@ -153,7 +158,7 @@ class Conv2d(_ConvOpBase):
 
     def _onednn_call(self, node, cache, inputs, out, params):
         bias = inputs[2] if len(inputs) > 2 else "NULL"
-        return f"lr_conv_fwd({cache}, {inputs[0]}, {inputs[1]}, {bias}, {out}, {params})"
+        return f"lr_conv_fwd({cache}, {inputs[0]}, {inputs[1]}, {bias}, NULL, {out}, {params})"
 
     def infer_shape(self, fgraph, node, in_shapes):
         xs, ws = in_shapes[0], in_shapes[1]
@@ -186,6 +191,64 @@ class Conv2d(_ConvOpBase):
             total = (pt.broadcast_to(db, outputs[0].shape) if total is None
                      else total + db)
         return [disconnected_type() if total is None else total]
+
+
+class Conv2dSum(Conv2d):
+    """``conv(input, filters) + bias + addend`` in one pass: a residual
+    block's last convolution and its sum with the shortcut, where the
+    convolution's own output has no other use (:func:`local_conv_addend`).
+
+    Inputs: those of :class:`Conv2d` (with or without the bias), then
+    ``addend``, of the output's type.  oneDNN adds it as the result is
+    written (a binary post-op, after the bias: the bits of the separate sum);
+    ``perform`` adds it afterwards.  Built by the C mode in blocked training
+    graphs after differentiation, like the blocked ops: no gradient.
+    """
+
+    def make_node(self, input, filters, *rest):
+        if len(rest) not in (1, 2):
+            raise TypeError("Conv2dSum takes input, filters, [bias,] addend")
+        node = super().make_node(input, filters, *rest[:-1])
+        addend = pt.as_tensor_variable(rest[-1])
+        if addend.type.dtype != node.outputs[0].dtype or addend.ndim != node.outputs[0].ndim:
+            raise TypeError(f"the addend ({addend.type}) must have the output's type "
+                            f"({node.outputs[0].type})")
+        return Apply(self, node.inputs + [addend], [addend.type()])
+
+    def perform(self, node, inputs, outputs):
+        super().perform(node, inputs[:-1], outputs)
+        outputs[0][0] = outputs[0][0] + inputs[-1]
+
+    def _onednn_call(self, node, cache, inputs, out, params):
+        bias = inputs[2] if len(inputs) > 3 else "NULL"
+        return (f"lr_conv_fwd({cache}, {inputs[0]}, {inputs[1]}, {bias}, {inputs[-1]}, {out}, "
+                f"{params})")
+
+    def pullback(self, inputs, outputs, output_grads):
+        raise NotImplementedError("Conv2dSum is built after differentiation")
+
+    def pushforward(self, inputs, outputs, tangents):
+        raise NotImplementedError("Conv2dSum is built after differentiation")
+
+
+@node_rewriter([pt.add])
+def local_conv_addend(fgraph, node):
+    """``conv(x, w) + a`` with a blocked (oneDNN-layout) :class:`Conv2d`
+    whose output nothing else reads becomes :class:`Conv2dSum`: the
+    convolution's output is never stored, and the sum makes no pass of its
+    own (``LASRES_CONV_ADDEND=0``: not folded)."""
+    if os.environ.get(ADDEND_ENV, "").strip() == "0" or len(node.inputs) != 2:
+        return None
+    out = node.outputs[0]
+    for i, z in enumerate(node.inputs):
+        conv = z.owner
+        if conv is None or type(conv.op) is not Conv2d or not conv.op.blocks[1] \
+                or z.type != out.type or node.inputs[1 - i].type != out.type \
+                or len(fgraph.clients[z]) != 1 or z in fgraph.outputs:
+            continue
+        return [Conv2dSum(**conv.op._kwargs(), blocks=conv.op.blocks)(
+            *conv.inputs, node.inputs[1 - i])]
+    return None
 
 
 class Conv2dGradInputs(_ConvOpBase):

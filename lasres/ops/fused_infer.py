@@ -163,7 +163,7 @@ def _activation_inputs(node):
     op = node.op
     if type(op) is Conv2d:
         if not (_f32_4d(node.inputs[0]) and _f32_4d(node.inputs[1])
-                and node.outputs[0].type.dtype == "float32"):
+                and _f32_4d(node.outputs[0])):   # (blocked convolutions are 5-d)
             return None
         if len(node.inputs) > 2 and not (node.inputs[2].type.ndim == 1
                                          and node.inputs[2].type.dtype == "float32"):

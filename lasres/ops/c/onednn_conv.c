@@ -33,7 +33,7 @@
 #endif
 
 #define LR_SLOTS 8
-#define LR_MAXARGS 4
+#define LR_MAXARGS 5
 #define LR_KEYLEN 14
 /* output positions per call of the direct backward-weights (see lr_bwdw_split) */
 #define LR_BWDW_TERMS 512
@@ -477,7 +477,9 @@ static npy_intp lr_offset(const lr_layout *l, const npy_intp *idx)
 
 /* LR_BWD_WEIGHTS_1T: backward-weights planned for one thread (run by
  * lr_run_local inside a parallel region) */
-enum { LR_FWD = 0, LR_BWD_DATA = 1, LR_BWD_WEIGHTS = 2, LR_BWD_WEIGHTS_1T = 3 };
+/* LR_FWD_ADD: the forward pass plus an addend of the output's shape and layout
+ * (oneDNN's binary post-op: read as the result is written) */
+enum { LR_FWD = 0, LR_BWD_DATA = 1, LR_BWD_WEIGHTS = 2, LR_BWD_WEIGHTS_1T = 3, LR_FWD_ADD = 4 };
 
 /* Whether oneDNN implements pd with a GEMM. */
 static int lr_is_gemm(const_dnnl_primitive_desc_t pd)
@@ -530,12 +532,26 @@ static int lr_impl_is(const_dnnl_primitive_desc_t pd, const char *prefix)
  * direct kernel's order (the same bits: tests/test_ops_layout.py) and run
  * 1.2-1.3x as fast on 32x32 images.  The primitive with NHWC user descriptors
  * over the blocked arrays, or NULL (then the usual one). */
+/* *attr: lasres's attributes with a binary post-op adding an array of
+ * descriptor md (the addend of LR_FWD_ADD), to be destroyed by the caller. */
+static dnnl_status_t lr_add_attr(dnnl_primitive_attr_t *attr, const_dnnl_memory_desc_t md)
+{
+    dnnl_post_ops_t post = NULL;
+    dnnl_status_t st = dnnl_primitive_attr_clone(attr, lr_attr);
+    if (st == dnnl_success) st = dnnl_post_ops_create(&post);
+    if (st == dnnl_success) st = dnnl_post_ops_append_binary(post, dnnl_binary_add, md);
+    if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(*attr, post);
+    if (post) dnnl_post_ops_destroy(post);
+    return st;
+}
+
 static dnnl_primitive_desc_t lr_fwd_nhwc16(const lr_geom *g, const_dnnl_memory_desc_t w_any,
                                            const_dnnl_memory_desc_t b_md,
                                            dnnl_memory_desc_t *src_user,
-                                           dnnl_memory_desc_t *dst_user)
+                                           dnnl_memory_desc_t *dst_user, int add)
 {
     dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
     dnnl_memory_desc_t sn = NULL, dn = NULL;
     dnnl_dims_t strides = {g->sh, g->sw}, dil = {0, 0};
     dnnl_dims_t pl = {g->ph, g->pw}, pr = {g->prh, g->prw};
@@ -544,13 +560,15 @@ static dnnl_primitive_desc_t lr_fwd_nhwc16(const lr_geom *g, const_dnnl_memory_d
         return NULL;
     if (lr_md_tag(&sn, g->n, g->c, g->h, g->w, dnnl_nhwc) == dnnl_success
         && lr_md_tag(&dn, g->n, g->f, g->oh, g->ow, dnnl_nhwc) == dnnl_success
+        && (!add || lr_add_attr(&attr, dn) == dnnl_success)
         && dnnl_convolution_forward_primitive_desc_create(
                &pd, lr_engine, dnnl_forward_training, dnnl_convolution_direct, sn, w_any, b_md,
-               dn, strides, dil, pl, pr, lr_attr) == dnnl_success
+               dn, strides, dil, pl, pr, add ? attr : lr_attr) == dnnl_success
         && !lr_impl_is(pd, "brg")) {
         dnnl_primitive_desc_destroy(pd);
         pd = NULL;
     }
+    if (attr) dnnl_primitive_attr_destroy(attr);
     if (pd != NULL) {
         dnnl_memory_desc_destroy(*src_user);
         dnnl_memory_desc_destroy(*dst_user);
@@ -570,6 +588,7 @@ static int lr_build(lr_entry *e, const lr_geom *g, int kind, int has_bias)
     dnnl_memory_desc_t src_any = NULL, w_any = NULL, dst_any = NULL, b_md = NULL;
     dnnl_memory_desc_t src_user = NULL, w_user = NULL, dst_user = NULL;
     dnnl_primitive_desc_t pd = NULL, hint = NULL;
+    dnnl_primitive_attr_t add_attr = NULL;
     dnnl_dims_t strides = {g->sh, g->sw}, dil = {0, 0};
     dnnl_dims_t pl = {g->ph, g->pw}, pr = {g->prh, g->prw};
     dnnl_dims_t bdims = {g->f};
@@ -588,15 +607,33 @@ static int lr_build(lr_entry *e, const lr_geom *g, int kind, int has_bias)
         kind = LR_BWD_WEIGHTS;
         one_thread = 1;
     }
-    if (kind == LR_FWD) {
-        pd = lr_fwd_nhwc16(g, w_any, b_md, &src_user, &dst_user);
-        if (pd == NULL)
+    if (kind == LR_FWD || kind == LR_FWD_ADD) {
+        pd = lr_fwd_nhwc16(g, w_any, b_md, &src_user, &dst_user, kind == LR_FWD_ADD);
+        if (pd == NULL && kind == LR_FWD_ADD) {
+            /* the plain forward pass's kernel and destination layout, the addend
+             * read in that layout (reordered into it if the user's differs) */
+            LR_TRY(dnnl_convolution_forward_primitive_desc_create(
+                &hint, lr_engine, dnnl_forward_training, dnnl_convolution_direct, src_any, w_any,
+                b_md, dst_any, strides, dil, pl, pr, lr_attr));
+            {
+                const_dnnl_memory_desc_t dmd = dnnl_primitive_desc_query_md(hint, dnnl_query_dst_md, 0);
+                LR_TRY(lr_add_attr(&add_attr, dmd));
+                LR_TRY(dnnl_convolution_forward_primitive_desc_create(
+                    &pd, lr_engine, dnnl_forward_training, dnnl_convolution_direct, src_any,
+                    w_any, b_md, dmd, strides, dil, pl, pr, add_attr));
+            }
+        } else if (pd == NULL)
             LR_TRY(dnnl_convolution_forward_primitive_desc_create(
                 &pd, lr_engine, dnnl_forward_training, dnnl_convolution_direct, src_any, w_any,
                 b_md, dst_any, strides, dil, pl, pr, lr_attr));
         if (lr_add_arg(e, pd, dnnl_query_src_md, 0, DNNL_ARG_SRC, src_user, 0)) goto done;
         if (lr_add_arg(e, pd, dnnl_query_weights_md, 0, DNNL_ARG_WEIGHTS, w_user, 0)) goto done;
         if (has_bias && lr_add_arg(e, pd, dnnl_query_weights_md, 1, DNNL_ARG_BIAS, b_md, 0))
+            goto done;
+        if (kind == LR_FWD_ADD
+            && lr_add_arg(e, pd, dnnl_query_exec_arg_md,
+                          DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+                          DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, dst_user, 0))
             goto done;
         if (lr_add_arg(e, pd, dnnl_query_dst_md, 0, DNNL_ARG_DST, dst_user, 1)) goto done;
     } else {
@@ -654,6 +691,7 @@ done:
     if (rc) lr_entry_free(e);
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (hint) dnnl_primitive_desc_destroy(hint);
+    if (add_attr) dnnl_primitive_attr_destroy(add_attr);
     if (src_any) dnnl_memory_desc_destroy(src_any);
     if (w_any) dnnl_memory_desc_destroy(w_any);
     if (dst_any) dnnl_memory_desc_destroy(dst_any);
@@ -790,19 +828,21 @@ static int lr_check_gz(PyArrayObject *gz, const lr_geom *g)
     return -1;
 }
 
-/* out = conv(x, w) + b */
+/* out = conv(x, w) + b, plus a0 when given (an array of the output's shape
+ * and layout, added as the result is written: the bias first, then a0) */
 static int lr_conv_fwd(lr_cache *cache, PyArrayObject *x0, PyArrayObject *w0, PyArrayObject *b0,
-                       PyArrayObject **out, int sh, int sw, int ph, int pw, int pad_mode, int flip,
-                       int bx, int bz)
+                       PyArrayObject *a0, PyArrayObject **out, int sh, int sw, int ph, int pw,
+                       int pad_mode, int flip, int bx, int bz)
 {
     int rc = -1;
     lr_geom g;
     lr_entry *e;
     float *wflip = NULL;
-    void *handles[4];
+    void *handles[LR_MAXARGS];
     int k = 0;
     PyArrayObject *x = lr_contig(x0), *w = lr_contig(w0), *b = b0 ? lr_contig(b0) : NULL;
-    if (!x || !w || (b0 && !b)) goto done;
+    PyArrayObject *a = a0 ? lr_contig(a0) : NULL;
+    if (!x || !w || (b0 && !b) || (a0 && !a)) goto done;
     g.bx = bx; g.bz = bz;
     if (lr_act_dims(x, bx, "the input", &g.n, &g.c, &g.h, &g.w)) goto done;
     g.f = PyArray_DIMS(w)[0]; g.kh = PyArray_DIMS(w)[2]; g.kw = PyArray_DIMS(w)[3];
@@ -819,20 +859,27 @@ static int lr_conv_fwd(lr_cache *cache, PyArrayObject *x0, PyArrayObject *w0, Py
     }
     if (lr_geometry(&g, pad_mode)) goto done;
     if (lr_prepare_act(out, g.n, g.f, g.oh, g.ow, bz)) goto done;
+    if (a && (PyArray_NDIM(a) != PyArray_NDIM(*out)
+              || !PyArray_CompareLists(PyArray_DIMS(a), PyArray_DIMS(*out), PyArray_NDIM(a))
+              || *out == a)) {
+        PyErr_SetString(PyExc_ValueError, "the addend must have the output's shape");
+        goto done;
+    }
     if (g.n == 0 || g.f == 0 || g.c == 0) {
         PyErr_SetString(PyExc_NotImplementedError, "oneDNN convolution of an empty tensor "
                         "(set LASRES_KERNELS=numpy)");
         goto done;
     }
-    if (!(e = lr_entry_for(cache, &g, LR_FWD, b != NULL))) goto done;
+    if (!(e = lr_entry_for(cache, &g, a ? LR_FWD_ADD : LR_FWD, b != NULL))) goto done;
     handles[k++] = PyArray_DATA(x);
     if (!(handles[k++] = lr_filters(w, &g, flip, &wflip))) goto done;
     if (b) handles[k++] = PyArray_DATA(b);
+    if (a) handles[k++] = PyArray_DATA(a);
     handles[k++] = PyArray_DATA(*out);
     rc = lr_run(e, handles);
 done:
     free(wflip);
-    Py_XDECREF(x); Py_XDECREF(w); Py_XDECREF(b);
+    Py_XDECREF(x); Py_XDECREF(w); Py_XDECREF(b); Py_XDECREF(a);
     return rc;
 }
 
