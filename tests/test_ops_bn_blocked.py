@@ -145,6 +145,11 @@ def test_blocked_runs_the_c_code(monkeypatch):
     shape_f = pytensor.function([x, g, b], mean.shape, mode=get_mode("c"))
     assert not any(isinstance(n.op, OPS) for n in shape_f.maker.fgraph.apply_nodes)
     assert tuple(shape_f(*_data(shape, "float32", 2)[:3])) == (3, 16)
+    # float64 blocked nodes (never built by the layout rewrite) run perform:
+    # no float64 blocked C code to compile
+    ins64, _, outs64 = _graph("float64", 5)
+    f64 = pytensor.function(ins64, outs64, mode=get_mode("c"))
+    assert not any(n.op._use_c(n) for n in f64.maker.fgraph.apply_nodes if isinstance(n.op, OPS))
 
 
 def test_blocked_shape_errors_are_value_errors():

@@ -16,10 +16,12 @@ input's dtype.
 
 Kernels: the C backend runs the C code of ``c/bn.c`` for float32 and
 float64 inputs normalised over the channel axes ``(0, 2, ...)``, and for
-channel-blocked inputs (oneDNN's nChw16c / nChw8c: 5-d ``(N, CB, H, W, B)``,
+float32 channel-blocked inputs (oneDNN's nChw16c / nChw8c: 5-d ``(N, CB, H, W, B)``,
 channel ``cb * B + b``, normalised over axes ``(0, 2, 3)``, parameters and
 statistics ``(CB, B)``) with the same values but for the order of the
-float64 sums (no Python call per node); every other case, and the Python and
+float64 sums (no Python call per node; the layout rewrite builds blocked
+nodes in float32 graphs only, and compiling float64 versions would only
+lengthen a cold start); every other case, and the Python and
 Numba backends, run ``perform`` (a numba kernel for the channel axes, NumPy
 otherwise).
 
@@ -118,9 +120,10 @@ class _ChannelCOp(SourcedCOp):
         return x, [pt.as_tensor_variable(v).astype(x.dtype) for v in rest]
 
     def _use_c(self, node):
+        # blocked graphs are float32 (lasres.ops.layout): C code for those only
         x = node.inputs[0]
-        return ((_is_channel_axes(x.ndim, self.axes) or _is_blocked(x.ndim, self.axes))
-                and x.dtype in ("float32", "float64"))
+        return ((_is_channel_axes(x.ndim, self.axes) and x.dtype in ("float32", "float64"))
+                or (_is_blocked(x.ndim, self.axes) and x.dtype == "float32"))
 
     def _bn_call(self, inputs, outputs, blocked):
         raise NotImplementedError

@@ -612,6 +612,10 @@ static int lr_bn_train(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0, 
     npy_intp v[4], pd[2], n, c, m;
     double *work = NULL;
     if (!x || !g || !b) goto done;
+    if (blocked && tn != NPY_FLOAT32) {   /* (the ops run perform there) */
+        PyErr_SetString(PyExc_TypeError, "channel-blocked batch norm in C is float32 only");
+        goto done;
+    }
     lr_bn_view(x, blocked, v, &pnd, pd);
     n = v[0], c = v[1], m = v[2];
     if (lr_bn_check(g, pnd, pd, "gamma") || lr_bn_check(b, pnd, pd, "beta")) goto done;
@@ -623,9 +627,6 @@ static int lr_bn_train(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0, 
     if (blocked && tn == NPY_FLOAT32)
         lr_bnb_train_run<float>(x, g, b, eps, v, *y, *mean, *inv_std, scale ? *scale : NULL,
                                 work);
-    else if (blocked)
-        lr_bnb_train_run<double>(x, g, b, eps, v, *y, *mean, *inv_std, scale ? *scale : NULL,
-                                 work);
     else if (tn == NPY_FLOAT32)
         lr_bn_train_fwd_f32((const float *)PyArray_DATA(x), (const float *)PyArray_DATA(g),
                             (const float *)PyArray_DATA(b), eps, n, c, m,
@@ -665,6 +666,10 @@ static int lr_bn_train_grad(PyArrayObject *x0, PyArrayObject *gy0, PyArrayObject
     if (scale0 && (!(beta = lr_contig(beta0, tn)) || !(scale = lr_contig(scale0, tn))))
         goto done;
     if (add0 && !(add = lr_contig(add0, tn))) goto done;
+    if (blocked && tn != NPY_FLOAT32) {   /* (the ops run perform there) */
+        PyErr_SetString(PyExc_TypeError, "channel-blocked batch norm in C is float32 only");
+        goto done;
+    }
     lr_bn_view(x, blocked, v, &pnd, pd);
     n = v[0], c = v[1], m = v[2];
     if (PyArray_NDIM(gy) != PyArray_NDIM(x)
@@ -695,12 +700,6 @@ static int lr_bn_train_grad(PyArrayObject *x0, PyArrayObject *gy0, PyArrayObject
     else if (blocked && tn == NPY_FLOAT32)
         lr_bnb_grad_run<float, 0>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, add,
                                   work);
-    else if (blocked && scale)
-        lr_bnb_grad_run<double, 1>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, add,
-                                   work);
-    else if (blocked)
-        lr_bnb_grad_run<double, 0>(x, gy, g, mu, inv, v, *gx, *ggamma, *gbeta, beta, scale, add,
-                                   work);
     else if (tn == NPY_FLOAT32)
         lr_bn_train_bwd_f32((const float *)PyArray_DATA(x), (const float *)PyArray_DATA(gy),
                             (const float *)PyArray_DATA(g), (const float *)PyArray_DATA(mu),
@@ -741,6 +740,10 @@ static int lr_bn_infer(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0,
     npy_intp v[4], pd[2], n, c, m;
     double *work = NULL;
     if (!x || !g || !b || !mu || !inv) goto done;
+    if (blocked && tn != NPY_FLOAT32) {   /* (the ops run perform there) */
+        PyErr_SetString(PyExc_TypeError, "channel-blocked batch norm in C is float32 only");
+        goto done;
+    }
     lr_bn_view(x, blocked, v, &pnd, pd);
     n = v[0], c = v[1], m = v[2];
     if (lr_bn_check(g, pnd, pd, "gamma") || lr_bn_check(b, pnd, pd, "beta")
@@ -750,8 +753,6 @@ static int lr_bn_infer(PyArrayObject *x0, PyArrayObject *g0, PyArrayObject *b0,
     Py_BEGIN_ALLOW_THREADS
     if (blocked && tn == NPY_FLOAT32)
         lr_bnb_infer_run<float>(x, g, b, mu, inv, v, *y, relu, work);
-    else if (blocked)
-        lr_bnb_infer_run<double>(x, g, b, mu, inv, v, *y, relu, work);
     else if (tn == NPY_FLOAT32)
         lr_bn_infer_f32((const float *)PyArray_DATA(x), (const float *)PyArray_DATA(g),
                         (const float *)PyArray_DATA(b), (const float *)PyArray_DATA(mu),
