@@ -352,6 +352,29 @@ def test_residual_gradient_sum_folded_into_the_bn_gradient_bit_for_bit(shape, dt
         np.testing.assert_array_equal(a, e)
 
 
+def test_no_addend_that_reads_the_nodes_own_parameter_gradients():
+    """``gx + v * sum(gbeta)``: folding would make the node read its own
+    output (a cycle); the sum stays apart, with the right values."""
+    from lasres.config import get_mode
+
+    from lasres.ops.bn import BatchNormReluTrainGrad
+    from lasres.ops.elemwise import relu
+
+    x = pt.tensor4("x", dtype="float64")
+    w, v = x.type("w"), x.type("v")
+    g, b = pt.vector("g", dtype="float64"), pt.vector("b", dtype="float64")
+    r = relu(batch_norm_train(x, g, b)[0])
+    gx, gg, gb = pytensor.grad((r * w).sum(), [x, g, b])
+    ins = [x, g, b, w, v]
+    f = pytensor.function(ins, [r, gx + v * gb.sum(), gb], mode=get_mode("c"))
+    assert BatchNormReluTrainGrad in [type(n.op) for n in f.maker.fgraph.apply_nodes]
+    assert not _folded(f)
+    args = _train_relu_data((3, 5, 7, 3), "float64", 15) + [np.full((3, 5, 7, 3), 0.5)]
+    _, got, gbv = f(*args)
+    ref = pytensor.function(ins[:4], gx, mode=C_MODE)(*args[:4])
+    np.testing.assert_allclose(got, ref + 0.5 * gbv.sum(), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_bn_gradient_with_an_addend_perform_matches_c(dtype):
     from lasres.ops.bn import BatchNormReluTrainGrad, BatchNormTrainRelu

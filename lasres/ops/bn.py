@@ -511,6 +511,22 @@ def local_bn_train_relu(fgraph, node):
             node.outputs[0]: gx, node.outputs[1]: ggamma, node.outputs[2]: gbeta}
 
 
+def _reaches(fgraph, variables, target):
+    """Whether node ``target`` reads, at any depth, one of ``variables``
+    (a search forward through their clients: in a training graph the
+    parameter gradients reach only their updates)."""
+    seen, stack = set(), list(variables)
+    while stack:
+        for client, _ in fgraph.clients.get(stack.pop(), ()):
+            if client is target:
+                return True
+            if isinstance(client, str) or client in seen:
+                continue
+            seen.add(client)
+            stack.extend(client.outputs)
+    return False
+
+
 @node_rewriter([pt.add])
 def local_bn_grad_addend(fgraph, node):
     """``gx + a``, where ``gx`` is the input gradient of a
@@ -531,6 +547,8 @@ def local_bn_grad_addend(fgraph, node):
                 or len(fgraph.clients[gx]) != 1 or gx in fgraph.outputs:
             continue
         addend = node.inputs[1 - i]
+        if _reaches(fgraph, grad.outputs[1:], node):   # the addend reads ggamma or gbeta
+            continue
         new = grad.op(*grad.inputs, addend)
         return {node.outputs[0]: new[0], grad.outputs[1]: new[1], grad.outputs[2]: new[2]}
     return None
