@@ -125,13 +125,20 @@ def test_batch_in_chunks(monkeypatch):
         _close(fused(x), want)
     monkeypatch.delenv("LASRES_FUSE_CHUNK")
     prog = onednn_program.Program([], 1, [])
-    # 64 KiB an image, 4 MiB a chunk: 40 images in one go, 100 in two chunks of 50
-    assert prog.chunk([(40, 16, 32, 32)], []) == 40
-    assert prog.chunk([(100, 16, 32, 32)], []) == 50
+    # about 20 images a call, in equal chunks: 20 in one go, 100 in five
+    # chunks of 20, 64 in four of 16
+    assert prog.chunk([(20, 16, 32, 32)], []) == 20
+    assert prog.chunk([(100, 16, 32, 32)], []) == 20
+    assert prog.chunk([(64, 16, 32, 32)], []) == 16
+    # at most 8 MiB an activation: 64 channels of 112 x 112 (3 MiB an image)
+    assert prog.chunk([(100, 64, 112, 112)], []) == 2
 
 
-def test_parameters_changed_between_calls_are_used(monkeypatch):
-    """The folded filters are cached between calls; a set_value must show."""
+@pytest.mark.parametrize("alone", [0, 4096, 1 << 40])
+def test_parameters_changed_between_calls_are_used(monkeypatch, alone):
+    """The folded filters are cached between calls; a set_value must show,
+    whether the parameters are compared gathered, one by one, or both."""
+    monkeypatch.setattr(onednn_program, "COMPARE_ALONE_BYTES", alone)
     net = _randomise(build("normal", 1))
     x = np.random.RandomState(4).randn(3, 3, 32, 32).astype("float32")
     pf, pp = _both(monkeypatch, lambda: compile_predict(net))

@@ -103,9 +103,12 @@ class Step:
 
 
 _LIB = None
-#: Bytes the largest activation of a chunk of the batch may take (see
-#: :meth:`Program.chunk`): a quarter of a typical server L3 slice.
-CHUNK_BYTES = 4 * 1024 ** 2
+#: Images per call of a plan (see :meth:`Program.chunk`): 20 measured best on
+#: ResNet-20, ResNet-164 and WRN-16-4 at batch 100 (2 threads, AMD EPYC Zen 5:
+#: +3% over chunks of 50 and 15; benchmarks/RESULTS.md, 2026-12-07).
+CHUNK_IMAGES = 20
+#: Bytes the largest activation of a chunk may take at most (large images).
+CHUNK_BYTES = 8 * 1024 ** 2
 #: batch size -> the activation layout (format tag) of :meth:`_Plan._canonical`
 _CANONICAL = {}
 
@@ -193,6 +196,11 @@ def _same_bytes(a, b):
     pass, no temporary: a parameter whose bits did not change needs no new
     filters, a NaN included)."""
     return _LIBC.memcmp(a.ctypes.data, b.ctypes.data, a.nbytes) == 0
+
+
+#: Parameters of at least this many bytes are compared in place, one by one;
+#: smaller ones are gathered into one array first (one call for hundreds).
+COMPARE_ALONE_BYTES = 64 * 1024
 
 
 def _aligned(nbytes):
@@ -345,10 +353,11 @@ class Program:
         return shapes
 
     def chunk(self, in_shapes, param_shapes):
-        """Images per call of the plan: the batch runs in chunks whose largest
-        activation takes about :data:`CHUNK_BYTES`, so that a value is still in
-        the caches when the next primitive reads it (``LASRES_FUSE_CHUNK``
-        sets the number of images)."""
+        """Images per call of the plan: the batch runs in equal chunks of about
+        :data:`CHUNK_IMAGES` images whose largest activation takes at most
+        :data:`CHUNK_BYTES`, so that a value is still in the caches when the
+        next primitive reads it (``LASRES_FUSE_CHUNK`` sets the number of
+        images)."""
         n = in_shapes[0][0] if in_shapes else 0
         if not n or any(sh[0] != n for sh in in_shapes):
             return max(n, 1)
@@ -360,7 +369,7 @@ class Program:
                 pass
         one = self.shapes([(1,) + tuple(sh[1:]) for sh in in_shapes], param_shapes)
         per_image = max(4 * int(np.prod(sh)) for sh in one.values())
-        k = max(1, CHUNK_BYTES // max(per_image, 1))
+        k = max(1, min(CHUNK_IMAGES, CHUNK_BYTES // max(per_image, 1)))
         if k >= n:
             return n
         # equal chunks (one plan), as large as the rule allows
@@ -496,8 +505,8 @@ class _Plan:
         self._pool, self._scratch, self._view_bufs, self._bufs = {}, 0, {}, []
         self.exec = []          # [primitive, exec args, n]
         self.wexec = []         # the same, for the filters' reorders
-        self._seen = None       # the parameters last prepared, flat
-        self._flat = None
+        self._seen = None       # copies of the parameters last prepared (see _changed)
+        self._alone = self._gathered = self._flat = None
         self.prepare = []       # per call: (kind, ...) parameter preparation
         self.impls = []         # oneDNN's name of each convolution's kernels, in order
         self.in_mems, self.out_mems = [], []
@@ -747,23 +756,30 @@ class _Plan:
     def _changed(self, params):
         """Whether ``params`` differ from those of the last call (then kept).
 
-        All parameters are compared at once, as one flat copy, whatever
-        their number: the filters are re-prepared after ``set_value``, after
-        a training step, and after an in-place change of a borrowed array."""
-        total = sum(p.size for p in params)
-        flat = self._flat
-        if flat is None or flat.size != total:
-            flat = self._flat = np.empty(total, np.float32)
-            self._seen = None
-        if params:
-            np.concatenate(params, axis=None, out=flat, casting="unsafe")
-        seen = self._seen
-        if seen is not None and _same_bytes(flat, seen):
+        The parameters are compared with copies from the last call, bytes
+        against bytes: the small ones gathered into one flat array, each
+        large one (:data:`COMPARE_ALONE_BYTES`) on its own, with no copy. The
+        filters are thus re-prepared after ``set_value``, after a training
+        step, and after an in-place change of a borrowed array."""
+        if self._alone is None:     # the plan's parameter shapes are fixed
+            self._alone = [i for i, p in enumerate(params) if p.nbytes >= COMPARE_ALONE_BYTES]
+            alone = set(self._alone)
+            self._gathered = [i for i in range(len(params)) if i not in alone]
+            self._flat = np.empty(sum(params[i].size for i in self._gathered), np.float32)
+        flat, seen = self._flat, self._seen
+        if self._gathered:
+            np.concatenate([params[i] for i in self._gathered], axis=None, out=flat,
+                           casting="unsafe")
+        if (seen is not None and _same_bytes(flat, seen[0])
+                and all(params[i].flags.c_contiguous and params[i].nbytes == s.nbytes
+                        and _same_bytes(params[i], s) for i, s in zip(self._alone, seen[1]))):
             return False
         if seen is None:
-            self._seen = flat.copy()
+            self._seen = (flat.copy(), [np.array(params[i], order="C") for i in self._alone])
         else:
-            np.copyto(seen, flat)
+            np.copyto(seen[0], flat)
+            for i, s in zip(self._alone, seen[1]):
+                np.copyto(s, params[i])
         return True
 
     def run(self, inputs, params, outs=None, check=True):
