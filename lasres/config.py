@@ -40,6 +40,7 @@ floatX = pytensor.config.floatX
 
 # lasres's own modules after floatX is set (the ops build graphs of floatX)
 from .errors import LasresError  # noqa: E402
+from .ops.add import local_parallel_add  # noqa: E402
 from .ops.bn import local_bn_grad_addend, local_bn_infer_relu, local_bn_train_relu  # noqa: E402
 from .ops.conv import local_conv_addend  # noqa: E402
 from .ops.fused_infer import fuse_inference, set_fallback_mode  # noqa: E402
@@ -84,6 +85,9 @@ _LASRES_LAYOUT_POSITION = 48.8
 #: convolutions: after the layout rewrite (the sums of the graph's final
 #: layouts), before the fusion.
 _LASRES_ADDEND_POSITION = 48.9
+#: Position of the remaining large sums' C kernel (lasres.ops.add): after the
+#: folds (what they take is gone), before the fusion.
+_LASRES_SUM_POSITION = 48.95
 
 
 def _c_mode():
@@ -95,7 +99,9 @@ def _c_mode():
                          (fuse_inference, _LASRES_FUSION_POSITION),
                          (blocked_layout, _LASRES_LAYOUT_POSITION),
                          (in2out(local_bn_grad_addend, local_conv_addend,
-                                 name="lasres_addends"), _LASRES_ADDEND_POSITION))
+                                 name="lasres_addends"), _LASRES_ADDEND_POSITION),
+                         (in2out(local_parallel_add, name="lasres_parallel_add"),
+                          _LASRES_SUM_POSITION))
 
 
 def get_mode(backend=None):

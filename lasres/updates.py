@@ -96,7 +96,7 @@ def nesterov_momentum(loss_or_grads, params, learning_rate, momentum=0.9):
     """
     grads = get_or_compute_grads(loss_or_grads, params)
     updates = OrderedDict()
-    rates = {}  # the learning rate cast and broadcast once per (dtype, ndim)
+    rates = {}  # the learning rate cast and broadcast once per (dtype, 0-d or 1-d)
 
     def rule(p, g, v, lr_, m):
         dp = lr_ * g
@@ -105,12 +105,17 @@ def nesterov_momentum(loss_or_grads, params, learning_rate, momentum=0.9):
 
     for param, grad in zip(params, grads):
         velocity = _zeros_like(param)
-        key = (param.dtype, param.ndim)
+        # a filter runs as one flat loop: PyTensor's elementwise loop over
+        # a 4-d filter with a broadcast learning rate ran twice as slow
+        flat = param.ndim > 1
+        key = (param.dtype, min(param.ndim, 1))
         if key not in rates:
-            lr = learning_rate if not hasattr(learning_rate, "type") else \
-                pt.shape_padleft(pt.cast(learning_rate, param.dtype), param.ndim)
-            rates[key] = lr
-        new_v, new_p = fused_elemwise(rule, param, grad, velocity, rates[key], momentum)
+            rates[key] = learning_rate if not hasattr(learning_rate, "type") else \
+                pt.shape_padleft(pt.cast(learning_rate, param.dtype), key[1])
+        args = [t.reshape((-1,)) if flat else t for t in (param, grad, velocity)]
+        new_v, new_p = fused_elemwise(rule, *args, rates[key], momentum)
+        if flat:
+            new_v, new_p = new_v.reshape(param.shape), new_p.reshape(param.shape)
         updates[param] = new_p
         updates[velocity] = new_v
     return updates

@@ -16,11 +16,13 @@ from lasres.config import get_mode
 def _nary_adds(fn):
     """How many activation additions (4-d, or 5-d in the training graphs'
     channel-blocked layout, lasres/ops/layout.py) of each arity the compiled
-    graph holds."""
+    graph holds (PyTensor's ``Add`` or lasres's :class:`ParallelAdd`)."""
+    from lasres.ops.add import ParallelAdd
+
     count = collections.Counter()
     for node in fn.maker.fgraph.apply_nodes:
-        if isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.Add) \
-                and node.outputs[0].ndim in (4, 5):
+        if (isinstance(node.op, ParallelAdd) or isinstance(node.op, Elemwise)
+                and isinstance(node.op.scalar_op, ps.Add)) and node.outputs[0].ndim in (4, 5):
             count[len(node.inputs)] += 1
     return count
 

@@ -6,7 +6,7 @@ through gradient ops of its own, ``infer_shape``.  The modules split by job:
 
 * the ops: :mod:`~lasres.ops.conv`, :mod:`~lasres.ops.convnd`,
   :mod:`~lasres.ops.pool`, :mod:`~lasres.ops.poolnd`, :mod:`~lasres.ops.bn`,
-  :mod:`~lasres.ops.elemwise`, :mod:`~lasres.ops.fused`;
+  :mod:`~lasres.ops.elemwise`, :mod:`~lasres.ops.fused`, :mod:`~lasres.ops.add`;
 * argument checks (:mod:`~lasres.ops._args`) and shape rules: output lengths,
   scalar shape ops, the gradient ops' shape inputs (:mod:`~lasres.ops.shape`);
 * kernels: NumPy (:mod:`~lasres.ops.conv_numpy`,

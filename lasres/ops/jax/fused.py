@@ -1,6 +1,7 @@
 """JAX implementations of the fused helper ops."""
 from pytensor.link.jax.dispatch import jax_funcify
 
+from ..add import ParallelAdd
 from ..fused import Attach, SumOfSquares
 from ..reduce import ChannelSum
 
@@ -35,3 +36,11 @@ def _jax_channel_sum(op, node=None, **kwargs):
         return jnp.sum(x, axis=(0,) + tuple(range(2, x.ndim))).astype(x.dtype)
 
     return channel_sum_
+
+
+@jax_funcify.register(ParallelAdd)
+def _jax_parallel_add(op, node=None, **kwargs):
+    def parallel_add_(a, b):
+        return a + b
+
+    return parallel_add_
