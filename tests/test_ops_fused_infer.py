@@ -16,7 +16,7 @@ from lasres import layers as L
 from lasres.layers import get_all_params
 from lasres.models import build
 from lasres.ops import fused_infer, onednn
-from lasres.ops import onednn_program
+from lasres.ops import native, onednn_program
 from lasres.train.recipe import compile_predict
 
 pytestmark = pytest.mark.skipif(not fused_infer.enabled(), reason="oneDNN kernels not installed")
@@ -249,11 +249,16 @@ def test_layers_the_fast_path_does_not_cover_fall_back(monkeypatch):
 
 @pytest.mark.skipif(onednn_program.channel_block() != 16,
                     reason="16 channels are NHWC's bytes only in AVX-512's nChw16c")
-def test_sixteen_channel_convolutions_run_brgemm_on_the_same_bytes(monkeypatch):
+@pytest.mark.parametrize("kernel", ["lasres:conv16", "brg"])
+def test_sixteen_channel_convolutions_run_on_the_same_bytes(monkeypatch, kernel):
     """A 16-channel activation in nChw16c is byte for byte NHWC, where oneDNN
-    runs its brgemm kernels: the plan hands them the same buffers (no
-    reorder), and they sum as the ops one by one do, bit for bit: a
-    convolution plus its bias, then the residual sum, then the ReLU."""
+    runs its brgemm kernels and lasres its own (``c/conv_fwd16.c``;
+    ``LASRES_CONV16=0`` leaves them to oneDNN): the plan hands them the same
+    buffers (no reorder), and they sum as the ops one by one do, bit for
+    bit: a convolution plus its bias, then the residual sum, then the ReLU."""
+    monkeypatch.setenv("LASRES_CONV16", "1" if kernel == "lasres:conv16" else "0")
+    if kernel == "lasres:conv16" and native.library() is None:
+        pytest.skip("no C++ compiler for lasres's native library")
     from lasres.layers import Conv2DLayer, ElemwiseSumLayer, InputLayer, NonlinearityLayer
     from lasres.nonlinearities import rectify
     xv = pt.tensor4("x")
@@ -268,4 +273,25 @@ def test_sixteen_channel_convolutions_run_brgemm_on_the_same_bytes(monkeypatch):
     np.testing.assert_array_equal(fused(x), plain(x))
     prog = _fused_nodes(fused)[0].op._program
     impls = [p.impls for p in prog._plans.values()][0]
-    assert [i.startswith("brg") for i in impls] == [False, True, True], impls
+    assert [i.startswith(kernel) for i in impls] == [False, True, True], impls
+
+
+@pytest.mark.parametrize("channels", [16, 32])
+def test_a_convolution_summed_with_its_own_input(monkeypatch, channels):
+    """``conv(a) + a``: the sum may not be computed in place over the
+    summand when the summand is the convolution's own input (each output
+    reads its input's neighbours): the plan once wrote it there."""
+    from lasres.layers import Conv2DLayer, ElemwiseSumLayer, InputLayer, NonlinearityLayer
+    from lasres.nonlinearities import rectify
+    xv = pt.tensor4("x")
+    l0 = Conv2DLayer(InputLayer((None, 3, 16, 16), xv), channels, 3, pad=1, nonlinearity=rectify)
+    l1 = Conv2DLayer(l0, channels, 3, pad=1, nonlinearity=None)
+    out = NonlinearityLayer(ElemwiseSumLayer([l1, l0]), rectify)
+    _randomise(out, seed=3)
+    fused, plain = _both(monkeypatch, lambda: pytensor.function(
+        [xv], L.get_output(out, deterministic=True)))
+    x = np.random.RandomState(4).randn(3, 3, 16, 16).astype("float32")
+    if channels == 16 and onednn_program.channel_block() == 16:
+        np.testing.assert_array_equal(fused(x), plain(x))   # see the test above
+    else:   # oneDNN's direct kernel adds the sum before the bias
+        _close(fused(x), plain(x))

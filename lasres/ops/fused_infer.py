@@ -48,6 +48,7 @@ import pytensor
 from .bn import BatchNormInfer, BatchNormInferRelu, BatchNormTrain, BatchNormTrainGrad
 from .conv import Conv2d, Conv2dGradInputs
 from .elemwise import ScalarRectify
+from . import native
 from .onednn import _pad_args, kernels
 from .onednn_program import DnnlError, Program, Step, available
 
@@ -102,6 +103,7 @@ class OneDNNInference(Op):
         self._program = None
         self._fallback = None      # (inner inputs, inner outputs) of the replaced nodes
         self._fallback_fn = None
+        native.prefetch()   # its 16-channel kernel, built while the graph compiles
 
     def make_node(self, *inputs):
         return Apply(self, list(inputs), [t() for t in self.out_types])

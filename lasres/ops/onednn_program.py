@@ -27,6 +27,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from . import native
 from .onednn import _library_paths
 
 __all__ = ["Program", "Step", "DnnlError", "available", "canonical_tag", "channel_block"]
@@ -37,6 +38,8 @@ _TAG_ANY, _TAG_A, _TAG_ABCD = 1, 2, 5
 #: blocked layouts an activation may take (nhwc, nChw16c, nChw8c)
 _ACT_TAGS = (22, 78, 102)
 _TAG_NHWC, _TAG_NCHW16C = 22, 78
+#: (O, I, KH, KW) filters as (KH, KW, I, O): lasres's 16-channel kernel's weights
+_TAG_CDBA = 28
 _Q_SRC, _Q_WEIGHTS, _Q_DST, _Q_SCRATCH = 129, 131, 133, 136
 _Q_IMPL_INFO = 8
 _CPU, _STREAM_DEFAULT = 1, 1
@@ -505,6 +508,7 @@ class _Plan:
         self._pool, self._scratch, self._view_bufs, self._bufs = {}, 0, {}, []
         self.exec = []          # [primitive, exec args, n]
         self.wexec = []         # the same, for the filters' reorders
+        self._native = []       # the arguments of lasres's own kernels (exec: [None, args, 0])
         self._seen = None       # copies of the parameters last prepared (see _changed)
         self._alone = self._gathered = self._flat = None
         self.prepare = []       # per call: (kind, ...) parameter preparation
@@ -551,12 +555,15 @@ class _Plan:
             smem = None
             for entry in self.wexec + self.exec:
                 prim, arr, n = entry
+                if prim is None:
+                    continue
                 if smem is None:
                     smd = o.md((self._scratch // 4 + 1,), _TAG_A)
                     smem = o.mem(smd, self.scratch)
                 arr[n].arg, arr[n].memory = _ARG_SCRATCH, smem
                 entry[2] = n + 1
         self._pool = None
+        self._conv16 = native.library().lr_native_conv16 if self._native else None
 
     def _plan_conv(self, i, s, src, param_shapes, last_use, outputs):
         lib, eng, o = self.o.lib, _Engine.get(), self.o
@@ -582,10 +589,14 @@ class _Plan:
         attr = o.attr(post)
         pd = None
         canon = self._canonical(n)
+        sixteen = (canon == _TAG_NCHW16C and c == f == 16 and (kh, kw) == (3, 3)
+                   and tuple(s.stride) == (1, 1) and self._tag_of(src) == canon
+                   and src.buf is not None)
+        if (sixteen and tuple(pl) == tuple(pr) == (1, 1) and w % 16 == 0
+                and native.library() is not None):
+            return self._plan_conv16(i, s, src, dst, canon, last_use, outputs)
         alias = None   # the NHWC descriptors of a canonical 16-channel source and result
-        if (canon == _TAG_NCHW16C and c == f == 16 and (kh, kw) == (3, 3)
-                and tuple(s.stride) == (1, 1) and self._tag_of(src) == canon
-                and src.buf is not None):
+        if sixteen:
             # 16 channels in nChw16c are byte for byte NHWC, where oneDNN runs
             # its brgemm kernels: the direct kernel's products summed in the
             # same order (the same bits; a residual sum is added after the
@@ -613,41 +624,73 @@ class _Plan:
                 dmd = o.md(dst.shape, canon)
             else:
                 src_mem = self._as_md(s.src, src_md, i)
-            # the destination: in place over the summand when that is its last use
-            if s.sum_with >= 0:
-                other = self.values[s.sum_with]
-                if other.shape != dst.shape:
-                    raise DnnlError(f"sum of shapes {other.shape} and {dst.shape}")
-                if (s.sum_with >= len(self.in_mems) and last_use.get(s.sum_with) == i
-                        and s.sum_with not in outputs and other.buf is not None
-                        and lib.dnnl_memory_desc_equal(other.md, dmd)):
-                    dst.md, dst.buf = other.md, other.buf
-                    dst.mem = o.mem(dst.md, dst.buf)
-                    other.buf = None
-                else:
-                    self._new_value_mem(dst, dmd)
-                    self._reorder(other.mem, other.md, dst.mem, dst.md)
-            else:
-                self._new_value_mem(dst, dmd)
+            self._conv_dst(i, s, dst, dmd, last_use, outputs)
         except Exception:
             lib.dnnl_primitive_desc_destroy(pd)
             raise
-        # the filters (and bias) as the user holds them, prepared per call
-        wuser_md = o.md((f, c, kh, kw), _TAG_ABCD)
-        wuser = self._keep(_aligned(4 * f * c * kh * kw)).reshape(f, c, kh, kw)
-        bias = self._keep(_aligned(4 * f))
-        wbuf = self._keep(_aligned(lib.dnnl_memory_desc_get_size(wmd)))
-        wmem = o.mem(wmd, wbuf)
-        bmem = o.mem(b_md, bias)
-        self.prepare.append((s, wuser, bias))
+        wmem, bmem, _, _ = self._conv_params(s, (f, c, kh, kw), wmd)
         dst_mem = dst.mem if alias is None else o.mem(alias[1], dst.buf)
         args = [(_ARG_SRC, src_mem), (_ARG_WEIGHTS, wmem), (_ARG_BIAS, bmem), (_ARG_DST, dst_mem)]
         args += post_args
-        wuser_mem = o.mem(wuser_md, wuser)
-        # the filters' reorder runs only when the parameters changed
-        self._reorder(wuser_mem, wuser_md, wmem, wmd, into=self.wexec)
         self._add(pd, args)
         return dst
+
+    def _plan_conv16(self, i, s, src, dst, canon, last_use, outputs):
+        """A 16-to-16-channel 3x3 convolution by lasres's own kernel
+        (``c/conv_fwd16.c``): the same bits as oneDNN's brgemm kernel, at the
+        GEMM rate rather than ~85% of it."""
+        o = self.o
+        n, c, h, w = src.shape
+        self.impls.append("lasres:conv16")
+        self._conv_dst(i, s, dst, o.md(dst.shape, canon), last_use, outputs)
+        _, _, wbuf, bias = self._conv_params(s, (16, 16, 3, 3), o.md((16, 16, 3, 3), _TAG_CDBA))
+        args = native.Conv16(n=n, h=h, w=w, x=src.buf.ctypes.data, wt=wbuf.ctypes.data,
+                             bias=bias.ctypes.data, y=dst.buf.ctypes.data,
+                             sum=int(s.sum_with >= 0), relu=int(s.relu))
+        self._native.append(args)
+        self.exec.append([None, ctypes.byref(args), 0])
+        return dst
+
+    def _conv_dst(self, i, s, dst, dmd, last_use, outputs):
+        """The memory of a convolution's result ``dst`` in layout ``dmd``: in
+        place over the residual summand when this is its last use and the
+        summand is not the convolution's own input (which it reads around
+        each output), else a new buffer (a summand is first copied there:
+        the sum post-op adds into the destination)."""
+        lib, o = self.o.lib, self.o
+        if s.sum_with >= 0:
+            other = self.values[s.sum_with]
+            if other.shape != dst.shape:
+                raise DnnlError(f"sum of shapes {other.shape} and {dst.shape}")
+            if (s.sum_with >= len(self.in_mems) and last_use.get(s.sum_with) == i
+                    and s.sum_with != s.src and s.sum_with not in outputs
+                    and other.buf is not None and lib.dnnl_memory_desc_equal(other.md, dmd)):
+                dst.md, dst.buf = other.md, other.buf
+                dst.mem = o.mem(dst.md, dst.buf)
+                other.buf = None
+            else:
+                self._new_value_mem(dst, dmd)
+                self._reorder(other.mem, other.md, dst.mem, dst.md)
+        else:
+            self._new_value_mem(dst, dmd)
+
+    def _conv_params(self, s, shape, wmd):
+        """The filters (``shape``, OIHW) and bias as the user holds them,
+        prepared per call (:meth:`_prepare_params`), and the memories of
+        their copies as the convolution reads them (filters in ``wmd``; the
+        reorder runs only when the parameters changed), and the buffers of
+        those copies (filters, bias)."""
+        o = self.o
+        f = shape[0]
+        wuser_md = o.md(shape, _TAG_ABCD)
+        wuser = self._keep(_aligned(4 * int(np.prod(shape)))).reshape(shape)
+        bias = self._keep(_aligned(4 * f))
+        wbuf = self._keep(_aligned(o.lib.dnnl_memory_desc_get_size(wmd)))
+        wmem = o.mem(wmd, wbuf)
+        bmem = o.mem(o.md((f,), _TAG_A), bias)
+        self.prepare.append((s, wuser, bias))
+        self._reorder(o.mem(wuser_md, wuser), wuser_md, wmem, wmd, into=self.wexec)
+        return wmem, bmem, wbuf, bias
 
     @staticmethod
     def _conv_pd(src, wts, bias, dst, stride, pl, pr, attr, impl=None):
@@ -788,6 +831,7 @@ class _Plan:
         this plan with the same parameters a moment ago)."""
         lib, stream = self.o.lib, _Engine.get().stream
         execute = lib.dnnl_primitive_execute
+        conv16 = self._conv16
         if check and self._changed(params):
             self._prepare_params(params)
             for prim, arr, n in self.wexec:
@@ -801,7 +845,7 @@ class _Plan:
         for (_, mem), y in zip(self.out_mems, outs):
             _check(lib.dnnl_memory_set_data_handle(mem, _VP(y.ctypes.data)), "output handle")
         for prim, arr, n in self.exec:
-            st = execute(prim, stream, n, arr)
+            st = execute(prim, stream, n, arr) if prim is not None else conv16(arr)
             if st != 0:
                 raise DnnlError(f"oneDNN: primitive execution failed (status {st})")
         _check(lib.dnnl_stream_wait(stream), "stream wait")

@@ -1,0 +1,157 @@
+/* The forward 3x3, stride-1, padding-1 convolution of 16 channels into 16
+ * on 16-channel blocked arrays, lasres's own AVX-512 kernel (no oneDNN call).
+ *
+ *   y[n, r, q, o] = act((sum over i, j, c of x[n, r+i-1, q+j-1, c] * w[i, j, c, o]
+ *                        + b[o]) [+ y[n, r, q, o]])
+ *
+ * x and y are (N, H, W, 16): oneDNN's nChw16c of 16 channels, byte for byte
+ * NHWC; w is (3, 3, 16 in, 16 out) (oneDNN's cdba of the (O, I, 3, 3)
+ * filter, the cross-correlation's taps); the optional sum adds the value y
+ * held before (a residual sum in place), act is the identity or ReLU.
+ *
+ * The lanes of a vector are the 16 output channels. A block of 16 output
+ * pixels of a row has 16 accumulators; for each tap (i, j) and input channel
+ * c the kernel loads that tap's 16 weights once and multiplies them with the
+ * 16 pixels' inputs, broadcast from memory: 16 FMAs per load of weights, no
+ * packing, the 9 KiB of weights in L1. Each output sums its 144 products in
+ * one float32 FMA chain in the order (i, j, c) from zero, skipping the taps
+ * in the padding, then adds the bias, then the summand: the order of
+ * oneDNN's direct and brgemm kernels for this geometry, so the result is
+ * the same bits (tests/test_ops_conv_fwd16.py). Rows are shared among
+ * libgomp's threads (oneDNN's pool) in contiguous ranges.
+ *
+ * Why: oneDNN's brgemm kernel, its fastest for these 16-channel layers (the
+ * first stage of every CIFAR ResNet), runs them at about 85% of the
+ * machine's float32 GEMM rate; this one at the GEMM rate (AMD EPYC Zen 5:
+ * 0.19 against 0.22 ms for 20 images of 32x32, benchmarks/RESULTS.md).
+ *
+ * lr_conv16_fwd returns 0 (y written) or 1 (not this geometry or not an
+ * AVX-512 CPU: the caller runs oneDNN). W must be a multiple of 16. */
+#ifndef LASRES_CONV_FWD16_C
+#define LASRES_CONV_FWD16_C
+
+#include <immintrin.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef struct {
+    long n, h, w;          /* images, rows, columns (a multiple of 16) */
+    const float *x;        /* (n, h, w, 16) */
+    const float *wt;       /* (3, 3, 16, 16): tap row, tap column, input, output */
+    const float *bias;     /* (16,) */
+    float *y;              /* (n, h, w, 16); holds the summand when sum */
+    int sum, relu;
+} lr_c16;
+
+/* 16 output pixels of row oy from column p0; left / right: the block starts /
+ * ends a row, where the taps reaching into the padding are skipped (compile-
+ * time constants once inlined, as sum and relu are). */
+__attribute__((always_inline, target("avx512f")))
+static inline void lr_c16_block(const lr_c16 *g, const float *xi, float *yi, long oy, long p0,
+                                const int left, const int right, const int sum, const int relu)
+{
+    __m512 acc[16];
+    int p, i, j, c;
+#pragma GCC unroll 16
+    for (p = 0; p < 16; p++)
+        acc[p] = _mm512_setzero_ps();
+    for (i = 0; i < 3; i++) {
+        const long iy = oy + i - 1;
+        if (iy < 0 || iy >= g->h)
+            continue;
+        {
+            const float *xr = xi + (iy * g->w + p0) * 16;
+#pragma GCC unroll 3
+            for (j = 0; j < 3; j++) {
+                const float *wk = g->wt + (i * 3 + j) * 256;
+#pragma GCC unroll 4
+                for (c = 0; c < 16; c++) {
+                    const __m512 wv = _mm512_loadu_ps(wk + c * 16);
+#pragma GCC unroll 16
+                    for (p = 0; p < 16; p++) {
+                        if ((left && p + j - 1 < 0) || (right && p + j - 1 >= 16))
+                            continue;
+                        acc[p] = _mm512_fmadd_ps(_mm512_set1_ps(xr[(p + j - 1) * 16 + c]), wv,
+                                                 acc[p]);
+                    }
+                }
+            }
+        }
+    }
+    {
+        const __m512 b = _mm512_loadu_ps(g->bias), zero = _mm512_setzero_ps();
+        float *yr = yi + (oy * g->w + p0) * 16;
+#pragma GCC unroll 16
+        for (p = 0; p < 16; p++) {
+            __m512 v = _mm512_add_ps(acc[p], b);
+            if (sum)
+                v = _mm512_add_ps(v, _mm512_loadu_ps(yr + p * 16));
+            if (relu)
+                v = _mm512_max_ps(v, zero);
+            _mm512_storeu_ps(yr + p * 16, v);
+        }
+    }
+}
+
+/* One output row, its blocks from left to right. */
+__attribute__((always_inline, target("avx512f")))
+static inline void lr_c16_row(const lr_c16 *g, const float *xi, float *yi, long oy,
+                              const int sum, const int relu)
+{
+    long p0;
+    if (g->w == 16) {
+        lr_c16_block(g, xi, yi, oy, 0, 1, 1, sum, relu);
+        return;
+    }
+    lr_c16_block(g, xi, yi, oy, 0, 1, 0, sum, relu);
+    for (p0 = 16; p0 < g->w - 16; p0 += 16)
+        lr_c16_block(g, xi, yi, oy, p0, 0, 0, sum, relu);
+    lr_c16_block(g, xi, yi, oy, g->w - 16, 0, 1, sum, relu);
+}
+
+#define LR_C16_ROWS(NAME, SUM, RELU)                                                      \
+__attribute__((target("avx512f")))                                                       \
+static void NAME(const lr_c16 *g, long r0, long r1)                                      \
+{                                                                                        \
+    long r;                                                                              \
+    for (r = r0; r < r1; r++) {                                                          \
+        const long img = r / g->h, oy = r % g->h;                                        \
+        lr_c16_row(g, g->x + img * g->h * g->w * 16, g->y + img * g->h * g->w * 16, oy,  \
+                   SUM, RELU);                                                           \
+    }                                                                                    \
+}
+LR_C16_ROWS(lr_c16_rows, 0, 0)
+LR_C16_ROWS(lr_c16_rows_r, 0, 1)
+LR_C16_ROWS(lr_c16_rows_s, 1, 0)
+LR_C16_ROWS(lr_c16_rows_sr, 1, 1)
+
+static int lr_conv16_fwd(const lr_c16 *g)
+{
+    void (*rows)(const lr_c16 *, long, long);
+    long total;
+    int nthr = 1;
+    if (g->n < 1 || g->h < 1 || g->w < 16 || g->w % 16)
+        return 1;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f"))
+        return 1;
+    rows = g->sum ? (g->relu ? lr_c16_rows_sr : lr_c16_rows_s)
+                  : (g->relu ? lr_c16_rows_r : lr_c16_rows);
+    total = g->n * g->h;
+#ifdef _OPENMP
+    nthr = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (nthr > total) nthr = (int)total;
+#pragma omp parallel num_threads(nthr)
+    {
+        const long t = omp_get_thread_num();
+        rows(g, total * t / nthr, total * (t + 1) / nthr);
+    }
+#else
+    (void)nthr;
+    rows(g, 0, total);
+#endif
+    return 0;
+}
+
+#endif /* LASRES_CONV_FWD16_C */

@@ -1,0 +1,105 @@
+"""lasres's own C kernels for the ``ctypes`` programs (:mod:`.onednn_program`).
+
+The C ops reach ``lasres/ops/c`` through PyTensor, which compiles each op's
+module. The fused inference program is no PyTensor module: it calls oneDNN
+through ``ctypes``, and calls lasres's kernels the same way, from a shared
+library built here once per source text with PyTensor's C++ compiler and
+cached under PyTensor's compile directory (written under a temporary name
+and renamed into place: never a half-written library, and processes racing
+to build it each finish with a whole one).
+
+A library that cannot be built (no compiler, a read-only cache) is no
+error: :func:`library` returns None and the program runs oneDNN's kernels,
+which give the same results.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import tempfile
+import threading
+import zlib
+from typing import Optional
+
+from ._csource import c_source
+
+__all__ = ["library", "prefetch", "Conv16", "ENV"]
+
+#: ``LASRES_CONV16=0`` leaves the 16-channel convolutions to oneDNN's brgemm kernel.
+ENV = "LASRES_CONV16"
+
+_SOURCES = ("conv_fwd16.c",)
+_EXPORTS = """
+extern "C" int lr_native_conv16(const lr_c16 *g) { return lr_conv16_fwd(g); }
+"""
+_FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-fno-math-errno")
+_LIB: Optional[ctypes.CDLL] = None
+_TRIED = False
+_LOCK = threading.Lock()
+_PREFETCH: Optional[threading.Thread] = None
+
+
+class Conv16(ctypes.Structure):
+    """The arguments of ``lr_conv16_fwd`` (``c/conv_fwd16.c``)."""
+    _fields_ = [("n", ctypes.c_long), ("h", ctypes.c_long), ("w", ctypes.c_long),
+                ("x", ctypes.c_void_p), ("wt", ctypes.c_void_p), ("bias", ctypes.c_void_p),
+                ("y", ctypes.c_void_p), ("sum", ctypes.c_int), ("relu", ctypes.c_int)]
+
+
+def _build(path: str, source: str, cxx: str) -> None:
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, src = tempfile.mkstemp(suffix=".cpp", dir=folder)
+    out = src[:-4] + ".so"
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        subprocess.run([cxx, *_FLAGS, "-o", out, src], check=True, capture_output=True)
+        os.replace(out, path)
+    finally:
+        for p in (src, out):
+            if os.path.exists(p):
+                os.remove(p)
+
+
+def library() -> Optional[ctypes.CDLL]:
+    """The native library (built on first use), or None where it cannot be
+    built or loaded, or where ``LASRES_CONV16=0``."""
+    if os.environ.get(ENV, "1") == "0":
+        return None
+    with _LOCK:
+        if not _TRIED:
+            _load()
+        return _LIB
+
+
+def prefetch() -> None:
+    """Build (or load) the library on a background thread: called when a
+    graph that may call it is compiled, so that the compiler runs on another
+    core while PyTensor compiles the graph's modules."""
+    global _PREFETCH
+    if _PREFETCH is None and not _TRIED and os.environ.get(ENV, "1") != "0":
+        _PREFETCH = threading.Thread(target=library, name="lasres-native", daemon=True)
+        _PREFETCH.start()
+
+
+def _load() -> None:
+    global _LIB, _TRIED
+    _TRIED = True
+    try:
+        import pytensor
+        cxx = pytensor.config.cxx
+        if not cxx:
+            return
+        source = c_source(*_SOURCES) + _EXPORTS
+        key = zlib.crc32((source + cxx + " ".join(_FLAGS)).encode())
+        path = os.path.join(pytensor.config.compiledir, "lasres_native", f"lasres_{key:08x}.so")
+        if not os.path.exists(path):
+            _build(path, source, cxx)
+        lib = ctypes.CDLL(path)
+        lib.lr_native_conv16.restype = ctypes.c_int
+        lib.lr_native_conv16.argtypes = [ctypes.POINTER(Conv16)]
+        _LIB = lib
+    except (OSError, subprocess.CalledProcessError, AttributeError):
+        _LIB = None

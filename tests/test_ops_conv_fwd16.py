@@ -1,0 +1,169 @@
+"""lasres's own 16-to-16-channel 3x3 convolution (``lasres/ops/c/conv_fwd16.c``),
+run by the fused inference program (:mod:`lasres.ops.onednn_program`) in
+place of oneDNN's brgemm kernel: the same bits as the ops one by one (oneDNN's
+direct kernel) on every row geometry it takes (one block a row, two, and
+blocks between), with and without ReLU, batch norm and a residual sum, near
+a float64 convolution, and oneDNN's kernel where it does not apply."""
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+from lasres import init, layers as L
+from lasres.layers import (BatchNormLayer, Conv2DLayer, ElemwiseSumLayer, InputLayer,
+                           NonlinearityLayer, get_all_params)
+from lasres.nonlinearities import rectify
+from lasres.ops import fused_infer, native, onednn, onednn_program
+
+pytestmark = [
+    pytest.mark.skipif(onednn.kernels() != "onednn", reason="needs the oneDNN kernels"),
+    pytest.mark.skipif(onednn_program.channel_block() != 16,
+                       reason="the kernel runs where 16 channels are NHWC's bytes (AVX-512)"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _library(monkeypatch):
+    monkeypatch.setenv(native.ENV, "1")
+    if native.library() is None:
+        pytest.skip("no C++ compiler for lasres's native library")
+
+
+def _net(xv, shape, relu, bn, residual, seed):
+    rng = np.random.RandomState(seed)
+    l0 = Conv2DLayer(InputLayer(shape, xv), 16, 3, pad=1, nonlinearity=rectify)
+    l1 = Conv2DLayer(l0, 16, 3, pad=1, nonlinearity=None if (bn or residual) else
+                     (rectify if relu else None), b=None if bn else init.Constant(0.))
+    out = BatchNormLayer(l1) if bn else l1
+    if residual:
+        out = ElemwiseSumLayer([out, l0])
+    if (bn or residual) and relu:
+        out = NonlinearityLayer(out, rectify)
+    for p in get_all_params(out):
+        v = p.get_value()
+        if p.name in ("inv_std", "gamma"):
+            p.set_value((0.6 + 0.8 * rng.rand(*v.shape)).astype(v.dtype))
+        elif p.name in ("b", "beta", "mean"):
+            p.set_value((rng.randn(*v.shape) * 0.3).astype(v.dtype))
+        elif p.name == "W":
+            p.set_value((rng.randn(*v.shape) * 0.3).astype(v.dtype))
+    return out
+
+
+def _impls(fn):
+    nodes = [n for n in fn.maker.fgraph.toposort()
+             if isinstance(n.op, fused_infer.OneDNNInference)]
+    assert nodes, "the rewrite did not fuse anything"
+    return [i for p in nodes[0].op._program._plans.values() for i in p.impls]
+
+
+def _functions(monkeypatch, net, xv, brgemm=False):
+    """(fused, plain) functions of ``net``; with ``brgemm`` also the fused
+    function with oneDNN's kernel in place of lasres's."""
+    out = L.get_output(net, deterministic=True)
+    fused = pytensor.function([xv], out)
+    monkeypatch.setenv(fused_infer.FUSE_ENV, "0")
+    plain = pytensor.function([xv], out)
+    monkeypatch.delenv(fused_infer.FUSE_ENV)
+    if not brgemm:
+        return fused, plain
+    onednn_fused = pytensor.function([xv], out)
+
+    def run(x):   # planned (at its first call per shape) with lasres's kernel turned off
+        monkeypatch.setenv(native.ENV, "0")
+        try:
+            return onednn_fused(x)
+        finally:
+            monkeypatch.setenv(native.ENV, "1")
+    run.maker = onednn_fused.maker
+    return fused, plain, run
+
+
+@pytest.mark.parametrize("h,w", [(32, 32), (5, 16), (1, 48), (9, 64)])
+@pytest.mark.parametrize("relu,bn,residual", [(True, False, False), (False, False, False),
+                                              (True, True, False), (True, True, True),
+                                              (False, False, True)])
+def test_same_bits_as_onednn(monkeypatch, h, w, relu, bn, residual):
+    """The same bits as oneDNN's brgemm kernel in the same program, and,
+    where no batch norm is folded into the filters, as the ops one by one
+    (oneDNN's direct kernel, then the sum and the ReLU)."""
+    xv = pt.tensor4("x")
+    net = _net(xv, (None, 3, h, w), relu, bn, residual, seed=h * w)
+    fused, plain, brgemm = _functions(monkeypatch, net, xv, brgemm=True)
+    x = np.random.RandomState(w).randn(3, 3, h, w).astype("float32")
+    got = fused(x)
+    np.testing.assert_array_equal(got, brgemm(x))
+    if not bn:
+        np.testing.assert_array_equal(got, plain(x))
+    else:
+        np.testing.assert_allclose(got, plain(x), rtol=0, atol=1e-5 * np.abs(got).max())
+    assert _impls(fused) == [_impls(fused)[0], "lasres:conv16"]
+    assert _impls(brgemm)[1].startswith("brg")
+
+
+def test_near_a_float64_convolution(monkeypatch):
+    """Independent of oneDNN: against NumPy's float64 cross-correlation."""
+    xv = pt.tensor4("x")
+    net = _net(xv, (None, 16, 32, 32), relu=False, bn=False, residual=False, seed=3)
+    l1 = net
+    # the second layer alone, on a 16-channel input
+    yv = pt.tensor4("y")
+    inner = L.get_output(l1, {l1.input_layer: yv}, deterministic=True)
+    f = pytensor.function([yv], inner)
+    x = np.maximum(np.random.RandomState(4).randn(4, 16, 32, 32), 0).astype("float32")
+    got = f(x)
+    W = l1.W.get_value().astype(np.float64)[:, :, ::-1, ::-1]   # Lasagne flips: a convolution
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.zeros(got.shape)
+    for i in range(3):
+        for j in range(3):
+            want += np.einsum("nchw,oc->nohw", xp[:, :, i:i + 32, j:j + 32], W[:, :, i, j])
+    want += l1.b.get_value()[None, :, None, None]
+    err = np.abs(got - want)
+    assert err.max() < 2e-5 * np.abs(want).max(), err.max()
+
+
+def test_the_program_runs_it_when_the_input_is_a_fused_activation(monkeypatch):
+    """The kernel takes 16-channel activations of the program (not its NCHW
+    inputs), and a program run twice with new parameters re-prepares it."""
+    xv = pt.tensor4("x")
+    net = _net(xv, (None, 3, 32, 32), relu=True, bn=True, residual=True, seed=9)
+    fused, _, brgemm = _functions(monkeypatch, net, xv, brgemm=True)
+    x = np.random.RandomState(2).randn(2, 3, 32, 32).astype("float32")
+    np.testing.assert_array_equal(fused(x), brgemm(x))
+    for p in get_all_params(net):
+        p.set_value(p.get_value() * np.float32(1.25))
+    np.testing.assert_array_equal(fused(x), brgemm(x))
+
+
+@pytest.mark.parametrize("w", [20, 33])
+def test_other_widths_run_onednn(monkeypatch, w):
+    xv = pt.tensor4("x")
+    net = _net(xv, (None, 3, 8, w), relu=True, bn=False, residual=False, seed=w)
+    fused, plain = _functions(monkeypatch, net, xv)
+    x = np.random.RandomState(w).randn(2, 3, 8, w).astype("float32")
+    np.testing.assert_array_equal(fused(x), plain(x))
+    assert _impls(fused)[1].startswith("brg")
+
+
+def test_turned_off_runs_onednn(monkeypatch):
+    monkeypatch.setenv(native.ENV, "0")
+    xv = pt.tensor4("x")
+    net = _net(xv, (None, 3, 32, 32), relu=True, bn=False, residual=False, seed=1)
+    fused, plain = _functions(monkeypatch, net, xv)
+    x = np.random.RandomState(1).randn(2, 3, 32, 32).astype("float32")
+    np.testing.assert_array_equal(fused(x), plain(x))
+    assert _impls(fused)[1].startswith("brg")
+
+
+def test_a_failed_build_leaves_no_file(tmp_path):
+    """The library is compiled under a temporary name and renamed into
+    place: a compiler error leaves nothing behind, not a half-written file."""
+    import subprocess
+    import pytensor
+    path = str(tmp_path / "lib" / "lasres_x.so")
+    with pytest.raises(subprocess.CalledProcessError):
+        native._build(path, "this is not C++\n", pytensor.config.cxx or "g++")
+    assert list((tmp_path / "lib").iterdir()) == []
+    native._build(path, 'extern "C" int f(void) { return 7; }\n', pytensor.config.cxx or "g++")
+    assert [p.name for p in (tmp_path / "lib").iterdir()] == ["lasres_x.so"]
