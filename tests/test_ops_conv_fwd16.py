@@ -167,3 +167,81 @@ def test_a_failed_build_leaves_no_file(tmp_path):
     assert list((tmp_path / "lib").iterdir()) == []
     native._build(path, 'extern "C" int f(void) { return 7; }\n', pytensor.config.cxx or "g++")
     assert [p.name for p in (tmp_path / "lib").iterdir()] == ["lasres_x.so"]
+
+
+# ---- the training graph's ops (lasres/ops/c/onednn_conv.c) ------------------------
+
+def _blocked_ops(flip, bias, addend, hw=(9, 32)):
+    from lasres.config import get_mode
+    from lasres.ops.conv import Conv2d, Conv2dGradInputs, Conv2dSum
+    kw = dict(stride=(1, 1), pad=(1, 1), filter_flip=flip, blocks=(16, 16))
+    xv = pt.tensor(dtype="float32", shape=(None,) * 5)
+    av = pt.tensor(dtype="float32", shape=(None,) * 5)
+    wv, bv = pt.tensor4("w"), pt.vector("b")
+    args = [xv, wv] + ([bv] if bias else [])
+    out = Conv2dSum(**kw)(*args, av) if addend else Conv2d(**kw)(*args)
+    fwd = pytensor.function([xv, wv, bv, av], out, mode=get_mode("c"), on_unused_input="ignore")
+    bwd = pytensor.function([xv, wv], Conv2dGradInputs(**kw)(xv, wv, pt.as_tensor(list(hw))),
+                            mode=get_mode("c"))
+    return fwd, bwd
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("bias,addend", [(False, False), (True, False), (True, True),
+                                         (False, True)])
+def test_training_ops_same_bits_as_onednn(monkeypatch, flip, bias, addend):
+    """The training graph's blocked forward convolution (with its bias and a
+    residual addend) and input gradient: the same bits as oneDNN's kernels
+    (the brgemm forward, the direct input gradient, which sums the taps in
+    reverse), near float64."""
+    from lasres.ops import conv_numpy
+    from lasres.ops.shape import from_blocked, to_blocked
+    rng = np.random.RandomState(int(flip) + 2 * bias + 4 * addend)
+    x = rng.randn(5, 16, 9, 32).astype("float32")
+    w = rng.randn(16, 16, 3, 3).astype("float32")
+    b = rng.randn(16).astype("float32")
+    a = rng.randn(5, 16, 9, 32).astype("float32")
+    xb, ab = to_blocked(x, 16), to_blocked(a, 16)
+    fwd, bwd = _blocked_ops(flip, bias, addend)
+    mine = from_blocked(fwd(xb, w, b, ab)), from_blocked(bwd(xb, w))
+    monkeypatch.setenv(native.ENV, "0")
+    theirs = from_blocked(fwd(xb, w, b, ab)), from_blocked(bwd(xb, w))
+    np.testing.assert_array_equal(mine[0], theirs[0])
+    np.testing.assert_array_equal(mine[1], theirs[1])
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    want = conv_numpy.conv2d_forward_numpy(x64, w64, b.astype(np.float64) if bias else None,
+                                           stride=(1, 1), pad=(1, 1), filter_flip=flip)
+    want = want + (a if addend else 0)
+    np.testing.assert_allclose(mine[0], want, rtol=0, atol=2e-5 * np.abs(want).max())
+    want = conv_numpy.conv2d_grad_inputs_numpy(x64, w64, (9, 32), stride=(1, 1), pad=(1, 1),
+                                               filter_flip=flip)
+    np.testing.assert_allclose(mine[1], want, rtol=0, atol=2e-5 * np.abs(want).max())
+
+
+_VERBOSE_SCRIPT = """
+import sys, numpy as np
+sys.path.insert(0, {tests!r})
+from test_ops_conv_fwd16 import _blocked_ops
+from lasres.ops.shape import to_blocked
+fwd, bwd = _blocked_ops(True, False, False, (8, 16))
+x = to_blocked(np.ones((2, 16, 8, 16), np.float32), 16)
+w = np.ones((16, 16, 3, 3), np.float32)
+fwd(x, w, np.zeros(16, np.float32), x)
+bwd(x, w)
+"""
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_training_ops_call_no_onednn_convolution(on):
+    """With the kernel on, oneDNN runs no 16-channel convolution (its
+    verbose log, in a subprocess: oneDNN reads the switch once)."""
+    import os
+    import subprocess
+    import sys
+    script = _VERBOSE_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, ONEDNN_VERBOSE="profile_exec", **{native.ENV: "1" if on else "0"})
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    convs = [l for l in proc.stdout.splitlines() if ",exec," in l and "convolution" in l]
+    assert (convs == []) == on, convs

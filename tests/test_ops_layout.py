@@ -307,19 +307,23 @@ print("EQUAL", np.array_equal(from_blocked(blocked), plain))
 @needs_onednn
 @pytest.mark.skipif(layout.block_size() != 16,
                     reason="16 channels are NHWC's bytes only in AVX-512's nChw16c")
-def test_sixteen_channel_forward_runs_brgemm_bit_for_bit():
-    """The blocked 16-to-16-channel forward pass hands oneDNN its arrays as
-    NHWC (the same bytes), where the brgemm kernels run: the same bits as
-    the plain graph's direct kernel, with the bias."""
+@pytest.mark.parametrize("kernel", ["lasres", "brgemm"])
+def test_sixteen_channel_forward_bit_for_bit(kernel):
+    """The blocked 16-to-16-channel forward pass runs lasres's own kernel
+    (``c/conv_fwd16.c``) or, with ``LASRES_CONV16=0``, hands oneDNN its arrays
+    as NHWC (the same bytes), where the brgemm kernels run: either way the
+    same bits as the plain graph's direct kernel, with the bias."""
     import os
     import subprocess
     import sys
-    env = dict(os.environ, ONEDNN_VERBOSE="1")
+    env = dict(os.environ, ONEDNN_VERBOSE="1", LASRES_CONV16="1" if kernel == "lasres" else "0")
     out = subprocess.run([sys.executable, "-c", _NHWC16_SCRIPT], env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "EQUAL True" in out.stdout
     fwd = [ln for ln in out.stdout.splitlines()
            if ln.startswith("onednn_verbose") and ",exec," in ln and "forward_training" in ln]
-    assert any("brgconv" in ln for ln in fwd), fwd      # the blocked op
+    # the blocked op: brgemm, or no oneDNN convolution at all
+    assert any("brgconv" in ln for ln in fwd) == (kernel == "brgemm"), fwd
     assert any(",jit:avx512" in ln for ln in fwd), fwd  # the plain op: NCHW, direct kernel
+    assert len(fwd) == (1 if kernel == "lasres" else 2), fwd

@@ -44,7 +44,8 @@ class Conv16(ctypes.Structure):
     """The arguments of ``lr_conv16_fwd`` (``c/conv_fwd16.c``)."""
     _fields_ = [("n", ctypes.c_long), ("h", ctypes.c_long), ("w", ctypes.c_long),
                 ("x", ctypes.c_void_p), ("wt", ctypes.c_void_p), ("bias", ctypes.c_void_p),
-                ("y", ctypes.c_void_p), ("sum", ctypes.c_int), ("relu", ctypes.c_int)]
+                ("add", ctypes.c_void_p), ("y", ctypes.c_void_p), ("relu", ctypes.c_int),
+                ("reverse", ctypes.c_int)]
 
 
 def _build(path: str, source: str, cxx: str) -> None:

@@ -37,7 +37,7 @@ __all__ = ["kernels", "KERNELS_ENV"]
 KERNELS_ENV = "LASRES_KERNELS"
 
 #: The convolution ops' C sources (c/): lasres's own weight-gradient kernel, the oneDNN calls.
-_CONV_SOURCES = ("blocked.h", "conv_bwdw.c", "onednn_conv.c")
+_CONV_SOURCES = ("blocked.h", "conv_bwdw.c", "conv_fwd16.c", "onednn_conv.c")
 
 #: Set by tests to force a kernel family in-process (None: follow the environment).
 _override = None

@@ -644,9 +644,10 @@ class _Plan:
         self.impls.append("lasres:conv16")
         self._conv_dst(i, s, dst, o.md(dst.shape, canon), last_use, outputs)
         _, _, wbuf, bias = self._conv_params(s, (16, 16, 3, 3), o.md((16, 16, 3, 3), _TAG_CDBA))
+        y = dst.buf.ctypes.data
         args = native.Conv16(n=n, h=h, w=w, x=src.buf.ctypes.data, wt=wbuf.ctypes.data,
-                             bias=bias.ctypes.data, y=dst.buf.ctypes.data,
-                             sum=int(s.sum_with >= 0), relu=int(s.relu))
+                             bias=bias.ctypes.data, add=y if s.sum_with >= 0 else None, y=y,
+                             relu=int(s.relu))
         self._native.append(args)
         self.exec.append([None, ctypes.byref(args), 0])
         return dst

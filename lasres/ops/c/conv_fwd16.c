@@ -2,12 +2,13 @@
  * on 16-channel blocked arrays, lasres's own AVX-512 kernel (no oneDNN call).
  *
  *   y[n, r, q, o] = act((sum over i, j, c of x[n, r+i-1, q+j-1, c] * w[i, j, c, o]
- *                        + b[o]) [+ y[n, r, q, o]])
+ *                        [+ b[o]]) [+ a[n, r, q, o]])
  *
- * x and y are (N, H, W, 16): oneDNN's nChw16c of 16 channels, byte for byte
- * NHWC; w is (3, 3, 16 in, 16 out) (oneDNN's cdba of the (O, I, 3, 3)
- * filter, the cross-correlation's taps); the optional sum adds the value y
- * held before (a residual sum in place), act is the identity or ReLU.
+ * x, y and a are (N, H, W, 16): oneDNN's nChw16c of 16 channels, byte for
+ * byte NHWC; w is (3, 3, 16 in, 16 out) (oneDNN's cdba of the (O, I, 3, 3)
+ * filter, the cross-correlation's taps); the bias b and the addend a (a
+ * residual sum; it may be y itself, summed in place) are optional; act is
+ * the identity or ReLU.
  *
  * The lanes of a vector are the 16 output channels. A block of 16 output
  * pixels of a row has 16 accumulators; for each tap (i, j) and input channel
@@ -15,9 +16,12 @@
  * 16 pixels' inputs, broadcast from memory: 16 FMAs per load of weights, no
  * packing, the 9 KiB of weights in L1. Each output sums its 144 products in
  * one float32 FMA chain in the order (i, j, c) from zero, skipping the taps
- * in the padding, then adds the bias, then the summand: the order of
+ * in the padding, then adds the bias, then the addend: the order of
  * oneDNN's direct and brgemm kernels for this geometry, so the result is
- * the same bits (tests/test_ops_conv_fwd16.py). Rows are shared among
+ * the same bits (tests/test_ops_conv_fwd16.py). The input gradient of such
+ * a convolution is one too (of the output gradient, with the taps turned
+ * around and the channels swapped); oneDNN's kernel sums its taps in the
+ * reverse order, and so does this one there (reverse). Rows are shared among
  * libgomp's threads (oneDNN's pool) in contiguous ranges.
  *
  * Why: oneDNN's brgemm kernel, its fastest for these 16-channel layers (the
@@ -39,31 +43,36 @@ typedef struct {
     long n, h, w;          /* images, rows, columns (a multiple of 16) */
     const float *x;        /* (n, h, w, 16) */
     const float *wt;       /* (3, 3, 16, 16): tap row, tap column, input, output */
-    const float *bias;     /* (16,) */
-    float *y;              /* (n, h, w, 16); holds the summand when sum */
-    int sum, relu;
+    const float *bias;     /* (16,), or NULL: none */
+    const float *add;      /* (n, h, w, 16), or NULL: none; may be y itself */
+    float *y;              /* (n, h, w, 16) */
+    int relu;
+    int reverse;           /* taps summed from (2, 2) back to (0, 0) */
 } lr_c16;
 
 /* 16 output pixels of row oy from column p0; left / right: the block starts /
- * ends a row, where the taps reaching into the padding are skipped (compile-
- * time constants once inlined, as sum and relu are). */
+ * ends a row, where the taps reaching into the padding are skipped; rev:
+ * the taps in reverse order (compile-time constants once inlined). */
 __attribute__((always_inline, target("avx512f")))
-static inline void lr_c16_block(const lr_c16 *g, const float *xi, float *yi, long oy, long p0,
-                                const int left, const int right, const int sum, const int relu)
+static inline void lr_c16_block(const lr_c16 *g, long img, long oy, long p0, const int left,
+                                const int right, const int rev)
 {
+    const long at = (img * g->h + oy) * g->w + p0;   /* the block's first pixel */
     __m512 acc[16];
-    int p, i, j, c;
+    int p, ii, jj, c;
 #pragma GCC unroll 16
     for (p = 0; p < 16; p++)
         acc[p] = _mm512_setzero_ps();
-    for (i = 0; i < 3; i++) {
+    for (ii = 0; ii < 3; ii++) {
+        const int i = rev ? 2 - ii : ii;
         const long iy = oy + i - 1;
         if (iy < 0 || iy >= g->h)
             continue;
         {
-            const float *xr = xi + (iy * g->w + p0) * 16;
+            const float *xr = g->x + ((img * g->h + iy) * g->w + p0) * 16;
 #pragma GCC unroll 3
-            for (j = 0; j < 3; j++) {
+            for (jj = 0; jj < 3; jj++) {
+                const int j = rev ? 2 - jj : jj;
                 const float *wk = g->wt + (i * 3 + j) * 256;
 #pragma GCC unroll 4
                 for (c = 0; c < 16; c++) {
@@ -80,55 +89,47 @@ static inline void lr_c16_block(const lr_c16 *g, const float *xi, float *yi, lon
         }
     }
     {
-        const __m512 b = _mm512_loadu_ps(g->bias), zero = _mm512_setzero_ps();
-        float *yr = yi + (oy * g->w + p0) * 16;
+        const __m512 zero = _mm512_setzero_ps();
+        const __m512 b = g->bias ? _mm512_loadu_ps(g->bias) : zero;
+        float *yr = g->y + at * 16;
+        const float *ar = g->add ? g->add + at * 16 : NULL;
 #pragma GCC unroll 16
         for (p = 0; p < 16; p++) {
-            __m512 v = _mm512_add_ps(acc[p], b);
-            if (sum)
-                v = _mm512_add_ps(v, _mm512_loadu_ps(yr + p * 16));
-            if (relu)
+            __m512 v = g->bias ? _mm512_add_ps(acc[p], b) : acc[p];
+            if (ar)
+                v = _mm512_add_ps(v, _mm512_loadu_ps(ar + p * 16));
+            if (g->relu)
                 v = _mm512_max_ps(v, zero);
             _mm512_storeu_ps(yr + p * 16, v);
         }
     }
 }
 
-/* One output row, its blocks from left to right. */
-__attribute__((always_inline, target("avx512f")))
-static inline void lr_c16_row(const lr_c16 *g, const float *xi, float *yi, long oy,
-                              const int sum, const int relu)
-{
-    long p0;
-    if (g->w == 16) {
-        lr_c16_block(g, xi, yi, oy, 0, 1, 1, sum, relu);
-        return;
-    }
-    lr_c16_block(g, xi, yi, oy, 0, 1, 0, sum, relu);
-    for (p0 = 16; p0 < g->w - 16; p0 += 16)
-        lr_c16_block(g, xi, yi, oy, p0, 0, 0, sum, relu);
-    lr_c16_block(g, xi, yi, oy, g->w - 16, 0, 1, sum, relu);
-}
-
-#define LR_C16_ROWS(NAME, SUM, RELU)                                                      \
+/* Output rows [r0, r1) of all images (row r: image r / h, row r % h), each
+ * row's blocks from left to right. */
+#define LR_C16_ROWS(NAME, REV)                                                            \
 __attribute__((target("avx512f")))                                                       \
 static void NAME(const lr_c16 *g, long r0, long r1)                                      \
 {                                                                                        \
-    long r;                                                                              \
+    long r, p0;                                                                          \
     for (r = r0; r < r1; r++) {                                                          \
         const long img = r / g->h, oy = r % g->h;                                        \
-        lr_c16_row(g, g->x + img * g->h * g->w * 16, g->y + img * g->h * g->w * 16, oy,  \
-                   SUM, RELU);                                                           \
+        if (g->w == 16) {                                                                \
+            lr_c16_block(g, img, oy, 0, 1, 1, REV);                                      \
+            continue;                                                                    \
+        }                                                                                \
+        lr_c16_block(g, img, oy, 0, 1, 0, REV);                                          \
+        for (p0 = 16; p0 < g->w - 16; p0 += 16)                                          \
+            lr_c16_block(g, img, oy, p0, 0, 0, REV);                                     \
+        lr_c16_block(g, img, oy, g->w - 16, 0, 1, REV);                                  \
     }                                                                                    \
 }
-LR_C16_ROWS(lr_c16_rows, 0, 0)
-LR_C16_ROWS(lr_c16_rows_r, 0, 1)
-LR_C16_ROWS(lr_c16_rows_s, 1, 0)
-LR_C16_ROWS(lr_c16_rows_sr, 1, 1)
+LR_C16_ROWS(lr_c16_rows, 0)
+LR_C16_ROWS(lr_c16_rows_rev, 1)
 
 static int lr_conv16_fwd(const lr_c16 *g)
 {
-    void (*rows)(const lr_c16 *, long, long);
+    void (*rows)(const lr_c16 *, long, long) = g->reverse ? lr_c16_rows_rev : lr_c16_rows;
     long total;
     int nthr = 1;
     if (g->n < 1 || g->h < 1 || g->w < 16 || g->w % 16)
@@ -136,8 +137,6 @@ static int lr_conv16_fwd(const lr_c16 *g)
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx512f"))
         return 1;
-    rows = g->sum ? (g->relu ? lr_c16_rows_sr : lr_c16_rows_s)
-                  : (g->relu ? lr_c16_rows_r : lr_c16_rows);
     total = g->n * g->h;
 #ifdef _OPENMP
     nthr = omp_in_parallel() ? 1 : omp_get_max_threads();

@@ -880,6 +880,45 @@ static int lr_check_gz(PyArrayObject *gz, const lr_geom *g)
     return -1;
 }
 
+/* A 16-to-16-channel 3x3 convolution on 16-channel blocks by lasres's own
+ * kernel (c/conv_fwd16.c: the bits of oneDNN's brgemm kernel, which
+ * lr_fwd_nhwc16 picks for the same geometry, at the GEMM rate); 0 done, 1
+ * not this geometry or CPU, or LASRES_CONV16=0 (the caller runs oneDNN). */
+static int lr_conv16(const lr_geom *g, PyArrayObject *x, PyArrayObject *w, PyArrayObject *b,
+                     PyArrayObject *a, PyArrayObject *out, int flip, int transpose)
+{
+    float wt[3 * 3 * 16 * 16];
+    const float *W = (const float *)PyArray_DATA(w);
+    const char *off = getenv("LASRES_CONV16");   /* "0": oneDNN's kernel (read per call) */
+    lr_c16 k;
+    int o, c, i, j;
+    if ((off != NULL && strcmp(off, "0") == 0) || g->bx != 16 || g->bz != 16 || g->c != 16
+        || g->f != 16 || g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 || g->ph != 1 || g->pw != 1 || g->prh != 1
+        || g->prw != 1 || g->he != g->h || g->we != g->w || g->ohs != g->oh || g->oh != g->h
+        || g->ow != g->w)
+        return 1;
+    /* the taps (O, I, 3, 3), flipped for a convolution, as (3, 3, I, O); the
+     * input gradient (transpose) is the correlation of gz with the taps
+     * turned around, input and output channels swapped */
+    if (transpose)
+        flip = !flip;
+    for (o = 0; o < 16; o++)
+        for (c = 0; c < 16; c++)
+            for (i = 0; i < 3; i++)
+                for (j = 0; j < 3; j++)
+                    wt[((i * 3 + j) * 16 + (transpose ? o : c)) * 16 + (transpose ? c : o)] =
+                        W[((o * 16 + c) * 3 + (flip ? 2 - i : i)) * 3 + (flip ? 2 - j : j)];
+    k.n = g->n; k.h = g->h; k.w = g->w;
+    k.x = (const float *)PyArray_DATA(x);
+    k.wt = wt;
+    k.bias = b ? (const float *)PyArray_DATA(b) : NULL;
+    k.add = a ? (const float *)PyArray_DATA(a) : NULL;
+    k.y = (float *)PyArray_DATA(out);
+    k.relu = 0;
+    k.reverse = transpose;   /* oneDNN's input gradient sums the taps backwards */
+    return lr_conv16_fwd(&k);
+}
+
 /* out = conv(x, w) + b, plus a0 when given (an array of the output's shape
  * and layout, added as the result is written: the bias first, then a0) */
 static int lr_conv_fwd(lr_cache *cache, PyArrayObject *x0, PyArrayObject *w0, PyArrayObject *b0,
@@ -922,6 +961,7 @@ static int lr_conv_fwd(lr_cache *cache, PyArrayObject *x0, PyArrayObject *w0, Py
                         "(set LASRES_KERNELS=numpy)");
         goto done;
     }
+    if (lr_conv16(&g, x, w, b, a, *out, flip, 0) == 0) { rc = 0; goto done; }
     if (!(e = lr_entry_for(cache, &g, a ? LR_FWD_ADD : LR_FWD, b != NULL))) goto done;
     handles[k++] = PyArray_DATA(x);
     if (!(handles[k++] = lr_filters(w, &g, flip, &wflip))) goto done;
@@ -963,6 +1003,7 @@ static int lr_conv_bwd_data(lr_cache *cache, PyArrayObject *gz0, PyArrayObject *
     if (g.he < g.h || g.we < g.w || g.f == 0)
         memset(PyArray_DATA(*out), 0, PyArray_NBYTES(*out));
     if (g.n == 0 || g.c == 0 || g.f == 0) { rc = 0; goto done; }   /* zeros */
+    if (lr_conv16(&g, gz, w, NULL, NULL, *out, flip, 1) == 0) { rc = 0; goto done; }
     if (!(e = lr_entry_for(cache, &g, LR_BWD_DATA, 0))) goto done;
     handles[0] = PyArray_DATA(gz);
     if (!(handles[1] = lr_filters(w, &g, flip, &wflip))) goto done;
