@@ -24,12 +24,12 @@ from typing import Optional
 
 from ._csource import c_source
 
-__all__ = ["library", "prefetch", "Conv16", "ENV"]
+__all__ = ["library", "library_path", "prefetch", "Conv16", "ENV"]
 
 #: ``LASRES_CONV16=0`` leaves the 16-channel convolutions to oneDNN's brgemm kernel.
 ENV = "LASRES_CONV16"
 
-_SOURCES = ("conv_fwd16.c",)
+_SOURCES = ("conv16.h", "conv_fwd16.c")
 _EXPORTS = """
 extern "C" int lr_native_conv16(const lr_c16 *g) { return lr_conv16_fwd(g); }
 """
@@ -85,6 +85,18 @@ def prefetch() -> None:
         _PREFETCH.start()
 
 
+def _source() -> str:
+    return c_source(*_SOURCES) + _EXPORTS
+
+
+def library_path() -> str:
+    """Where the library of this source text and compiler lives (built or
+    not): the C ops' modules open it there (``c/onednn_conv.c``)."""
+    import pytensor
+    key = zlib.crc32((_source() + pytensor.config.cxx + " ".join(_FLAGS)).encode())
+    return os.path.join(pytensor.config.compiledir, "lasres_native", f"lasres_{key:08x}.so")
+
+
 def _load() -> None:
     global _LIB, _TRIED
     _TRIED = True
@@ -93,11 +105,9 @@ def _load() -> None:
         cxx = pytensor.config.cxx
         if not cxx:
             return
-        source = c_source(*_SOURCES) + _EXPORTS
-        key = zlib.crc32((source + cxx + " ".join(_FLAGS)).encode())
-        path = os.path.join(pytensor.config.compiledir, "lasres_native", f"lasres_{key:08x}.so")
+        path = library_path()
         if not os.path.exists(path):
-            _build(path, source, cxx)
+            _build(path, _source(), cxx)
         lib = ctypes.CDLL(path)
         lib.lr_native_conv16.restype = ctypes.c_int
         lib.lr_native_conv16.argtypes = [ctypes.POINTER(Conv16)]

@@ -37,7 +37,7 @@ __all__ = ["kernels", "KERNELS_ENV"]
 KERNELS_ENV = "LASRES_KERNELS"
 
 #: The convolution ops' C sources (c/): lasres's own weight-gradient kernel, the oneDNN calls.
-_CONV_SOURCES = ("blocked.h", "conv_bwdw.c", "conv_fwd16.c", "onednn_conv.c")
+_CONV_SOURCES = ("blocked.h", "conv16.h", "conv_bwdw.c", "onednn_conv.c")
 
 #: Set by tests to force a kernel family in-process (None: follow the environment).
 _override = None
@@ -135,6 +135,9 @@ class OneDNNConvCOp(COp):
         # compile cache is loaded without calling c_code
         if not self._use_onednn(node) and impl != "c":
             impl = "py"
+        else:   # the native library's kernels, built on another thread meanwhile
+            from . import native
+            native.prefetch()
         return super().make_thunk(node, storage_map, compute_map, no_recycling, impl=impl)
 
     def c_code(self, node, name, inputs, outputs, sub):
@@ -162,7 +165,7 @@ class OneDNNConvCOp(COp):
         return [paths[1]] if paths else []
 
     def c_libraries(self, **kwargs):
-        return ["dnnl"]
+        return ["dnnl", "dl"]
 
     def c_compile_args(self, **kwargs):
         paths = _library_paths()
@@ -171,7 +174,11 @@ class OneDNNConvCOp(COp):
         return ["-g0"] + omp + ([f"-Wl,-rpath,{paths[1]}"] if paths else [])
 
     def c_support_code(self, **kwargs):
-        return c_source(*_CONV_SOURCES)
+        # lasres's 16-channel kernel is reached in the native library (see
+        # make_thunk), not compiled into every module
+        from . import native
+        path = native.library_path().replace("\\", "\\\\").replace('"', '\\"')
+        return f'#define LR_NATIVE_LIB "{path}"\n' + c_source(*_CONV_SOURCES)
 
     def c_support_code_struct(self, node, name):
         return f"lr_cache lr_cache_{name};"

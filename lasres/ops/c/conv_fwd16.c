@@ -39,16 +39,7 @@
 #include <omp.h>
 #endif
 
-typedef struct {
-    long n, h, w;          /* images, rows, columns (a multiple of 16) */
-    const float *x;        /* (n, h, w, 16) */
-    const float *wt;       /* (3, 3, 16, 16): tap row, tap column, input, output */
-    const float *bias;     /* (16,), or NULL: none */
-    const float *add;      /* (n, h, w, 16), or NULL: none; may be y itself */
-    float *y;              /* (n, h, w, 16) */
-    int relu;
-    int reverse;           /* taps summed from (2, 2) back to (0, 0) */
-} lr_c16;
+/* lr_c16: conv16.h */
 
 /* 16 output pixels of row oy from column p0; left / right: the block starts /
  * ends a row, where the taps reaching into the padding are skipped; rev:

@@ -26,6 +26,7 @@
 #define LASRES_ONEDNN_CONV_C
 
 #include <oneapi/dnnl/dnnl.h>
+#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -880,22 +881,38 @@ static int lr_check_gz(PyArrayObject *gz, const lr_geom *g)
     return -1;
 }
 
+/* lasres's 16-channel kernel in the native library LR_NATIVE_LIB (defined
+ * by the op's support code), or NULL while it is not there (not built yet,
+ * or no compiler: oneDNN runs, with the same bits; tried again next call). */
+static lr_conv16_fn lr_conv16_kernel(void)
+{
+    static lr_conv16_fn fn = NULL;
+    if (fn == NULL) {
+        void *lib = dlopen(LR_NATIVE_LIB, RTLD_NOW | RTLD_LOCAL);
+        if (lib != NULL)
+            fn = (lr_conv16_fn)dlsym(lib, "lr_native_conv16");
+    }
+    return fn;
+}
+
 /* A 16-to-16-channel 3x3 convolution on 16-channel blocks by lasres's own
  * kernel (c/conv_fwd16.c: the bits of oneDNN's brgemm kernel, which
  * lr_fwd_nhwc16 picks for the same geometry, at the GEMM rate); 0 done, 1
- * not this geometry or CPU, or LASRES_CONV16=0 (the caller runs oneDNN). */
+ * not this geometry or CPU, no kernel, or LASRES_CONV16=0 (the caller runs
+ * oneDNN). */
 static int lr_conv16(const lr_geom *g, PyArrayObject *x, PyArrayObject *w, PyArrayObject *b,
                      PyArrayObject *a, PyArrayObject *out, int flip, int transpose)
 {
     float wt[3 * 3 * 16 * 16];
     const float *W = (const float *)PyArray_DATA(w);
     const char *off = getenv("LASRES_CONV16");   /* "0": oneDNN's kernel (read per call) */
+    lr_conv16_fn run;
     lr_c16 k;
     int o, c, i, j;
     if ((off != NULL && strcmp(off, "0") == 0) || g->bx != 16 || g->bz != 16 || g->c != 16
         || g->f != 16 || g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 || g->ph != 1 || g->pw != 1 || g->prh != 1
         || g->prw != 1 || g->he != g->h || g->we != g->w || g->ohs != g->oh || g->oh != g->h
-        || g->ow != g->w)
+        || g->ow != g->w || (run = lr_conv16_kernel()) == NULL)
         return 1;
     /* the taps (O, I, 3, 3), flipped for a convolution, as (3, 3, I, O); the
      * input gradient (transpose) is the correlation of gz with the taps
@@ -916,7 +933,7 @@ static int lr_conv16(const lr_geom *g, PyArrayObject *x, PyArrayObject *w, PyArr
     k.y = (float *)PyArray_DATA(out);
     k.relu = 0;
     k.reverse = transpose;   /* oneDNN's input gradient sums the taps backwards */
-    return lr_conv16_fwd(&k);
+    return run(&k);
 }
 
 /* out = conv(x, w) + b, plus a0 when given (an array of the output's shape
