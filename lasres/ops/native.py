@@ -1,12 +1,15 @@
-"""lasres's own C kernels for the ``ctypes`` programs (:mod:`.onednn_program`).
+"""lasres's native library: its own C kernels built once as a shared library.
 
-The C ops reach ``lasres/ops/c`` through PyTensor, which compiles each op's
-module. The fused inference program is no PyTensor module: it calls oneDNN
-through ``ctypes``, and calls lasres's kernels the same way, from a shared
-library built here once per source text with PyTensor's C++ compiler and
-cached under PyTensor's compile directory (written under a temporary name
-and renamed into place: never a half-written library, and processes racing
-to build it each finish with a whole one).
+The fused inference program (:mod:`.onednn_program`) is no PyTensor module:
+it calls oneDNN through ``ctypes``, and lasres's 16-channel convolution
+(``c/conv_fwd16.c``) the same way. The convolution ops' modules
+(``c/onednn_conv.c``) open the same library (``dlopen``) rather than each
+compiling the kernel again (seconds of cold start). It is built once per
+source text with PyTensor's C++ compiler, on a background thread while
+PyTensor compiles a graph (:func:`prefetch`), and cached under PyTensor's
+compile directory (written under a temporary name and renamed into place:
+never a half-written library, and processes racing to build it each finish
+with a whole one).
 
 A library that cannot be built (no compiler, a read-only cache) is no
 error: :func:`library` returns None and the program runs oneDNN's kernels,
