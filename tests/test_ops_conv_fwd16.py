@@ -1,9 +1,12 @@
 """lasres's own 16-to-16-channel 3x3 convolution (``lasres/ops/c/conv_fwd16.c``),
-run by the fused inference program (:mod:`lasres.ops.onednn_program`) in
-place of oneDNN's brgemm kernel: the same bits as the ops one by one (oneDNN's
-direct kernel) on every row geometry it takes (one block a row, two, and
+run by the fused inference program (:mod:`lasres.ops.onednn_program`) and the
+training graph's blocked convolutions in place of oneDNN's kernels: the same
+bits as oneDNN's on every row geometry it takes (one block a row, two, and
 blocks between), with and without ReLU, batch norm and a residual sum, near
-a float64 convolution, and oneDNN's kernel where it does not apply."""
+a float64 convolution, and oneDNN's kernel where it does not apply. On
+AVX-512 (16-channel blocks) and AVX2 (8-channel blocks; on an AVX-512
+machine the whole file runs again in a subprocess with oneDNN held to AVX2:
+:func:`test_the_avx2_kernel`)."""
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -17,9 +20,13 @@ from lasres.ops import fused_infer, native, onednn, onednn_program
 
 pytestmark = [
     pytest.mark.skipif(onednn.kernels() != "onednn", reason="needs the oneDNN kernels"),
-    pytest.mark.skipif(onednn_program.channel_block() != 16,
-                       reason="the kernel runs where 16 channels are NHWC's bytes (AVX-512)"),
+    pytest.mark.skipif(onednn_program.channel_block() not in (8, 16),
+                       reason="the kernel runs on oneDNN's 8- or 16-channel blocks"),
 ]
+#: this machine's channel block (16: AVX-512; 8: AVX2) and the name of the
+#: kernel oneDNN runs instead (brgemm on NHWC's bytes; AVX2's direct kernel)
+B = onednn_program.channel_block()
+ONEDNN = "brg" if B == 16 else "jit"
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +86,8 @@ def _functions(monkeypatch, net, xv, brgemm=False):
     return fused, plain, run
 
 
-@pytest.mark.parametrize("h,w", [(32, 32), (5, 16), (1, 48), (9, 64)])
+@pytest.mark.parametrize("h,w", [(32, 32), (5, 16), (1, 48), (9, 64)]
+                         + ([(3, 7), (4, 13), (2, 5)] if B == 8 else []))
 @pytest.mark.parametrize("relu,bn,residual", [(True, False, False), (False, False, False),
                                               (True, True, False), (True, True, True),
                                               (False, False, True)])
@@ -93,12 +101,12 @@ def test_same_bits_as_onednn(monkeypatch, h, w, relu, bn, residual):
     x = np.random.RandomState(w).randn(3, 3, h, w).astype("float32")
     got = fused(x)
     np.testing.assert_array_equal(got, brgemm(x))
-    if not bn:
+    if not bn and not (residual and B == 8):   # AVX2's sum post-op starts from the summand
         np.testing.assert_array_equal(got, plain(x))
     else:
         np.testing.assert_allclose(got, plain(x), rtol=0, atol=1e-5 * np.abs(got).max())
     assert _impls(fused) == [_impls(fused)[0], "lasres:conv16"]
-    assert _impls(brgemm)[1].startswith("brg")
+    assert _impls(brgemm)[1].startswith(ONEDNN)
 
 
 def test_near_a_float64_convolution(monkeypatch):
@@ -136,6 +144,7 @@ def test_the_program_runs_it_when_the_input_is_a_fused_activation(monkeypatch):
     np.testing.assert_array_equal(fused(x), brgemm(x))
 
 
+@pytest.mark.skipif(B != 16, reason="with 8-channel blocks every width runs the kernel")
 @pytest.mark.parametrize("w", [20, 33])
 def test_other_widths_run_onednn(monkeypatch, w):
     xv = pt.tensor4("x")
@@ -153,7 +162,7 @@ def test_turned_off_runs_onednn(monkeypatch):
     fused, plain = _functions(monkeypatch, net, xv)
     x = np.random.RandomState(1).randn(2, 3, 32, 32).astype("float32")
     np.testing.assert_array_equal(fused(x), plain(x))
-    assert _impls(fused)[1].startswith("brg")
+    assert _impls(fused)[1].startswith(ONEDNN)
 
 
 def test_a_failed_build_leaves_no_file(tmp_path):
@@ -169,12 +178,29 @@ def test_a_failed_build_leaves_no_file(tmp_path):
     assert [p.name for p in (tmp_path / "lib").iterdir()] == ["lasres_x.so"]
 
 
+def test_a_killed_builds_leftovers_are_removed(tmp_path):
+    """Temporary files a killed build left (older than an hour) go at the
+    next build; a build under way (a fresh file) is left alone."""
+    import os
+    import time
+    import pytensor
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    old, fresh = folder / "tmpold1.cpp", folder / "tmpnew1.so"
+    old.write_text("x")
+    fresh.write_text("x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    native._build(str(folder / "lasres_y.so"), 'extern "C" int f(void) { return 1; }\n',
+                  pytensor.config.cxx or "g++")
+    assert sorted(p.name for p in folder.iterdir()) == ["lasres_y.so", "tmpnew1.so"]
+
+
 # ---- the training graph's ops (lasres/ops/c/onednn_conv.c) ------------------------
 
 def _blocked_ops(flip, bias, addend, hw=(9, 32)):
     from lasres.config import get_mode
     from lasres.ops.conv import Conv2d, Conv2dGradInputs, Conv2dSum
-    kw = dict(stride=(1, 1), pad=(1, 1), filter_flip=flip, blocks=(16, 16))
+    kw = dict(stride=(1, 1), pad=(1, 1), filter_flip=flip, blocks=(B, B))
     xv = pt.tensor(dtype="float32", shape=(None,) * 5)
     av = pt.tensor(dtype="float32", shape=(None,) * 5)
     wv, bv = pt.tensor4("w"), pt.vector("b")
@@ -201,7 +227,7 @@ def test_training_ops_same_bits_as_onednn(monkeypatch, flip, bias, addend):
     w = rng.randn(16, 16, 3, 3).astype("float32")
     b = rng.randn(16).astype("float32")
     a = rng.randn(5, 16, 9, 32).astype("float32")
-    xb, ab = to_blocked(x, 16), to_blocked(a, 16)
+    xb, ab = to_blocked(x, B), to_blocked(a, B)
     fwd, bwd = _blocked_ops(flip, bias, addend)
     mine = from_blocked(fwd(xb, w, b, ab)), from_blocked(bwd(xb, w))
     monkeypatch.setenv(native.ENV, "0")
@@ -221,10 +247,10 @@ def test_training_ops_same_bits_as_onednn(monkeypatch, flip, bias, addend):
 _VERBOSE_SCRIPT = """
 import sys, numpy as np
 sys.path.insert(0, {tests!r})
-from test_ops_conv_fwd16 import _blocked_ops
+from test_ops_conv_fwd16 import B, _blocked_ops
 from lasres.ops.shape import to_blocked
 fwd, bwd = _blocked_ops(True, False, False, (8, 16))
-x = to_blocked(np.ones((2, 16, 8, 16), np.float32), 16)
+x = to_blocked(np.ones((2, 16, 8, 16), np.float32), B)
 w = np.ones((16, 16, 3, 3), np.float32)
 fwd(x, w, np.zeros(16, np.float32), x)
 bwd(x, w)
@@ -245,3 +271,20 @@ def test_training_ops_call_no_onednn_convolution(on):
     assert proc.returncode == 0, proc.stderr[-3000:]
     convs = [l for l in proc.stdout.splitlines() if ",exec," in l and "convolution" in l]
     assert (convs == []) == on, convs
+
+
+@pytest.mark.skipif(B != 16, reason="runs the AVX2 kernel where this machine has AVX-512")
+def test_the_avx2_kernel(tmp_path):
+    """This file again, in a subprocess whose oneDNN is held to AVX2: 8-channel
+    blocks, where the activations are no longer NHWC and the kernel has its
+    AVX2 form (its own order: oneDNN's AVX2 kernel sums input-channel block
+    by block, from the bias; its sum post-op starts from the summand)."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                           os.path.abspath(__file__), "-k", "not avx2"],
+                          env=env, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and " skipped" in proc.stdout   # the widths test

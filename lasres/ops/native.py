@@ -22,6 +22,7 @@ import os
 import subprocess
 import tempfile
 import threading
+import time
 import zlib
 from typing import Optional
 
@@ -46,14 +47,15 @@ _PREFETCH: Optional[threading.Thread] = None
 class Conv16(ctypes.Structure):
     """The arguments of ``lr_conv16_fwd`` (``c/conv_fwd16.c``)."""
     _fields_ = [("n", ctypes.c_long), ("h", ctypes.c_long), ("w", ctypes.c_long),
-                ("x", ctypes.c_void_p), ("wt", ctypes.c_void_p), ("bias", ctypes.c_void_p),
+                ("block", ctypes.c_long), ("x", ctypes.c_void_p), ("wt", ctypes.c_void_p), ("bias", ctypes.c_void_p),
                 ("add", ctypes.c_void_p), ("y", ctypes.c_void_p), ("relu", ctypes.c_int),
-                ("reverse", ctypes.c_int)]
+                ("reverse", ctypes.c_int), ("add_first", ctypes.c_int)]
 
 
 def _build(path: str, source: str, cxx: str) -> None:
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
+    _clean(folder)
     fd, src = tempfile.mkstemp(suffix=".cpp", dir=folder)
     out = src[:-4] + ".so"
     try:
@@ -65,6 +67,20 @@ def _build(path: str, source: str, cxx: str) -> None:
         for p in (src, out):
             if os.path.exists(p):
                 os.remove(p)
+
+
+def _clean(folder: str, age_s: float = 3600.0) -> None:
+    """Remove the temporary files of builds that a killed process left
+    behind (older than an hour: a build under way takes a second or two)."""
+    now = time.time()
+    for name in os.listdir(folder):
+        if name.startswith("tmp") and name.endswith((".cpp", ".so")):
+            p = os.path.join(folder, name)
+            try:
+                if now - os.path.getmtime(p) > age_s:
+                    os.remove(p)
+            except OSError:
+                pass
 
 
 def library() -> Optional[ctypes.CDLL]:

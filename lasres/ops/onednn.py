@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import sysconfig
+import zlib
 from typing import Tuple
 
 from pytensor.graph.basic import Apply
@@ -151,7 +152,10 @@ class OneDNNConvCOp(COp):
         return f"if ({call}) {{ {sub['fail']} }}"
 
     def c_code_cache_version(self):
-        return (3, c_source_crc(*_CONV_SOURCES))
+        # PyTensor finds a cached module by this key alone: it names the
+        # native library (its path is its source's checksum) the module opens
+        from . import native
+        return (4, c_source_crc(*_CONV_SOURCES), zlib.crc32(native.library_path().encode()))
 
     def c_headers(self, **kwargs):
         return ["<oneapi/dnnl/dnnl.h>", "<stdlib.h>", "<string.h>"]

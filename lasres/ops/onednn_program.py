@@ -37,7 +37,7 @@ _F32 = 3
 _TAG_ANY, _TAG_A, _TAG_ABCD = 1, 2, 5
 #: blocked layouts an activation may take (nhwc, nChw16c, nChw8c)
 _ACT_TAGS = (22, 78, 102)
-_TAG_NHWC, _TAG_NCHW16C = 22, 78
+_TAG_NHWC, _TAG_NCHW16C, _TAG_NCHW8C = 22, 78, 102
 #: (O, I, KH, KW) filters as (KH, KW, I, O): lasres's 16-channel kernel's weights
 _TAG_CDBA = 28
 _Q_SRC, _Q_WEIGHTS, _Q_DST, _Q_SCRATCH = 129, 131, 133, 136
@@ -589,12 +589,13 @@ class _Plan:
         attr = o.attr(post)
         pd = None
         canon = self._canonical(n)
-        sixteen = (canon == _TAG_NCHW16C and c == f == 16 and (kh, kw) == (3, 3)
-                   and tuple(s.stride) == (1, 1) and self._tag_of(src) == canon
+        sixteen = (c == f == 16 and (kh, kw) == (3, 3) and tuple(s.stride) == (1, 1)
+                   and canon in (_TAG_NCHW16C, _TAG_NCHW8C) and self._tag_of(src) == canon
                    and src.buf is not None)
-        if (sixteen and tuple(pl) == tuple(pr) == (1, 1) and w % 16 == 0
-                and native.library() is not None):
+        if (sixteen and tuple(pl) == tuple(pr) == (1, 1)
+                and (canon == _TAG_NCHW8C or w % 16 == 0) and native.library() is not None):
             return self._plan_conv16(i, s, src, dst, canon, last_use, outputs)
+        sixteen = sixteen and canon == _TAG_NCHW16C
         alias = None   # the NHWC descriptors of a canonical 16-channel source and result
         if sixteen:
             # 16 channels in nChw16c are byte for byte NHWC, where oneDNN runs
@@ -637,17 +638,19 @@ class _Plan:
 
     def _plan_conv16(self, i, s, src, dst, canon, last_use, outputs):
         """A 16-to-16-channel 3x3 convolution by lasres's own kernel
-        (``c/conv_fwd16.c``): the same bits as oneDNN's brgemm kernel, at the
-        GEMM rate rather than ~85% of it."""
+        (``c/conv_fwd16.c``, on 16- or 8-channel blocks): the same bits as
+        oneDNN's kernel, at the GEMM rate rather than ~85% (AVX-512) or ~65%
+        (AVX2) of it."""
         o = self.o
         n, c, h, w = src.shape
         self.impls.append("lasres:conv16")
         self._conv_dst(i, s, dst, o.md(dst.shape, canon), last_use, outputs)
         _, _, wbuf, bias = self._conv_params(s, (16, 16, 3, 3), o.md((16, 16, 3, 3), _TAG_CDBA))
         y = dst.buf.ctypes.data
-        args = native.Conv16(n=n, h=h, w=w, x=src.buf.ctypes.data, wt=wbuf.ctypes.data,
+        args = native.Conv16(n=n, h=h, w=w, block=16 if canon == _TAG_NCHW16C else 8,
+                             x=src.buf.ctypes.data, wt=wbuf.ctypes.data,
                              bias=bias.ctypes.data, add=y if s.sum_with >= 0 else None, y=y,
-                             relu=int(s.relu))
+                             relu=int(s.relu), add_first=int(canon != _TAG_NCHW16C))
         self._native.append(args)
         self.exec.append([None, ctypes.byref(args), 0])
         return dst

@@ -118,15 +118,141 @@ static void NAME(const lr_c16 *g, long r0, long r1)                             
 LR_C16_ROWS(lr_c16_rows, 0)
 LR_C16_ROWS(lr_c16_rows_rev, 1)
 
+/* AVX2 (8-channel blocks, x and y (N, 2, H, W, 8)): P output pixels of row
+ * oy from column p0 into 2 x P accumulators of 8 output channels (P <= 6:
+ * 12 of the 16 registers), the input channels block by block, each block's
+ * taps in order, the block's 8 channels within a tap, from the bias (and,
+ * add_first, the addend plus the bias: oneDNN's sum post-op), then the
+ * addend: oneDNN's AVX2 direct kernel's order. */
+__attribute__((always_inline, target("avx2,fma")))
+static inline void lr_c8_block(const lr_c16 *g, long img, long oy, long p0, const int P,
+                               const int left, const int right, const int rev)
+{
+    const long plane = g->h * g->w * 8;   /* one 8-channel block of an image */
+    __m256 acc[2][6];
+    int p, ii, jj, c, cb;
+    const __m256 b0 = g->bias ? _mm256_loadu_ps(g->bias) : _mm256_setzero_ps();
+    const __m256 b1 = g->bias ? _mm256_loadu_ps(g->bias + 8) : _mm256_setzero_ps();
+    const int add_first = g->add != NULL && g->add_first;
+#pragma GCC unroll 6
+    for (p = 0; p < 6; p++) {   /* the sums start from the bias (and the addend) */
+        acc[0][p] = b0;
+        acc[1][p] = b1;
+    }
+    if (add_first) {
+        int ob;
+        for (ob = 0; ob < 2; ob++) {
+            const float *ar = g->add + (((img * 2 + ob) * g->h + oy) * g->w + p0) * 8;
+            for (p = 0; p < P; p++)
+                acc[ob][p] = _mm256_add_ps(_mm256_loadu_ps(ar + p * 8), acc[ob][p]);
+        }
+    }
+    for (cb = 0; cb < 2; cb++) {
+        for (ii = 0; ii < 3; ii++) {
+            const int i = rev ? 2 - ii : ii;
+            const long iy = oy + i - 1;
+            if (iy < 0 || iy >= g->h)
+                continue;
+            {
+                const float *xr = g->x + (img * 2 + cb) * plane + (iy * g->w + p0) * 8;
+#pragma GCC unroll 3
+                for (jj = 0; jj < 3; jj++) {
+                    const int j = rev ? 2 - jj : jj;
+                    const float *wk = g->wt + ((i * 3 + j) * 16 + cb * 8) * 16;
+#pragma GCC unroll 2
+                    for (c = 0; c < 8; c++) {
+                        const __m256 w0 = _mm256_loadu_ps(wk + c * 16);
+                        const __m256 w1 = _mm256_loadu_ps(wk + c * 16 + 8);
+#pragma GCC unroll 6
+                        for (p = 0; p < 6; p++) {
+                            if (p >= P || (left && p + j - 1 < 0) || (right && p + j - 1 >= P))
+                                continue;
+                            {
+                                const __m256 v = _mm256_broadcast_ss(xr + (p + j - 1) * 8 + c);
+                                acc[0][p] = _mm256_fmadd_ps(v, w0, acc[0][p]);
+                                acc[1][p] = _mm256_fmadd_ps(v, w1, acc[1][p]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    {
+        const __m256 zero = _mm256_setzero_ps();
+        int ob;
+        for (ob = 0; ob < 2; ob++) {
+            const long at = ((img * 2 + ob) * g->h + oy) * g->w + p0;
+            float *yr = g->y + at * 8;
+            const float *ar = g->add && !add_first ? g->add + at * 8 : NULL;
+#pragma GCC unroll 6
+            for (p = 0; p < 6; p++) {
+                __m256 v;
+                if (p >= P)
+                    continue;
+                v = acc[ob][p];
+                if (ar)
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(ar + p * 8));
+                if (g->relu)
+                    v = _mm256_max_ps(v, zero);
+                _mm256_storeu_ps(yr + p * 8, v);
+            }
+        }
+    }
+}
+
+/* The right end of a row: its last P (1..6) pixels. */
+__attribute__((always_inline, target("avx2,fma")))
+static inline void lr_c8_right(const lr_c16 *g, long img, long oy, long p0, const int left,
+                               const int rev)
+{
+    switch (g->w - p0) {
+    case 1: lr_c8_block(g, img, oy, p0, 1, left, 1, rev); break;
+    case 2: lr_c8_block(g, img, oy, p0, 2, left, 1, rev); break;
+    case 3: lr_c8_block(g, img, oy, p0, 3, left, 1, rev); break;
+    case 4: lr_c8_block(g, img, oy, p0, 4, left, 1, rev); break;
+    case 5: lr_c8_block(g, img, oy, p0, 5, left, 1, rev); break;
+    default: lr_c8_block(g, img, oy, p0, 6, left, 1, rev); break;
+    }
+}
+
+#define LR_C8_ROWS(NAME, REV)                                                             \
+__attribute__((target("avx2,fma")))                                                      \
+static void NAME(const lr_c16 *g, long r0, long r1)                                      \
+{                                                                                        \
+    long r, p0;                                                                          \
+    for (r = r0; r < r1; r++) {                                                          \
+        const long img = r / g->h, oy = r % g->h;                                        \
+        if (g->w <= 6) {                                                                 \
+            lr_c8_right(g, img, oy, 0, 1, REV);                                          \
+            continue;                                                                    \
+        }                                                                                \
+        lr_c8_block(g, img, oy, 0, 6, 1, 0, REV);                                        \
+        for (p0 = 6; p0 + 6 < g->w; p0 += 6)                                             \
+            lr_c8_block(g, img, oy, p0, 6, 0, 0, REV);                                   \
+        lr_c8_right(g, img, oy, p0, 0, REV);                                             \
+    }                                                                                    \
+}
+LR_C8_ROWS(lr_c8_rows, 0)
+LR_C8_ROWS(lr_c8_rows_rev, 1)
+
 static int lr_conv16_fwd(const lr_c16 *g)
 {
-    void (*rows)(const lr_c16 *, long, long) = g->reverse ? lr_c16_rows_rev : lr_c16_rows;
+    void (*rows)(const lr_c16 *, long, long);
     long total;
     int nthr = 1;
-    if (g->n < 1 || g->h < 1 || g->w < 16 || g->w % 16)
+    if (g->n < 1 || g->h < 1 || g->w < 1)
         return 1;
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512f"))
+    if (g->block == 16) {
+        if (g->w < 16 || g->w % 16 || !__builtin_cpu_supports("avx512f"))
+            return 1;
+        rows = g->reverse ? lr_c16_rows_rev : lr_c16_rows;
+    } else if (g->block == 8) {
+        if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+            return 1;
+        rows = g->reverse ? lr_c8_rows_rev : lr_c8_rows;
+    } else
         return 1;
     total = g->n * g->h;
 #ifdef _OPENMP

@@ -909,11 +909,21 @@ static int lr_conv16(const lr_geom *g, PyArrayObject *x, PyArrayObject *w, PyArr
     lr_conv16_fn run;
     lr_c16 k;
     int o, c, i, j;
-    if ((off != NULL && strcmp(off, "0") == 0) || g->bx != 16 || g->bz != 16 || g->c != 16
+    if ((off != NULL && strcmp(off, "0") == 0) || (g->bx != 16 && g->bx != 8) || g->bz != g->bx
+        || g->c != 16
         || g->f != 16 || g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 || g->ph != 1 || g->pw != 1 || g->prh != 1
         || g->prw != 1 || g->he != g->h || g->we != g->w || g->ohs != g->oh || g->oh != g->h
         || g->ow != g->w || (run = lr_conv16_kernel()) == NULL)
         return 1;
+    {   /* the order of the kernel oneDNN runs: 16-channel blocks on its AVX-512
+         * kernels, 8-channel blocks on its AVX2 ones (not AVX-512 on 8) */
+        static int avx512 = -1;
+        if (avx512 < 0)
+            avx512 = ((int)dnnl_get_effective_cpu_isa() & (int)dnnl_cpu_isa_avx512_core)
+                     == (int)dnnl_cpu_isa_avx512_core;
+        if (g->bx == 16 ? !avx512 : avx512)
+            return 1;
+    }
     /* the taps (O, I, 3, 3), flipped for a convolution, as (3, 3, I, O); the
      * input gradient (transpose) is the correlation of gz with the taps
      * turned around, input and output channels swapped */
@@ -925,7 +935,7 @@ static int lr_conv16(const lr_geom *g, PyArrayObject *x, PyArrayObject *w, PyArr
                 for (j = 0; j < 3; j++)
                     wt[((i * 3 + j) * 16 + (transpose ? o : c)) * 16 + (transpose ? c : o)] =
                         W[((o * 16 + c) * 3 + (flip ? 2 - i : i)) * 3 + (flip ? 2 - j : j)];
-    k.n = g->n; k.h = g->h; k.w = g->w;
+    k.n = g->n; k.h = g->h; k.w = g->w; k.block = g->bx;
     k.x = (const float *)PyArray_DATA(x);
     k.wt = wt;
     k.bias = b ? (const float *)PyArray_DATA(b) : NULL;
@@ -933,6 +943,7 @@ static int lr_conv16(const lr_geom *g, PyArrayObject *x, PyArrayObject *w, PyArr
     k.y = (float *)PyArray_DATA(out);
     k.relu = 0;
     k.reverse = transpose;   /* oneDNN's input gradient sums the taps backwards */
+    k.add_first = 0;   /* a binary post-op: the addend comes last */
     return run(&k);
 }
 
