@@ -639,7 +639,7 @@ class _Plan:
     def _plan_conv16(self, i, s, src, dst, canon, last_use, outputs):
         """A 16-to-16-channel 3x3 convolution by lasres's own kernel
         (``c/conv_fwd16.c``, on 16- or 8-channel blocks): the same bits as
-        oneDNN's kernel, at the GEMM rate rather than ~85% (AVX-512) or ~65%
+        oneDNN's kernel, at the GEMM rate rather than ~85% (AVX-512) or ~75%
         (AVX2) of it."""
         o = self.o
         n, c, h, w = src.shape

@@ -1,5 +1,6 @@
 /* The forward 3x3, stride-1, padding-1 convolution of 16 channels into 16
- * on 16-channel blocked arrays, lasres's own AVX-512 kernel (no oneDNN call).
+ * on channel-blocked arrays, lasres's own kernel (no oneDNN call): AVX-512 on
+ * 16-channel blocks, below; AVX2 on 8-channel blocks, lr_c8_block.
  *
  *   y[n, r, q, o] = act((sum over i, j, c of x[n, r+i-1, q+j-1, c] * w[i, j, c, o]
  *                        [+ b[o]]) [+ a[n, r, q, o]])
@@ -29,8 +30,9 @@
  * machine's float32 GEMM rate; this one at the GEMM rate (AMD EPYC Zen 5:
  * 0.19 against 0.22 ms for 20 images of 32x32, benchmarks/RESULTS.md).
  *
- * lr_conv16_fwd returns 0 (y written) or 1 (not this geometry or not an
- * AVX-512 CPU: the caller runs oneDNN). W must be a multiple of 16. */
+ * lr_conv16_fwd returns 0 (y written) or 1 (not this geometry or not a CPU
+ * for the block: the caller runs oneDNN). With 16-channel blocks W must be
+ * a multiple of 16. */
 #ifndef LASRES_CONV_FWD16_C
 #define LASRES_CONV_FWD16_C
 

@@ -895,11 +895,12 @@ static lr_conv16_fn lr_conv16_kernel(void)
     return fn;
 }
 
-/* A 16-to-16-channel 3x3 convolution on 16-channel blocks by lasres's own
- * kernel (c/conv_fwd16.c: the bits of oneDNN's brgemm kernel, which
- * lr_fwd_nhwc16 picks for the same geometry, at the GEMM rate); 0 done, 1
- * not this geometry or CPU, no kernel, or LASRES_CONV16=0 (the caller runs
- * oneDNN). */
+/* A 16-to-16-channel 3x3 stride-1 convolution (transpose: its input
+ * gradient) on 16- or 8-channel blocks by lasres's own kernel
+ * (c/conv_fwd16.c: the bits of the kernel oneDNN runs for the same geometry
+ * -- brgemm on 16-channel blocks, lr_fwd_nhwc16, or the direct kernels --
+ * faster); 0 done, 1 not this geometry or ISA, no kernel, or
+ * LASRES_CONV16=0 (the caller runs oneDNN). */
 static int lr_conv16(const lr_geom *g, PyArrayObject *x, PyArrayObject *w, PyArrayObject *b,
                      PyArrayObject *a, PyArrayObject *out, int flip, int transpose)
 {
@@ -910,10 +911,10 @@ static int lr_conv16(const lr_geom *g, PyArrayObject *x, PyArrayObject *w, PyArr
     lr_c16 k;
     int o, c, i, j;
     if ((off != NULL && strcmp(off, "0") == 0) || (g->bx != 16 && g->bx != 8) || g->bz != g->bx
-        || g->c != 16
-        || g->f != 16 || g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 || g->ph != 1 || g->pw != 1 || g->prh != 1
-        || g->prw != 1 || g->he != g->h || g->we != g->w || g->ohs != g->oh || g->oh != g->h
-        || g->ow != g->w || (run = lr_conv16_kernel()) == NULL)
+        || g->c != 16 || g->f != 16 || g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1
+        || g->ph != 1 || g->pw != 1 || g->prh != 1 || g->prw != 1 || g->he != g->h
+        || g->we != g->w || g->ohs != g->oh || g->oh != g->h || g->ow != g->w
+        || (run = lr_conv16_kernel()) == NULL)
         return 1;
     {   /* the order of the kernel oneDNN runs: 16-channel blocks on its AVX-512
          * kernels, 8-channel blocks on its AVX2 ones (not AVX-512 on 8) */
