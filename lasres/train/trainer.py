@@ -17,7 +17,7 @@ import numpy as np
 import pytensor
 
 from .. import updates as lupdates
-from ..config import get_mode
+from ..config import collector_held, get_mode
 from ..errors import LasresError
 from ..layers import count_params
 from ..recipes import LEGACY, LEGACY_SCHEDULE
@@ -139,6 +139,10 @@ class Trainer(TrainerBase):
     def __init__(self, network, l2: float = LEGACY.l2, momentum: float = LEGACY.momentum,
                  learning_rate: float = LEGACY_SCHEDULE[0][1], backend: Optional[str] = None,
                  optimizer: str = LEGACY.optimizer):
+        with collector_held():  # building and compiling the graphs
+            self._build(network, l2, momentum, learning_rate, backend, optimizer)
+
+    def _build(self, network, l2, momentum, learning_rate, backend, optimizer):
         self.network = network
         self.backend = backend
         mode = get_mode(backend)
