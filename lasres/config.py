@@ -45,6 +45,7 @@ floatX = pytensor.config.floatX
 # lasres's own modules after floatX is set (the ops build graphs of floatX)
 from .errors import LasresError  # noqa: E402
 from .ops.add import local_parallel_add  # noqa: E402
+from .ops.cbuild import prebuild  # noqa: E402
 from .ops.bn import local_bn_grad_addend, local_bn_infer_relu, local_bn_train_relu  # noqa: E402
 from .ops.conv import local_conv_addend  # noqa: E402
 from .ops.fused_infer import fuse_inference, set_fallback_mode  # noqa: E402
@@ -116,7 +117,9 @@ def collector_held():
 
 
 class _Maker(FunctionMaker):
-    """PyTensor's FunctionMaker with the collector held while it rewrites and links."""
+    """PyTensor's FunctionMaker with the collector held while it rewrites and
+    links, and the graph's missing C modules compiled on all cores first
+    (lasres.ops.cbuild)."""
 
     def __init__(self, *args, **kwargs):
         with collector_held():
@@ -124,6 +127,8 @@ class _Maker(FunctionMaker):
 
     def create(self, *args, **kwargs):
         with collector_held():
+            if getattr(self.linker, "c_thunks", False) and pytensor.config.cxx:
+                prebuild(self.fgraph)   # the missing C modules, on all cores
             return super().create(*args, **kwargs)
 
 
