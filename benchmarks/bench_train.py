@@ -84,7 +84,7 @@ def main():
         for what, fn in (("train", tr.train_fn), ("infer", tr.predict_fn)):
             if a.what in (what, "both"):
                 text.write(f"\n# ===== {what} function =====\n")
-                fn.profile.summary(file=text)
+                fn.profile.summary(file=text, n_ops_to_print=400)
         with open(a.profile, "w") as f:
             f.write(text.getvalue())
         from pytensor.compile.debug import profiling
