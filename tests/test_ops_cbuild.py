@@ -102,3 +102,14 @@ def test_two_processes_building_the_same_graph_at_once(tmp_path):
     cd = tmp_path / "cd"
     assert [d.name for d in cd.iterdir()
             if d.name.startswith("tmp") and not (d / "key.pkl").exists()] == []
+
+
+def test_the_number_of_compilers(monkeypatch):
+    from lasres.ops import cbuild
+    monkeypatch.setenv("LASRES_PREBUILD", "3")
+    assert cbuild._workers() == 3
+    monkeypatch.setenv("LASRES_PREBUILD", "0")
+    assert cbuild._workers() == 0
+    assert cbuild.prebuild(None) == 0          # off: not even a look at the graph
+    monkeypatch.delenv("LASRES_PREBUILD")
+    assert 1 <= cbuild._workers() <= min(os.cpu_count(), cbuild.MAX_WORKERS)

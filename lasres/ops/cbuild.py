@@ -10,7 +10,10 @@ ever adds modules to the cache through PyTensor's own ``module_from_key``
 (under its lock, with its key files); a module it cannot build is left to
 the linker, which builds it (or reports its error) as before.
 
-``LASRES_PREBUILD=0`` turns it off.
+It runs one compiler per core this process may use, at most
+:data:`MAX_WORKERS` (each ``g++`` of a oneDNN module holds a few hundred
+MiB); ``LASRES_PREBUILD=N`` sets that number, ``LASRES_PREBUILD=0`` turns
+the prebuild off.
 """
 import os
 import shutil
@@ -26,6 +29,8 @@ from pytensor.link.c.op import COp
 __all__ = ["prebuild", "ENV"]
 
 ENV = "LASRES_PREBUILD"
+#: The most compilers run at once unless ``LASRES_PREBUILD`` says otherwise.
+MAX_WORKERS = 4
 _MARK = "delete.me"   # PyTensor's refresh removes a directory holding it
 
 
@@ -110,6 +115,18 @@ def _missing(fgraph, cache) -> List[_Job]:
     return jobs
 
 
+def _workers() -> int:
+    """``$LASRES_PREBUILD`` if it is a number, else the usable cores up to MAX_WORKERS."""
+    value = os.environ.get(ENV, "").strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return min(cores, MAX_WORKERS)
+
+
 def prebuild(fgraph, workers: Optional[int] = None) -> int:
     """Compile the C modules ``fgraph`` lacks, ``workers`` at a time.
 
@@ -118,13 +135,13 @@ def prebuild(fgraph, workers: Optional[int] = None) -> int:
     int
         How many modules were added to PyTensor's cache.
     """
-    if os.environ.get(ENV, "1") == "0":
-        return 0
-    workers = workers or os.cpu_count() or 1
+    workers = workers or _workers()
+    if workers < 2:
+        return 0   # off, or one core: the linker compiles as before
     cache = get_module_cache()
     jobs = _missing(fgraph, cache)
-    if len(jobs) < 2 or workers < 2:
-        return 0   # nothing to overlap: the linker compiles it as before
+    if len(jobs) < 2:
+        return 0   # nothing to overlap
     jobs.sort(key=lambda job: -len(job.src))   # the longest first, for an even finish
     with ThreadPoolExecutor(max_workers=min(workers, len(jobs)),
                             thread_name_prefix="lasres-cbuild") as pool:
