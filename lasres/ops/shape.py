@@ -21,6 +21,8 @@ import pytensor.tensor as pt
 from pytensor.gradient import disconnected_type
 from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
+from pytensor.graph.utils import MethodNotDefined
+from pytensor.link.c.op import COp
 from pytensor.tensor.type import integer_dtypes
 from pytensor.tensor.variable import TensorVariable
 
@@ -150,17 +152,19 @@ def conv_output_shape(in_shape: Sequence[Optional[int]], k_shape: Sequence[Optio
     return tuple(out)
 
 
-class ConvLength(Op):
+class ConvLength(COp):
     """Output length of a convolution along one axis, as a scalar shape op.
 
     Parameters
     ----------
     stride : int
-    pad : int or {'same', 'full'}
+    pad : int or {'valid', 'same', 'half', 'full'}
     dilation : int
 
     Inputs are the input length and the filter length (integer scalars); the
-    output is an int64 scalar.
+    output is an int64 scalar. A gradient graph holds one per convolution
+    and axis where the spatial shape is not static; its C code spares the
+    C backend a Python call each (Python's floor division, as ``perform``).
     """
 
     __props__ = ("stride", "pad", "dilation")
@@ -184,6 +188,39 @@ class ConvLength(Op):
 
     def perform(self, node, inputs, outputs):
         outputs[0][0] = np.asarray(self.length(int(inputs[0]), int(inputs[1])), dtype="int64")
+
+    def c_support_code(self, **kwargs):
+        return ("static npy_int64 lr_floordiv(npy_int64 a, npy_int64 b) {\n"
+                "    npy_int64 q = a / b;\n"
+                "    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;\n}\n")
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        length, kernel = inputs
+        (z,) = outputs
+        d, s = self.dilation, self.stride
+        extent = "k" if d == 1 else f"(k - 1) * {d} + 1"
+        pads = {"valid": "0", "same": "lr_floordiv(e, 2)", "half": "lr_floordiv(e, 2)",
+                "full": "(e - 1)"}
+        if isinstance(self.pad, str) and self.pad not in pads:
+            raise MethodNotDefined(f"ConvLength: pad {self.pad!r}")   # perform says why
+        pad = pads.get(self.pad, str(self.pad))
+        return f"""
+        {{
+            const npy_int64 n = *(npy_int64 *)PyArray_DATA({length});
+            const npy_int64 k = *(npy_int64 *)PyArray_DATA({kernel});
+            const npy_int64 e = {extent};
+            const npy_int64 p = {pad};
+            (void)p;
+            if (!{z}) {{
+                {z} = (PyArrayObject *)PyArray_EMPTY(0, NULL, NPY_INT64, 0);
+                if (!{z}) {{ {sub['fail']} }}
+            }}
+            *(npy_int64 *)PyArray_DATA({z}) = lr_floordiv(n + 2 * p - e, {s}) + 1;
+        }}
+        """
+
+    def c_code_cache_version(self):
+        return (1,)
 
     def infer_shape(self, fgraph, node, in_shapes):
         return [()]
