@@ -158,3 +158,39 @@ def test_l2_penalty_of_a_list_is_one_node():
     # other penalties keep Lasagne's sum of per-tensor terms
     np.testing.assert_allclose(pytensor.function(ps, apply_penalty(ps, l1))(*vals),
                                sum(np.abs(v).sum() for v in vals), rtol=1e-14)
+
+
+_SSQ_SHAPES = [(16, 3, 3, 3), (16, 16, 3, 3), (64, 64, 3, 3), (10, 64), (64,), (7,), (130,),
+               (8193,), (1,)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sum_of_squares_c_code_sums_as_numpy(dtype):
+    # the C backend's code against NumPy's pairwise sum, bit for bit: in
+    # float64 the output shows every bit of the sum; NumPy squares a
+    # transposed or strided input into an array of its memory order and
+    # sums that in memory order, and so must the C code
+    from lasres.config import get_mode
+    from lasres.ops.fused import SumOfSquares
+    rng = np.random.RandomState(3)
+    vs = [pt.tensor(dtype=dtype, shape=(None,) * len(s)) for s in _SSQ_SHAPES]
+    calls = []
+    perform = SumOfSquares.perform
+    try:   # patched before the compile: a Python thunk binds perform then
+        SumOfSquares.perform = lambda self, *a: calls.append(1) or perform(self, *a)
+        f = pytensor.function(vs, sum_of_squares(*vs), mode=get_mode("c"))
+        for trial in range(20):
+            xs = [(rng.randn(*s) * rng.choice([1e-3, 1.0, 30.0])).astype(dtype)
+                  for s in _SSQ_SHAPES]
+            xs[1] = np.ascontiguousarray(xs[1].transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+            xs[3] = np.asfortranarray(xs[3])
+            xs[7] = np.concatenate([xs[7], xs[7]])[::2]
+            total = 0.0
+            for x in xs:
+                total += np.sum(np.square(x, dtype=np.float64))
+            got = f(*xs)
+            assert got.dtype == dtype
+            assert got.tobytes() == np.asarray(total, dtype=dtype).tobytes(), trial
+    finally:
+        SumOfSquares.perform = perform
+    assert calls == []   # the C code ran, not perform
