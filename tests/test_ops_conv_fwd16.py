@@ -178,6 +178,35 @@ def test_a_failed_build_leaves_no_file(tmp_path):
     assert [p.name for p in (tmp_path / "lib").iterdir()] == ["lasres_x.so"]
 
 
+_SETTLED_SCRIPT = """
+import threading
+started = []
+threading.Thread.start = lambda self: started.append(self.name)   # the thread never runs
+import pytensor
+from lasres.ops import native
+param = type(pytensor.config).__dict__["compiledir"]
+before = hasattr(param, "val")
+native.prefetch()
+print(started, before, hasattr(param, "val"))
+"""
+
+
+def test_prefetch_settles_pytensors_config_on_the_calling_thread():
+    """PyTensor computes the compile directory's default (with the
+    compiler's version) on first use and raises when a second thread's
+    first use overlaps: the background build must not be the first user
+    while the main thread compiles (it was, in CI: a fused graph's rewrite
+    starts it, then the C modules' prebuild asks PyTensor for its cache)."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != native.ENV}
+    out = subprocess.run([sys.executable, "-c", _SETTLED_SCRIPT], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["['lasres-native']", "False", "True"]
+
+
 def test_a_killed_builds_leftovers_are_removed(tmp_path):
     """Temporary files a killed build left (older than an hour) go at the
     next build; a build under way (a fresh file) is left alone."""

@@ -115,6 +115,17 @@ def _missing(fgraph, cache) -> List[_Job]:
     return jobs
 
 
+def _settle() -> None:
+    """Compute on this thread what PyTensor's compiler computes lazily on first
+    use (its configuration refuses concurrent first uses)."""
+    from pytensor import config
+    from pytensor.link.c import cmodule
+    for name in ("cxx", "compiledir", "cmodule__remove_gxx_opt", "cmodule__compilation_warning"):
+        getattr(config, name)
+    cmodule.std_include_dirs(), cmodule.std_libs(), cmodule.std_lib_dirs()
+    cmodule.get_lib_extension(), cmodule.get_gcc_shared_library_arg()
+
+
 def _workers() -> int:
     """``$LASRES_PREBUILD`` if it is a number, else the usable cores up to MAX_WORKERS."""
     value = os.environ.get(ENV, "").strip()
@@ -143,6 +154,7 @@ def prebuild(fgraph, workers: Optional[int] = None) -> int:
     if len(jobs) < 2:
         return 0   # nothing to overlap
     jobs.sort(key=lambda job: -len(job.src))   # the longest first, for an even finish
+    _settle()
     with ThreadPoolExecutor(max_workers=min(workers, len(jobs)),
                             thread_name_prefix="lasres-cbuild") as pool:
         futures = [pool.submit(job.build, cache.dirname) for job in jobs]

@@ -100,6 +100,10 @@ def prefetch() -> None:
     core while PyTensor compiles the graph's modules."""
     global _PREFETCH
     if _PREFETCH is None and not _TRIED and os.environ.get(ENV, "1") != "0":
+        # PyTensor computes a config default (the compiler's version, the
+        # compile directory) on first use and refuses a second thread's
+        # concurrent first use: settle them here, on the calling thread
+        library_path()
         _PREFETCH = threading.Thread(target=library, name="lasres-native", daemon=True)
         _PREFETCH.start()
 
