@@ -133,7 +133,8 @@ class _Maker(FunctionMaker):
 
 
 class LasresMode(Mode):
-    """A PyTensor mode whose functions compile with the collector held."""
+    """A PyTensor mode whose functions compile with the collector held, their
+    missing C modules built side by side first."""
 
     @property
     def function_maker(self):

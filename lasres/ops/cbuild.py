@@ -108,10 +108,11 @@ def _missing(fgraph, cache) -> List[_Job]:
             module_hash = get_module_hash(src, key)
             if module_hash in seen or cache._get_from_hash(module_hash, key) is not None:
                 continue   # one build per source: the other keys find it by its hash
+            job = _Job(linker, key, src)
         except Exception:   # no C code, or not cacheable: the linker decides
             continue
         seen.add(module_hash)
-        jobs.append(_Job(linker, key, src))
+        jobs.append(job)
     return jobs
 
 
