@@ -42,7 +42,7 @@ class _Job:
         mod = linker.get_dynamic_module()
         self.key, self.src = key, src
         self.compiler = linker.c_compiler()
-        self.args = dict(module_name=mod.code_hash, src_code=mod.code(),
+        self.args = dict(module_name=mod.code_hash, src_code=src,   # src is mod.code()
                          include_dirs=linker.header_dirs(), lib_dirs=linker.lib_dirs(),
                          libs=linker.libraries(), preargs=linker.compile_args())
         self.location: Optional[str] = None
