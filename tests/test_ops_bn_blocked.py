@@ -327,3 +327,45 @@ def test_blocked_results_do_not_depend_on_the_thread_count():
     one, two = _digests(1), _digests(2)
     assert len(one) == 3 * 2 * 16
     assert one == two, sorted(k for k in one if one[k] != two[k])
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3, 3e4])
+def test_blocked_variance_of_values_far_from_zero(offset):
+    """The blocked forward pass sums each block's squared deviations from the
+    block's own mean and combines the blocks (lr_bnb_train_fwd): the variance
+    of values whose mean is far larger than their spread is still that of the
+    centred values (the test fails when the combination leaves out the
+    blocks' m (mean_t - mean)^2 terms)."""
+    rng = np.random.default_rng(5)
+    shape = (6, 2, 7, 9, 16)
+    # block means far apart too: the combination's (mean_t - mean)^2 terms matter
+    x = (offset + rng.normal(0, 1e-2, shape)
+         + rng.normal(0, 1e-3, (shape[0], 1, 1, 1, 1))).astype("float32")
+    xs = pt.tensor("x", dtype="float32", shape=(None,) * 5)
+    g = pt.matrix("g", dtype="float32")
+    b = pt.matrix("b", dtype="float32")
+    _, mean, inv = BatchNormTrain(AXES, EPS)(xs, g, b)
+    f = pytensor.function([xs, g, b], [mean, inv], mode=C_MODE)
+    ones = np.ones((shape[1], shape[4]), "float32")
+    got_mean, got_inv = f(x, ones, np.zeros_like(ones))
+    x64 = x.astype(np.float64)
+    mu = x64.mean(axis=AXES)
+    want_inv = 1.0 / np.sqrt(((x64 - mu[None, :, None, None, :]) ** 2).mean(axis=AXES) + EPS)
+    np.testing.assert_array_max_ulp(got_mean, mu.astype("float32"), maxulp=1)
+    np.testing.assert_array_max_ulp(got_inv, want_inv.astype("float32"), maxulp=1)
+
+
+def test_sourced_ops_vectorise_with_whole_avx512_registers():
+    """On x86-64 the C ops of lasres's sources (batch norms, channel sums,
+    layouts) are compiled with GCC's preference for 512-bit vectors: with
+    -march=native GCC otherwise keeps AVX-512 CPUs at 256 bits, and the batch
+    norms' float64 arithmetic ran at half width (a tuning hint: the same
+    values, checked by every test above)."""
+    import platform
+    from lasres.ops.ccop import vector_width_args
+    args = BatchNormTrainRelu(AXES, EPS).c_compile_args()
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert "-mprefer-vector-width=512" in args
+        assert BlockedChannelSum().c_compile_args().count("-mprefer-vector-width=512") == 1
+    else:
+        assert not vector_width_args() and "-mprefer-vector-width=512" not in args
