@@ -102,3 +102,55 @@ def test_avx2_blocks_keep_nchw_and_blocked_graphs_equal(tmp_path):
         plain, _ = _run(tmp_path, case, False, ONEDNN_MAX_CPU_ISA="AVX2")
         np.testing.assert_array_equal(narrow, plain)
         assert _rms(narrow, _truth(case)) < 1e-5
+
+
+# (input shape, filter shape, stride, pad) whose forward pass never reads the
+# last row and/or column: oneDNN sees a cropped view (lr_geometry) and the rest
+# of the input gradient is lasres's to zero (lr_zero_uncropped)
+CROPPED = [((4, 16, 32, 32), (32, 16, 1, 1), 2, 0),    # a projection: row 31 and column 31
+           ((2, 16, 8, 9), (16, 16, 1, 1), 2, 0),      # rows only (all 9 columns read)
+           ((2, 16, 6, 9), (32, 16, 3, 3), 3, 0),      # stride 3: two rows/columns past the view
+           ((3, 32, 16, 16), (16, 32, 3, 3), 2, 1)]    # a 3x3 transition (not cropped): untouched
+
+
+@needs_onednn
+@pytest.mark.parametrize("blocked", [False, True], ids=["nchw", "blocked"])
+@pytest.mark.parametrize("case", CROPPED, ids=lambda c: "x".join(map(str, c[0])) + f"k{c[1][2]}s{c[2]}")
+def test_input_gradient_outside_the_cropped_view_is_zero(case, blocked):
+    """The op's C code run on an output buffer it reuses, filled with NaN
+    beforehand: every value is the true gradient, the rows and columns that
+    no output reads are exact zeros, nothing of the old buffer is left."""
+    import pytensor.tensor as pt
+    from pytensor.graph.basic import Constant
+    from lasres.ops.conv import Conv2dGradInputs
+    from lasres.ops.shape import from_blocked, to_blocked
+    xs, ws, stride, pad = case
+    b = layout.block_size() if blocked else 0
+    rng = np.random.RandomState(8)
+    w = rng.randn(*ws).astype("float32")
+    oh = [(i + 2 * pad - k) // stride + 1 for i, k in zip(xs[2:], ws[2:])]
+    gz = rng.randn(xs[0], ws[0], *oh).astype("float32")
+    op = Conv2dGradInputs(stride=(stride, stride), pad=(pad, pad), filter_flip=False,
+                          blocks=(b, b))
+    zv = pt.tensor(dtype="float32", shape=(None,) * (5 if b else 4))
+    node = op.make_node(zv, pt.constant(w), xs[2:])
+    storage = {v: [None] for v in node.inputs + node.outputs}
+    for v in node.inputs:
+        if isinstance(v, Constant):
+            storage[v][0] = v.data
+    storage[zv][0] = to_blocked(gz, b) if b else gz
+    shape = (xs[0], xs[1] // b, xs[2], xs[3], b) if b else tuple(xs)
+    compute = {v: [True] for v in node.inputs} | {v: [False] for v in node.outputs}
+    thunk = op.make_thunk(node, storage, compute, [], impl="c")
+    for _ in range(2):   # the second call writes into the first call's array
+        stale = np.full(shape, np.nan, np.float32)
+        storage[node.outputs[0]][0] = stale
+        thunk()
+        assert storage[node.outputs[0]][0] is stale   # the buffer was reused
+        gx = from_blocked(stale) if b else stale
+        truth = _truth(case)
+        assert not np.isnan(gx).any()
+        np.testing.assert_allclose(gx, truth, rtol=1e-4, atol=1e-4)
+        read_h = (oh[0] - 1) * stride + ws[2] - pad
+        read_w = (oh[1] - 1) * stride + ws[3] - pad
+        assert (gx[:, :, read_h:, :] == 0).all() and (gx[:, :, :, read_w:] == 0).all()

@@ -13,7 +13,7 @@
  * the block, and runs along the pixels as along one row.
  *
  * Round-off: each accumulator sums at most LR_CHAIN products in float32
- * (3x3: whole output rows, at least one; 1x1: LR_CHAIN pixels; a chain goes
+ * (3x3: whole output rows, at least one; 1x1: LR_CHAIN1 pixels; a chain goes
  * on into the next image),
  * then is added to a float64 sum; the threads take whole images, in order,
  * each with its own float64 sums, and those are added in thread order.  A
@@ -34,6 +34,14 @@
 #endif
 
 #define LR_CHAIN 128
+/* The 1x1 kernel's chains: 32 pixels.  With 128, a small 1x1 layer's weight
+ * gradient (6 images of 17x19 pixels, 16 -> 32 channels) rounded worse than
+ * OpenBLAS's float32 GEMM on an Intel Xeon (Sapphire Rapids), whose kernel for
+ * such small products keeps many partial sums (rms error 4.5e-6 against
+ * 2.8e-6; now 2.3e-6; a bottleneck's 64 -> 16 layer 9.1e-6 -> 5.1e-6 against
+ * the GEMM's 1.6e-5); the more frequent float64 flushes cost about 15% of
+ * the kernel's time. */
+#define LR_CHAIN1 32
 /* the images of one pass over the (output block, input block) pairs: their
  * x and gz in about this many bytes (L2), so that each pair's sums and
  * chains stay in L1 while they run through the pass's images */
@@ -150,7 +158,7 @@ static void NAME(const lr_bw_geom *g, const float *xb, const float *gb, double *
     _Pragma("GCC unroll 16")                                                               \
     for (i = 0; i < B; i++) a[i] = LOAD(st + i * B);                                       \
     while (p < np) {                                                                       \
-        const long stop = np - p < LR_CHAIN - count ? np : p + LR_CHAIN - count;          \
+        const long stop = np - p < LR_CHAIN1 - count ? np : p + LR_CHAIN1 - count;          \
         count += stop - p;                                                                 \
         for (; p < stop; p++) {                                                            \
             const VEC gv = LOAD(gb + p * B);                                               \
@@ -158,7 +166,7 @@ static void NAME(const lr_bw_geom *g, const float *xb, const float *gb, double *
             _Pragma("GCC unroll 16")                                                       \
             for (i = 0; i < B; i++) a[i] = FMA(BCAST(xp + i), gv, a[i]);                   \
         }                                                                                  \
-        if (count == LR_CHAIN) {                                                           \
+        if (count == LR_CHAIN1) {                                                           \
             _Pragma("GCC unroll 16")                                                       \
             for (i = 0; i < B; i++) {                                                      \
                 FLUSH(acc64 + i * B, a[i]);                                                \

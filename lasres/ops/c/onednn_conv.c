@@ -11,7 +11,8 @@
  * the floor of the output-length formula, the last input rows may never be
  * read; the source is then described as a strided view of its first `he` rows
  * (and `we` columns), which keeps padding_r >= 0.  The input gradient of such
- * rows is zero.
+ * rows is zero.  Unpadded 1x1 kernels keep the whole input, with a negative
+ * padding_r instead (lr_uncropped).
  *
  * Backward-weights runs in blocks of images summed in float64, and on
  * oneDNN's GEMM implementation for 1x1 stride-1 convolutions, to round no
@@ -350,6 +351,18 @@ done:
 }
 
 /* pad_mode: 0 explicit (ph, pw), 1 'same', 2 'full'. */
+/* An unpadded 1x1 kernel along an axis (a projection shortcut) sees the
+ * whole input, the rows its stride never reads included: oneDNN takes them
+ * as a negative right padding (it accepts padding_r > -stride), and its 1x1
+ * kernels then read and write the activation in place, where the cropped
+ * view cost a reorder of the whole activation around each of them
+ * (forward, input gradient) and the general direct kernel.  Other kernels
+ * keep the cropped view. */
+static int lr_uncropped(npy_intp k, npy_intp pad)
+{
+    return k == 1 && pad == 0;
+}
+
 static int lr_geometry(lr_geom *g, int pad_mode)
 {
     npy_intp last;
@@ -367,10 +380,10 @@ static int lr_geometry(lr_geom *g, int pad_mode)
     g->ow = (g->w + 2 * g->pw - g->kw) / g->sw + 1;
     /* one past the last padded row read, in input coordinates */
     last = (g->oh - 1) * g->sh + g->kh - g->ph;
-    g->he = last < g->h ? last : g->h;
+    g->he = last < g->h && !lr_uncropped(g->kh, g->ph) ? last : g->h;
     g->prh = last - g->he;
     last = (g->ow - 1) * g->sw + g->kw - g->pw;
-    g->we = last < g->w ? last : g->w;
+    g->we = last < g->w && !lr_uncropped(g->kw, g->pw) ? last : g->w;
     g->prw = last - g->we;
     if (g->he < 1 || g->we < 1) {
         PyErr_SetString(PyExc_NotImplementedError,
@@ -813,6 +826,29 @@ static int lr_prepare_act(PyArrayObject **out, npy_intp n, npy_intp c, npy_intp 
     return *out == NULL ? -1 : 0;
 }
 
+/* Zeros where an input gradient lies outside the source's cropped view (rows
+ * he.. and columns we.., never read by the forward pass: see lr_geometry):
+ * the primitive writes the whole view, zeros at the positions a stride skips
+ * included, so only this band is cleared, not the whole array (a 1x1
+ * stride-2 projection's input gradient is 31 of 32 rows and columns: zeroing
+ * all of it first cost more than the primitive). */
+static void lr_zero_uncropped(const lr_geom *g, npy_intp block, float *out)
+{
+    const npy_intp b = block ? block : 1, planes = g->n * (block ? g->c / block : g->c);
+    const npy_intp row = g->w * b, plane = g->h * row;
+    npy_intp p, y;
+    if (g->he >= g->h && g->we >= g->w)
+        return;
+    for (p = 0; p < planes; p++) {
+        float *q = out + p * plane;
+        if (g->we < g->w)
+            for (y = 0; y < g->he; y++)
+                memset(q + y * row + g->we * b, 0, sizeof(float) * (g->w - g->we) * b);
+        if (g->he < g->h)
+            memset(q + g->he * row, 0, sizeof(float) * (g->h - g->he) * row);
+    }
+}
+
 /* Floats from one row of an activation to the next (within a channel block). */
 static npy_intp lr_row_floats(npy_intp w, npy_intp block)
 {
@@ -1029,8 +1065,10 @@ static int lr_conv_bwd_data(lr_cache *cache, PyArrayObject *gz0, PyArrayObject *
     }
     if (lr_geometry(&g, pad_mode) || lr_check_gz(gz, &g)) goto done;
     if (lr_prepare_act(out, g.n, g.c, g.h, g.w, bx)) goto done;
-    if (g.he < g.h || g.we < g.w || g.f == 0)
+    if (g.f == 0)
         memset(PyArray_DATA(*out), 0, PyArray_NBYTES(*out));
+    else
+        lr_zero_uncropped(&g, bx, (float *)PyArray_DATA(*out));
     if (g.n == 0 || g.c == 0 || g.f == 0) { rc = 0; goto done; }   /* zeros */
     if (lr_conv16(&g, gz, w, NULL, NULL, *out, flip, 1) == 0) { rc = 0; goto done; }
     if (!(e = lr_entry_for(cache, &g, LR_BWD_DATA, 0))) goto done;
