@@ -357,7 +357,8 @@ done:
  * kernels then read and write the activation in place, where the cropped
  * view cost a reorder of the whole activation around each of them
  * (forward, input gradient) and the general direct kernel.  Other kernels
- * keep the cropped view. */
+ * keep the cropped view here; the fused inference program
+ * (onednn_program.conv_geometry) gives every kernel the whole input. */
 static int lr_uncropped(npy_intp k, npy_intp pad)
 {
     return k == 1 && pad == 0;
